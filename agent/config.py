@@ -1,0 +1,151 @@
+"""``agent.toml``: where the agent reads from, where it may send to, and where it keeps its state.
+
+Relative paths are resolved against the directory of the config file, so a config directory made by
+``hush-agent init`` can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from hushmetric.config import load_toml
+from hushmetric.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "CollectorConfig",
+    "DemoSource",
+    "FileSource",
+    "Limits",
+    "LoadedConfig",
+    "LogConfig",
+    "MqttSource",
+    "OutboxConfig",
+    "Source",
+    "StdinSource",
+    "load_config",
+]
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+
+
+class MqttSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="mqtt", tag_field="type"):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
+    topics: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["telemetry/#"]
+    )
+    client_id: str | None = None  # stable id for the persistent session; default: "hush-" + agent id
+    username: str | None = None
+    password_file: str | None = None  # never the password itself in the config
+    tls: bool = False
+    ca_file: str | None = None
+    keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+
+
+class FileSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="file", tag_field="type"):
+    path: str
+    follow: bool = True  # keep reading appended lines (ignored with `run --once`)
+
+
+class StdinSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="stdin", tag_field="type"):
+    pass
+
+
+class DemoSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="demo", tag_field="type"):
+    seed: int = 7
+    users: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 400
+    days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 2
+    start: str = "2026-01-05T00:00:00Z"  # event time of the first event (deterministic output)
+
+
+Source = MqttSource | FileSource | StdinSource | DemoSource
+
+
+class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The only destinations the agent will ever send to (egress allow-list).
+    endpoints: list[str] = []
+    tls: bool = False
+    ca_file: str | None = None
+    server_name: str | None = None  # TLS name override
+    timeout: str = "10s"  # per-RPC deadline
+
+
+class OutboxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_batches: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 512 << 20
+    # What happens when the outbox is full: stop releasing and apply backpressure to sources.
+    overflow: Literal["backpressure"] = "backpressure"
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_event_bytes: Annotated[int, msgspec.Meta(ge=64, le=16 << 20)] = 64 << 10
+    max_attrs: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 64
+    max_value_length: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 4096
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=1024, le=256 << 20)] = 16 << 20
+    dead_letter_max: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # Distinct open-dimension values held per metric per window before new ones are refused.
+    max_open_values: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+
+
+class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    format: Literal["plain", "json"] = "plain"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    tenant: Id
+    agent: Id
+    policy: str = "policy.toml"
+    state_dir: str = "state"  # SQLite state: journal, ledger, outbox, egress ledger, dead letters
+    key_file: str = "agent.key"  # Ed25519 seed, mode 0600
+    secret_file: str = "site.secret"  # HMAC key for pseudonyms, mode 0600
+    collector: CollectorConfig = CollectorConfig()
+    sources: list[Source] = msgspec.field(default_factory=lambda: [DemoSource()])
+    outbox: OutboxConfig = OutboxConfig()
+    limits: Limits = Limits()
+    log: LogConfig = LogConfig()
+    metrics_listen: str | None = None  # e.g. "127.0.0.1:9464" for Prometheus
+
+    def resolve(self, base: Path, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else base / path
+
+
+class LoadedConfig(msgspec.Struct, frozen=True):
+    """A config together with the file it came from, with every path resolved."""
+
+    config: AgentConfig
+    path: Path
+    base: Path
+
+    def at(self, value: str) -> Path:
+        return self.config.resolve(self.base, value)
+
+    @property
+    def policy_path(self) -> Path:
+        return self.at(self.config.policy)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.at(self.config.state_dir)
+
+    @property
+    def key_path(self) -> Path:
+        return self.at(self.config.key_file)
+
+    @property
+    def secret_path(self) -> Path:
+        return self.at(self.config.secret_file)
+
+
+def load_config(path: Path) -> LoadedConfig:
+    config = load_toml(path, AgentConfig)
+    for i, endpoint in enumerate(config.collector.endpoints):
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError("expected HOST:PORT", path=str(path), key=f"collector.endpoints[{i}]")
+    return LoadedConfig(config, path, path.resolve().parent)

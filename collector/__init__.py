@@ -1,0 +1,1 @@
+"""hush-collector: verifies signed batches, keeps tenants apart, meters, audits and reports."""

@@ -1,0 +1,1 @@
+"""hushmetric wire contract shared by agent and collector."""

@@ -1,0 +1,56 @@
+"""Load TOML files into typed msgspec Structs, with errors that name the file, the key and the expectation."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from hushmetric.errors import ConfigError
+
+__all__ = ["MAX_CONFIG_BYTES", "convert", "load_toml"]
+
+T = TypeVar("T")
+MAX_CONFIG_BYTES = 1 << 20
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def _split(exc: msgspec.ValidationError) -> tuple[str, str | None]:
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any string
+    path = match.group("path")
+    key = path.lstrip(".").replace(".[", "[") if path else None
+    msg = match.group("msg").replace("Object contains unknown field", "unknown key")
+    return msg, key or None
+
+
+def convert(obj: Any, type_: type[T], *, path: str) -> T:
+    """``msgspec.convert`` with a ConfigError that names ``path`` and the offending key."""
+    try:
+        return msgspec.convert(obj, type_, strict=True)
+    except msgspec.ValidationError as exc:
+        msg, key = _split(exc)
+        raise ConfigError(msg, path=path, key=key) from exc
+
+
+def load_toml(path: Path, type_: type[T]) -> T:
+    """Read, parse and validate ``path``. Every failure is a one-line ConfigError."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise ConfigError("file not found", path=str(path)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES} bytes", path=str(path))
+    try:
+        obj = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("not UTF-8 text", path=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=str(path)) from exc
+    return convert(obj, type_, path=str(path))
