@@ -1,0 +1,473 @@
+"""``hush-agent``: the command line of the edge agent.
+
+Exit codes (stable, for scripts):
+    0  success
+    1  the operation ran but failed: verification failed, delivery refused, budget exhausted
+    2  usage or configuration error (bad flags, bad config or policy, unreadable key)
+    4  unavailable: the collector could not be reached
+  130  interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agent.config import LoadedConfig, load_config
+from hushmetric.errors import ConfigError, HushError
+from hushmetric.logs import setup_logging
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+_json = msgspec.json.Encoder()
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(f"hush-agent: {line}\n")
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(_json.encode(obj).decode() + "\n")
+
+
+def _config(args: argparse.Namespace) -> LoadedConfig:
+    return load_config(Path(args.config))
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        import uvloop  # optional: faster event loop when installed
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from agent.setup import init_dir
+
+    result = init_dir(
+        Path(args.dir), tenant=args.tenant, collector=args.collector, agent=args.agent, force=args.force
+    )
+    _out(result.agent)
+    sys.stderr.write(
+        f"wrote {result.config}, {result.policy}, {result.key_file} and {result.secret_file} (0600)\n"
+        f"next: hush-agent --config {result.config} validate && hush-agent --config {result.config} run --once\n"
+    )
+    return EXIT_OK
+
+
+def cmd_key_show(args: argparse.Namespace) -> int:
+    from hushmetric.keys import key_id, load_signing_key, public_key_b64
+
+    loaded = _config(args)
+    public = bytes(load_signing_key(loaded.key_path).verify_key)
+    if args.json:
+        _print_json({"public_key": public_key_b64(public), "key_id": key_id(public), "agent": loaded.config.agent})
+    else:
+        _out(public_key_b64(public))
+        _out(key_id(public))
+    return EXIT_OK
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from agent.enroll import enroll
+    from hushmetric.keys import load_signing_key
+
+    loaded = _config(args)
+    endpoints = [args.endpoint] if args.endpoint else loaded.config.collector.endpoints
+    if not endpoints:
+        raise ConfigError("no collector endpoint: pass --endpoint HOST:PORT or set collector.endpoints")
+    public = bytes(load_signing_key(loaded.key_path).verify_key)
+    tenant, kid = _run_async(
+        enroll(loaded.config.collector, endpoints[0], token=args.token, agent=loaded.config.agent, public_key=public)
+    )
+    if tenant != loaded.config.tenant:
+        _err(f"warning: the collector bound this key to tenant {tenant!r}, the config says {loaded.config.tenant!r}")
+    _out(kid)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from agent.policy import load_policy, policy_digest
+
+    loaded = _config(args)
+    policy = load_policy(loaded.policy_path)
+    problems: list[str] = []
+    for what, path in (("signing key", loaded.key_path), ("site secret", loaded.secret_path)):
+        if not path.exists():
+            problems.append(f"{path}: {what} missing")
+        elif path.stat().st_mode & 0o077:
+            problems.append(f"{path}: {what} is readable by others; chmod 600 it")
+    if args.profile:
+        from agent.profiles import check_profile
+
+        problems += [f"{loaded.path}: {v.key}: {v.message}" for v in check_profile(loaded.config, args.profile)]
+    if problems:
+        for line in problems:
+            _err(line)
+        return EXIT_USAGE
+    suffix = f", conforms to profile {args.profile}" if args.profile else ""
+    _out(
+        f"ok: {loaded.path} and {loaded.policy_path} ({len(policy.metrics)} metrics, "
+        f"policy digest {policy_digest(policy)[:16]}){suffix}"
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.runtime import Agent, install_signal_handlers
+
+    loaded = _config(args)
+    log_cfg = loaded.config.log
+    setup_logging(log_cfg.format, "warning" if args.once and log_cfg.level == "info" else log_cfg.level)
+    if not args.once and args.input is not None:
+        raise ConfigError("--input reads a finite input: use it with --once")
+
+    async def go() -> int:
+        agent = Agent(loaded)
+        try:
+            if args.once:
+                report = await agent.run_once(input_path=args.input)
+                if args.json:
+                    _print_json(report)
+                else:
+                    _print_run_report(report)
+                if report.windows_refused and not report.windows_released:
+                    return EXIT_FAILED
+                return EXIT_OK
+            if loaded.config.metrics_listen:
+                from agent.metrics import serve_metrics
+
+                serve_metrics(loaded.config.metrics_listen, agent.metrics.registry)
+            stop = asyncio.Event()
+            install_signal_handlers(stop)
+            await agent.serve(stop)
+            return EXIT_OK
+        finally:
+            agent.close()
+
+    return int(_run_async(go()))
+
+
+def _print_run_report(report: Any) -> None:
+    red = ", ".join(f"{k} {v}" for k, v in sorted(report.redactions.items())) or "none"
+    _out(f"events accepted   {report.events}")
+    _out(f"dead letters      {report.dead_letters}")
+    _out(f"late (dropped)    {report.late}")
+    _out(f"redactions        {red}")
+    _out(f"windows released  {report.windows_released} ({report.rows_released} rows)")
+    if report.windows_refused:
+        _out(f"windows refused   {report.windows_refused} (privacy budget exhausted)")
+    _out(f"batches delivered {report.batches_sent}")
+    _out(f"left in outbox    {report.outbox_depth}")
+    if report.delivery_error:
+        _out(f"delivery          {report.delivery_error}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from agent.export import export_bundle
+    from agent.runtime import open_agent_state
+    from hushmetric.keys import load_signing_key
+
+    loaded = _config(args)
+    key = load_signing_key(loaded.key_path)
+    conn = open_agent_state(loaded)
+    try:
+        result = export_bundle(
+            conn, key, Path(args.out), tenant=loaded.config.tenant, agent=loaded.config.agent, at=time.time()
+        )
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(result)
+    else:
+        _out(f"exported {result.batches} batches ({result.bytes} bytes) to {args.out}")
+    return EXIT_OK
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from agent import ledger
+    from agent.policy import load_policy
+    from agent.runtime import open_agent_state
+
+    loaded = _config(args)
+    policy = load_policy(loaded.policy_path)
+    conn = open_agent_state(loaded)
+    try:
+        rows = ledger.summary(conn, policy)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    unit = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
+    _out(f"{'period':<12} {unit + ' spent':>12} {'cap':>10} {'left':>10} {'releases':>9} {'refused':>8}")
+    for r in rows:
+        _out(f"{r.period:<12} {r.spent:>12.4f} {r.cap:>10.4f} {r.left:>10.4f} {r.releases:>9} {r.refusals:>8}")
+    if not rows:
+        _out("(nothing released yet)")
+    return EXIT_OK
+
+
+def cmd_egress(args: argparse.Namespace) -> int:
+    from agent import egress
+    from agent.runtime import open_agent_state
+    from agent.state import transaction
+
+    loaded = _config(args)
+    conn = open_agent_state(loaded)
+    try:
+        if args.action in ("stop", "resume"):
+            with transaction(conn):
+                if args.action == "stop":
+                    egress.stop(conn, reason=args.reason, at=time.time())
+                else:
+                    egress.resume(conn, at=time.time())
+            _out("egress stopped: nothing leaves until `hush-agent egress resume`" if args.action == "stop"
+                 else "egress resumed")
+            return EXIT_OK
+        if args.verify:
+            result = egress.verify(conn)
+            if args.json:
+                _print_json(result)
+            elif result.ok:
+                _out(f"ok: {result.count} entries, head {result.head}")
+            else:
+                _out(f"FAILED at entry {result.first_bad}: {getattr(result, 'reason', 'chain broken')}")
+            return EXIT_OK if result.ok else EXIT_FAILED
+        entries = egress.entries(conn)
+        stopped = egress.is_stopped(conn)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json(entries)
+        return EXIT_OK
+    _out(f"egress is {'STOPPED' if stopped else 'open'}; {len(entries)} ledger entries")
+    for e in entries[-args.limit :]:
+        _out(egress.format_entry(e))
+    return EXIT_OK
+
+
+def cmd_dead_letter(args: argparse.Namespace) -> int:
+    from agent import deadletter
+    from agent.runtime import open_agent_state
+
+    loaded = _config(args)
+    conn = open_agent_state(loaded)
+    try:
+        letters = deadletter.recent(conn, args.limit)
+        counts = deadletter.counts(conn)
+    finally:
+        conn.close()
+    if args.json:
+        _print_json({"counts": counts, "recent": letters})
+        return EXIT_OK
+    _out("refused inputs by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+    for d in letters:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.at))
+        _out(f"{stamp} {d.reason:<16} {d.source} {d.size}B sha256:{d.sha256[:16]} {d.detail}")
+    return EXIT_OK
+
+
+def _read_input(name: str) -> Any:
+    if name == "-":
+        return sys.stdin.buffer
+    try:
+        return Path(name).open("rb")  # noqa: SIM115 - closed by the caller's `with`
+    except OSError as exc:
+        raise ConfigError(f"cannot read input: {exc.strerror or exc}", path=name) from exc
+
+
+def cmd_redact(args: argparse.Namespace) -> int:
+    """A dry run of the redaction stage: what each event (or text line) would look like after it."""
+    from agent.decode import Decoder
+    from agent.policy import load_policy
+    from agent.redact import Redactor
+    from agent.runtime import load_secret
+
+    loaded = _config(args)
+    policy = load_policy(loaded.policy_path)
+    redactor = Redactor(policy, load_secret(loaded.secret_path))
+    decoder = Decoder(loaded.config.limits)
+    encoder = msgspec.json.Encoder()
+    refused = 0
+    with _read_input(args.input) as fh:
+        for raw in fh:
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            if args.text:
+                _out(redactor.redact_text(line.decode("utf-8", "replace")))
+                continue
+            events, letters = decoder.decode(line, "redact", now=time.time())
+            for letter in letters:
+                refused += 1
+                _out(f"# refused: {letter.reason}: {letter.detail}")
+            for event in events:
+                red = redactor.redact(event)
+                _out("# dropped: finding in event name or attribute key" if red is None
+                     else encoder.encode(red).decode())
+    counts = redactor.take_counts()
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no findings"
+    sys.stderr.write(f"findings: {summary}" + (f"; {refused} inputs refused" if refused else "") + "\n")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.status import collect_status, format_status
+
+    loaded = _config(args)
+    status = collect_status(loaded, now=time.time())
+    if args.json:
+        _print_json(status)
+    else:
+        for line in format_status(status):
+            _out(line)
+    return EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from agent.policy import load_policy
+    from agent.release import expected_error
+
+    loaded = _config(args)
+    policy = load_policy(loaded.policy_path)
+    rows = expected_error(policy)
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    _out(f"expected error per window at {policy.budget.mechanism} budget (95 % half-width):")
+    for r in rows:
+        _out("  " + " ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(r).items()))
+    return EXIT_OK
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from agent.sources.demo import write_dataset
+
+    count = write_dataset(Path(args.out), seed=args.seed, users=args.users, days=args.days)
+    _out(f"wrote {count} events to {args.out}")
+    return EXIT_OK
+
+
+# -- parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=os.environ.get("HUSH_AGENT_CONFIG", "agent.toml"),
+        help="agent config file (default: $HUSH_AGENT_CONFIG or ./agent.toml)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="hush-agent",
+        parents=[common],
+        description="Edge agent of hushmetric: redacts personal data, aggregates with differential privacy, "
+        "signs each release and delivers it to the collector or into an offline bundle.",
+        epilog="Exit codes: 0 ok, 1 failed (verification, refusal, budget), 2 usage or config error, "
+        "4 collector unreachable, 130 interrupted.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("init", cmd_init, "create a config directory that runs as is (demo source)")
+    p.add_argument("--dir", required=True, help="directory to write agent.toml, policy.toml and keys into")
+    p.add_argument("--tenant", required=True, help="tenant name at the collector")
+    p.add_argument("--collector", metavar="HOST:PORT", help="collector endpoint (omit for air-gap)")
+    p.add_argument("--agent", help="agent id (default: a new random one)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config and keys")
+
+    p = add("key", cmd_key_show, "show the agent's public key and key id")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("--json", action="store_true")
+
+    p = add("enroll", cmd_enroll, "bind this agent's key to its tenant with a one-time token")
+    p.add_argument("--token", required=True, help="token from `hush-collector enroll-token`")
+    p.add_argument("--endpoint", metavar="HOST:PORT", help="collector (default: the first configured)")
+
+    p = add("validate", cmd_validate, "check config and policy (and a deployment profile)")
+    p.add_argument("--profile", choices=["saas", "vpc", "on-prem", "air-gap"])
+
+    p = add("run", cmd_run, "run the pipeline (daemon, or --once over finite input)")
+    p.add_argument("--once", action="store_true", help="read finite sources to the end, release, deliver, exit")
+    p.add_argument("--input", metavar="FILE|-", help="a JSON-lines file or - for stdin instead of the sources")
+    p.add_argument("--json", action="store_true", help="print the --once report as JSON")
+
+    p = add("export", cmd_export, "move the outbox into a signed bundle for the air gap")
+    p.add_argument("--out", required=True, metavar="FILE.tar")
+    p.add_argument("--json", action="store_true")
+
+    p = add("ledger", cmd_ledger, "privacy budget spent and left per period")
+    p.add_argument("--json", action="store_true")
+
+    p = add("egress", cmd_egress, "what left this site; `stop` / `resume` is the local kill switch")
+    p.add_argument("action", nargs="?", choices=["stop", "resume"], help="stop or resume all egress")
+    p.add_argument("--verify", action="store_true", help="verify the hash chain of the egress ledger")
+    p.add_argument("--reason", default="operator", help="recorded with `stop`")
+    p.add_argument("--limit", type=int, default=20, help="entries to list (default 20)")
+    p.add_argument("--json", action="store_true")
+
+    p = add("dead-letter", cmd_dead_letter, "inputs refused by the decoder, newest first")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = add("redact", cmd_redact, "dry run: print input as it would look after redaction")
+    p.add_argument("--input", default="-", metavar="FILE|-", help="JSON-lines events (default: stdin)")
+    p.add_argument("--text", action="store_true", help="treat each line as a free-text value")
+
+    p = add("status", cmd_status, "outbox, last delivery, egress state, budget, dead letters")
+    p.add_argument("--json", action="store_true")
+
+    p = add("tune", cmd_tune, "expected error of every metric at the policy's budget")
+    p.add_argument("--json", action="store_true")
+
+    p = add("demo-data", cmd_demo_data, "write the seeded demo dataset as JSON lines")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--users", type=int, default=400)
+    p.add_argument("--days", type=int, default=2)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except HushError as exc:
+        _err(str(exc))
+        return EXIT_UNAVAILABLE if exc.code in ("unavailable", "deadline_exceeded") else EXIT_FAILED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Online enrollment: exchange a one-time token from the collector for a key binding."""
+
+from __future__ import annotations
+
+import grpc
+
+from agent.config import CollectorConfig
+from agent.sender import channel_for
+from hushmetric.errors import HushError
+from hushmetric.timefmt import parse_duration
+from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
+
+__all__ = ["enroll"]
+
+
+async def enroll(cfg: CollectorConfig, endpoint: str, *, token: str, agent: str, public_key: bytes) -> tuple[str, str]:
+    """Returns (tenant, key id). Raises HushError with the collector's reason on refusal."""
+    async with channel_for(cfg, endpoint) as channel:
+        stub = ingest_pb2_grpc.IngestStub(channel)
+        try:
+            reply = await stub.Enroll(
+                ingest_pb2.EnrollRequest(token=token, agent=agent, public_key=public_key),
+                timeout=parse_duration(cfg.timeout),
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name.lower()
+            raise HushError(f"enrollment refused by {endpoint}: {code}: {exc.details()}", code=code) from exc
+    return reply.tenant, reply.key_id

@@ -1,0 +1,352 @@
+"""The agent daemon: wires the stages together and owns durability.
+
+    sources ─► queue ─► decode ─► redact ─► journal (group commit) ─► ack ─► aggregate ─► release
+                                                                                    │
+                  egress ledger ◄── sender ◄── outbox ◄── seal ◄── ledger charge ◄──┘
+
+Durability rules, each with a test:
+- An event is acknowledged to its source only after it (or its dead letter) is committed to the
+  journal; a crash before that means the source redelivers it.
+- A window is released in ONE transaction: the privacy charge, the signed batch in the outbox, and
+  the removal of the window's events from the journal. A crash before COMMIT leaves the window in
+  the journal, so it is re-aggregated on restart; the noise drawn for the lost attempt was never
+  written anywhere, so nothing re-spends and nothing noised twice ever leaves.
+- Every stage's blocking work (SQLite, OpenDP) runs on one worker thread, serialising access to the
+  state database without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+import nacl.signing
+
+from agent import deadletter, egress, journal, ledger, outbox
+from agent.aggregate import WindowAggregator, WindowState
+from agent.config import FileSource, LoadedConfig, StdinSource
+from agent.decode import Decoder
+from agent.metrics import AgentMetrics
+from agent.policy import Policy, load_policy, per_window_budget, policy_digest
+from agent.redact import Redactor
+from agent.release import release_window
+from agent.seal import Sealed, seal
+from agent.sender import Sender
+from agent.sources import build_sources
+from agent.sources.base import Chunk, Source
+from agent.state import open_state, transaction
+from hushmetric.batch import Privacy
+from hushmetric.errors import ConfigError, HushError
+from hushmetric.keys import load_signing_key
+
+__all__ = ["Agent", "RunReport", "load_secret", "open_agent_state"]
+
+log = logging.getLogger("hush.agent")
+T = TypeVar("T")
+
+SCHEMAS = (journal.SCHEMA, deadletter.SCHEMA, ledger.SCHEMA, outbox.SCHEMA, egress.SCHEMA)
+QUEUE_CHUNKS = 64  # chunks waiting between sources and the ingest loop; beyond this, sources block
+GROUP_COMMIT_BYTES = 8 << 20  # one journal transaction takes at most this much input
+TICK_SECONDS = 1.0
+_END = object()
+
+
+class RunReport(msgspec.Struct):
+    """What one ``run`` did; printed by ``run --once`` (``--json`` prints it as is)."""
+
+    events: int = 0
+    dead_letters: int = 0
+    late: int = 0
+    redactions: dict[str, int] = {}
+    windows_released: int = 0
+    windows_refused: int = 0
+    rows_released: int = 0
+    batches_sent: int = 0
+    outbox_depth: int = 0
+    delivery_error: str | None = None
+
+
+def open_agent_state(loaded: LoadedConfig) -> sqlite3.Connection:
+    return open_state(loaded.state_dir, SCHEMAS)
+
+
+def load_secret(path: Path) -> bytes:
+    """The site secret that keys pseudonyms. Refused when readable by others, like the signing key."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        data = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read site secret: {exc.strerror or exc}", path=str(path)) from exc
+    if mode & 0o077:
+        raise ConfigError(f"site secret is readable by others (mode {mode:o}); chmod 600 it", path=str(path))
+    if len(data) < 32:
+        raise ConfigError("site secret must hold at least 32 bytes", path=str(path))
+    return data
+
+
+class Agent:
+    """One agent process: built from a loaded config, run once (``run_once``) or as a daemon (``serve``)."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.cfg = loaded.config
+        self.clock = clock
+        self.policy: Policy = load_policy(loaded.policy_path)
+        self.digest = policy_digest(self.policy)
+        self.key: nacl.signing.SigningKey = load_signing_key(loaded.key_path)
+        self.redactor = Redactor(self.policy, load_secret(loaded.secret_path))
+        self.decoder = Decoder(self.cfg.limits)
+        self.metrics = metrics or AgentMetrics()
+        self.report = RunReport()
+        self._redactions: Counter[str] = Counter()  # since the last release: goes into its batch
+        self._redactions_total: Counter[str] = Counter()
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hush-state")
+        self.conn = open_agent_state(loaded)
+        self.aggregator = WindowAggregator(
+            self.policy,
+            max_open_values=self.cfg.limits.max_open_values,
+            released=journal.released_windows(self.conn),
+        )
+        self.sender: Sender | None = None
+        if self.cfg.collector.endpoints:
+            self.sender = Sender(self.conn, self.cfg.collector, executor=self._db, clock=clock)
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._db.shutdown(wait=True)
+        self.conn.close()
+
+    async def _on_db(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn)
+
+    async def recover(self) -> int:
+        """Rebuild open windows from the journal after a restart; returns the events replayed."""
+        replayed = 0
+
+        def read_all() -> list[list[object]]:
+            return list(journal.replay(self.conn))  # type: ignore[arg-type]
+
+        for events in await self._on_db(read_all):
+            self.aggregator.add(events)  # type: ignore[arg-type]
+            replayed += len(events)
+        if replayed:
+            log.info("recovered open windows from the journal", extra={"fields": {"events": replayed}})
+        return replayed
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    async def _pump(self, source: Source, queue: asyncio.Queue[object]) -> None:
+        async for chunk in source.chunks():
+            await queue.put(chunk)
+
+    async def _ingest(self, queue: asyncio.Queue[object], *, stop_at_end: bool) -> None:
+        """Group commit: take whatever chunks are waiting (up to a size cap) and commit them together."""
+        ended = False
+        while not ended:
+            first = await queue.get()
+            if first is _END:
+                return
+            chunks = [first]
+            size = len(first.data)  # type: ignore[attr-defined]
+            while size < GROUP_COMMIT_BYTES:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if item is _END:
+                    ended = stop_at_end
+                    break
+                chunks.append(item)
+                size += len(item.data)  # type: ignore[attr-defined]
+            await self._wait_for_outbox_room()
+            await self.process(chunks)  # type: ignore[arg-type]
+
+    async def process(self, chunks: Sequence[Chunk]) -> None:
+        """Decode, redact, journal (one transaction), acknowledge, aggregate, release what is ready."""
+        now = self.clock()
+        kept = []
+        letters = []
+        offsets: dict[str, int] = {}
+        for chunk in chunks:
+            events, bad = self.decoder.decode(chunk.data, chunk.source, now=now)
+            letters.extend(bad)
+            for event in self.redactor.redact_many(events):
+                if self.aggregator.is_late(event.ts):
+                    self.report.late += 1
+                else:
+                    kept.append(event)
+            if chunk.offset_key is not None and chunk.offset is not None:
+                offsets[chunk.offset_key] = chunk.offset
+        max_rows = self.cfg.limits.dead_letter_max
+
+        def commit() -> None:
+            with transaction(self.conn):
+                journal.append(self.conn, kept)
+                for key, offset in offsets.items():
+                    journal.set_offset(self.conn, key, offset)
+                if letters:
+                    deadletter.add(self.conn, letters, max_rows=max_rows)
+
+        await self._on_db(commit)
+        # Durable now: only from here on may the source forget these inputs.
+        for chunk in chunks:
+            if chunk.ack is not None:
+                chunk.ack()
+        counts = self.redactor.take_counts()
+        self._redactions.update(counts)
+        self._redactions_total.update(counts)
+        self.metrics.redacted(counts)
+        self.report.events += len(kept)
+        self.report.dead_letters += len(letters)
+        self.metrics.ingested(len(kept), letters)
+        self.aggregator.add(kept)
+        await self.release(self.aggregator.ready())
+
+    # -- release --------------------------------------------------------------------------------
+
+    async def release(self, states: Sequence[WindowState]) -> None:
+        for state in states:
+            redactions = dict(self._redactions)
+            self._redactions.clear()
+            sealed = await self._on_db(partial(self._release_one, state, redactions))
+            if sealed is None:
+                self.report.windows_refused += 1
+                self.metrics.window_refused()
+                continue
+            self.report.windows_released += 1
+            self.report.rows_released += sealed.rows
+            self.metrics.window_released(sealed.rows)
+            if self.sender is not None:
+                self.sender.notify()
+
+    def _release_one(self, state: WindowState, redactions: dict[str, int]) -> Sealed | None:
+        """Runs on the state thread. Returns the sealed batch, or None when the budget refused it."""
+        period = ledger.period_of(self.policy, state.start)
+        budget = per_window_budget(self.policy)
+        if ledger.remaining(self.conn, self.policy, period) < budget * (1 - 1e-9):
+            with transaction(self.conn):
+                ledger.refuse(self.conn, period=period, window_start=state.start, reason="budget_exhausted")
+                journal.release(self.conn, state.start, state.end)
+                journal.mark_released(self.conn, state.start)
+            log.error(
+                "privacy budget exhausted: window discarded, nothing released",
+                extra={"fields": {"period": period, "window_start": state.start}},
+            )
+            return None
+        released = release_window(state, self.policy, budget=budget)
+        with transaction(self.conn):
+            seq, prev = outbox.next_seq(self.conn)
+            sealed = seal(
+                tenant=self.cfg.tenant,
+                agent=self.cfg.agent,
+                seq=seq,
+                prev=prev,
+                created=self.clock(),
+                window=(released.start, released.end),
+                policy_digest=self.digest,
+                privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
+                redactions=redactions,
+                rows=released.rows,
+                key=self.key,
+            )
+            ledger.charge(self.conn, period=period, release=released, seq=seq)
+            outbox.put(self.conn, sealed)
+            journal.release(self.conn, state.start, state.end)
+            journal.mark_released(self.conn, state.start)
+        log.info(
+            "window released",
+            extra={"fields": {"seq": seq, "window_start": state.start, "rows": sealed.rows}},
+        )
+        return sealed
+
+    async def _wait_for_outbox_room(self) -> None:
+        """Backpressure: while the outbox is full, stop taking input (sources block on the queue)."""
+        warned = False
+        while await self._on_db(partial(outbox.is_full, self.conn, self.cfg.outbox)):
+            if self.sender is None:
+                raise HushError(
+                    "outbox is full and no collector is configured: run `hush-agent export` to drain it",
+                    code="outbox_full",
+                )
+            if not warned:
+                log.warning("outbox full: holding input until batches are delivered")
+                warned = True
+            self.sender.notify()
+            await asyncio.sleep(TICK_SECONDS)
+
+    # -- entry points ---------------------------------------------------------------------------
+
+    def _sources(self, *, once: bool, input_path: str | None) -> list[Source]:
+        if input_path is None:
+            return build_sources(self.loaded, once=once, conn=self.conn)
+        spec: FileSource | StdinSource = (
+            StdinSource() if input_path == "-" else FileSource(path=input_path, follow=False)
+        )
+        return build_sources(self.loaded, once=True, conn=self.conn, override=[spec])
+
+    async def run_once(self, *, input_path: str | None = None) -> RunReport:
+        """Read finite sources to the end, release every window, deliver what can be delivered."""
+        await self.recover()
+        queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_CHUNKS)
+        sources = self._sources(once=True, input_path=input_path)
+        async with asyncio.TaskGroup() as tg:
+            ingest = tg.create_task(self._ingest(queue, stop_at_end=True), name="ingest")
+            pumps = [tg.create_task(self._pump(s, queue), name=f"source:{s.name}") for s in sources]
+            await asyncio.gather(*pumps)
+            await queue.put(_END)
+            await ingest
+        await self.release(self.aggregator.flush())
+        if self.sender is not None:
+            sent = await self.sender.drain_once()
+            self.report.batches_sent = sent.sent
+            self.report.delivery_error = sent.error
+        self.report.redactions = dict(self._redactions_total)
+        self.report.outbox_depth = (await self._on_db(partial(outbox.depth, self.conn))).count
+        return self.report
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run as a daemon until ``stop`` is set: sources, ingest, a release tick, and the sender."""
+        await self.recover()
+        queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_CHUNKS)
+        sources = self._sources(once=False, input_path=None)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._pump(s, queue), name=f"source:{s.name}") for s in sources]
+            tasks.append(tg.create_task(self._ingest(queue, stop_at_end=False), name="ingest"))
+            tasks.append(tg.create_task(self._tick(stop), name="release-tick"))
+            if self.sender is not None:
+                tasks.append(tg.create_task(self.sender.run(stop), name="sender"))
+            await stop.wait()
+            log.info("shutting down: cancelling sources, keeping what is durable")
+            for task in tasks:
+                if task.get_name() != "sender":
+                    task.cancel()
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        """Close windows by wall clock too, so an idle source does not hold a window open forever."""
+        while not stop.is_set():
+            await asyncio.sleep(TICK_SECONDS)
+            self.metrics.outbox(await self._on_db(partial(outbox.depth, self.conn)))
+            await self.release(self.aggregator.ready(self.clock()))
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
