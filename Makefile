@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)  ## create or refresh .venv
 
 lint: $(STAMP)  ## ruff and mypy
-	$(BIN)/ruff check agent collector hushmetric tests bench
+	$(BIN)/ruff check agent collector hushmetric tests bench scripts packaging
 	$(BIN)/mypy
 
 pytest: $(STAMP)  ## the test suite only
@@ -31,7 +31,7 @@ proto: $(STAMP)  ## regenerate the committed gRPC stubs from proto/
 	$(BIN)/python -m hushmetric.protogen
 
 demo: $(STAMP)  ## collector + agent end to end on embedded defaults, then the reports
-	$(BIN)/python -m agent.demo
+	$(BIN)/python scripts/demo.py $(ARGS)
 
 bench: $(STAMP)  ## throughput ratios against baselines measured in the same run
 	$(BIN)/python -m bench

@@ -1,0 +1,152 @@
+"""``make demo``: a collector and an agent end to end on the embedded defaults, then the reports.
+
+Everything runs through the two CLIs, exactly as an evaluator would type them, in a throw-away
+folder that is removed at the end (``--keep`` keeps it). Deterministic input (seeded demo source);
+the DP noise differs from run to run by design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+TENANT = "acme"
+STAGES = "signup,eval_requested,sandbox_provisioned,run_started,run_completed,kpi_viewed,shared_exported,tuning_applied"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def run(*argv: str, capture: bool = False, check: bool = True) -> str:
+    proc = subprocess.run(
+        [str(BIN / argv[0]), *argv[1:]],
+        check=False,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+    )
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or "").strip() if capture else ""
+        raise SystemExit(f"demo: `{' '.join(argv)}` failed with exit {proc.returncode}: {detail}")
+    return proc.stdout or ""
+
+
+def start_collector(db: str, log_path: Path) -> tuple[subprocess.Popen[str], str]:
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "hush-collector"), "serve", "--listen", "127.0.0.1:0", "--db", db],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline().strip()
+    if not first:
+        proc.wait(timeout=10)
+        raise SystemExit(f"demo: the collector did not start; see {log_path}:\n{log_path.read_text()}")
+    address = first.split()[-1]
+    return proc, address
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", action="store_true", help="keep the demo folder instead of removing it")
+    parser.add_argument("--users", type=int, default=3000, help="simulated evaluators (default 3000)")
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="hushmetric-demo-"))
+    db = str(root / "collector.db")
+    agent_dir = root / "agent"
+    cfg = str(agent_dir / "agent.toml")
+    collector: subprocess.Popen[str] | None = None
+    try:
+        say("collector: init and serve on a free loopback port (SQLite, embedded)")
+        run("hush-collector", "init", "--db", db)
+        collector, address = start_collector(db, root / "collector.log")
+        print(f"collector listening on {address}")
+
+        say(f"tenant {TENANT!r} with quotas, and a one-time enrollment token")
+        run("hush-collector", "tenant", "create", TENANT, "--db", db)
+        run(
+            "hush-collector", "quota", "set", TENANT, "--batches-per-second", "50", "--burst", "200",
+            "--rows-per-day", "1000000", "--max-batch-bytes", "1048576", "--db", db,
+        )
+        token = run("hush-collector", "enroll-token", TENANT, "--ttl", "10m", "--db", db, capture=True).strip()
+        print("token issued (single use, 10 minutes)")
+
+        say("agent: init, enroll, validate")
+        agent_id = run("hush-agent", "init", "--dir", str(agent_dir), "--tenant", TENANT, "--collector", address,
+                       capture=True).strip()
+        print(f"agent id {agent_id}")
+        text = Path(cfg).read_text()
+        Path(cfg).write_text(text.replace("seed = 7\n", f"seed = 7\nusers = {args.users}\n"))
+        key_id = run("hush-agent", "enroll", "--token", token, "--config", cfg, capture=True).strip()
+        print(f"enrolled key {key_id[:16]}…")
+        run("hush-agent", "validate", "--config", cfg)
+
+        say("agent: run --once over the seeded demo dataset (evaluator journey + operational logs with PII)")
+        run("hush-agent", "run", "--once", "--config", cfg)
+
+        say("KPI report (values with 95 % intervals from the recorded noise scale)")
+        run("hush-collector", "report", TENANT, "--format", "table", "--db", db)
+        html = root / "report.html"
+        run("hush-collector", "report", TENANT, "--format", "html", "--out", str(html), "--db", db)
+
+        say("funnel report")
+        run("hush-collector", "funnel", TENANT, "--stages", STAGES, "--ttv", "time_to_value", "--db", db)
+
+        say("privacy budget spent (agent ledger)")
+        run("hush-agent", "ledger", "--config", cfg)
+
+        say("egress ledger (what left the site)")
+        run("hush-agent", "egress", "--limit", "3", "--config", cfg)
+        run("hush-agent", "egress", "--verify", "--config", cfg)
+
+        say("usage metered by the collector")
+        run("hush-collector", "usage", "--db", db)
+
+        say("audit log: export and verify offline with the collector's public key")
+        audit = root / "audit.jsonl"
+        run("hush-collector", "audit", "export", "--out", str(audit), "--db", db)
+        pub = run("hush-collector", "pubkey", "--db", db, capture=True).strip()
+        run("hush-collector", "audit", "verify", str(audit), "--public-key", pub)
+    finally:
+        if collector is not None:
+            collector.send_signal(signal.SIGTERM)
+            try:
+                collector.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                collector.kill()
+            if collector.stdout is not None:
+                collector.stdout.close()
+        if args.keep:
+            print(f"\nkept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    elapsed = time.monotonic() - started
+    say(f"done in {elapsed:.0f} s")
+    keep_hint = "" if args.keep else "  (make demo ARGS=--keep keeps the folder, with report.html)\n"
+    print(
+        "Try next:\n"
+        "  hush-agent init --dir mysite --tenant acme --collector 127.0.0.1:7443\n"
+        "  hush-agent --config mysite/agent.toml redact --text < some-log-lines.txt\n"
+        "  hush-agent --config mysite/agent.toml tune\n"
+        "  hush-collector --help   ·   hush-agent --help   ·   docs/operations.md\n" + keep_hint
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
