@@ -79,7 +79,9 @@ def cmd_key_show(args: argparse.Namespace) -> int:
     loaded = _config(args)
     public = bytes(load_signing_key(loaded.key_path).verify_key)
     if args.json:
-        _print_json({"public_key": public_key_b64(public), "key_id": key_id(public), "agent": loaded.config.agent})
+        _print_json(
+            {"public_key": public_key_b64(public), "key_id": key_id(public), "agent": loaded.config.agent}
+        )
     else:
         _out(public_key_b64(public))
         _out(key_id(public))
@@ -96,10 +98,18 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         raise ConfigError("no collector endpoint: pass --endpoint HOST:PORT or set collector.endpoints")
     public = bytes(load_signing_key(loaded.key_path).verify_key)
     tenant, kid = _run_async(
-        enroll(loaded.config.collector, endpoints[0], token=args.token, agent=loaded.config.agent, public_key=public)
+        enroll(
+            loaded.config.collector,
+            endpoints[0],
+            token=args.token,
+            agent=loaded.config.agent,
+            public_key=public,
+        )
     )
     if tenant != loaded.config.tenant:
-        _err(f"warning: the collector bound this key to tenant {tenant!r}, the config says {loaded.config.tenant!r}")
+        _err(
+            f"warning: the collector bound this key to tenant {tenant!r}, the config says {loaded.config.tenant!r}"
+        )
     _out(kid)
     return EXIT_OK
 
@@ -118,7 +128,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.profile:
         from agent.profiles import check_profile
 
-        problems += [f"{loaded.path}: {v.key}: {v.message}" for v in check_profile(loaded.config, args.profile)]
+        problems += [
+            f"{loaded.path}: {v.key}: {v.message}" for v in check_profile(loaded.config, args.profile)
+        ]
     if problems:
         for line in problems:
             _err(line)
@@ -220,7 +232,9 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     unit = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
     _out(f"{'period':<12} {unit + ' spent':>12} {'cap':>10} {'left':>10} {'releases':>9} {'refused':>8}")
     for r in rows:
-        _out(f"{r.period:<12} {r.spent:>12.4f} {r.cap:>10.4f} {r.left:>10.4f} {r.releases:>9} {r.refusals:>8}")
+        _out(
+            f"{r.period:<12} {r.spent:>12.4f} {r.cap:>10.4f} {r.left:>10.4f} {r.releases:>9} {r.refusals:>8}"
+        )
     if not rows:
         _out("(nothing released yet)")
     return EXIT_OK
@@ -240,8 +254,11 @@ def cmd_egress(args: argparse.Namespace) -> int:
                     egress.stop(conn, reason=args.reason, at=time.time())
                 else:
                     egress.resume(conn, at=time.time())
-            _out("egress stopped: nothing leaves until `hush-agent egress resume`" if args.action == "stop"
-                 else "egress resumed")
+            _out(
+                "egress stopped: nothing leaves until `hush-agent egress resume`"
+                if args.action == "stop"
+                else "egress resumed"
+            )
             return EXIT_OK
         if args.verify:
             result = egress.verify(conn)
@@ -322,8 +339,11 @@ def cmd_redact(args: argparse.Namespace) -> int:
                 _out(f"# refused: {letter.reason}: {letter.detail}")
             for event in events:
                 red = redactor.redact(event)
-                _out("# dropped: finding in event name or attribute key" if red is None
-                     else encoder.encode(red).decode())
+                _out(
+                    "# dropped: finding in event name or attribute key"
+                    if red is None
+                    else encoder.encode(red).decode()
+                )
     counts = redactor.take_counts()
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no findings"
     sys.stderr.write(f"findings: {summary}" + (f"; {refused} inputs refused" if refused else "") + "\n")
@@ -411,8 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["saas", "vpc", "on-prem", "air-gap"])
 
     p = add("run", cmd_run, "run the pipeline (daemon, or --once over finite input)")
-    p.add_argument("--once", action="store_true", help="read finite sources to the end, release, deliver, exit")
-    p.add_argument("--input", metavar="FILE|-", help="a JSON-lines file or - for stdin instead of the sources")
+    p.add_argument(
+        "--once", action="store_true", help="read finite sources to the end, release, deliver, exit"
+    )
+    p.add_argument(
+        "--input", metavar="FILE|-", help="a JSON-lines file or - for stdin instead of the sources"
+    )
     p.add_argument("--json", action="store_true", help="print the --once report as JSON")
 
     p = add("export", cmd_export, "move the outbox into a signed bundle for the air gap")

@@ -13,7 +13,9 @@ from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
 __all__ = ["enroll"]
 
 
-async def enroll(cfg: CollectorConfig, endpoint: str, *, token: str, agent: str, public_key: bytes) -> tuple[str, str]:
+async def enroll(
+    cfg: CollectorConfig, endpoint: str, *, token: str, agent: str, public_key: bytes
+) -> tuple[str, str]:
     """Returns (tenant, key id). Raises HushError with the collector's reason on refusal."""
     async with channel_for(cfg, endpoint) as channel:
         stub = ingest_pb2_grpc.IngestStub(channel)

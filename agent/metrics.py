@@ -21,17 +21,29 @@ class AgentMetrics:
         r = self.registry
         self.events = Counter("hush_agent_events", "Events accepted into the journal", registry=r)
         self.dead = Counter("hush_agent_dead_letters", "Inputs refused, by reason", ["reason"], registry=r)
-        self.redactions = Counter("hush_agent_redactions", "Redaction findings by detector", ["detector"], registry=r)
+        self.redactions = Counter(
+            "hush_agent_redactions", "Redaction findings by detector", ["detector"], registry=r
+        )
         self.windows = Counter("hush_agent_windows_released", "Windows released", registry=r)
-        self.refused = Counter("hush_agent_windows_refused", "Windows discarded: budget exhausted", registry=r)
+        self.refused = Counter(
+            "hush_agent_windows_refused", "Windows discarded: budget exhausted", registry=r
+        )
         self.rows = Counter("hush_agent_rows_released", "Rows released", registry=r)
         self.outbox_depth = Gauge("hush_agent_outbox_batches", "Batches waiting in the outbox", registry=r)
         self.outbox_bytes = Gauge("hush_agent_outbox_bytes", "Bytes waiting in the outbox", registry=r)
-        self.outbox_age = Gauge("hush_agent_outbox_oldest_age_seconds", "Age of the oldest waiting batch", registry=r)
+        self.outbox_age = Gauge(
+            "hush_agent_outbox_oldest_age_seconds", "Age of the oldest waiting batch", registry=r
+        )
         self.sent = Counter("hush_agent_batches_sent", "Batches acknowledged by the collector", registry=r)
-        self.failed = Counter("hush_agent_batches_failed", "Send attempts that failed, by code", ["code"], registry=r)
-        self.budget_left = Gauge("hush_agent_budget_left", "Privacy budget left in the current period", registry=r)
-        self.budget_spent = Gauge("hush_agent_budget_spent", "Privacy budget spent in the current period", registry=r)
+        self.failed = Counter(
+            "hush_agent_batches_failed", "Send attempts that failed, by code", ["code"], registry=r
+        )
+        self.budget_left = Gauge(
+            "hush_agent_budget_left", "Privacy budget left in the current period", registry=r
+        )
+        self.budget_spent = Gauge(
+            "hush_agent_budget_spent", "Privacy budget spent in the current period", registry=r
+        )
 
     def ingested(self, events: int, letters: Sequence[DeadLetter]) -> None:
         self.events.inc(events)

@@ -37,7 +37,9 @@ def _check_id(value: str, what: str) -> None:
         raise ConfigError(f"{what} {value!r} must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
 
 
-def init_dir(directory: Path, *, tenant: str, collector: str | None, agent: str | None, force: bool) -> InitResult:
+def init_dir(
+    directory: Path, *, tenant: str, collector: str | None, agent: str | None, force: bool
+) -> InitResult:
     """Write agent.toml, policy.toml (commented), agent.key and site.secret (both 0600) into ``directory``."""
     agent_id = agent or new_agent_id()
     _check_id(tenant, "tenant")

@@ -58,7 +58,9 @@ def start_collector(db: str, log_path: Path) -> tuple[subprocess.Popen[str], str
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--keep", action="store_true", help="keep the demo folder instead of removing it")
     parser.add_argument("--users", type=int, default=3000, help="simulated evaluators (default 3000)")
     args = parser.parse_args()
@@ -78,15 +80,38 @@ def main() -> int:
         say(f"tenant {TENANT!r} with quotas, and a one-time enrollment token")
         run("hush-collector", "tenant", "create", TENANT, "--db", db)
         run(
-            "hush-collector", "quota", "set", TENANT, "--batches-per-second", "50", "--burst", "200",
-            "--rows-per-day", "1000000", "--max-batch-bytes", "1048576", "--db", db,
+            "hush-collector",
+            "quota",
+            "set",
+            TENANT,
+            "--batches-per-second",
+            "50",
+            "--burst",
+            "200",
+            "--rows-per-day",
+            "1000000",
+            "--max-batch-bytes",
+            "1048576",
+            "--db",
+            db,
         )
-        token = run("hush-collector", "enroll-token", TENANT, "--ttl", "10m", "--db", db, capture=True).strip()
+        token = run(
+            "hush-collector", "enroll-token", TENANT, "--ttl", "10m", "--db", db, capture=True
+        ).strip()
         print("token issued (single use, 10 minutes)")
 
         say("agent: init, enroll, validate")
-        agent_id = run("hush-agent", "init", "--dir", str(agent_dir), "--tenant", TENANT, "--collector", address,
-                       capture=True).strip()
+        agent_id = run(
+            "hush-agent",
+            "init",
+            "--dir",
+            str(agent_dir),
+            "--tenant",
+            TENANT,
+            "--collector",
+            address,
+            capture=True,
+        ).strip()
         print(f"agent id {agent_id}")
         text = Path(cfg).read_text()
         Path(cfg).write_text(text.replace("seed = 7\n", f"seed = 7\nusers = {args.users}\n"))

@@ -1,0 +1,65 @@
+"""agent.toml loading: defaults that run as is, tagged sources, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import DemoSource, FileSource, MqttSource, load_config
+from hushmetric.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_defaults_to_demo_source_and_relative_paths(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, 'tenant = "acme"\nagent = "a1"\n'))
+    assert loaded.config.sources == [DemoSource()]
+    assert loaded.state_dir == tmp_path.resolve() / "state"
+    assert loaded.key_path == tmp_path.resolve() / "agent.key"
+    assert loaded.config.collector.endpoints == []
+
+
+def test_sources_are_a_tagged_union(tmp_path: Path) -> None:
+    loaded = load_config(
+        write(
+            tmp_path,
+            'tenant = "acme"\nagent = "a1"\n'
+            '[[sources]]\ntype = "mqtt"\ntopics = ["t/#"]\n'
+            '[[sources]]\ntype = "file"\npath = "/var/log/x.jsonl"\n',
+        )
+    )
+    mqtt, file = loaded.config.sources
+    assert isinstance(mqtt, MqttSource) and mqtt.topics == ["t/#"] and mqtt.port == 1883
+    assert isinstance(file, FileSource) and file.follow
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expect"),
+    [
+        ('agent = "a1"\n', None, "missing required field `tenant`"),
+        ('tenant = "ac me"\nagent = "a1"\n', "tenant", "match"),
+        (
+            'tenant = "a"\nagent = "a1"\n[[sources]]\ntype = "kafka"\n',
+            "sources[0].type",
+            "Invalid value 'kafka'",
+        ),
+        (
+            'tenant = "a"\nagent = "a1"\n[collector]\nendpoints = ["nohost"]\n',
+            "collector.endpoints[0]",
+            "HOST:PORT",
+        ),
+        ('tenant = "a"\nagent = "a1"\n[limits]\nmax_attrs = -1\n', "limits.max_attrs", ">= 0"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str | None, expect: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: " if key else f"{path}: "), message
+    assert expect in message
