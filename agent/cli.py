@@ -68,7 +68,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     _out(result.agent)
     sys.stderr.write(
         f"wrote {result.config}, {result.policy}, {result.key_file} and {result.secret_file} (0600)\n"
-        f"next: hush-agent --config {result.config} validate && hush-agent --config {result.config} run --once\n"
+        f"next: hush-agent --config {result.config} validate\n"
+        f"      hush-agent --config {result.config} run --once\n"
     )
     return EXIT_OK
 
@@ -108,7 +109,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     )
     if tenant != loaded.config.tenant:
         _err(
-            f"warning: the collector bound this key to tenant {tenant!r}, the config says {loaded.config.tenant!r}"
+            f"warning: the collector bound this key to tenant {tenant!r}, "
+            f"the config says {loaded.config.tenant!r}"
         )
     _out(kid)
     return EXIT_OK
@@ -307,7 +309,7 @@ def _read_input(name: str) -> Any:
     if name == "-":
         return sys.stdin.buffer
     try:
-        return Path(name).open("rb")  # noqa: SIM115 - closed by the caller's `with`
+        return Path(name).open("rb")
     except OSError as exc:
         raise ConfigError(f"cannot read input: {exc.strerror or exc}", path=name) from exc
 

@@ -19,7 +19,12 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 TENANT = "acme"
-STAGES = "signup,eval_requested,sandbox_provisioned,run_started,run_completed,kpi_viewed,shared_exported,tuning_applied"
+STAGES = ",".join(
+    [
+        "signup", "eval_requested", "sandbox_provisioned", "run_started",
+        "run_completed", "kpi_viewed", "shared_exported", "tuning_applied",
+    ]
+)
 
 
 def say(text: str) -> None:

@@ -1,0 +1,477 @@
+"""Deliver the outbox to the collector over gRPC (``hushmetric.v1.Ingest/Submit``), strictly in seq order.
+
+What happens to a batch depends on the collector's answer:
+
+============================  ==========================================================================
+OK, or OK with duplicate      acknowledged: one transaction removes it from the outbox and appends it to
+                              the egress ledger (``grpc:HOST:PORT``)
+UNAVAILABLE, DEADLINE, other  transport trouble: fail over to the next configured endpoint, in order;
+                              after a full round, capped jittered exponential back-off, then start over
+                              from the first endpoint
+RESOURCE_EXHAUSTED            quota or rate limit: wait what ``google.rpc.RetryInfo`` asks (back-off when
+                              absent), then resend the same bytes to the same endpoint
+PERMISSION_DENIED,            refused for a reason only an operator can fix (suspended tenant, unknown or
+UNAUTHENTICATED,              revoked key, clock skew / too old): keep the outbox, log the reason once,
+FAILED_PRECONDITION,          back off long (``refused_retry_max``); no failover — every endpoint is the
+UNIMPLEMENTED, NOT_FOUND      same collector
+INVALID_ARGUMENT,             a poison batch: resending the same bytes can never succeed, and holding it
+ALREADY_EXISTS                would block every later batch. It is moved to the outbox quarantine (kept,
+                              never dropped; listed by status; ``outbox.requeue`` puts it back), logged,
+                              and delivery continues with the next seq.
+============================  ==========================================================================
+
+Nothing is sent while the egress kill switch is engaged; it is checked before every send. The sender
+only ever dials ``cfg.endpoints`` (the egress allow-list). All SQLite work runs on one worker thread
+with the sender's own connection, so the event loop never blocks and access is serialised; other
+writers (the pipeline) use their own connections (WAL, busy timeout).
+
+One log line per state change (``delivering``, ``unavailable``, ``throttled``, ``refused``, ``stopped``,
+``idle``), never one per retry; a quarantined batch is logged on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+import grpc
+import grpc.aio
+import msgspec
+from google.protobuf.message import DecodeError
+from google.rpc import (  # type: ignore[import-untyped]  # googleapis-common-protos ships no py.typed
+    error_details_pb2,
+    status_pb2,
+)
+
+from agent import egress, outbox
+from agent.config import CollectorConfig
+from agent.seal import Sealed
+from agent.state import transaction
+from hushmetric.errors import ConfigError
+from hushmetric.timefmt import parse_duration
+from hushmetric.v1 import ingest_pb2_grpc
+from hushmetric.wire import envelope_to_proto
+
+__all__ = ["Backoff", "SendReport", "Sender", "SenderStatus", "StateDb", "channel_options"]
+
+log = logging.getLogger("agent.sender")
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+State = Literal[
+    "starting", "delivering", "idle", "unavailable", "throttled", "refused", "stopped", "unconfigured"
+]
+
+BATCH_LIMIT = 64  # batches read from the outbox per round trip to the worker thread
+IDLE_POLL = 30.0  # seconds between outbox polls when idle (batches may be put by another process)
+STOPPED_POLL = 5.0  # seconds between kill-switch polls while egress is stopped
+MAX_RETRY_INFO = 3600.0  # a collector asking for more than an hour is capped to an hour
+_DETAILS_KEY = "grpc-status-details-bin"
+
+_TRANSPORT = "transport"
+_THROTTLED = "throttled"
+_REFUSED = "refused"
+_POISON = "poison"
+_CLASS: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: _THROTTLED,
+    grpc.StatusCode.PERMISSION_DENIED: _REFUSED,
+    grpc.StatusCode.UNAUTHENTICATED: _REFUSED,
+    grpc.StatusCode.FAILED_PRECONDITION: _REFUSED,
+    grpc.StatusCode.UNIMPLEMENTED: _REFUSED,
+    grpc.StatusCode.NOT_FOUND: _REFUSED,
+    grpc.StatusCode.INVALID_ARGUMENT: _POISON,
+    grpc.StatusCode.ALREADY_EXISTS: _POISON,
+}
+
+
+def channel_options(server_name: str | None = None) -> list[tuple[str, Any]]:
+    """Channel arguments: keepalive only while a call is in flight (servers' default ping policy
+    tolerates that), replies are tiny, and our own back-off replaces gRPC's reconnect back-off
+    (a failed channel is closed and a fresh one dialled on the next attempt)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.max_receive_message_length", 1 << 20),
+        ("grpc.primary_user_agent", "hush-agent"),
+    ]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+        options.append(("grpc.default_authority", server_name))
+    return options
+
+
+class Backoff:
+    """Capped exponential back-off with equal jitter: delay n is uniform in [d/2, d],
+    d = min(cap, base·2ⁿ). Never zero, so a flapping collector is not hammered."""
+
+    def __init__(self, base: float, cap: float, rng: random.Random) -> None:
+        self.base: float = base
+        self.cap: float = max(cap, base)
+        self.attempt = 0
+        self._rng = rng
+
+    def next(self) -> float:
+        d = min(self.cap, self.base * 2.0 ** min(self.attempt, 32))
+        self.attempt += 1
+        return d / 2 + self._rng.uniform(0, d / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class StateDb:
+    """One sqlite3 connection, opened lazily and used only from one worker thread: calls run in order."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hush-sender-db")
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = self._connect()
+        return fn(self._conn)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+
+class SendReport(msgspec.Struct, frozen=True):
+    delivered: int  # acknowledged as new
+    duplicates: int  # acknowledged as already held by the collector
+    quarantined: int  # refused as malformed/conflicting, moved to the quarantine
+    pending: int  # still in the outbox afterwards
+    stopped: bool  # egress kill switch engaged
+    last_error: str | None  # the reason delivery stopped short, one line; None when all went
+
+
+class SenderStatus(msgspec.Struct, frozen=True):
+    state: State
+    reason: str
+    since: float
+    endpoint: str | None  # the endpoint in use (or last tried)
+    delivered: int
+    duplicates: int
+    quarantined: int
+
+
+class _Outcome(msgspec.Struct, frozen=True):
+    kind: Literal["empty", "stopped", "transport", "throttled", "refused", "unconfigured", "halt"]
+    reason: str = ""
+    code: str = ""
+    retry_after: float | None = None
+
+
+def _retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
+    """The delay a ``google.rpc.RetryInfo`` in the status details asks for, if any."""
+    for key, value in exc.trailing_metadata() or ():
+        if key != _DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:  # undecodable details just mean "no hint"
+            return None
+        for detail in status.details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                delay = float(info.retry_delay.seconds) + float(info.retry_delay.nanos) / 1e9
+                return min(max(delay, 0.0), MAX_RETRY_INFO)
+    return None
+
+
+def _one_line(text: str | None, limit: int = 300) -> str:
+    return " ".join((text or "").split())[:limit]
+
+
+def _duration(cfg: CollectorConfig, key: str) -> float:
+    value = getattr(cfg, key)
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=f"collector.{key}") from exc
+    if seconds <= 0:
+        raise ConfigError("must be longer than 0s", key=f"collector.{key}")
+    return float(seconds)
+
+
+class Sender:
+    """Delivers the outbox. Use as ``async with Sender(...) as s:`` (or call :meth:`aclose`).
+
+    ``connect`` opens the sender's own connection to the state database (e.g.
+    ``lambda: open_state(dir, schemas)``). ``base_dir`` resolves a relative ``ca_file``.
+    ``clock``, ``sleep`` and ``rng`` are injectable so tests can drive time.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        cfg: CollectorConfig,
+        *,
+        base_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        batch_limit: int = BATCH_LIMIT,
+    ) -> None:
+        self._cfg = cfg
+        self._endpoints = list(cfg.endpoints)
+        self._timeout = _duration(cfg, "timeout")
+        rng = rng or random.Random()
+        self._backoff = Backoff(_duration(cfg, "retry_initial"), _duration(cfg, "retry_max"), rng)
+        long_cap = _duration(cfg, "refused_retry_max")
+        self._refused_backoff = Backoff(min(30.0, long_cap), long_cap, rng)
+        self._credentials: Any = None
+        if cfg.tls:
+            root: bytes | None = None
+            if cfg.ca_file:
+                ca = Path(cfg.ca_file)
+                ca = ca if ca.is_absolute() or base_dir is None else base_dir / ca
+                try:
+                    root = ca.read_bytes()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot read CA file: {exc.strerror or exc}", path=str(ca), key="collector.ca_file"
+                    ) from exc
+            self._credentials = grpc.ssl_channel_credentials(root_certificates=root)
+        self._db = StateDb(connect)
+        self._clock, self._sleep, self._limit = clock, sleep, batch_limit
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._current = 0
+        self._wake = asyncio.Event()
+        self._state: State = "starting"
+        self._code = ""
+        self._reason = ""
+        self._since = clock()
+        self._counts = {"delivered": 0, "duplicates": 0, "quarantined": 0}
+        self._seq_warned = False
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+        await self._db.aclose()
+
+    def notify(self) -> None:
+        """Wake the daemon loop: new batches were put. Call from the event loop's thread."""
+        self._wake.set()
+
+    @property
+    def status(self) -> SenderStatus:
+        endpoint = self._endpoints[self._current] if self._endpoints else None
+        return SenderStatus(self._state, self._reason, self._since, endpoint, **self._counts)
+
+    # -- the two ways to run -----------------------------------------------------------------------
+
+    async def drain_once(self) -> SendReport:
+        """One pass for ``run --once``: deliver what can go now; no waiting and no back-off."""
+        before = dict(self._counts)
+        outcome = await self._pass(None)
+        depth = await self._db.call(outbox.depth)
+        return SendReport(
+            delivered=self._counts["delivered"] - before["delivered"],
+            duplicates=self._counts["duplicates"] - before["duplicates"],
+            quarantined=self._counts["quarantined"] - before["quarantined"],
+            pending=depth.count,
+            stopped=outcome.kind == "stopped",
+            last_error=outcome.reason or None,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Daemon loop until ``stop`` is set: deliver, then sleep until :meth:`notify`, a poll, or a
+        back-off ends. An in-flight call finishes (bounded by the deadline) before it returns."""
+        while not stop.is_set():
+            outcome = await self._pass(stop)
+            if stop.is_set():
+                break
+            match outcome.kind:
+                case "empty":
+                    self._backoff.reset()
+                    self._refused_backoff.reset()
+                    await self._wait(IDLE_POLL, stop, wakeable=True)
+                case "stopped":
+                    await self._wait(STOPPED_POLL, stop, wakeable=True)
+                case "transport":
+                    await self._wait(self._backoff.next(), stop, wakeable=False)
+                case "throttled":
+                    delay = outcome.retry_after
+                    await self._wait(self._backoff.next() if delay is None else delay, stop, wakeable=False)
+                case "refused":
+                    await self._wait(self._refused_backoff.next(), stop, wakeable=False)
+                case "unconfigured":
+                    await stop.wait()  # nothing to dial; batches wait for an export
+                case "halt":
+                    break
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _set_state(self, state: State, reason: str = "", *, code: str = "") -> None:
+        """Log once per change of (state, code); retries in the same state stay quiet."""
+        if (state, code) == (self._state, self._code):
+            return
+        self._state, self._code, self._since = state, code, self._clock()
+        self._reason = f"{code}: {reason}" if code else reason
+        fields = {"state": state, "code": code, "reason": reason}
+        if state in ("unavailable", "refused", "stopped", "unconfigured"):
+            log.warning("sender %s: %s", state, self._reason, extra={"fields": fields})
+        else:
+            log.info(
+                "sender %s%s", state, f": {self._reason}" if self._reason else "", extra={"fields": fields}
+            )
+
+    async def _wait(self, delay: float, stop: asyncio.Event | None, *, wakeable: bool) -> None:
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._sleep(delay))]
+        if stop is not None:
+            waiters.append(asyncio.ensure_future(stop.wait()))
+        if wakeable:
+            waiters.append(asyncio.ensure_future(self._wake.wait()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _pass(self, stop: asyncio.Event | None) -> _Outcome:
+        """Deliver waiting batches in seq order until the outbox is empty or something stops us."""
+        self._wake.clear()
+        if not self._endpoints:
+            reason = "no collector endpoints configured (collector.endpoints)"
+            self._set_state("unconfigured", reason)
+            return _Outcome("unconfigured", reason)
+        while True:
+            batches = await self._db.call(lambda c: outbox.pending(c, self._limit))
+            if not batches:
+                self._set_state("idle")
+                return _Outcome("empty")
+            for batch in batches:
+                if stop is not None and stop.is_set():
+                    return _Outcome("halt")
+                switch = await self._db.call(egress.state)
+                if switch.stopped:
+                    self._set_state("stopped", switch.reason)
+                    return _Outcome("stopped", f"egress is stopped: {switch.reason}")
+                outcome = await self._deliver(batch)
+                if outcome is not None:
+                    return outcome
+
+    async def _deliver(self, batch: Sealed) -> _Outcome | None:
+        """Send one batch, trying endpoints in order on transport failure. None when it was settled
+        (acknowledged or quarantined), else why the pass has to stop."""
+        last: _Outcome | None = None
+        for i in range(self._current, len(self._endpoints)):
+            endpoint = self._endpoints[i]
+            try:
+                reply = await self._stub(endpoint).Submit(
+                    envelope_to_proto(batch.envelope), timeout=self._timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                name = code.name if code is not None else "UNKNOWN"
+                reason = _one_line(exc.details()) or name
+                kind = _CLASS.get(code, _TRANSPORT)
+                if kind == _TRANSPORT:
+                    await self._drop(endpoint)
+                    last = _Outcome("transport", f"{endpoint}: {reason}", name)
+                    continue  # fail over to the next endpoint
+                self._current = i
+                if kind == _POISON:
+                    await self._quarantine(batch, name, reason)
+                    return None
+                if kind == _THROTTLED:
+                    self._set_state("throttled", reason, code=name)
+                    return _Outcome("throttled", f"{name}: {reason}", name, _retry_delay(exc))
+                self._set_state("refused", reason, code=name)
+                return _Outcome("refused", f"{name}: {reason}", name)
+            self._current = i
+            await self._acknowledge(batch, endpoint, duplicate=reply.duplicate, echoed=reply.seq)
+            return None
+        self._current = 0  # after a full failed round, start again from the first endpoint
+        assert last is not None  # at least one endpoint was tried
+        self._set_state("unavailable", last.reason, code=last.code)
+        return last
+
+    def _stub(self, endpoint: str) -> Any:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            options = channel_options(self._cfg.server_name if self._cfg.tls else None)
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(endpoint, self._credentials, options=options)
+            else:
+                channel = grpc.aio.insecure_channel(endpoint, options=options)
+            self._channels[endpoint] = channel
+        return ingest_pb2_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
+
+    async def _drop(self, endpoint: str) -> None:
+        channel = self._channels.pop(endpoint, None)
+        if channel is not None:
+            await channel.close()
+
+    async def _acknowledge(self, batch: Sealed, endpoint: str, *, duplicate: bool, echoed: int) -> None:
+        if echoed != batch.seq and not self._seq_warned:
+            self._seq_warned = True
+            log.warning("collector acknowledged seq %d for batch %d", echoed, batch.seq)
+        at = self._clock()
+
+        def commit(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                if outbox.remove(conn, [batch.seq]):  # gone already: an export took it (and recorded it)
+                    egress.record(
+                        conn,
+                        destination=f"grpc:{endpoint}",
+                        seq=batch.seq,
+                        digest=batch.digest,
+                        nbytes=len(batch.payload),
+                        rows=batch.rows,
+                        at=at,
+                    )
+
+        await self._db.call(commit)
+        self._counts["duplicates" if duplicate else "delivered"] += 1
+        self._backoff.reset()
+        self._refused_backoff.reset()
+        self._set_state("delivering")
+
+    async def _quarantine(self, batch: Sealed, code: str, reason: str) -> None:
+        at = self._clock()
+
+        def move(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                outbox.quarantine(conn, batch.seq, code=code, reason=reason, at=at)
+
+        await self._db.call(move)
+        self._counts["quarantined"] += 1
+        log.error(
+            "batch %d refused by the collector (%s: %s); kept in the outbox quarantine",
+            batch.seq,
+            code,
+            reason,
+            extra={"fields": {"seq": batch.seq, "code": code, "reason": reason, "digest": batch.digest}},
+        )
