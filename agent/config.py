@@ -72,6 +72,12 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ca_file: str | None = None
     server_name: str | None = None  # TLS name override
     timeout: str = "10s"  # per-RPC deadline
+    # Back-off after a transport failure (collector down, deadline): capped, jittered, doubling.
+    retry_initial: str = "1s"
+    retry_max: str = "2m"
+    # Longer back-off cap after PERMISSION_DENIED / UNAUTHENTICATED / FAILED_PRECONDITION: these need
+    # an operator on one side or the other, so the agent keeps its outbox and asks rarely.
+    refused_retry_max: str = "15m"
 
 
 class OutboxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
