@@ -1,0 +1,282 @@
+"""Tumbling event-time windows with allowed lateness; bounded per-unit contributions aggregated into
+integer accumulators ready for one vectorised DP release per metric.
+
+Pure and synchronous: :meth:`WindowAggregator.add` takes already-redacted events and only touches
+dicts and lists. A window closes when ``end + lateness <= watermark``; the default watermark is the
+largest event time seen. Once a window has been handed out (by :meth:`~WindowAggregator.ready` or
+:meth:`~WindowAggregator.flush`, or before a restart via ``released``), every event at or before it
+is late: counted and dropped.
+
+Windows are handed out contiguously from the first one seen, *including empty ones*: whether a
+window is released at all must not depend on whether some unit was active in it. A gap longer than
+one budget period is not filled (each empty window would still spend budget); the skipped windows
+are counted in ``stats.empty_windows_skipped``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from agent.bound import CONTRIBUTION_DROPPED, NEW, PARTITION_DROPPED, Bounder, Bounds
+from agent.model import AttrValue, Event
+from agent.policy import Metric, Policy, period_seconds
+
+__all__ = ["AggregatorStats", "MetricWindow", "WindowAggregator", "WindowState", "bucket_labels", "label"]
+
+_COUNT, _SUM, _MEAN, _HISTOGRAM, _DISTINCT = range(5)
+_STAT_CODE = {
+    "count": _COUNT,
+    "sum": _SUM,
+    "mean": _MEAN,
+    "histogram": _HISTOGRAM,
+    "quantiles": _HISTOGRAM,
+    "distinct_units": _DISTINCT,
+}
+
+
+class AggregatorStats(msgspec.Struct, gc=False):
+    """Counters since start. One event taken by two metrics can be counted once per metric below."""
+
+    events: int = 0  # events offered to add()
+    late: int = 0  # for a window already closed or released
+    unmatched: int = 0  # no metric takes the event's name
+    undeclared: int = 0  # a dimension value missing or not among the declared values
+    missing_value: int = 0  # a value statistic but no (or a NaN) value
+    clamped: int = 0  # value outside [lower, upper], clamped
+    contributions_dropped: int = 0  # over max_contributions for its unit and partition
+    partitions_dropped: int = 0  # over max_partitions for its unit
+    open_values_refused: int = 0  # a new open-dimension partition beyond max_open_values
+    empty_windows_skipped: int = 0  # empty windows in a gap longer than one budget period
+
+
+def label(value: AttrValue) -> str:
+    """An attribute value as a dimension label (booleans as ``true``/``false``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def bucket_labels(edges: Sequence[float]) -> list[str]:
+    return [f"{lo:g}..{hi:g}" for lo, hi in itertools.pairwise(edges)]
+
+
+class MetricWindow:
+    """One metric's accumulators in one window: partition key -> integer list.
+
+    Layout: ``[units, …]`` where units counts distinct privacy units, followed by ``count`` (count),
+    ``fixed-point sum`` (sum), ``fixed-point sum, count`` (mean), one count per bucket (histogram,
+    quantiles), nothing (distinct_units).
+    """
+
+    __slots__ = ("bounder", "parts")
+
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounder = Bounder(bounds.max_partitions, bounds.max_contributions)
+        self.parts: dict[tuple[str, ...], list[int]] = {}
+
+
+class WindowState:
+    """Everything a window's release needs. ``metrics`` is in the policy's metric order."""
+
+    __slots__ = ("end", "events", "metrics", "start")
+
+    def __init__(self, start: int, end: int, metrics: list[MetricWindow]) -> None:
+        self.start = start
+        self.end = end
+        self.metrics = metrics
+        self.events = 0  # admitted contributions, over all metrics
+
+    def __repr__(self) -> str:
+        return f"WindowState(start={self.start}, end={self.end}, events={self.events})"
+
+
+class _Plan:
+    """A metric prepared for the hot path."""
+
+    __slots__ = ("bounds", "code", "dims", "edges", "index", "last_bucket", "open", "width")
+
+    def __init__(self, index: int, metric: Metric) -> None:
+        self.index = index
+        self.code = _STAT_CODE[metric.stat]
+        self.bounds = Bounds.of(metric)
+        self.dims: tuple[tuple[str, frozenset[str] | None], ...] = tuple(
+            (name, None if spec == "open" else frozenset(spec)) for name, spec in metric.dims.items()
+        )
+        self.open = any(allowed is None for _, allowed in self.dims)
+        self.edges = list(metric.buckets)
+        self.last_bucket = max(0, len(self.edges) - 2)
+        self.width = {_COUNT: 2, _SUM: 2, _MEAN: 3, _HISTOGRAM: 1 + self.last_bucket + 1, _DISTINCT: 1}[
+            self.code
+        ]
+
+
+class WindowAggregator:
+    def __init__(
+        self, policy: Policy, *, max_open_values: int = 10_000, released: Iterable[int] = ()
+    ) -> None:
+        self.policy = policy
+        self.stats = AggregatorStats()
+        self.max_open_values = max_open_values
+        self._size = policy.window_seconds
+        self._lateness = policy.lateness_seconds
+        self._max_gap = max(1, period_seconds(policy) // self._size)
+        self._plans = [_Plan(i, m) for i, m in enumerate(policy.metrics)]
+        self._by_name: dict[str, list[_Plan]] = {}
+        for plan, metric in zip(self._plans, policy.metrics, strict=True):
+            for name in metric.events:
+                self._by_name.setdefault(name, []).append(plan)
+        self._windows: dict[int, WindowState] = {}
+        self._watermark = -math.inf
+        done = max(released, default=None)
+        # Every window starting before the frontier has been handed out (or was skipped).
+        self._frontier: int | None = None if done is None else done + self._size
+
+    @property
+    def watermark(self) -> float:
+        """Event-time watermark: the largest event time seen (-inf before the first event)."""
+        return self._watermark
+
+    @property
+    def open_windows(self) -> int:
+        return len(self._windows)
+
+    def _closed(self, start: int, watermark: float) -> bool:
+        return start + self._size + self._lateness <= watermark
+
+    def is_late(self, ts: float) -> bool:
+        start = int(ts // self._size) * self._size
+        return (self._frontier is not None and start < self._frontier) or self._closed(start, self._watermark)
+
+    def add(self, events: Sequence[Event]) -> None:
+        st = self.stats
+        st.events += len(events)
+        by_name = self._by_name
+        windows = self._windows
+        size = self._size
+        span = size + self._lateness
+        frontier = -math.inf if self._frontier is None else self._frontier
+        watermark = self._watermark
+        max_open = self.max_open_values
+        for ev in events:
+            plans = by_name.get(ev.name)
+            if plans is None:
+                st.unmatched += 1
+                continue
+            ts = ev.ts
+            start = int(ts // size) * size
+            if start < frontier or start + span <= watermark:
+                st.late += 1
+                continue
+            if ts > watermark:
+                watermark = ts
+            window = windows.get(start)
+            if window is None:
+                window = windows[start] = WindowState(
+                    start, start + size, [MetricWindow(p.bounds) for p in self._plans]
+                )
+            attrs = ev.attrs
+            for plan in plans:
+                key: tuple[str, ...] = ()
+                if plan.dims:
+                    labels = []
+                    for dim, allowed in plan.dims:
+                        raw = attrs.get(dim)
+                        if raw is None:
+                            break
+                        text = raw if type(raw) is str else label(raw)
+                        if allowed is not None and text not in allowed:
+                            break
+                        labels.append(text)
+                    else:
+                        key = tuple(labels)
+                    if len(labels) != len(plan.dims):
+                        st.undeclared += 1
+                        continue
+                code = plan.code
+                value = 0.0
+                if code in (_SUM, _MEAN, _HISTOGRAM):
+                    raw_value = ev.value
+                    if raw_value is None or raw_value != raw_value:  # None or NaN
+                        st.missing_value += 1
+                        continue
+                    bounds = plan.bounds
+                    if raw_value < bounds.lower:
+                        value = bounds.lower
+                        st.clamped += 1
+                    elif raw_value > bounds.upper:
+                        value = bounds.upper
+                        st.clamped += 1
+                    else:
+                        value = raw_value
+                mw = window.metrics[plan.index]
+                part = mw.parts.get(key)
+                if part is None and plan.open and len(mw.parts) >= max_open:
+                    st.open_values_refused += 1
+                    continue
+                outcome = mw.bounder.admit(ev.unit, key)
+                if outcome >= CONTRIBUTION_DROPPED:
+                    if outcome == PARTITION_DROPPED:
+                        st.partitions_dropped += 1
+                    else:
+                        st.contributions_dropped += 1
+                    continue
+                if part is None:
+                    part = mw.parts[key] = [0] * plan.width
+                window.events += 1
+                if outcome == NEW:
+                    part[0] += 1
+                if code == _COUNT:
+                    part[1] += 1
+                elif code == _SUM:
+                    part[1] += round(value / plan.bounds.quantum)
+                elif code == _MEAN:
+                    part[1] += round(value / plan.bounds.quantum)
+                    part[2] += 1
+                elif code == _HISTOGRAM:
+                    bucket = bisect_right(plan.edges, value) - 1
+                    part[1 + min(max(bucket, 0), plan.last_bucket)] += 1
+        self._watermark = watermark
+
+    def _hand_out(self, last: int) -> list[WindowState]:
+        """Windows from the frontier through ``last`` (inclusive), gaps filled with empty windows."""
+        starts = sorted(s for s in self._windows if s <= last)
+        out: list[WindowState] = []
+        cursor = self._frontier if self._frontier is not None else (starts[0] if starts else None)
+        if cursor is None:
+            return out
+        for stop in [*starts, last + self._size]:
+            gap = (stop - cursor) // self._size
+            fill = min(gap, self._max_gap)
+            self.stats.empty_windows_skipped += gap - fill
+            out.extend(self._empty(cursor + i * self._size) for i in range(fill))
+            if stop <= last:
+                out.append(self._windows.pop(stop))
+            cursor = stop + self._size
+        self._frontier = last + self._size
+        return out
+
+    def _empty(self, start: int) -> WindowState:
+        return WindowState(start, start + self._size, [MetricWindow(p.bounds) for p in self._plans])
+
+    def ready(self, watermark: float | None = None) -> list[WindowState]:
+        """Closed windows (``end + lateness <= watermark``) in order, removed from the aggregator."""
+        wm = self._watermark if watermark is None else watermark
+        if wm == -math.inf:
+            return []
+        last = math.floor((wm - self._lateness - self._size) / self._size) * self._size
+        if self._frontier is None and not any(s <= last for s in self._windows):
+            return []
+        if self._frontier is not None and last < self._frontier:
+            return []
+        return self._hand_out(last)
+
+    def flush(self) -> list[WindowState]:
+        """Every open window in order (gaps filled), e.g. at the end of ``run --once``."""
+        if not self._windows:
+            return []
+        return self._hand_out(max(self._windows))

@@ -1,0 +1,259 @@
+"""The privacy ledger: every release's ρ/ε/δ charged to the budget period of its window, persistently.
+
+Synchronous sqlite3 on the agent's state database. Functions here never commit: the caller charges
+inside :func:`agent.state.transaction` together with the outbox insert of the signed batch, so a crash
+either keeps both or neither — a release is never sent without its charge (no under-count) and never
+charged twice. A window whose charge would exceed the period's cap is refused and the refusal is
+recorded (``refuse``), so an exhausted budget is visible in ``hush-agent ledger`` rather than silent.
+
+The charge goes to the UTC period (day, ISO week, calendar month) containing the window's start in
+event time, so replaying old data cannot borrow from today's budget.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from agent.policy import Policy
+from agent.release import Release
+from hushmetric.errors import HushError
+
+__all__ = [
+    "SCHEMA",
+    "BudgetExhausted",
+    "LedgerCheck",
+    "PeriodSummary",
+    "Spend",
+    "affordable",
+    "cap_of",
+    "charge",
+    "period_of",
+    "refuse",
+    "remaining",
+    "spent",
+    "summary",
+    "total",
+    "verify",
+]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS privacy_charge (
+    id INTEGER PRIMARY KEY,
+    period TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER NOT NULL,
+    seq INTEGER NOT NULL UNIQUE,
+    rho REAL NOT NULL DEFAULT 0 CHECK (rho >= 0),
+    epsilon REAL NOT NULL DEFAULT 0 CHECK (epsilon >= 0),
+    delta REAL NOT NULL DEFAULT 0 CHECK (delta >= 0),
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS privacy_charge_period ON privacy_charge (period);
+CREATE TABLE IF NOT EXISTS privacy_refusal (
+    id INTEGER PRIMARY KEY,
+    period TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS privacy_refusal_period ON privacy_refusal (period);
+CREATE TABLE IF NOT EXISTS privacy_total (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    rho REAL NOT NULL,
+    epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    releases INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO privacy_total (id, rho, epsilon, delta, releases) VALUES (1, 0, 0, 0, 0);
+"""
+
+# Relative slack when comparing sums of floats with a cap: a period of equal per-window shares must
+# fit exactly, whatever the order of additions.
+_SLACK = 1e-9
+
+
+class BudgetExhausted(HushError):
+    """A charge would take a period past its cap; nothing was charged."""
+
+    code = "budget"
+
+    def __init__(self, period: str, needed: float, left: float) -> None:
+        super().__init__(f"privacy budget of {period} exhausted: needs {needed:.6g}, {max(left, 0):.6g} left")
+        self.period = period
+        self.needed = needed
+        self.left = left
+
+
+class Spend(msgspec.Struct, frozen=True):
+    rho: float = 0.0
+    epsilon: float = 0.0
+    delta: float = 0.0
+    releases: int = 0
+
+
+class PeriodSummary(msgspec.Struct, frozen=True):
+    period: str
+    measure: str  # "rho" (zcdp) or "epsilon" (pure)
+    spent: float
+    cap: float
+    left: float
+    delta: float
+    releases: int
+    refusals: int
+
+
+class LedgerCheck(msgspec.Struct, frozen=True):
+    ok: bool
+    total: Spend  # the running total kept with every charge
+    charged: Spend  # the sum of the individual charges
+    problems: list[str]
+
+
+_PERIOD_FORMAT = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
+
+
+def period_of(policy: Policy, window_start: int) -> str:
+    """The UTC budget period containing ``window_start``: ``2026-11-26``, ``2026-W48`` or ``2026-11``."""
+    return time.strftime(_PERIOD_FORMAT[policy.budget.period], time.gmtime(window_start))
+
+
+def cap_of(policy: Policy) -> float:
+    b = policy.budget
+    cap = b.rho if b.mechanism == "zcdp" else b.epsilon
+    assert cap is not None  # enforced when the policy is loaded
+    return cap
+
+
+def _measure(policy: Policy) -> str:
+    return "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
+
+
+def spent(conn: sqlite3.Connection, period: str) -> Spend:
+    row = conn.execute(
+        "SELECT COALESCE(SUM(rho), 0), COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COUNT(*) "
+        "FROM privacy_charge WHERE period = ?",
+        (period,),
+    ).fetchone()
+    return Spend(float(row[0]), float(row[1]), float(row[2]), int(row[3]))
+
+
+def remaining(conn: sqlite3.Connection, policy: Policy, period: str) -> float:
+    """ρ (zcdp) or ε (pure) left in ``period``; never below zero."""
+    s = spent(conn, period)
+    return max(cap_of(policy) - (s.rho if policy.budget.mechanism == "zcdp" else s.epsilon), 0.0)
+
+
+def affordable(conn: sqlite3.Connection, policy: Policy, period: str, cost: float) -> bool:
+    """Whether a release costing ``cost`` (ρ or ε) still fits ``period``'s cap."""
+    return cost <= remaining(conn, policy, period) + _SLACK * cap_of(policy)
+
+
+def charge(
+    conn: sqlite3.Connection,
+    *,
+    period: str,
+    release: Release,
+    seq: int,
+    policy: Policy | None = None,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Record ``release``'s spend against ``period``, tied to batch ``seq``, in the caller's transaction.
+
+    With ``policy``, refuse (raise :class:`BudgetExhausted`, nothing written) if the charge would pass
+    the period's cap — a second line of defence behind :func:`affordable`.
+    """
+    rho, eps, delta = release.rho or 0.0, release.epsilon or 0.0, release.delta or 0.0
+    if policy is not None:
+        cost = rho if policy.budget.mechanism == "zcdp" else eps
+        if not affordable(conn, policy, period, cost):
+            raise BudgetExhausted(period, cost, remaining(conn, policy, period))
+    conn.execute(
+        "INSERT INTO privacy_charge (period, window_start, window_end, seq, rho, epsilon, delta, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (period, release.start, release.end, seq, rho, eps, delta, clock()),
+    )
+    conn.execute(
+        "UPDATE privacy_total SET rho = rho + ?, epsilon = epsilon + ?, delta = delta + ?, "
+        "releases = releases + 1 WHERE id = 1",
+        (rho, eps, delta),
+    )
+
+
+def refuse(
+    conn: sqlite3.Connection,
+    *,
+    period: str,
+    window_start: int,
+    reason: str,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Record that a window was not released (e.g. ``budget_exhausted``); its data is discarded."""
+    conn.execute(
+        "INSERT INTO privacy_refusal (period, window_start, reason, at) VALUES (?, ?, ?, ?)",
+        (period, window_start, reason, clock()),
+    )
+
+
+def summary(conn: sqlite3.Connection, policy: Policy) -> list[PeriodSummary]:
+    """Per period, oldest first: spent, cap, left, releases and refusals (``hush-agent ledger``)."""
+    refusals = dict(conn.execute("SELECT period, COUNT(*) FROM privacy_refusal GROUP BY period").fetchall())
+    charged = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT period, SUM(rho), SUM(epsilon), SUM(delta), COUNT(*) FROM privacy_charge GROUP BY period"
+        )
+    }
+    cap = cap_of(policy)
+    zcdp = policy.budget.mechanism == "zcdp"
+    out = []
+    for period in sorted(set(refusals) | set(charged)):
+        rho, eps, delta, releases = charged.get(period, (0.0, 0.0, 0.0, 0))
+        used = float(rho if zcdp else eps)
+        out.append(
+            PeriodSummary(
+                period,
+                _measure(policy),
+                used,
+                cap,
+                max(cap - used, 0.0),
+                float(delta),
+                int(releases),
+                int(refusals.get(period, 0)),
+            )
+        )
+    return out
+
+
+def total(conn: sqlite3.Connection) -> Spend:
+    """The running total over all periods, maintained with every charge."""
+    row = conn.execute("SELECT rho, epsilon, delta, releases FROM privacy_total WHERE id = 1").fetchone()
+    return Spend(float(row[0]), float(row[1]), float(row[2]), int(row[3])) if row else Spend()
+
+
+def verify(conn: sqlite3.Connection, policy: Policy | None = None) -> LedgerCheck:
+    """Check that the running total equals the sum of the charges (and, with ``policy``, that no
+    period is over its cap)."""
+    rows = conn.execute("SELECT rho, epsilon, delta FROM privacy_charge").fetchall()
+    charged = Spend(
+        math.fsum(r[0] for r in rows), math.fsum(r[1] for r in rows), math.fsum(r[2] for r in rows), len(rows)
+    )
+    kept = total(conn)
+    problems = []
+    for name in ("rho", "epsilon", "delta"):
+        a, b = getattr(kept, name), getattr(charged, name)
+        if not math.isclose(a, b, rel_tol=_SLACK, abs_tol=1e-15):
+            problems.append(f"total {name} {a!r} != sum of charges {b!r}")
+    if kept.releases != charged.releases:
+        problems.append(f"total releases {kept.releases} != {charged.releases} charges")
+    if policy is not None:
+        problems.extend(
+            f"period {p.period} spent {p.spent:.6g} over its cap {p.cap:.6g}"
+            for p in summary(conn, policy)
+            if p.spent > p.cap * (1 + _SLACK)
+        )
+    return LedgerCheck(not problems, kept, charged, problems)
