@@ -92,6 +92,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_attrs: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 64
     max_value_length: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 4096
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=1024, le=256 << 20)] = 16 << 20
+    # Longest event name, privacy unit id or attribute key, in characters.
+    max_key_length: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
     dead_letter_max: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     # Distinct open-dimension values held per metric per window before new ones are refused.
     max_open_values: Annotated[int, msgspec.Meta(ge=1)] = 10_000

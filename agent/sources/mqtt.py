@@ -1,0 +1,168 @@
+"""MQTT source: QoS 1, persistent session, and a PUBACK only once the message is durable in the agent.
+
+How the late acknowledgement works
+----------------------------------
+aiomqtt 2.x has no manual-ack API, but it drives a paho-mqtt 2.x client on the event loop thread:
+paho's socket callbacks are registered with ``loop.add_reader``/``add_writer``, so every paho call
+made from the loop thread is serialised with paho's own packet handling. paho 2.x supports manual
+acknowledgement (``manual_ack``): with it on, a QoS 1 PUBLISH is handed to us *without* a PUBACK, and
+``paho_client.ack(mid, qos)`` queues the PUBACK later. We switch it on through aiomqtt's underlying
+client (``aiomqtt.Client._client``, checked at start-up so an aiomqtt upgrade that moves it fails
+loudly instead of silently auto-acking), and every :class:`Chunk` carries an ``ack`` that sends the
+PUBACK for its message. The pipeline calls it after the transaction holding the message's events
+(or its dead letters) committed.
+
+Why this and not a thread running paho on its own: one event loop owns the socket, no cross-thread
+hand-off per message, and aiomqtt keeps doing connection handling, keepalive and TLS. (A journal
+alone is not enough: with paho's default auto-ack the broker forgets a message before it is durable.)
+
+Safety rules the ``ack`` closure enforces:
+- Packet ids are per connection. An ``ack`` for a message received on an earlier connection is
+  dropped: the broker redelivers that message on the new connection (persistent session), where it
+  is decoded again — at-least-once, never a PUBACK for an id the broker has since reused for a
+  message that is not durable yet.
+- It runs on the loop thread (if called from another thread it hops there), at most once.
+- QoS 0 deliveries have nothing to acknowledge (``ack`` is ``None``).
+
+The session is MQTT 3.1.1 with ``clean_session=False`` and a stable client id (default
+``"hush-" + agent id``), so subscriptions and unacknowledged or queued QoS 1 messages survive agent
+restarts (as far as the broker's own limits allow: Mosquitto's ``max_queued_messages`` bounds what it
+keeps for an offline client, ``max_inflight_messages`` how many unacknowledged messages it sends
+before waiting for PUBACKs — so the pipeline must commit and ack promptly, not wait for large groups).
+
+The broker being down is normal: connect failures and drops are retried forever with capped, jittered
+exponential backoff, logged once per change of state. Payload size is not checked here: the decoder
+refuses a payload over ``limits.max_payload_bytes`` as one ``too_large`` dead letter, which is
+committed and then acknowledged like any other input (the broker's ``message_size_limit`` is what
+bounds memory before that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import aiomqtt
+
+from agent.sources.base import Chunk
+
+__all__ = ["MqttSource"]
+
+log = logging.getLogger(__name__)
+
+
+class MqttSource:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        topics: Sequence[str],
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        keepalive: int = 30,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = f"mqtt:{host}:{port}"
+        self._host = host
+        self._port = port
+        self._topics = list(topics)
+        self._client_id = client_id
+        self._username = username
+        self._password = password
+        self._tls = tls_context
+        self._keepalive = keepalive
+        self._base = backoff_base
+        self._cap = backoff_cap
+        self._rng = rng or random.Random()
+        self._live: int | None = None  # generation of the connection currently up
+        self._generation = 0
+        self.state = "starting"
+        self.attempts = 0  # connection attempts so far (for status and tests)
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        failures = 0
+        while True:
+            self.attempts += 1
+            client = aiomqtt.Client(
+                self._host,
+                self._port,
+                identifier=self._client_id,
+                clean_session=False,
+                protocol=aiomqtt.ProtocolVersion.V311,
+                username=self._username,
+                password=self._password,
+                tls_context=self._tls,
+                keepalive=self._keepalive,
+                timeout=10,
+            )
+            paho = _manual_ack(client)
+            try:
+                async with client:
+                    self._generation += 1
+                    self._live = self._generation
+                    await client.subscribe([(topic, 1) for topic in self._topics])
+                    self._set_state("connected", None)
+                    failures = 0
+                    async for message in client.messages:
+                        yield self._chunk(message, paho, self._generation)
+            except aiomqtt.MqttError as exc:
+                self._set_state("down", exc)
+            finally:
+                self._live = None
+            failures += 1
+            ceiling = min(self._cap, self._base * 2 ** min(failures, 30))
+            await asyncio.sleep(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
+
+    def _chunk(self, message: aiomqtt.Message, paho: Any, generation: int) -> Chunk:
+        payload = message.payload
+        data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+        ack = self._acker(paho, message.mid, message.qos, generation) if message.qos > 0 else None
+        return Chunk(f"mqtt:{message.topic.value}", data, None, None, ack)
+
+    def _acker(self, paho: Any, mid: int, qos: int, generation: int) -> Callable[[], None]:
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        sent = False
+
+        def send() -> None:
+            nonlocal sent
+            if sent or self._live != generation:
+                return  # done already, or stale: the broker redelivers on the new connection
+            sent = True
+            paho.ack(mid, qos)
+
+        def ack() -> None:
+            if threading.get_ident() == loop_thread:
+                send()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(send)
+
+        return ack
+
+    def _set_state(self, state: str, exc: BaseException | None) -> None:
+        if state == self.state:
+            log.debug("mqtt %s:%d still %s: %s", self._host, self._port, state, exc)
+            return
+        self.state = state
+        if state == "connected":
+            log.info("mqtt %s:%d connected as %s", self._host, self._port, self._client_id)
+        else:
+            log.warning("mqtt %s:%d unreachable, retrying with backoff: %s", self._host, self._port, exc)
+
+
+def _manual_ack(client: aiomqtt.Client) -> Any:
+    paho = getattr(client, "_client", None)
+    if paho is None or not hasattr(paho, "manual_ack_set") or not hasattr(paho, "ack"):
+        raise RuntimeError("this aiomqtt has no paho client with manual ack; refusing to auto-acknowledge")
+    paho.manual_ack_set(True)
+    return paho
