@@ -1,0 +1,200 @@
+"""Tumbling windows, lateness, released windows, flush, dimension handling and the counters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from agent.aggregate import WindowAggregator, WindowState, bucket_labels, label
+from agent.model import Event
+from agent.policy import AttrRule, Budget, Metric, Policy, WindowSpec
+
+H = 3600
+
+
+def policy(*metrics: Metric, size: str = "1h", lateness: str = "5m") -> Policy:
+    return Policy(
+        version=1,
+        name="t",
+        budget=Budget(rho=1.0),
+        window=WindowSpec(size=size, lateness=lateness),
+        attrs={"os": AttrRule(), "page": AttrRule(), "ok": AttrRule(kind="bool")},
+        metrics=list(metrics) or [Metric(name="hits", events=["hit"], stat="count", max_contributions=100)],
+    )
+
+
+def ev(
+    ts: float, unit: str = "u1", name: str = "hit", value: float | None = None, **attrs: str | bool
+) -> Event:
+    return Event(name, ts, unit, value=value, attrs=dict(attrs))
+
+
+def counts(states: list[WindowState], metric: int = 0) -> dict[int, int]:
+    return {s.start: sum(p[1] for p in s.metrics[metric].parts.values()) for s in states}
+
+
+def test_tumbling_windows_and_event_time_watermark() -> None:
+    agg = WindowAggregator(policy())
+    agg.add([ev(10), ev(H - 1), ev(H), ev(2 * H + 5)])
+    assert agg.watermark == 2 * H + 5
+    assert agg.open_windows == 3
+    # window [0, H) closes at H + 5m; [H, 2H) needs 2H + 5m <= watermark: not yet
+    ready = agg.ready()
+    assert [(s.start, s.end) for s in ready] == [(0, H)]
+    assert counts(ready) == {0: 2}
+    assert agg.ready() == []
+    later = agg.ready(watermark=2 * H + 300)
+    assert counts(later) == {H: 1}
+    assert agg.open_windows == 1
+
+
+def test_allowed_lateness_then_late_events_are_counted_and_dropped() -> None:
+    agg = WindowAggregator(policy())
+    agg.add([ev(10), ev(H + 100)])  # watermark H+100: window 0 still open (lateness 5 min)
+    assert not agg.is_late(H - 1)
+    agg.add([ev(H - 1)])
+    agg.add([ev(H + 300)])  # watermark reaches H + 5m: window 0 is closed
+    assert agg.is_late(H - 1)
+    agg.add([ev(H - 1), ev(50)])
+    assert agg.stats.late == 2
+    assert counts(agg.ready()) == {0: 2}
+    assert agg.stats.events == 6
+
+
+def test_already_released_windows_are_late_after_a_restart() -> None:
+    agg = WindowAggregator(policy(), released=[0, H])
+    assert agg.is_late(10) and agg.is_late(H + 10) and not agg.is_late(2 * H)
+    agg.add([ev(10), ev(H + 10), ev(2 * H + 10)])
+    assert agg.stats.late == 2
+    assert counts(agg.flush()) == {2 * H: 1}
+
+
+def test_handed_out_windows_make_their_events_late() -> None:
+    agg = WindowAggregator(policy())
+    agg.add([ev(10)])
+    assert counts(agg.flush()) == {0: 1}
+    agg.add([ev(20)])
+    assert agg.stats.late == 1
+    assert agg.flush() == []
+
+
+def test_flush_fills_gaps_with_empty_windows_in_order() -> None:
+    agg = WindowAggregator(policy())
+    agg.add([ev(10), ev(3 * H + 1)])
+    states = agg.flush()
+    assert [s.start for s in states] == [0, H, 2 * H, 3 * H]
+    assert [s.events for s in states] == [1, 0, 0, 1]
+    assert agg.open_windows == 0
+
+
+def test_processing_time_watermark_releases_empty_windows_after_the_first() -> None:
+    agg = WindowAggregator(policy())
+    assert agg.ready(watermark=10 * H) == []  # nothing seen yet: nothing to release
+    agg.add([ev(10)])
+    states = agg.ready(watermark=3 * H + 300)
+    assert [s.start for s in states] == [0, H, 2 * H]
+
+
+def test_gap_longer_than_a_period_is_not_filled() -> None:
+    agg = WindowAggregator(policy())  # day budget, 1h windows: at most 24 empty windows per gap
+    agg.add([ev(10), ev(100 * H + 10)])
+    states = agg.flush()
+    assert len(states) == 2 + 24
+    assert agg.stats.empty_windows_skipped == 99 - 24
+
+
+def test_unmatched_undeclared_missing_value_and_clamping() -> None:
+    p = policy(
+        Metric(
+            name="by_os", events=["hit"], stat="count", dims={"os": ["linux", "mac"]}, max_contributions=9
+        ),
+        Metric(name="lat", events=["hit"], stat="sum", lower=0, upper=10, max_contributions=9),
+        Metric(name="okc", events=["hit"], stat="count", dims={"ok": ["true", "false"]}, max_contributions=9),
+    )
+    agg = WindowAggregator(p)
+    agg.add(
+        [
+            ev(1, name="other"),
+            ev(2, unit="a", os="linux", value=5.0, ok=True),
+            ev(3, unit="b", os="windows", value=50.0, ok=False),
+            ev(4, unit="c", value=-3.0),
+            ev(5, unit="d", os="mac", value=math.nan),
+        ]
+    )
+    s = agg.stats
+    assert s.unmatched == 1
+    assert s.undeclared == 1 + 1 + 2  # windows (by_os); no os (by_os); no ok (okc) twice
+    assert s.missing_value == 1
+    assert s.clamped == 2
+    (state,) = agg.flush()
+    by_os, lat, okc = state.metrics
+    assert {k: v[1] for k, v in by_os.parts.items()} == {("linux",): 1, ("mac",): 1}
+    assert lat.parts[()][1] == round((5 + 10 + 0) / 0.01)
+    assert {k: v[1] for k, v in okc.parts.items()} == {("true",): 1, ("false",): 1}
+
+
+def test_caps_are_enforced_and_counted() -> None:
+    p = policy(
+        Metric(
+            name="pages",
+            events=["hit"],
+            stat="count",
+            dims={"page": "open"},
+            max_partitions=2,
+            max_contributions=3,
+        )
+    )
+    agg = WindowAggregator(p)
+    agg.add([ev(1, page="a")] * 5 + [ev(2, page="b"), ev(3, page="c"), ev(4, unit="u2", page="c")])
+    assert agg.stats.contributions_dropped == 2
+    assert agg.stats.partitions_dropped == 1
+    (state,) = agg.flush()
+    assert {k: v for k, v in state.metrics[0].parts.items()} == {
+        ("a",): [1, 3],
+        ("b",): [1, 1],
+        ("c",): [1, 1],
+    }
+
+
+def test_open_values_are_bounded_per_metric_and_window() -> None:
+    p = policy(Metric(name="pages", events=["hit"], stat="count", dims={"page": "open"}))
+    agg = WindowAggregator(p, max_open_values=100)
+    agg.add([ev(1, unit=f"u{i}", page=f"p{i}") for i in range(1000)])
+    agg.add([ev(2, unit="x", page="p5")])  # an already known value is still accepted
+    assert agg.stats.open_values_refused == 900
+    (state,) = agg.flush()
+    assert len(state.metrics[0].parts) == 100
+    assert state.metrics[0].parts[("p5",)] == [2, 2]
+
+
+def test_histogram_buckets_and_distinct_units() -> None:
+    p = policy(
+        Metric(
+            name="h",
+            events=["hit"],
+            stat="histogram",
+            lower=0,
+            upper=100,
+            buckets=[0, 10, 50, 100],
+            max_contributions=10,
+        ),
+        Metric(name="d", events=["hit"], stat="distinct_units", max_contributions=10),
+    )
+    agg = WindowAggregator(p)
+    agg.add([ev(1, value=v) for v in (0, 9.99, 10, 49, 50, 100, 1000, -1)] + [ev(2, unit="u2", value=5)])
+    (state,) = agg.flush()
+    assert state.metrics[0].parts[()] == [2, 4, 2, 3]
+    assert state.metrics[1].parts[()] == [2]
+    assert bucket_labels([0, 10, 50, 100]) == ["0..10", "10..50", "50..100"]
+
+
+def test_label() -> None:
+    assert [label(True), label(False), label(3), label("x")] == ["true", "false", "3", "x"]
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_ready_before_any_event(n: int) -> None:
+    agg = WindowAggregator(policy())
+    agg.add([ev(1, name="nope")] * n)
+    assert agg.ready() == [] and agg.flush() == []
