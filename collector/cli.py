@@ -1,0 +1,169 @@
+"""``hush-collector``: the admin CLI and the server entry point.
+
+Exit codes: 0 ok; 1 verification failed or something was refused; 2 usage or configuration error;
+3 not found; 4 unavailable (database, key file, address); 5 conflicts with the current state.
+Errors are one line on stderr, never a traceback. Output that scripts read (key id, token, public
+key, the bound address) is alone on its line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import NoReturn, TextIO
+
+from collector import commands
+from collector.db import DEFAULT_DB
+from collector.errors import AuditError, Conflict, NotFound, Unavailable
+from hushmetric.errors import ConfigError, ContractError, HushError, SignatureError
+
+__all__ = ["EXIT_CODES", "build_parser", "main"]
+
+EXIT_CODES = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "unavailable": 4, "conflict": 5}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db", metavar="URL", help=f"database file or URL (env HUSH_COLLECTOR_DB, default {DEFAULT_DB})"
+    )
+    p.add_argument(
+        "--key", metavar="FILE", help="collector signing key (env HUSH_COLLECTOR_KEY, default <db>.key)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hush-collector", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def cmd(name: str, help_: str, *, parent: argparse._SubParsersAction[_Parser] = sub) -> _Parser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        _common(p)
+        return p
+
+    cmd("init", "create the database and the collector's audit signing key (0600)")
+    cmd("pubkey", "print the collector's public key (base64)")
+    p = cmd("serve", "serve the gRPC ingest service until SIGTERM/SIGINT")
+    p.add_argument("--listen", metavar="HOST:PORT", help="address; port 0 picks a free one (printed first)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings (flags win)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here")
+
+    tenant = sub.add_parser("tenant", help="tenant lifecycle").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    for action, help_ in (
+        ("create", "create an active tenant"),
+        ("suspend", "refuse every batch of the tenant at once (kill switch)"),
+        ("resume", "accept batches again"),
+        ("delete", "delete the tenant (refused for good; the audit trail stays)"),
+    ):
+        cmd(action, help_, parent=tenant).add_argument("name", metavar="NAME")
+    cmd("list", "list tenants", parent=tenant).add_argument("--json", action="store_true")
+
+    key = sub.add_parser("key", help="agent keys").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = cmd("add", "register an agent's public key; prints the key id", parent=key)
+    p.add_argument("tenant", metavar="TENANT")
+    p.add_argument("--agent", required=True, metavar="ID")
+    p.add_argument("--public-key", required=True, metavar="B64|@FILE")
+    cmd("retire", "accept only batches created before now (rotation)", parent=key).add_argument("key_id")
+    cmd("revoke", "refuse everything signed by the key, immediately", parent=key).add_argument("key_id")
+    p = cmd("list", "list keys", parent=key)
+    p.add_argument("tenant", nargs="?", metavar="TENANT")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("enroll-token", "print a one-time token the Enroll RPC exchanges for a bound key")
+    p.add_argument("tenant", metavar="TENANT")
+    p.add_argument("--ttl", default="1h", metavar="DURATION", help="lifetime, e.g. 15m, 1h, 2d (default 1h)")
+
+    quota = sub.add_parser("quota", help="tenant quotas").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = cmd("set", "set limits (unnamed ones are kept; 'none' removes one)", parent=quota)
+    p.add_argument("tenant", metavar="TENANT")
+    for flag in commands.QUOTA_FLAGS:
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, metavar="N|none")
+    p.add_argument("--max-age", dest="max_age", metavar="DURATION|none")
+    p = cmd("show", "show limits and today's use", parent=quota)
+    p.add_argument("tenant", metavar="TENANT")
+    p.add_argument("--json", action="store_true")
+
+    p = cmd("usage", "usage per tenant and UTC day")
+    p.add_argument("--tenant")
+    p.add_argument("--since", metavar="YYYY-MM-DD")
+    p.add_argument("--until", metavar="YYYY-MM-DD")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    audit = sub.add_parser("audit", help="the signed audit log").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = cmd("export", "write the audit log as JSON lines", parent=audit)
+    p.add_argument("--tenant", help="full entries of this tenant only; others as signed stubs")
+    p.add_argument("--out", metavar="FILE", help="default: stdout")
+    p = cmd("verify", "check an export offline with the collector's public key", parent=audit)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--public-key", required=True, metavar="B64|@FILE")
+
+    p = cmd("import", "import air-gap bundles with the checks of online ingest")
+    p.add_argument("files", nargs="+", metavar="FILE.tar")
+
+    for name, help_ in (("report", "KPI report over released metrics"), ("funnel", "funnel report")):
+        p = cmd(name, help_)
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--since", metavar="DATE|RFC3339")
+        p.add_argument("--until", metavar="DATE|RFC3339")
+        p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
+        if name == "funnel":
+            p.add_argument(
+                "--stages", required=True, metavar="M1,M2,...", help="metrics of the stages, in order"
+            )
+            p.add_argument("--time-metric", metavar="METRIC", help="histogram metric of time to value")
+    return parser
+
+
+def _exit_code(exc: HushError) -> int:
+    if isinstance(exc, NotFound):
+        return EXIT_CODES["not_found"]
+    if isinstance(exc, Unavailable):
+        return EXIT_CODES["unavailable"]
+    if isinstance(exc, Conflict):
+        return EXIT_CODES["conflict"]
+    if isinstance(exc, AuditError | SignatureError):
+        return EXIT_CODES["failed"]
+    if isinstance(exc, ConfigError | ContractError):
+        return EXIT_CODES["usage"]
+    return EXIT_CODES["failed"]
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    ctx = commands.Context(args=args, env=env, out=out, err=err)
+    try:
+        return asyncio.run(commands.run(ctx))
+    except HushError as exc:
+        print(f"hush-collector: {exc.message}", file=err)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

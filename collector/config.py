@@ -1,0 +1,62 @@
+"""The collector's settings: TOML (``--config FILE``) decoded into a frozen Struct; flags override it.
+
+Example::
+
+    db = "/var/lib/hushmetric/collector.db"
+    key_file = "/var/lib/hushmetric/collector.key"
+    listen = "0.0.0.0:7443"
+    metrics_listen = "127.0.0.1:9464"
+    max_clock_skew = "5m"
+    default_max_batch_bytes = 4194304
+    shutdown_grace = "10s"
+
+Errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from hushmetric.config import load_toml
+from hushmetric.errors import ConfigError
+from hushmetric.timefmt import parse_duration
+
+__all__ = ["CollectorConfig", "load_config", "seconds"]
+
+
+class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    db: str | None = None
+    key_file: str | None = None
+    listen: str | None = None
+    metrics_listen: str | None = None
+    max_clock_skew: str = "5m"
+    default_max_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 4 << 20
+    shutdown_grace: str = "10s"
+
+
+def seconds(config: CollectorConfig, key: str, *, path: str | None = None) -> int:
+    """A duration setting in seconds; ConfigError naming ``path`` and ``key`` when malformed."""
+    try:
+        return parse_duration(str(getattr(config, key)))
+    except ValueError as exc:
+        raise ConfigError(str(exc), path=path, key=key) from exc
+
+
+def _listen_ok(value: str | None) -> bool:
+    if value is None:
+        return True
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) < 65536)
+
+
+def load_config(path: Path) -> CollectorConfig:
+    config = load_toml(path, CollectorConfig)
+    for key in ("max_clock_skew", "shutdown_grace"):
+        seconds(config, key, path=str(path))
+    for key in ("listen", "metrics_listen"):
+        if not _listen_ok(getattr(config, key)):
+            raise ConfigError("expected HOST:PORT", path=str(path), key=key)
+    return config

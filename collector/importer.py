@@ -1,0 +1,113 @@
+"""Air-gap import: verify a bundle's signed manifest and file hashes, then ingest each batch exactly
+as online ingest would. Idempotent: a second import of the same bundle yields duplicates only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from collector.ingest import IngestSettings, Rejected, ingest
+from collector.store import UNATTRIBUTED, KeyRecord, Refusal, Store
+from hushmetric import bundle, dsse
+from hushmetric.errors import ContractError, SignatureError
+
+__all__ = ["BUNDLE_REASONS", "ImportReport", "import_bundle"]
+
+#: Reasons beyond :data:`collector.ingest.REASONS` that only bundles have.
+BUNDLE_REASONS = (
+    "bundle_malformed",
+    "bundle_bad_signature",
+    "bundle_unknown_key",
+    "bundle_revoked_key",
+    "bundle_mismatch",
+    "bundle_hash_mismatch",
+)
+
+
+class ImportReport(msgspec.Struct):
+    accepted: int = 0
+    duplicate: int = 0
+    refused: dict[str, int] = msgspec.field(default_factory=dict)
+    error: str | None = None  # why the whole bundle was refused, if it was
+
+    def refuse(self, reason: str, count: int = 1) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + count
+
+
+async def _manifest_key(store: Store, envelope: dsse.Envelope) -> KeyRecord | None:
+    for sig in envelope.signatures[: dsse.MAX_SIGNATURES]:
+        if len(sig.keyid) == 64:
+            record = await store.get_key(sig.keyid)
+            if record is not None:
+                return record
+    return None
+
+
+async def import_bundle(
+    store: Store, data: bytes, *, now: float, settings: IngestSettings | None = None
+) -> ImportReport:
+    report = ImportReport()
+
+    async def refuse_all(
+        reason: str, message: str, tenant: str = UNATTRIBUTED, count: int = 1
+    ) -> ImportReport:
+        await store.record_refusal(Refusal(tenant, reason), now=now)
+        report.refuse(reason, count)
+        report.error = message
+        return report
+
+    try:
+        parsed = bundle.read_bundle(data)
+    except ContractError as exc:
+        return await refuse_all("bundle_malformed", exc.message)
+    key = await _manifest_key(store, parsed.manifest_envelope)
+    if key is None:
+        return await refuse_all("bundle_unknown_key", "manifest is signed by an unknown key")
+    if key.state == "revoked":
+        return await refuse_all("bundle_revoked_key", f"manifest key {key.key_id} is revoked", key.tenant)
+    try:
+        verified = dsse.verify(
+            parsed.manifest_envelope,
+            dsse.MANIFEST_PAYLOAD_TYPE,
+            lambda kid: key.public_key if kid == key.key_id else None,
+        )
+        manifest = bundle.decode_manifest(verified.payload)
+    except SignatureError:
+        return await refuse_all("bundle_bad_signature", "manifest signature does not verify", key.tenant)
+    except ContractError as exc:
+        return await refuse_all("bundle_malformed", exc.message, key.tenant)
+    if manifest.tenant != key.tenant or manifest.agent != key.agent:
+        return await refuse_all("bundle_mismatch", "manifest names another tenant or agent", key.tenant)
+    listed = {entry.file for entry in manifest.batches}
+    for extra in sorted(set(parsed.files) - listed):
+        await store.record_refusal(Refusal(key.tenant, "bundle_mismatch", key.agent), now=now)
+        report.refuse("bundle_mismatch")
+        report.error = f"{extra} is not listed in the manifest"
+    for entry in sorted(manifest.batches, key=lambda e: e.seq):
+        body = parsed.files.get(entry.file)
+        if (
+            body is None
+            or entry.file != f"batches/{entry.seq}.dsse.json"
+            or hashlib.sha256(body).hexdigest() != entry.sha256
+        ):
+            await store.record_refusal(
+                Refusal(key.tenant, "bundle_hash_mismatch", key.agent, entry.seq), now=now
+            )
+            report.refuse("bundle_hash_mismatch")
+            continue
+        try:
+            envelope = dsse.from_json(body, max_bytes=bundle.MAX_BATCH_FILE_BYTES)
+        except ContractError:
+            await store.record_refusal(Refusal(key.tenant, "malformed", key.agent, entry.seq), now=now)
+            report.refuse("malformed")
+            continue
+        outcome = await ingest(store, envelope, now=now, settings=settings)
+        if isinstance(outcome, Rejected):
+            report.refuse(outcome.reason)
+        elif outcome.duplicate:
+            report.duplicate += 1
+        else:
+            report.accepted += 1
+    return report

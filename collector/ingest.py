@@ -1,0 +1,238 @@
+"""The ingest decision: from a DSSE envelope to a typed outcome with a reason code.
+
+Order: payloadType → key registry → tenant state → size → signature → decode → tenant/agent
+binding → key retirement → clock skew / max age → the store's one transaction (dedupe, chain,
+rate, quotas). Every refusal is counted by reason through :meth:`Store.record_refusal`. No gRPC in
+here: :mod:`collector.server` maps :data:`REASONS` to status codes, the importer maps them to
+counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Literal
+
+import msgspec
+
+from collector.store import (
+    UNATTRIBUTED,
+    Accepted,
+    BatchCommit,
+    CommitRefused,
+    Conflicting,
+    Duplicate,
+    KeyRecord,
+    Refusal,
+    Store,
+)
+from hushmetric import dsse
+from hushmetric.batch import Batch, decode_batch
+from hushmetric.errors import ContractError, SignatureError
+from hushmetric.timefmt import parse_rfc3339
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_BYTES",
+    "REASONS",
+    "IngestSettings",
+    "Kind",
+    "Observer",
+    "Outcome",
+    "Rejected",
+    "Stored",
+    "ingest",
+]
+
+Kind = Literal[
+    "invalid_argument",
+    "unauthenticated",
+    "permission_denied",
+    "already_exists",
+    "failed_precondition",
+    "resource_exhausted",
+]
+
+#: Every reason a batch is refused for, and the kind of refusal (the gRPC status it maps to).
+REASONS: dict[str, Kind] = {
+    "malformed": "invalid_argument",
+    "payload_type": "invalid_argument",
+    "too_large": "invalid_argument",
+    "bad_signature": "unauthenticated",
+    "unknown_key": "unauthenticated",
+    "revoked_key": "unauthenticated",
+    "retired_key": "unauthenticated",
+    "tenant_suspended": "permission_denied",
+    "tenant_deleted": "permission_denied",
+    "tenant_mismatch": "permission_denied",
+    "agent_mismatch": "permission_denied",
+    "conflict": "already_exists",
+    "future_dated": "failed_precondition",
+    "too_old": "failed_precondition",
+    "rate_limited": "resource_exhausted",
+    "quota_rows_day": "resource_exhausted",
+    "quota_rows_month": "resource_exhausted",
+    "quota_bytes_day": "resource_exhausted",
+}
+
+DEFAULT_MAX_BATCH_BYTES = 4 << 20
+Observer = Callable[[str], None]  # called with "accepted", "duplicate" or a refusal reason
+
+
+class IngestSettings(msgspec.Struct, frozen=True):
+    max_clock_skew_seconds: int = 300
+    default_max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+
+
+class Stored(msgspec.Struct, frozen=True):
+    tenant: str
+    agent: str
+    seq: int
+    duplicate: bool = False
+    gap: bool = False
+    fork: bool = False
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    reason: str
+    message: str
+    retry_after: float | None = None
+
+    @property
+    def kind(self) -> Kind:
+        return REASONS[self.reason]
+
+
+Outcome = Stored | Rejected
+
+
+class _Refuse(Exception):  # internal control flow, turned into Rejected below
+    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.rejected = Rejected(reason, message, retry_after)
+
+
+def _commit_record(batch: Batch, key: KeyRecord, payload: bytes) -> BatchCommit:
+    return BatchCommit(
+        tenant=batch.tenant,
+        agent=batch.agent,
+        seq=batch.seq,
+        key_id=key.key_id,
+        digest=hashlib.sha256(payload).hexdigest(),
+        prev=batch.prev,
+        created=batch.created,
+        window_start=batch.window.start,
+        window_end=batch.window.end,
+        policy=batch.policy,
+        unit=batch.privacy.unit,
+        epsilon=batch.privacy.epsilon,
+        delta=batch.privacy.delta,
+        rho=batch.privacy.rho,
+        nbytes=len(payload),
+        rows=batch.rows,
+    )
+
+
+def _epoch(text: str, what: str) -> float:
+    try:
+        return parse_rfc3339(text)
+    except ValueError as exc:
+        raise _Refuse("malformed", f"{what} is not an RFC 3339 timestamp with offset") from exc
+
+
+class _Context(msgspec.Struct):
+    tenant: str = UNATTRIBUTED
+    agent: str | None = None
+    seq: int | None = None
+    key_id: str | None = None
+
+
+async def _decide(
+    store: Store, envelope: dsse.Envelope, now: float, s: IngestSettings, ctx: _Context
+) -> Stored:
+    if envelope.payload_type != dsse.BATCH_PAYLOAD_TYPE:
+        raise _Refuse("payload_type", f"payloadType must be {dsse.BATCH_PAYLOAD_TYPE}")
+    if not envelope.signatures or len(envelope.signatures) > dsse.MAX_SIGNATURES:
+        raise _Refuse("malformed", f"envelope must carry 1..{dsse.MAX_SIGNATURES} signatures")
+    keys: dict[str, KeyRecord] = {}
+    for sig in envelope.signatures:
+        if len(sig.keyid) == 64 and sig.keyid not in keys:
+            record = await store.get_key(sig.keyid)
+            if record is not None:
+                keys[sig.keyid] = record
+    if not keys:
+        raise _Refuse("unknown_key", "signed by an unknown key")
+    first = next(iter(keys.values()))
+    ctx.tenant, ctx.agent, ctx.key_id = first.tenant, first.agent, first.key_id
+    tenant = await store.get_tenant(first.tenant)
+    if tenant is None or tenant.state != "active":
+        state = tenant.state if tenant is not None else "deleted"
+        raise _Refuse(f"tenant_{state}", f"tenant {first.tenant!r} is {state}")
+    quota = await store.get_quota(first.tenant)
+    limit = quota.max_batch_bytes or s.default_max_batch_bytes
+    if len(envelope.payload) > limit:
+        raise _Refuse("too_large", f"payload of {len(envelope.payload)} bytes exceeds the limit of {limit}")
+    try:
+        verified = dsse.verify(
+            envelope, dsse.BATCH_PAYLOAD_TYPE, lambda kid: keys[kid].public_key if kid in keys else None
+        )
+    except SignatureError as exc:
+        raise _Refuse("bad_signature", "signature does not verify") from exc
+    except ContractError as exc:
+        raise _Refuse("malformed", exc.message) from exc
+    key = keys[verified.keyid]
+    ctx.tenant, ctx.agent, ctx.key_id = key.tenant, key.agent, key.key_id
+    if key.state == "revoked":
+        raise _Refuse("revoked_key", f"key {key.key_id} is revoked")
+    try:
+        batch = decode_batch(verified.payload)
+    except ContractError as exc:
+        raise _Refuse("malformed", exc.message) from exc
+    ctx.seq = batch.seq
+    if batch.tenant != key.tenant:
+        raise _Refuse("tenant_mismatch", "batch claims a tenant its key does not belong to")
+    if batch.agent != key.agent:
+        raise _Refuse("agent_mismatch", "batch claims an agent its key does not belong to")
+    created = _epoch(batch.created, "created")
+    _epoch(batch.window.start, "window.start")
+    _epoch(batch.window.end, "window.end")
+    if key.state == "retired" and key.retired_at is not None and created > key.retired_at:
+        raise _Refuse("retired_key", f"key {key.key_id} was retired before this batch was created")
+    if created > now + s.max_clock_skew_seconds:
+        raise _Refuse("future_dated", "batch is dated in the future beyond the allowed clock skew")
+    if quota.max_age_seconds is not None and created < now - quota.max_age_seconds:
+        raise _Refuse("too_old", f"batch is older than the tenant's max age of {quota.max_age_seconds}s")
+    match await store.commit_batch(_commit_record(batch, key, verified.payload), quota, now=now):
+        case Accepted(gap=gap, fork=fork):
+            return Stored(batch.tenant, batch.agent, batch.seq, gap=gap, fork=fork)
+        case Duplicate():
+            return Stored(batch.tenant, batch.agent, batch.seq, duplicate=True)
+        case Conflicting():
+            raise _Refuse("conflict", f"seq {batch.seq} was already stored with different bytes")
+        case CommitRefused(reason=reason, retry_after=retry):
+            raise _Refuse(reason, reason.replace("_", " "), retry)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def ingest(
+    store: Store,
+    envelope: dsse.Envelope,
+    *,
+    now: float,
+    settings: IngestSettings | None = None,
+    observer: Observer | None = None,
+) -> Outcome:
+    """Decide on one envelope; store it or count and audit the refusal. Never raises for bad input."""
+    ctx = _Context()
+    try:
+        outcome: Outcome = await _decide(store, envelope, now, settings or IngestSettings(), ctx)
+    except _Refuse as refusal:
+        outcome = refusal.rejected
+        await store.record_refusal(
+            Refusal(ctx.tenant, outcome.reason, ctx.agent, ctx.seq, ctx.key_id), now=now
+        )
+    if observer is not None:
+        if isinstance(outcome, Stored):
+            observer("duplicate" if outcome.duplicate else "accepted")
+        else:
+            observer(outcome.reason)
+    return outcome

@@ -1,0 +1,149 @@
+"""The gRPC face of the collector: a thin ``hushmetric.v1.Ingest`` servicer plus health and reflection.
+
+The servicer decodes, calls :func:`collector.ingest.ingest`, and maps the outcome to a status code;
+``RESOURCE_EXHAUSTED`` carries a ``google.rpc.RetryInfo``. Every refusal also carries its reason in
+the ``hush-reason`` trailing metadata. :func:`serve` owns the server's lifetime and drains in-flight
+calls on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from collector import enroll
+from collector.errors import Conflict, NotFound
+from collector.ingest import IngestSettings, Kind, Observer, Rejected, ingest
+from collector.store import Store
+from hushmetric.errors import ContractError
+from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
+from hushmetric.wire import envelope_from_proto
+
+__all__ = ["ENVELOPE_OVERHEAD", "IngestServicer", "serve"]
+
+#: Room for the protobuf framing and signatures on top of the largest allowed payload.
+ENVELOPE_OVERHEAD = 64 << 10
+_GRACE_SECONDS = 10.0
+
+_STATUS: dict[Kind, tuple[grpc.StatusCode, int]] = {
+    "invalid_argument": (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
+    "unauthenticated": (grpc.StatusCode.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED),
+    "permission_denied": (grpc.StatusCode.PERMISSION_DENIED, code_pb2.PERMISSION_DENIED),
+    "already_exists": (grpc.StatusCode.ALREADY_EXISTS, code_pb2.ALREADY_EXISTS),
+    "failed_precondition": (grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),
+    "resource_exhausted": (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
+}
+
+
+def _retry_status(rejected: Rejected, retry_after: float) -> grpc.Status:
+    seconds = math.floor(retry_after)
+    delay = duration_pb2.Duration(seconds=seconds, nanos=int((retry_after - seconds) * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=rejected.message, details=[detail])
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServicer):
+    """Maps requests to :mod:`collector.ingest` and :mod:`collector.enroll`, results to replies."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        settings: IngestSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        observer: Observer | None = None,
+    ) -> None:
+        self._store = store
+        self._settings = settings or IngestSettings()
+        self._clock = clock
+        self._observer = observer
+
+    async def Submit(  # gRPC method names are CamelCase
+        self, request: ingest_pb2.Envelope, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.SubmitReply:
+        outcome = await ingest(
+            self._store,
+            envelope_from_proto(request),
+            now=self._clock(),
+            settings=self._settings,
+            observer=self._observer,
+        )
+        if not isinstance(outcome, Rejected):
+            return ingest_pb2.SubmitReply(seq=outcome.seq, duplicate=outcome.duplicate)
+        code, _ = _STATUS[outcome.kind]
+        metadata: tuple[tuple[str, str | bytes], ...] = (("hush-reason", outcome.reason),)
+        if outcome.retry_after is not None and outcome.kind == "resource_exhausted":
+            status = _retry_status(outcome, outcome.retry_after)
+            metadata = (*metadata, *status.trailing_metadata)
+        await context.abort(code, f"{outcome.reason}: {outcome.message}", trailing_metadata=metadata)
+        raise AssertionError("abort returns by raising")  # pragma: no cover
+
+    async def Enroll(  # gRPC method names are CamelCase
+        self, request: ingest_pb2.EnrollRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.EnrollReply:
+        try:
+            key = await enroll.redeem(
+                self._store, request.token, request.agent, bytes(request.public_key), now=self._clock()
+            )
+        except ContractError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        except NotFound:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "enroll token is unknown, used or expired")
+        except Conflict as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.message)
+        return ingest_pb2.EnrollReply(tenant=key.tenant, key_id=key.key_id)
+
+
+async def serve(
+    store: Store,
+    listen: str,
+    *,
+    stop: asyncio.Event,
+    on_bound: Callable[[str], None],
+    settings: IngestSettings | None = None,
+    observer: Observer | None = None,
+    clock: Callable[[], float] = time.time,
+    grace_seconds: float = _GRACE_SECONDS,
+) -> None:
+    """Serve until ``stop`` is set, then refuse new calls and give in-flight ones ``grace_seconds``."""
+    settings = settings or IngestSettings()
+    largest = max(settings.default_max_batch_bytes, await store.largest_batch_limit() or 0)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", largest + ENVELOPE_OVERHEAD),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    servicer = IngestServicer(store, settings=settings, clock=clock, observer=observer)
+    ingest_pb2_grpc.add_IngestServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
+    reflection.enable_server_reflection(
+        (service, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    host, _, _ = listen.rpartition(":")
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    try:
+        for name in ("", service):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        on_bound(f"{host}:{port}")
+        await stop.wait()
+        await health_servicer.enter_graceful_shutdown()
+    finally:
+        await server.stop(grace_seconds)

@@ -1,0 +1,485 @@
+"""The embedded :class:`~collector.store.Store`: SQLite in WAL mode through aiosqlite.
+
+One connection per process; an asyncio lock serialises transactions on it, and ``BEGIN IMMEDIATE``
+with a busy timeout serialises them against other processes (the admin CLI next to a running
+server). Quota and rate-limit consumption are conditional ``UPDATE``s whose row count decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+import nacl.signing
+
+from collector import audit
+from collector.errors import Conflict, NotFound, Unavailable
+from collector.model import BatchPrivacy, StoredRow, UsageDay
+from collector.schema import MIGRATIONS, statements
+from collector.sqlite_ingest import Rollback, commit
+from collector.store import (
+    BatchCommit,
+    CommitOutcome,
+    KeyRecord,
+    KeyState,
+    Quota,
+    Refusal,
+    Tenant,
+    TenantState,
+    day_of,
+)
+from hushmetric.keys import key_id as compute_key_id
+from hushmetric.timefmt import format_rfc3339, parse_rfc3339
+
+__all__ = ["SqliteStore"]
+
+_BUSY_TIMEOUT_MS = 15_000
+_json = msgspec.json.Encoder()
+_dims = msgspec.json.Decoder(dict[str, str])
+_details = msgspec.json.Decoder(dict[str, audit.Detail])
+_QUOTA_FIELDS = (
+    "batches_per_second",
+    "burst",
+    "rows_per_day",
+    "rows_per_month",
+    "bytes_per_day",
+    "max_batch_bytes",
+    "max_age_seconds",
+)
+
+
+def _epoch(text: str | None) -> float | None:
+    return None if text is None else parse_rfc3339(text)
+_QUOTA_UPDATE = ", ".join(f"{f} = excluded.{f}" for f in _QUOTA_FIELDS)
+
+
+class SqliteStore:
+    """Open with :meth:`open`; ``signing_key`` signs audit entries (read-only use may pass None)."""
+
+    def __init__(self, db: aiosqlite.Connection, signing_key: nacl.signing.SigningKey | None) -> None:
+        self._db = db
+        self._key = signing_key
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, signing_key: nacl.signing.SigningKey | None = None, create: bool = False
+    ) -> SqliteStore:
+        if not create and not await asyncio.to_thread(path.exists):
+            raise Unavailable(f"database {path} does not exist; run `hush-collector init` first")
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot open database {path}: {exc}") from exc
+        store = cls(db, signing_key)
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await store._migrate()
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise Unavailable(f"cannot use database {path}: {exc}") from exc
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._tx() as db:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            rows = list(await db.execute_fetchall("SELECT MAX(version) FROM schema_version"))
+            current = rows[0][0] or 0
+            for version, script in MIGRATIONS:
+                if version > current:
+                    for stmt in statements(script):
+                        await db.execute(stmt)
+                    await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise Unavailable(f"database is busy: {exc}") from exc
+            try:
+                yield self._db
+            except BaseException:
+                await asyncio.shield(self._db.execute("ROLLBACK"))
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            return list(await self._db.execute_fetchall(sql, tuple(params)))
+
+    # -- audit ---------------------------------------------------------------------------------
+    async def _audit(
+        self,
+        db: aiosqlite.Connection,
+        action: str,
+        tenant: str | None,
+        details: Mapping[str, audit.Detail],
+        now: float,
+    ) -> audit.AuditEntry:
+        if self._key is None:
+            raise Unavailable("the collector signing key is not loaded; cannot write the audit log")
+        head = list(await db.execute_fetchall("SELECT i, hash FROM audit ORDER BY i DESC LIMIT 1"))
+        index, prev = (head[0][0] + 1, head[0][1]) if head else (1, audit.GENESIS)
+        entry = audit.make_entry(
+            index=index,
+            prev=prev,
+            ts=format_rfc3339(now),
+            action=action,
+            tenant=tenant,
+            details=details,
+            key=self._key,
+        )
+        await db.execute(
+            "INSERT INTO audit (i, ts, action, tenant, details, prev, hash, sig) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                entry.i,
+                entry.ts,
+                entry.action,
+                entry.tenant,
+                _json.encode(entry.details),
+                entry.prev,
+                entry.hash,
+                entry.sig,
+            ),
+        )
+        return entry
+
+    async def append_audit(
+        self, action: str, tenant: str | None, details: Mapping[str, audit.Detail], *, now: float
+    ) -> audit.AuditEntry:
+        async with self._tx() as db:
+            return await self._audit(db, action, tenant, details, now)
+
+    async def audit_entries(self) -> list[audit.AuditEntry]:
+        rows = await self._read(
+            "SELECT i, ts, action, tenant, details, prev, hash, sig FROM audit ORDER BY i"
+        )
+        return [
+            audit.AuditEntry(r[0], r[1], r[2], r[3], _details.decode(r[4]), r[5], r[6], r[7]) for r in rows
+        ]
+
+    # -- tenants -------------------------------------------------------------------------------
+    @staticmethod
+    async def _tenant(db: aiosqlite.Connection, name: str) -> Tenant | None:
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT name, state, created, updated FROM tenants WHERE name = ?", (name,)
+            )
+        )
+        return Tenant(rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None
+
+    async def _active_tenant(self, db: aiosqlite.Connection, name: str) -> Tenant:
+        tenant = await self._tenant(db, name)
+        if tenant is None:
+            raise NotFound("tenant", name)
+        if tenant.state != "active":
+            raise Conflict(f"tenant {name!r} is {tenant.state}")
+        return tenant
+
+    async def create_tenant(self, name: str, *, now: float) -> Tenant:
+        async with self._tx() as db:
+            if await self._tenant(db, name) is not None:
+                raise Conflict(f"tenant {name!r} already exists")
+            await db.execute(
+                "INSERT INTO tenants (name, state, created, updated) VALUES (?, 'active', ?, ?)",
+                (name, now, now),
+            )
+            await self._audit(db, "tenant.create", name, {}, now)
+            return Tenant(name, "active", now, now)
+
+    async def set_tenant_state(self, name: str, state: TenantState, *, now: float) -> Tenant:
+        async with self._tx() as db:
+            tenant = await self._tenant(db, name)
+            if tenant is None:
+                raise NotFound("tenant", name)
+            if tenant.state == "deleted":
+                raise Conflict(f"tenant {name!r} is deleted")
+            await db.execute("UPDATE tenants SET state = ?, updated = ? WHERE name = ?", (state, now, name))
+            action = {"active": "tenant.resume", "suspended": "tenant.suspend", "deleted": "tenant.delete"}[
+                state
+            ]
+            await self._audit(db, action, name, {"from": tenant.state}, now)
+            return Tenant(name, state, tenant.created, now)
+
+    async def get_tenant(self, name: str) -> Tenant | None:
+        async with self._lock:
+            return await self._tenant(self._db, name)
+
+    async def list_tenants(self) -> list[Tenant]:
+        rows = await self._read("SELECT name, state, created, updated FROM tenants ORDER BY name")
+        return [Tenant(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # -- keys ----------------------------------------------------------------------------------
+    _KEY_COLS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
+
+    @staticmethod
+    def _key_record(r: sqlite3.Row) -> KeyRecord:
+        return KeyRecord(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7])
+
+    async def _insert_key(
+        self, db: aiosqlite.Connection, tenant: str, agent: str, public_key: bytes, now: float, via: str
+    ) -> KeyRecord:
+        kid = compute_key_id(public_key)
+        existing = list(await db.execute_fetchall("SELECT tenant FROM keys WHERE key_id = ?", (kid,)))
+        if existing:
+            raise Conflict(f"key {kid} is already registered")
+        await db.execute(
+            f"INSERT INTO keys ({self._KEY_COLS}) VALUES (?, ?, ?, ?, 'active', ?, NULL, NULL)",
+            (kid, tenant, agent, public_key, now),
+        )
+        await self._audit(db, "key.add", tenant, {"key_id": kid, "agent": agent, "via": via}, now)
+        return KeyRecord(kid, tenant, agent, public_key, "active", now)
+
+    async def add_key(self, tenant: str, agent: str, public_key: bytes, *, now: float) -> KeyRecord:
+        async with self._tx() as db:
+            await self._active_tenant(db, tenant)
+            return await self._insert_key(db, tenant, agent, public_key, now, "admin")
+
+    async def set_key_state(self, key_id: str, state: KeyState, *, now: float) -> KeyRecord:
+        async with self._tx() as db:
+            rows = list(
+                await db.execute_fetchall(f"SELECT {self._KEY_COLS} FROM keys WHERE key_id = ?", (key_id,))
+            )
+            if not rows:
+                raise NotFound("key", key_id)
+            key = self._key_record(rows[0])
+            if key.state == "revoked":
+                raise Conflict(f"key {key_id} is revoked")
+            if state == "retired" and key.state == "retired":
+                return key
+            if state == "retired":
+                await db.execute(
+                    "UPDATE keys SET state = 'retired', retired_at = ? WHERE key_id = ?", (now, key_id)
+                )
+                key = msgspec.structs.replace(key, state="retired", retired_at=now)
+            elif state == "revoked":
+                await db.execute(
+                    "UPDATE keys SET state = 'revoked', revoked_at = ? WHERE key_id = ?", (now, key_id)
+                )
+                key = msgspec.structs.replace(key, state="revoked", revoked_at=now)
+            else:
+                raise Conflict("a key cannot be re-activated; add a new one")
+            await self._audit(
+                db,
+                f"key.{'retire' if state == 'retired' else 'revoke'}",
+                key.tenant,
+                {"key_id": key_id, "agent": key.agent},
+                now,
+            )
+            return key
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        rows = await self._read(f"SELECT {self._KEY_COLS} FROM keys WHERE key_id = ?", (key_id,))
+        return self._key_record(rows[0]) if rows else None
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        if tenant is None:
+            rows = await self._read(f"SELECT {self._KEY_COLS} FROM keys ORDER BY tenant, agent, added")
+        else:
+            rows = await self._read(
+                f"SELECT {self._KEY_COLS} FROM keys WHERE tenant = ? ORDER BY agent, added", (tenant,)
+            )
+        return [self._key_record(r) for r in rows]
+
+    # -- enrollment ----------------------------------------------------------------------------
+    async def create_enroll_token(
+        self, tenant: str, token_id: str, secret_hash: bytes, *, expires: float, now: float
+    ) -> None:
+        async with self._tx() as db:
+            await self._active_tenant(db, tenant)
+            await db.execute(
+                "INSERT INTO enroll_tokens (token_id, tenant, secret_hash, expires, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (token_id, tenant, secret_hash, expires, now),
+            )
+            await self._audit(
+                db, "enroll.token", tenant, {"token_id": token_id, "expires": format_rfc3339(expires)}, now
+            )
+
+    async def redeem_enroll_token(
+        self, token_id: str, secret_hash: bytes, agent: str, public_key: bytes, *, now: float
+    ) -> KeyRecord:
+        async with self._tx() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT tenant, secret_hash, expires, used_at FROM enroll_tokens WHERE token_id = ?",
+                    (token_id,),
+                )
+            )
+            if not rows or not hmac.compare_digest(bytes(rows[0][1]), secret_hash):
+                raise NotFound("enroll token", token_id)
+            tenant, _, expires, used_at = rows[0]
+            if used_at is not None or expires <= now:
+                raise NotFound("enroll token", token_id)
+            await self._active_tenant(db, tenant)
+            cur = await db.execute(
+                "UPDATE enroll_tokens SET used_at = ?, key_id = ? WHERE token_id = ? AND used_at IS NULL",
+                (now, compute_key_id(public_key), token_id),
+            )
+            if cur.rowcount != 1:
+                raise NotFound("enroll token", token_id)
+            return await self._insert_key(db, tenant, agent, public_key, now, f"enroll:{token_id}")
+
+    # -- quotas --------------------------------------------------------------------------------
+    async def set_quota(self, quota: Quota, *, now: float) -> Quota:
+        async with self._tx() as db:
+            if await self._tenant(db, quota.tenant) is None:
+                raise NotFound("tenant", quota.tenant)
+            values = [getattr(quota, f) for f in _QUOTA_FIELDS]
+            await db.execute(
+                f"INSERT INTO quotas (tenant, {', '.join(_QUOTA_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                f"ON CONFLICT (tenant) DO UPDATE SET {_QUOTA_UPDATE}",
+                (quota.tenant, *values),
+            )
+            await db.execute("DELETE FROM buckets WHERE name = ?", (f"tenant:{quota.tenant}",))
+            await self._audit(
+                db, "quota.set", quota.tenant, dict(zip(_QUOTA_FIELDS, values, strict=True)), now
+            )
+            return quota
+
+    async def get_quota(self, tenant: str) -> Quota:
+        async with self._lock:
+            if await self._tenant(self._db, tenant) is None:
+                raise NotFound("tenant", tenant)
+            rows = list(
+                await self._db.execute_fetchall(
+                    f"SELECT {', '.join(_QUOTA_FIELDS)} FROM quotas WHERE tenant = ?", (tenant,)
+                )
+            )
+        return Quota(tenant, *rows[0]) if rows else Quota(tenant)
+
+    async def largest_batch_limit(self) -> int | None:
+        rows = await self._read("SELECT MAX(max_batch_bytes) FROM quotas")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    # -- ingest --------------------------------------------------------------------------------
+    async def commit_batch(self, batch: BatchCommit, quota: Quota, *, now: float) -> CommitOutcome:
+        try:
+            async with self._tx() as db:
+                return await commit(db, batch, quota, now)
+        except Rollback as stop:
+            return stop.outcome
+
+    async def record_refusal(self, refusal: Refusal, *, now: float) -> None:
+        day, minute = day_of(now), int(now // 60)
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO refusals (tenant, day, reason, count) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (tenant, day, reason) DO UPDATE SET count = refusals.count + 1",
+                (refusal.tenant, day, refusal.reason),
+            )
+            cur = await db.execute(
+                "INSERT INTO refusal_minutes (tenant, minute, reason) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (refusal.tenant, minute, refusal.reason),
+            )
+            if cur.rowcount == 1 and self._key is not None:
+                details: dict[str, audit.Detail] = {
+                    "reason": refusal.reason,
+                    "agent": refusal.agent,
+                    "seq": refusal.seq,
+                    "key_id": refusal.key_id,
+                    "note": "first refusal for this reason in this minute; later ones are counted in usage",
+                }
+                await self._audit(db, "batch.refused", refusal.tenant, details, now)
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def usage(
+        self, tenant: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[UsageDay]:
+        where, params = ["1 = 1"], []
+        if tenant is not None:
+            where.append("tenant = ?")
+            params.append(tenant)
+        if since is not None:
+            where.append("day >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("day <= ?")
+            params.append(until)
+        cond = " AND ".join(where)
+        days: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def slot(t: str, d: str) -> dict[str, Any]:
+            return days.setdefault(
+                (t, d), {"batches": 0, "rows": 0, "bytes": 0, "duplicates": 0, "refused": {}, "gaps": 0}
+            )
+
+        for r in await self._read(
+            f"SELECT tenant, day, batches, rows, bytes, duplicates FROM meter_day WHERE {cond}", params
+        ):
+            slot(r[0], r[1]).update(batches=r[2], rows=r[3], bytes=r[4], duplicates=r[5])
+        for r in await self._read(f"SELECT tenant, day, reason, count FROM refusals WHERE {cond}", params):
+            slot(r[0], r[1])["refused"][r[2]] = r[3]
+        for r in await self._read(
+            f"SELECT tenant, day, COUNT(*) FROM chain_events WHERE resolved = 0 AND {cond} "
+            "GROUP BY tenant, day",
+            params,
+        ):
+            slot(r[0], r[1])["gaps"] = r[2]
+        return [
+            UsageDay(
+                t,
+                d,
+                v["batches"],
+                v["rows"],
+                v["bytes"],
+                v["duplicates"],
+                dict(sorted(v["refused"].items())),
+                v["gaps"],
+            )
+            for (t, d), v in sorted(days.items())
+        ]
+
+    @staticmethod
+    def _window(since: str | None, until: str | None) -> tuple[str, list[Any]]:
+        cond, params = "b.tenant = ?", []
+        if since is not None:
+            cond += " AND b.window_start_epoch >= ?"
+            params.append(_epoch(since))
+        if until is not None:
+            cond += " AND b.window_start_epoch < ?"
+            params.append(_epoch(until))
+        return cond, params
+
+    async def released_rows(self, tenant: str, since: str | None, until: str | None) -> list[StoredRow]:
+        cond, params = self._window(since, until)
+        rows = await self._read(
+            "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, "
+            "r.metric, r.stat, r.dims, r.value, "
+            f"r.mechanism, r.scale FROM batch_rows r JOIN batches b ON b.id = r.batch_id WHERE {cond} "
+            "ORDER BY b.window_start_epoch, b.agent, b.seq, r.rowid",
+            [tenant, *params],
+        )
+        return [
+            StoredRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _dims.decode(r[7]), r[8], r[9], r[10])
+            for r in rows
+        ]
+
+    async def batch_privacy(self, tenant: str, since: str | None, until: str | None) -> list[BatchPrivacy]:
+        cond, params = self._window(since, until)
+        rows = await self._read(
+            "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, "
+            "b.unit, b.epsilon, b.delta, b.rho "
+            f"FROM batches b WHERE {cond} ORDER BY b.window_start_epoch, b.agent, b.seq",
+            [tenant, *params],
+        )
+        return [BatchPrivacy(*r) for r in rows]
