@@ -399,7 +399,7 @@ class Sender:
                 kind = _CLASS.get(code, _TRANSPORT)
                 if kind == _TRANSPORT:
                     await self._drop(endpoint)
-                    last = _Outcome("transport", f"{endpoint}: {reason}", name)
+                    last = _Outcome("transport", f"{name}: {endpoint}: {reason}", name)
                     continue  # fail over to the next endpoint
                 self._current = i
                 if kind == _POISON:
@@ -415,7 +415,7 @@ class Sender:
             return None
         self._current = 0  # after a full failed round, start again from the first endpoint
         assert last is not None  # at least one endpoint was tried
-        self._set_state("unavailable", last.reason, code=last.code)
+        self._set_state("unavailable", last.reason.removeprefix(f"{last.code}: "), code=last.code)
         return last
 
     def _stub(self, endpoint: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,7 +51,7 @@ def test_ledger_verifies_and_reports_its_head(conn: sqlite3.Connection) -> None:
     assert items[2].reason == "incident 42" and items[2].seq is None
     assert items[5].destination == "bundle:b.tar"
     assert [e.index for e in items] == [1, 2, 3, 4, 5, 6]
-    assert all(b.prev == a.hash for a, b in zip(items, items[1:], strict=False))
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(items))
 
 
 def test_kill_switch_state_is_the_latest_control_entry(conn: sqlite3.Connection) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import nacl.signing
 import pytest
 
@@ -66,7 +68,7 @@ def test_batches_chain_by_the_digest_of_the_previous_payload() -> None:
     for seq in range(1, 5):
         chain.append(make(seq, prev))
         prev = chain[-1].digest
-    for before, after in zip(chain, chain[1:], strict=False):
+    for before, after in itertools.pairwise(chain):
         assert decode_batch(after.payload).prev == payload_digest(before.payload)
     assert len({s.digest for s in chain}) == 4
 
