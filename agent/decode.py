@@ -125,7 +125,8 @@ class Decoder:
             except (msgspec.DecodeError, RecursionError):
                 pass
             else:
-                return self._convert(raws, data, source, now)
+                if (events := self._convert(raws)) is not None:
+                    return events, []
             # One object pretty-printed over several lines?
             if data.count(b"\n", 0, len(data.rstrip())) and data.lstrip()[:1] == b"{":
                 try:
@@ -144,7 +145,8 @@ class Decoder:
             except (msgspec.DecodeError, RecursionError):
                 pass
             else:
-                return self._convert(raws, data, source, now)
+                if (events := self._convert(raws)) is not None:
+                    return events, []
         try:
             items = self._split.decode(data)
         except msgspec.ValidationError:  # the value is JSON but not an array (cannot happen after "[")
@@ -159,26 +161,24 @@ class Decoder:
             except (msgspec.DecodeError, RecursionError):
                 pass
             else:
-                return self._convert(raws, data, source, now)
+                if (events := self._convert(raws)) is not None:
+                    return events, []
         return self._slow([bytes(item) for item in items], source, now)
 
-    def _convert(
-        self, raws: list[_Raw], data: bytes, source: str, now: float
-    ) -> tuple[list[Event], list[DeadLetter]]:
+    @staticmethod
+    def _convert(raws: list[_Raw]) -> list[Event] | None:
+        """Typed items → Events; ``None`` if a timestamp string does not parse (then: slow path)."""
         events: list[Event] = []
-        letters: list[DeadLetter] = []
+        append = events.append
         for raw in raws:
             ts = raw.ts
             if isinstance(ts, str):
                 try:
                     ts = _parse_ts(ts)
-                except _Refused as refused:
-                    # Re-encode the one item so its digest matches what a source would log.
-                    item = msgspec.json.encode(raw)
-                    letters.append(self._letter(refused.reason, refused.detail, item, source, now))
-                    continue
-            events.append(Event(raw.name, ts, raw.unit, raw.value, raw.attrs))
-        return events, letters
+                except _Refused:
+                    return None
+            append(Event(raw.name, ts, raw.unit, raw.value, raw.attrs))
+        return events
 
     # -- slow path: classify each item on its own -----------------------------------------------------
 
