@@ -143,7 +143,7 @@ def generate_lines(seed: int, users: int, days: int, start: str | float) -> Iter
     t0 = parse_rfc3339(start) if isinstance(start, str) else float(start)
     end = t0 + days * 86400
     rng = random.Random(seed)
-    signups = sorted(t0 + rng.random() * (end - t0) for _ in range(users))
+    signups = sorted(round(t0 + rng.random() * (end - t0), 3) for _ in range(users))
     encode = msgspec.json.Encoder().encode
     heap: list[tuple[float, int, bytes]] = []
     seq = 0
@@ -165,7 +165,6 @@ def _user(rng: random.Random, index: int, signup: float) -> Iterator[tuple[float
     source, source_lift = _pick3(rng, _SOURCES)
     attrs = {"plan": plan, "region": region, "source": source}
     email = _email(rng)
-    signup = round(signup, 3)
     yield signup, {"name": "signup", "ts": signup, "unit": unit,
                    "attrs": {**attrs, "email": email, "company": rng.choice(_COMPANIES)}}  # fmt: skip
     previous = signup
@@ -176,10 +175,10 @@ def _user(rng: random.Random, index: int, signup: float) -> Iterator[tuple[float
         ts = round(previous + median * math.exp(rng.gauss(0.0, sigma)), 3)
         yield ts, {"name": stage, "ts": ts, "unit": unit, "value": round(ts - previous, 3), "attrs": attrs}
         for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
-            at = ts + rng.uniform(-min(60.0, ts - previous), 120.0)
+            at = round(ts + rng.uniform(-min(60.0, ts - previous), 120.0), 3)
             yield at, _api_request(rng, unit, at, stage, email)
         if stage == "run_started" and rng.random() < 0.15:
-            at = ts + rng.uniform(5.0, 300.0)
+            at = round(ts + rng.uniform(5.0, 300.0), 3)
             yield at, _error(rng, unit, at, email)
         previous = ts
 
@@ -259,7 +258,8 @@ def _pick3(rng: random.Random, options: tuple[tuple[str, float, float], ...]) ->
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    ms = round(ts * 1000)
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
 
 
 def _email(rng: random.Random) -> str:
