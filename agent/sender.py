@@ -15,8 +15,8 @@ UNAUTHENTICATED,              revoked key, clock skew / too old): keep the outbo
 FAILED_PRECONDITION,          back off long (``refused_retry_max``); no failover — every endpoint is the
 UNIMPLEMENTED, NOT_FOUND      same collector
 INVALID_ARGUMENT,             a poison batch: resending the same bytes can never succeed, and holding it
-ALREADY_EXISTS                would block every later batch. It is moved to the outbox quarantine (kept,
-                              never dropped; listed by status; ``outbox.requeue`` puts it back), logged,
+ALREADY_EXISTS, or "larger    would block every later batch. It is moved to the outbox quarantine (kept,
+than max" (gRPC's size cap)   never dropped; listed by status; ``outbox.requeue`` puts it back), logged,
                               and delivery continues with the next seq.
 ============================  ==========================================================================
 
@@ -66,7 +66,15 @@ log = logging.getLogger("agent.sender")
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 State = Literal[
-    "starting", "delivering", "idle", "unavailable", "throttled", "refused", "stopped", "unconfigured"
+    "starting",
+    "delivering",
+    "idle",
+    "unavailable",
+    "throttled",
+    "refused",
+    "stopped",
+    "unconfigured",
+    "error",
 ]
 
 BATCH_LIMIT = 64  # batches read from the outbox per round trip to the worker thread
@@ -74,6 +82,7 @@ IDLE_POLL = 30.0  # seconds between outbox polls when idle (batches may be put b
 STOPPED_POLL = 5.0  # seconds between kill-switch polls while egress is stopped
 MAX_RETRY_INFO = 3600.0  # a collector asking for more than an hour is capped to an hour
 _DETAILS_KEY = "grpc-status-details-bin"
+_TOO_LARGE = "larger than max"  # gRPC's RESOURCE_EXHAUSTED for a message over the receive limit
 
 _TRANSPORT = "transport"
 _THROTTLED = "throttled"
@@ -308,7 +317,11 @@ class Sender:
         """Daemon loop until ``stop`` is set: deliver, then sleep until :meth:`notify`, a poll, or a
         back-off ends. An in-flight call finishes (bounded by the deadline) before it returns."""
         while not stop.is_set():
-            outcome = await self._pass(stop)
+            try:
+                outcome = await self._pass(stop)
+            except sqlite3.Error as exc:  # e.g. locked past the busy timeout, disk full: retry later
+                self._set_state("error", _one_line(str(exc)), code="STATE_DB")
+                outcome = _Outcome("transport", f"STATE_DB: {_one_line(str(exc))}", "STATE_DB")
             if stop.is_set():
                 break
             match outcome.kind:
@@ -339,7 +352,7 @@ class Sender:
         self._state, self._code, self._since = state, code, self._clock()
         self._reason = f"{code}: {reason}" if code else reason
         fields = {"state": state, "code": code, "reason": reason}
-        if state in ("unavailable", "refused", "stopped", "unconfigured"):
+        if state in ("unavailable", "refused", "stopped", "unconfigured", "error"):
             log.warning("sender %s: %s", state, self._reason, extra={"fields": fields})
         else:
             log.info(
@@ -397,6 +410,8 @@ class Sender:
                 name = code.name if code is not None else "UNKNOWN"
                 reason = _one_line(exc.details()) or name
                 kind = _CLASS.get(code, _TRANSPORT)
+                if kind == _THROTTLED and _TOO_LARGE in reason and _retry_delay(exc) is None:
+                    kind = _POISON  # gRPC's own size limit: this batch will never fit, quota or not
                 if kind == _TRANSPORT:
                     await self._drop(endpoint)
                     last = _Outcome("transport", f"{name}: {endpoint}: {reason}", name)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -24,7 +27,7 @@ from agent.sender import Sender
 from agent.state import open_state, transaction
 from hushmetric import dsse
 from hushmetric.batch import Noise, Privacy, Row, decode_batch
-from hushmetric.errors import HushError, SignatureError
+from hushmetric.errors import ConfigError, HushError, SignatureError
 from hushmetric.keys import key_id
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
 from hushmetric.wire import envelope_from_proto
@@ -89,8 +92,16 @@ class FakeCollector(ingest_pb2_grpc.IngestServicer):
 
 
 class Server:
-    def __init__(self, collector: FakeCollector, port: int) -> None:
+    def __init__(
+        self,
+        collector: FakeCollector,
+        port: int,
+        *,
+        options: list[tuple[str, int]] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self.collector, self.port = collector, port
+        self.options, self.credentials = options or [], credentials
         self._server: grpc.aio.Server | None = None
 
     @property
@@ -98,9 +109,12 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=self.options)
         ingest_pb2_grpc.add_IngestServicer_to_server(self.collector, server)
-        bound = server.add_insecure_port(self.endpoint)
+        if self.credentials is not None:
+            bound = server.add_secure_port(self.endpoint, self.credentials)
+        else:
+            bound = server.add_insecure_port(self.endpoint)
         assert bound == self.port
         await server.start()
         self._server = server
@@ -191,8 +205,10 @@ SenderFactory = Callable[..., Sender]
 async def make_sender(tmp_path: Path) -> AsyncIterator[SenderFactory]:
     made: list[Sender] = []
 
-    def factory(endpoints: list[str], *, sleep: Callable[[float], Awaitable[None]] | None = None) -> Sender:
-        cfg = CollectorConfig(endpoints=endpoints, timeout="5s", retry_initial="1s", retry_max="60s")
+    def factory(
+        endpoints: list[str], *, sleep: Callable[[float], Awaitable[None]] | None = None, **tls: Any
+    ) -> Sender:
+        cfg = CollectorConfig(endpoints=endpoints, timeout="5s", retry_initial="1s", retry_max="60s", **tls)
         sender = Sender(lambda: open_state(tmp_path, SCHEMAS), cfg, sleep=sleep or Sleeps())
         made.append(sender)
         return sender
@@ -420,3 +436,101 @@ async def test_no_endpoints_means_nothing_is_dialled(
         and report.last_error is not None
         and "no collector endpoints" in report.last_error
     )
+
+
+async def test_a_batch_over_the_servers_size_limit_is_quarantined_not_retried_forever(
+    conn: sqlite3.Connection, collector: FakeCollector, make_sender: SenderFactory
+) -> None:
+    srv = Server(collector, free_port(), options=[("grpc.max_receive_message_length", 64)])
+    await srv.start()
+    try:
+        release(conn, 1)
+        report = await make_sender([srv.endpoint]).drain_once()
+    finally:
+        await srv.stop()
+    assert (report.quarantined, report.pending) == (1, 0)
+    (q,) = outbox.quarantined(conn)
+    assert q.code == "RESOURCE_EXHAUSTED" and "larger than max" in q.reason
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    """A throwaway CA and a server certificate for the name ``collector.test``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path / "pki"
+    d.mkdir()
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        cwd=d,
+    )
+    _openssl("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=collector.test", cwd=d)
+    (d / "ext.cnf").write_text("subjectAltName=DNS:collector.test\n")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        cwd=d,
+    )
+    return d
+
+
+async def test_tls_with_a_private_ca_and_a_server_name_override(
+    conn: sqlite3.Connection, collector: FakeCollector, make_sender: SenderFactory, pki: Path
+) -> None:
+    creds = grpc.ssl_server_credentials([((pki / "srv.key").read_bytes(), (pki / "srv.pem").read_bytes())])
+    srv = Server(collector, free_port(), credentials=creds)
+    await srv.start()
+    try:
+        release(conn, 2)
+        wrong = await make_sender(
+            [srv.endpoint], tls=True, ca_file=str(pki / "ca.pem"), server_name="other.test"
+        ).drain_once()
+        assert (wrong.delivered, wrong.pending) == (0, 2)  # the name does not match the certificate
+        assert wrong.last_error is not None and wrong.last_error.startswith("UNAVAILABLE")
+        right = await make_sender(
+            [srv.endpoint], tls=True, ca_file=str(pki / "ca.pem"), server_name="collector.test"
+        ).drain_once()
+        assert (right.delivered, right.pending) == (2, 0)
+    finally:
+        await srv.stop()
+    assert collector.order == [1, 2]
+
+
+def test_bad_settings_are_config_errors_naming_the_key(tmp_path: Path) -> None:
+    connect = lambda: open_state(tmp_path, SCHEMAS)  # noqa: E731 - a one-line factory
+    with pytest.raises(ConfigError, match=r"collector\.timeout"):
+        Sender(connect, CollectorConfig(endpoints=["h:1"], timeout="soon"))
+    with pytest.raises(ConfigError, match=r"collector\.ca_file"):
+        Sender(connect, CollectorConfig(endpoints=["h:1"], tls=True, ca_file=str(tmp_path / "none.pem")))
