@@ -47,9 +47,10 @@ from collector.intervals import (
     total,
 )
 from collector.model import StoredRow
-from collector.report import usable
+from collector.report import parse_bucket, usable
 
 __all__ = [
+    "BucketTotal",
     "FunnelReport",
     "HistogramQuantile",
     "Stage",
@@ -101,8 +102,18 @@ class WindowQuantile(msgspec.Struct, frozen=True):
     estimate: Estimate
 
 
+class BucketTotal(msgspec.Struct, frozen=True):
+    """A histogram bucket summed over windows and agents (raw, unclipped)."""
+
+    bucket: str
+    low_edge: float | None  # None: open below
+    high_edge: float | None  # None: open above
+    total: Estimate
+
+
 class TimeToValue(msgspec.Struct, frozen=True):
     metric: str
+    buckets: list[BucketTotal]  # the pooled histogram behind ``pooled``, by lower edge
     pooled: list[HistogramQuantile]  # from histogram rows over the whole range
     histogram_total: Estimate | None  # noisy number of observations behind ``pooled``
     per_window: list[WindowQuantile]  # from released quantile rows
@@ -129,21 +140,6 @@ def parse_quantile_stat(stat: str) -> float | None:
         return None
     q = float(match[1]) / 100.0
     return q if 0.0 < q < 1.0 else None
-
-
-def parse_bucket(label: str) -> tuple[float, float] | None:
-    """``"0..10"`` → (0, 10); ``"100.."`` → (100, inf); ``"..0"`` → (-inf, 0); None if malformed."""
-    lo_text, sep, hi_text = label.partition("..")
-    if not sep:
-        return None
-    try:
-        lo = float(lo_text) if lo_text.strip() else -math.inf
-        hi = float(hi_text) if hi_text.strip() else math.inf
-    except ValueError:
-        return None
-    if math.isnan(lo) or math.isnan(hi) or not lo < hi:
-        return None
-    return lo, hi
 
 
 def _bisect(f: Callable[[float], float], rising: bool) -> float:
@@ -259,6 +255,7 @@ def _stage(name: str, rows: list[StoredRow]) -> Stage:
 
 def _ttv(metric: str, rows: Sequence[StoredRow], notes: list[str]) -> TimeToValue:
     buckets: dict[tuple[float, float], list[NoisySum]] = defaultdict(list)
+    names: dict[tuple[float, float], str] = {}
     bad = 0
     per_window: list[WindowQuantile] = []
     for r in rows:
@@ -270,6 +267,7 @@ def _ttv(metric: str, rows: Sequence[StoredRow], notes: list[str]) -> TimeToValu
                 bad += 1
                 continue
             buckets[edges].append(row_noise(r.value, r.mechanism, r.scale))
+            names.setdefault(edges, r.dims["bucket"])
         elif (q := parse_quantile_stat(r.stat)) is not None:
             per_window.append(
                 WindowQuantile(
@@ -287,6 +285,15 @@ def _ttv(metric: str, rows: Sequence[StoredRow], notes: list[str]) -> TimeToValu
     overlapping = any(a[1] > b[0] for a, b in itertools.pairwise(edges_sorted))
     pooled: list[HistogramQuantile] = []
     hist_total: Estimate | None = None
+    bucket_totals = [
+        BucketTotal(
+            names[e],
+            None if math.isinf(e[0]) else e[0],
+            None if math.isinf(e[1]) else e[1],
+            estimate(total(buckets[e])),
+        )
+        for e in edges_sorted
+    ]
     if buckets and overlapping:
         notes.append("time to value: histogram buckets overlap; no pooled quantiles")
     elif buckets:
@@ -296,7 +303,7 @@ def _ttv(metric: str, rows: Sequence[StoredRow], notes: list[str]) -> TimeToValu
     if not buckets and not per_window:
         notes.append(f"time to value: no histogram or quantile rows for metric {metric!r}")
     per_window.sort(key=lambda w: (w.window_start, w.agent, w.q))
-    return TimeToValue(metric, pooled, hist_total, per_window)
+    return TimeToValue(metric, bucket_totals, pooled, hist_total, per_window)
 
 
 def funnel_report(

@@ -34,7 +34,7 @@ from typing import Literal
 import msgspec
 
 from collector.funnel import FunnelReport
-from collector.intervals import Estimate, Ratio
+from collector.intervals import Estimate
 from collector.report import COUNT_LIKE_STATS, KpiReport, Series, dims_label
 from hushmetric.timefmt import parse_rfc3339
 
@@ -44,6 +44,7 @@ __all__ = [
     "Format",
     "Report",
     "csv_text",
+    "fmt_interval",
     "fmt_num",
     "fmt_pct",
     "render",
@@ -119,7 +120,7 @@ def fmt_num(x: float | None) -> str:
     a = abs(x)
     if a >= 1e9:
         return f"{x:.3g}"
-    if a >= 100:
+    if a >= 100 or x == int(x):
         return f"{x:,.0f}"
     if a >= 10:
         return f"{x:.1f}"
@@ -156,8 +157,10 @@ def window_label(start: str, end: str) -> str:
     return f"{start[:10]} {start[11:16]} {length}"
 
 
-def _interval(low: float | None, high: float | None) -> str:
-    return f"[{fmt_num(low)}, {fmt_num(high)}]"
+def fmt_interval(low: float | None, high: float | None, pct: bool = False) -> str:
+    """``[low, high]``; a None bound is unbounded on that side (``-∞``/``∞``)."""
+    f = fmt_pct if pct else fmt_num
+    return f"[{'-∞' if low is None else f(low)}, {'∞' if high is None else f(high)}]"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> list[str]:
@@ -200,7 +203,7 @@ def _kpi_table(r: KpiReport) -> str:
                     dims,
                     window_label(p.window_start, p.window_end),
                     fmt_num(v),
-                    _interval(lo, hi),
+                    fmt_interval(lo, hi),
                     term_text(agents, 24),
                 ]
             )
@@ -217,7 +220,7 @@ def _kpi_table(r: KpiReport) -> str:
             metric, dims = _series_name(s)
             v, lo, hi = shown(s.total, s.stat)
             note = "upper bound" if s.upper_bound else ""
-            trows.append([metric, s.stat, dims, str(len(s.points)), fmt_num(v), _interval(lo, hi), note])
+            trows.append([metric, s.stat, dims, str(len(s.points)), fmt_num(v), fmt_interval(lo, hi), note])
         out += _table(["metric", "stat", "dims", "windows", "total", "95% interval", ""], trows, {3, 4})
     if r.quota:
         out += ["", "Quota use (peak period in range)"]
@@ -333,12 +336,6 @@ def _kpi_csv(r: KpiReport) -> str:
 # --- funnel ------------------------------------------------------------------------------------
 
 
-def _ratio_cells(q: Ratio | None) -> tuple[str, str, str]:
-    if q is None:
-        return "-", "-", "-"
-    return fmt_pct(q.value), fmt_pct(q.low), fmt_pct(q.high)
-
-
 def _funnel_table(r: FunnelReport) -> str:
     out = [
         f"Funnel · tenant {term_text(r.tenant)} · stage stat {term_text(r.stat)}",
@@ -357,14 +354,14 @@ def _funnel_table(r: FunnelReport) -> str:
         conv = "-"
         if step is not None and step.conversion is not None:
             c = step.conversion
-            conv = f"{fmt_pct(c.value)} [{fmt_pct(c.low)}, {fmt_pct(c.high)}]" + (
+            conv = f"{fmt_pct(c.value)} {fmt_interval(c.low, c.high, pct=True)}" + (
                 " !" if step.inverted else ""
             )
         drop = "-"
         if step is not None and step.drop_off is not None:
             drop = fmt_num(step.drop_off.value)
         of_first = fmt_pct(s.total.value / first.value) if first is not None and first.value > 0 else "-"
-        rows.append([str(i + 1), term_text(s.name), fmt_num(v), _interval(lo, hi), conv, drop, of_first])
+        rows.append([str(i + 1), term_text(s.name), fmt_num(v), fmt_interval(lo, hi), conv, drop, of_first])
     if rows:
         out += _table(
             ["#", "stage", "total", "95% interval", "step conversion", "drop-off", "of first"],
@@ -374,8 +371,8 @@ def _funnel_table(r: FunnelReport) -> str:
     else:
         out.append("no stages")
     if r.overall is not None:
-        ov, olo, ohi = _ratio_cells(r.overall)
-        out += ["", f"Overall conversion: {ov} [{olo}, {ohi}]"]
+        o = r.overall
+        out += ["", f"Overall conversion: {fmt_pct(o.value)} {fmt_interval(o.low, o.high, pct=True)}"]
     if any(s.inverted for s in r.steps):
         out.append("! a later stage exceeds the earlier one (noise, or not a strict funnel)")
     if r.ttv is not None:
@@ -392,7 +389,7 @@ def _funnel_table(r: FunnelReport) -> str:
                     [
                         f"p{100 * h.q:g}",
                         (">=" if h.open_ended else "") + fmt_num(h.value),
-                        _interval(h.low, h.high),
+                        fmt_interval(h.low, h.high),
                     ]
                     for h in t.pooled
                 ],
@@ -407,7 +404,7 @@ def _funnel_table(r: FunnelReport) -> str:
                         term_text(w.agent, 24),
                         w.stat,
                         fmt_num(w.estimate.value),
-                        _interval(w.estimate.low, w.estimate.high),
+                        fmt_interval(w.estimate.low, w.estimate.high),
                     ]
                     for w in t.per_window
                 ],

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from collector.funnel import FunnelReport, parse_bucket
+from collector.funnel import FunnelReport
 from collector.intervals import Estimate
-from collector.render import fmt_num, fmt_pct, shown, window_label
-from collector.report import COUNT_LIKE_STATS, KpiReport, Point, Series, dims_label
+from collector.render import fmt_interval, fmt_num, fmt_pct, shown, window_label
+from collector.report import COUNT_LIKE_STATS, KpiReport, Point, Series, dims_label, parse_bucket
 from collector.svg import Line, bar_chart, esc, series_chart
 from hushmetric.timefmt import parse_rfc3339
 
@@ -94,7 +94,7 @@ def _table(caption: str, headers: Sequence[str], rows: Iterable[Sequence[str]], 
 
 
 def _iv(low: float | None, high: float | None) -> str:
-    return f"[{fmt_num(low)}, {fmt_num(high)}]"
+    return fmt_interval(low, high)
 
 
 def _x(stamp: str, index: int) -> float:
@@ -139,7 +139,7 @@ def _lines(s: Series) -> list[Line]:
 
 def _series_chart(s: Series, ids: _Ids) -> str:
     dims = dims_label(s.dims)
-    title = f"{s.metric} ({s.stat}, {dims}) per window"
+    title = f"{s.metric} · {s.stat}" + (f" · {dims}" if s.dims else "") + " per window"
     first, last = s.points[0], s.points[-1]
     desc = (
         f"{len(s.points)} point(s) from {first.window_start} to {last.window_end}; shaded band and "
@@ -170,7 +170,7 @@ def _histogram_chart(metric: str, dims: str, series: list[Series], ids: _Ids) ->
     totals: list[Estimate] = [s.total for s in ordered if s.total is not None]
     labels = [s.dims.get("bucket", "?") for s in ordered]
     shown_vals = [shown(e, "histogram") for e in totals]
-    title = f"{metric} histogram ({dims}), totals over the range"
+    title = f"{metric} histogram" + (f" · {dims}" if dims != "-" else "") + ", totals over the range"
     svg = bar_chart(
         chart_id=ids.next(),
         title=title,
@@ -384,7 +384,7 @@ def _funnel_html(r: FunnelReport) -> str:
         conv, drop, flag = "-", "-", ""
         if step is not None and step.conversion is not None:
             c = step.conversion
-            conv = f"{fmt_pct(c.value)} [{fmt_pct(c.low)}, {fmt_pct(c.high)}]"
+            conv = f"{fmt_pct(c.value)} {fmt_interval(c.low, c.high, pct=True)}"
         if step is not None and step.drop_off is not None:
             drop = f"{fmt_num(step.drop_off.value)} {_iv(step.drop_off.low, step.drop_off.high)}"
         if step is not None and step.inverted:
@@ -404,7 +404,7 @@ def _funnel_html(r: FunnelReport) -> str:
         o = r.overall
         body.append(
             f"<p><strong>Overall conversion:</strong> {esc(fmt_pct(o.value))} "
-            f"[{esc(fmt_pct(o.low))}, {esc(fmt_pct(o.high))}] (95 %, Fieller; - = unbounded)</p>"
+            f"{esc(fmt_interval(o.low, o.high, pct=True))} (95 % Fieller interval)</p>"
         )
     body.append("</section>")
     if r.ttv is not None:
@@ -417,6 +417,20 @@ def _ttv_html(r: FunnelReport, ids: _Ids) -> list[str]:
     t = r.ttv
     assert t is not None  # the caller checks
     out = [f"<section><h2>Time to value · {esc(t.metric)}</h2>"]
+    if t.buckets and ids.n < MAX_CHARTS:
+        vals = [shown(b.total, "histogram") for b in t.buckets]
+        title = f"{t.metric}: observations per bucket, pooled over the range"
+        svg = bar_chart(
+            chart_id=ids.next(),
+            title=title,
+            desc="one bar per histogram bucket with its 95 % interval; counts drawn clipped at 0",
+            labels=[b.bucket for b in t.buckets],
+            values=[v for v, _, _ in vals],
+            lows=[lo for _, lo, _ in vals],
+            highs=[hi for _, _, hi in vals],
+            value_labels=[f"{fmt_num(v)} {_iv(lo, hi)}" for v, lo, hi in vals],
+        )
+        out.append(f"<figure>{svg}<figcaption>{esc(title)}</figcaption></figure>")
     if t.pooled:
         rows = [
             [f"p{100 * h.q:g}", (">= " if h.open_ended else "") + fmt_num(h.value), _iv(h.low, h.high)]

@@ -63,6 +63,7 @@ __all__ = [
     "in_range",
     "kpi_report",
     "parse_bound",
+    "parse_bucket",
     "usable",
 ]
 
@@ -114,7 +115,7 @@ class UsageSummary(msgspec.Struct, frozen=True):
 class SpendLine(msgspec.Struct, frozen=True):
     """Privacy spend the batches declared, summed (basic composition). None: no batch declared it."""
 
-    key: str  # agent id, UTC day, or "total"
+    key: str  # agent id, UTC day (YYYY-MM-DD), or "all"
     unit: str
     batches: int
     rho: float | None
@@ -170,13 +171,33 @@ def dims_label(dims: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(dims.items())) or "-"
 
 
+def parse_bucket(label: str) -> tuple[float, float] | None:
+    """``"0..10"`` → (0, 10); ``"100.."`` → (100, inf); ``"..0"`` → (-inf, 0); None if malformed."""
+    lo_text, sep, hi_text = label.partition("..")
+    if not sep:
+        return None
+    try:
+        lo = float(lo_text) if lo_text.strip() else -math.inf
+        hi = float(hi_text) if hi_text.strip() else math.inf
+    except ValueError:
+        return None
+    if math.isnan(lo) or math.isnan(hi) or not lo < hi:
+        return None
+    return lo, hi
+
+
 _DimsKey = tuple[tuple[str, str], ...]
 _SeriesKey = tuple[str, str, _DimsKey]
 
 
-def _series_sort_key(key: _SeriesKey) -> tuple[str, int, str, _DimsKey]:
+def _series_sort_key(key: _SeriesKey) -> tuple[str, int, str, tuple[tuple[str, float, str], ...]]:
+    """Metric, stat, then dims — histogram buckets by their numeric lower edge."""
     metric, stat, dims = key
-    return (metric, _STAT_ORDER.get(stat, 9), stat, dims)
+    ordered = []
+    for k, v in dims:
+        edges = parse_bucket(v) if k == "bucket" else None
+        ordered.append((k, edges[0] if edges else math.inf, v))
+    return (metric, _STAT_ORDER.get(stat, 9), stat, tuple(ordered))
 
 
 def _build_series(rows: Sequence[StoredRow]) -> list[Series]:
@@ -275,7 +296,7 @@ def _spend(privacy: Sequence[BatchPrivacy]) -> PrivacySpend:
     def lines(key_of: str) -> list[SpendLine]:
         acc: dict[tuple[str, str], list[BatchPrivacy]] = defaultdict(list)
         for p in privacy:
-            key = {"agent": p.agent, "day": p.window_start[:10], "total": "total"}[key_of]
+            key = {"agent": p.agent, "day": p.window_start[:10], "total": "all"}[key_of]
             acc[(key, p.unit)].append(p)
         return [_spend_line(key, unit, group) for (key, unit), group in sorted(acc.items())]
 

@@ -38,15 +38,20 @@ def _n(x: float) -> str:
 
 def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
     """About ``count`` round tick values covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return [lo] if math.isfinite(lo) else [0.0]
     raw = (hi - lo) / count
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(raw)) or raw <= 1e-12 * max(
+        abs(lo), abs(hi)
+    ):
+        return [lo] if math.isfinite(lo) else [0.0]
+    if raw < 1e-300:
+        return [lo, hi]
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     first = math.floor(lo / step) * step
+    last = math.ceil(hi / step - 1e-9) * step
     ticks: list[float] = []
     t = first
-    while t <= hi + step * 1e-9 and len(ticks) < 20:
+    while t <= last + step * 1e-9 and len(ticks) < 20:
         ticks.append(round(t, 10))
         t += step
     return ticks
@@ -88,7 +93,7 @@ def bar_chart(
 
     A None bound is drawn as reaching the edge of the plot (unbounded on that side).
     """
-    left, right, row_h, top = 190, 120, 26, 10
+    left, right, row_h, top = 180, 170, 26, 10
     height = top * 2 + row_h * max(len(labels), 1) + 18
     plot_w = _WIDTH - left - right
     finite_highs = [h for h in highs if h is not None and math.isfinite(h)]
@@ -166,6 +171,8 @@ def series_chart(
         ys = [max(y, 0.0) for y in ys] + [0.0]
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
     y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    if y1 - y0 <= 1e-9 * max(1.0, abs(y0), abs(y1)):  # flat: give the line some room
+        y0, y1 = y0 - max(1.0, abs(y0)) / 2, y1 + max(1.0, abs(y1)) / 2
     ticks = nice_ticks(y0, y1)
     y0, y1 = min(y0, ticks[0]), max(y1, ticks[-1])
     if y1 <= y0:
