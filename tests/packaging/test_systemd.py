@@ -117,13 +117,24 @@ def test_writable_paths_are_the_state_directory_only(name: str) -> None:
         assert key not in service, f"{name}: {key}= opens another writable path"
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", ["hush-agent.service", "hush-collector.service"])
 def test_exec_start_uses_the_installed_entry_point(name: str) -> None:
-    exec_start = last(parse_unit(UNITS / name), "ExecStart").split()
-    program = "hush-collector" if "collector" in name else "hush-agent"
-    assert exec_start[0] == f"/opt/hushmetric/bin/{program}"
-    config = exec_start[exec_start.index("--config") + 1]
-    assert config == f"/etc/hushmetric/{'collector' if 'collector' in name else 'agent'}.toml"
+    program = name.removesuffix(".service")
+    config = "collector" if "collector" in name else "agent"
+    verb = "serve" if "collector" in name else "run"
+    exec_start = last(parse_unit(UNITS / name), "ExecStart")
+    assert exec_start == f"/opt/hushmetric/bin/{program} {verb} --config /etc/hushmetric/{config}.toml"
+
+
+def test_export_writes_a_new_bundle_in_the_state_directory() -> None:
+    exec_start = last(parse_unit(UNITS / "hush-agent-export.service"), "ExecStart")
+    assert exec_start.startswith("/bin/sh -c '") and exec_start.endswith("'")
+    # systemd turns %% into % and $$ into $; what the shell then runs:
+    script = exec_start[len("/bin/sh -c '") : -1].replace("%%", "%").replace("$$", "$")
+    out = "/var/lib/hushmetric/agent/outgoing"
+    assert script.startswith(f"mkdir -p -m 0750 {out} && exec /opt/hushmetric/bin/hush-agent export ")
+    assert "--config /etc/hushmetric/agent.toml" in script
+    assert f'--out "{out}/hushmetric-$(date -u +%Y%m%dT%H%M%SZ).tar"' in script
 
 
 def test_address_families() -> None:
