@@ -145,7 +145,7 @@ def window_label(start: str, end: str) -> str:
     try:
         seconds = int(parse_rfc3339(end) - parse_rfc3339(start))
     except ValueError:
-        return f"{start}..{end}"
+        return term_text(f"{start}..{end}", 60)
     length = next(
         (
             f"+{seconds // n}{u}"
@@ -199,7 +199,7 @@ def _kpi_table(r: KpiReport) -> str:
             rows.append(
                 [
                     metric,
-                    s.stat,
+                    term_text(s.stat, 16),
                     dims,
                     window_label(p.window_start, p.window_end),
                     fmt_num(v),
@@ -220,7 +220,17 @@ def _kpi_table(r: KpiReport) -> str:
             metric, dims = _series_name(s)
             v, lo, hi = shown(s.total, s.stat)
             note = "upper bound" if s.upper_bound else ""
-            trows.append([metric, s.stat, dims, str(len(s.points)), fmt_num(v), fmt_interval(lo, hi), note])
+            trows.append(
+                [
+                    metric,
+                    term_text(s.stat, 16),
+                    dims,
+                    str(len(s.points)),
+                    fmt_num(v),
+                    fmt_interval(lo, hi),
+                    note,
+                ]
+            )
         out += _table(["metric", "stat", "dims", "windows", "total", "95% interval", ""], trows, {3, 4})
     if r.quota:
         out += ["", "Quota use (peak period in range)"]
@@ -269,24 +279,33 @@ def _kpi_table(r: KpiReport) -> str:
     return "\n".join(out) + "\n"
 
 
+def _cell(x: object) -> str:
+    """Numbers in full precision (``repr``), None empty, every text cell formula-proof."""
+    if x is None:
+        return ""
+    if isinstance(x, float | int):
+        return repr(float(x))
+    return csv_text(str(x))
+
+
 def _csv(fields: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(fields)
-    writer.writerows(rows)
+    writer.writerows([_cell(c) for c in r] for r in rows)
     return buf.getvalue()
 
 
-def _f(x: float | None) -> str:
-    return "" if x is None else repr(float(x))
+def _f(x: float | None) -> float | None:
+    return None if x is None else float(x)
 
 
 def _kpi_csv(r: KpiReport) -> str:
     rows: list[list[object]] = []
-    tenant = csv_text(r.tenant)
+    tenant = r.tenant
     for s in r.series:
         dims = json.dumps(s.dims, sort_keys=True, ensure_ascii=False)
-        metric = csv_text(s.metric)
+        metric = s.metric
         for p in s.points:
             e = p.estimate
             rows.append(
@@ -298,7 +317,7 @@ def _kpi_csv(r: KpiReport) -> str:
                     dims,
                     p.window_start,
                     p.window_end,
-                    csv_text(";".join(p.agents)),
+                    ";".join(p.agents),
                     _f(e.value),
                     _f(e.std),
                     _f(e.low),
@@ -321,7 +340,7 @@ def _kpi_csv(r: KpiReport) -> str:
                     dims,
                     first,
                     last,
-                    csv_text(";".join(agents)),
+                    ";".join(agents),
                     _f(e.value),
                     _f(e.std),
                     _f(e.low),
@@ -402,7 +421,7 @@ def _funnel_table(r: FunnelReport) -> str:
                     [
                         window_label(w.window_start, w.window_end),
                         term_text(w.agent, 24),
-                        w.stat,
+                        term_text(w.stat, 16),
                         fmt_num(w.estimate.value),
                         fmt_interval(w.estimate.low, w.estimate.high),
                     ]
@@ -418,7 +437,7 @@ def _funnel_table(r: FunnelReport) -> str:
 
 
 def _funnel_csv(r: FunnelReport) -> str:
-    tenant = csv_text(r.tenant)
+    tenant = r.tenant
     rows: list[list[object]] = []
     for s in r.stages:
         e = s.total
@@ -426,14 +445,14 @@ def _funnel_csv(r: FunnelReport) -> str:
             [
                 "stage",
                 tenant,
-                csv_text(s.name),
+                s.name,
                 r.stat,
                 *((_f(e.value), _f(e.std), _f(e.low), _f(e.high), e.method) if e else ("", "", "", "", "")),
                 "upper_bound" if s.upper_bound else ("missing" if not s.present else ""),
             ]
         )
     for st in r.steps:
-        name = csv_text(f"{st.from_stage}>{st.to_stage}")
+        name = f"{st.from_stage}>{st.to_stage}"
         c = st.conversion
         rows.append(
             [
@@ -458,12 +477,12 @@ def _funnel_csv(r: FunnelReport) -> str:
         )
     if r.overall is not None and r.stages:
         o = r.overall
-        name = csv_text(f"{r.stages[0].name}>{r.stages[-1].name}")
+        name = f"{r.stages[0].name}>{r.stages[-1].name}"
         rows.append(
             ["conversion", tenant, name, "overall", _f(o.value), "", _f(o.low), _f(o.high), o.method, ""]
         )
     if r.ttv is not None:
-        metric = csv_text(r.ttv.metric)
+        metric = r.ttv.metric
         for h in r.ttv.pooled:
             rows.append(
                 [

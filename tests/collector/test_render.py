@@ -159,9 +159,25 @@ def test_funnel_csv() -> None:
 def test_csv_neutralizes_formulas() -> None:
     assert csv_text("=HYPERLINK(1)") == "'=HYPERLINK(1)"
     assert csv_text("+1") == "'+1" and csv_text("@x") == "'@x" and csv_text("ok") == "ok"
-    text = as_text(render(sample_kpi([row("=cmd|'/c calc'!A1", 3)]), "csv"))
-    assert "'=cmd" in text
-    assert all(not line.split(",")[2].startswith("=") for line in text.splitlines()[1:])
+    evil = StoredRow(
+        T, "-agent", 1, "=start", "@end", "=cmd|'/c calc'!A1", "+stat", {"=k": "=v"}, -3.0, "gaussian", 1
+    )
+    for report in (
+        sample_kpi([evil]),
+        funnel_report([evil], tenant="=t", stages=[evil.metric], ttv_metric="x"),
+    ):
+        cells = [c for r in csv.reader(io.StringIO(as_text(render(report, "csv")), newline="")) for c in r]
+        assert not [c for c in cells if c[:1] in ("=", "+", "@") or (c.startswith("-") and not _is_number(c))]
+    text = as_text(render(sample_kpi([evil]), "csv"))
+    assert "'=cmd" in text and ",-3.0," in text  # numbers stay numbers
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 # --- table -------------------------------------------------------------------------------------
