@@ -25,6 +25,8 @@ from typing import Literal
 
 import msgspec
 
+from hushmetric.timefmt import format_rfc3339
+
 __all__ = [
     "SCHEMA",
     "EgressEntry",
@@ -32,6 +34,7 @@ __all__ = [
     "VerifyResult",
     "entries",
     "entry_hash",
+    "format_entry",
     "from_jsonl",
     "head",
     "is_stopped",
@@ -223,6 +226,18 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
     """Verify the ledger in the database against its own head record."""
     count, last = head(conn)
     return verify_entries(entries(conn), expected_count=count, expected_head=last)
+
+
+def format_entry(e: EgressEntry) -> str:
+    """One line for a human: position, UTC time, what happened, and the hash prefix."""
+    when = format_rfc3339(e.at)
+    if e.kind == "batch":
+        what = f"batch {e.seq} -> {e.destination}  {e.rows} rows  {e.nbytes} bytes  sha256:{e.digest[:16]}"
+    elif e.kind == "stop":
+        what = f"EGRESS STOPPED: {e.reason}"
+    else:
+        what = "egress resumed"
+    return f"{e.index:>6}  {when}  {what}  [{e.hash[:12]}]"
 
 
 def to_jsonl(items: Sequence[EgressEntry]) -> bytes:

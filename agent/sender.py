@@ -36,8 +36,9 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -60,7 +61,16 @@ from hushmetric.timefmt import parse_duration
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
 
-__all__ = ["Backoff", "SendReport", "Sender", "SenderStatus", "StateDb", "channel_options"]
+__all__ = [
+    "Backoff",
+    "SendReport",
+    "Sender",
+    "SenderStatus",
+    "StateDb",
+    "channel_credentials",
+    "channel_for",
+    "channel_options",
+]
 
 log = logging.getLogger("agent.sender")
 T = TypeVar("T")
@@ -137,15 +147,27 @@ class Backoff:
 
 
 class StateDb:
-    """One sqlite3 connection, opened lazily and used only from one worker thread: calls run in order."""
+    """Runs SQLite work off the event loop, one call at a time, on a single worker thread.
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._connect = connect
-        self._conn: sqlite3.Connection | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hush-sender-db")
+    Either the sender owns everything (``connect`` is a factory: its own connection, opened lazily on
+    its own thread), or it borrows the pipeline's connection *and* the single-thread executor that
+    already serialises all access to it; borrowed things are not closed by :meth:`aclose`.
+    """
+
+    def __init__(
+        self, db: sqlite3.Connection | Callable[[], sqlite3.Connection], executor: Executor | None = None
+    ) -> None:
+        if isinstance(db, sqlite3.Connection):
+            self._conn: sqlite3.Connection | None = db
+            self._connect: Callable[[], sqlite3.Connection] | None = None
+        else:
+            self._conn, self._connect = None, db
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="hush-sender-db")
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
+            assert self._connect is not None  # a factory was given
             self._conn = self._connect()
         return fn(self._conn)
 
@@ -153,13 +175,14 @@ class StateDb:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
 
     def _close(self) -> None:
-        if self._conn is not None:
+        if self._connect is not None and self._conn is not None:
             self._conn.close()
             self._conn = None
 
     async def aclose(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        self._executor.shutdown(wait=True)
+        if self._own_executor:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+            self._executor.shutdown(wait=True)
 
 
 class SendReport(msgspec.Struct, frozen=True):
@@ -169,6 +192,15 @@ class SendReport(msgspec.Struct, frozen=True):
     pending: int  # still in the outbox afterwards
     stopped: bool  # egress kill switch engaged
     last_error: str | None  # the reason delivery stopped short, one line; None when all went
+
+    @property
+    def sent(self) -> int:
+        """Batches acknowledged (new or duplicate): they left the outbox."""
+        return self.delivered + self.duplicates
+
+    @property
+    def error(self) -> str | None:
+        return self.last_error
 
 
 class SenderStatus(msgspec.Struct, frozen=True):
@@ -221,19 +253,60 @@ def _duration(cfg: CollectorConfig, key: str) -> float:
     return float(seconds)
 
 
+def channel_credentials(cfg: CollectorConfig, base_dir: Path | None = None) -> Any:
+    """TLS credentials for ``cfg`` (None without TLS); a relative ``ca_file`` is resolved in ``base_dir``."""
+    if not cfg.tls:
+        return None
+    root: bytes | None = None
+    if cfg.ca_file:
+        ca = Path(cfg.ca_file)
+        ca = ca if ca.is_absolute() or base_dir is None else base_dir / ca
+        try:
+            root = ca.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read CA file: {exc.strerror or exc}", path=str(ca), key="collector.ca_file"
+            ) from exc
+    return grpc.ssl_channel_credentials(root_certificates=root)
+
+
+def _dial(cfg: CollectorConfig, credentials: Any, endpoint: str) -> grpc.aio.Channel:
+    if endpoint not in cfg.endpoints:
+        raise ConfigError(f"{endpoint!r} is not in the egress allow-list", key="collector.endpoints")
+    options = channel_options(cfg.server_name if cfg.tls else None)
+    if credentials is not None:
+        return grpc.aio.secure_channel(endpoint, credentials, options=options)
+    return grpc.aio.insecure_channel(endpoint, options=options)
+
+
+@asynccontextmanager
+async def channel_for(
+    cfg: CollectorConfig, endpoint: str, *, base_dir: Path | None = None
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to one allow-listed endpoint with the sender's TLS and keepalive settings (for
+    enrollment and probes); closed on exit. ConfigError if ``endpoint`` is not in ``cfg.endpoints``."""
+    channel = _dial(cfg, channel_credentials(cfg, base_dir), endpoint)
+    try:
+        yield channel
+    finally:
+        await channel.close()
+
+
 class Sender:
     """Delivers the outbox. Use as ``async with Sender(...) as s:`` (or call :meth:`aclose`).
 
-    ``connect`` opens the sender's own connection to the state database (e.g.
-    ``lambda: open_state(dir, schemas)``). ``base_dir`` resolves a relative ``ca_file``.
-    ``clock``, ``sleep`` and ``rng`` are injectable so tests can drive time.
+    ``db`` is either a factory for the sender's own connection to the state database (e.g.
+    ``lambda: open_state(dir, schemas)``), or a shared connection together with ``executor``, the
+    single-thread executor that serialises every use of it. ``base_dir`` resolves a relative
+    ``ca_file``. ``clock``, ``sleep`` and ``rng`` are injectable so tests can drive time.
     """
 
     def __init__(
         self,
-        connect: Callable[[], sqlite3.Connection],
+        db: sqlite3.Connection | Callable[[], sqlite3.Connection],
         cfg: CollectorConfig,
         *,
+        executor: Executor | None = None,
         base_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -247,20 +320,8 @@ class Sender:
         self._backoff = Backoff(_duration(cfg, "retry_initial"), _duration(cfg, "retry_max"), rng)
         long_cap = _duration(cfg, "refused_retry_max")
         self._refused_backoff = Backoff(min(30.0, long_cap), long_cap, rng)
-        self._credentials: Any = None
-        if cfg.tls:
-            root: bytes | None = None
-            if cfg.ca_file:
-                ca = Path(cfg.ca_file)
-                ca = ca if ca.is_absolute() or base_dir is None else base_dir / ca
-                try:
-                    root = ca.read_bytes()
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot read CA file: {exc.strerror or exc}", path=str(ca), key="collector.ca_file"
-                    ) from exc
-            self._credentials = grpc.ssl_channel_credentials(root_certificates=root)
-        self._db = StateDb(connect)
+        self._credentials = channel_credentials(cfg, base_dir)
+        self._db = StateDb(db, executor)
         self._clock, self._sleep, self._limit = clock, sleep, batch_limit
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._current = 0
@@ -436,11 +497,7 @@ class Sender:
     def _stub(self, endpoint: str) -> Any:
         channel = self._channels.get(endpoint)
         if channel is None:
-            options = channel_options(self._cfg.server_name if self._cfg.tls else None)
-            if self._credentials is not None:
-                channel = grpc.aio.secure_channel(endpoint, self._credentials, options=options)
-            else:
-                channel = grpc.aio.insecure_channel(endpoint, options=options)
+            channel = _dial(self._cfg, self._credentials, endpoint)
             self._channels[endpoint] = channel
         return ingest_pb2_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
 

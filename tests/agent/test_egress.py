@@ -204,3 +204,12 @@ def test_exported_entries_verify_on_their_own_and_tampering_there_is_caught(conn
     truncated = egress.verify_entries(items[:4], expected_count=count, expected_head=head)
     assert not truncated.ok and truncated.first_bad == 5
     assert not egress.verify_entries(items[:4], expected_head=head).ok
+
+
+def test_format_entry_is_one_readable_line(conn: sqlite3.Connection) -> None:
+    fill(conn)
+    lines = [egress.format_entry(e) for e in egress.entries(conn)]
+    assert all("\n" not in line for line in lines)
+    assert "batch 1 -> grpc:c1:4317" in lines[0] and "1970-01-01T00:00:11Z" in lines[0]
+    assert "EGRESS STOPPED: incident 42" in lines[2]
+    assert "egress resumed" in lines[3]

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from grpc_status import rpc_status
 from agent import egress, outbox
 from agent.config import CollectorConfig
 from agent.seal import Sealed, seal
-from agent.sender import Sender
+from agent.sender import Sender, channel_for
 from agent.state import open_state, transaction
 from hushmetric import dsse
 from hushmetric.batch import Noise, Privacy, Row, decode_batch
@@ -534,3 +535,30 @@ def test_bad_settings_are_config_errors_naming_the_key(tmp_path: Path) -> None:
         Sender(connect, CollectorConfig(endpoints=["h:1"], timeout="soon"))
     with pytest.raises(ConfigError, match=r"collector\.ca_file"):
         Sender(connect, CollectorConfig(endpoints=["h:1"], tls=True, ca_file=str(tmp_path / "none.pem")))
+
+
+async def test_a_shared_connection_and_executor_can_be_borrowed(
+    conn: sqlite3.Connection, server: Server, tmp_path: Path
+) -> None:
+    """The pipeline's mode: one connection whose every use runs on one executor thread."""
+    shared = open_state(tmp_path, SCHEMAS)
+    executor = ThreadPoolExecutor(max_workers=1)
+    try:
+        release(conn, 2)
+        cfg = CollectorConfig(endpoints=[server.endpoint])
+        async with Sender(shared, cfg, executor=executor, sleep=Sleeps()) as sender:
+            report = await sender.drain_once()
+        assert (report.sent, report.error) == (2, None)
+        assert shared.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)  # not closed by the sender
+    finally:
+        executor.shutdown(wait=True)
+        shared.close()
+
+
+async def test_channel_for_dials_only_allow_listed_endpoints(server: Server) -> None:
+    cfg = CollectorConfig(endpoints=[server.endpoint])
+    async with channel_for(cfg, server.endpoint) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 5)
+    with pytest.raises(ConfigError, match="allow-list"):
+        async with channel_for(cfg, "127.0.0.1:1"):
+            pass
