@@ -34,7 +34,7 @@ from typing import Literal
 import msgspec
 
 from collector.funnel import FunnelReport
-from collector.intervals import Estimate
+from collector.intervals import Estimate, Ratio
 from collector.report import COUNT_LIKE_STATS, KpiReport, Series, dims_label
 from hushmetric.timefmt import parse_rfc3339
 
@@ -47,6 +47,7 @@ __all__ = [
     "fmt_interval",
     "fmt_num",
     "fmt_pct",
+    "fmt_ratio",
     "render",
     "shown",
     "term_text",
@@ -131,6 +132,16 @@ def fmt_num(x: float | None) -> str:
 
 def fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_ratio(q: Ratio) -> str:
+    """A conversion for display: ``46.0% [44.8%, 47.3%]``, clipped at 0 like the counts it comes from
+    (a ratio above 100 % is kept: the renderers flag it); ``undefined`` without a positive base."""
+    if q.value is None:
+        return "undefined"
+    low = None if q.low is None else max(q.low, 0.0)
+    high = None if q.high is None else max(q.high, 0.0)
+    return f"{fmt_pct(max(q.value, 0.0))} {fmt_interval(low, high, pct=True)}"
 
 
 def shown(e: Estimate, stat: str) -> tuple[float, float, float]:
@@ -373,13 +384,13 @@ def _funnel_table(r: FunnelReport) -> str:
         conv = "-"
         if step is not None and step.conversion is not None:
             c = step.conversion
-            conv = f"{fmt_pct(c.value)} {fmt_interval(c.low, c.high, pct=True)}" + (
-                " !" if step.inverted else ""
-            )
+            conv = fmt_ratio(c) + (" !" if step.inverted else "")
         drop = "-"
         if step is not None and step.drop_off is not None:
             drop = fmt_num(step.drop_off.value)
-        of_first = fmt_pct(s.total.value / first.value) if first is not None and first.value > 0 else "-"
+        of_first = (
+            fmt_pct(max(s.total.value / first.value, 0.0)) if first is not None and first.value > 0 else "-"
+        )
         rows.append([str(i + 1), term_text(s.name), fmt_num(v), fmt_interval(lo, hi), conv, drop, of_first])
     if rows:
         out += _table(
@@ -391,7 +402,7 @@ def _funnel_table(r: FunnelReport) -> str:
         out.append("no stages")
     if r.overall is not None:
         o = r.overall
-        out += ["", f"Overall conversion: {fmt_pct(o.value)} {fmt_interval(o.low, o.high, pct=True)}"]
+        out += ["", f"Overall conversion: {fmt_ratio(o)}"]
     if any(s.inverted for s in r.steps):
         out.append("! a later stage exceeds the earlier one (noise, or not a strict funnel)")
     if r.ttv is not None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from collector.funnel import FunnelReport
 from collector.intervals import Estimate
-from collector.render import fmt_interval, fmt_num, fmt_pct, shown, window_label
+from collector.render import fmt_interval, fmt_num, fmt_pct, fmt_ratio, shown, window_label
 from collector.report import COUNT_LIKE_STATS, KpiReport, Point, Series, dims_label, parse_bucket
 from collector.svg import Line, bar_chart, esc, series_chart
 from hushmetric.timefmt import parse_rfc3339
@@ -384,7 +384,7 @@ def _funnel_html(r: FunnelReport) -> str:
         conv, drop, flag = "-", "-", ""
         if step is not None and step.conversion is not None:
             c = step.conversion
-            conv = f"{fmt_pct(c.value)} {fmt_interval(c.low, c.high, pct=True)}"
+            conv = fmt_ratio(c)
         if step is not None and step.drop_off is not None:
             drop = f"{fmt_num(step.drop_off.value)} {_iv(step.drop_off.low, step.drop_off.high)}"
         if step is not None and step.inverted:
@@ -403,8 +403,7 @@ def _funnel_html(r: FunnelReport) -> str:
     if r.overall is not None:
         o = r.overall
         body.append(
-            f"<p><strong>Overall conversion:</strong> {esc(fmt_pct(o.value))} "
-            f"{esc(fmt_interval(o.low, o.high, pct=True))} (95 % Fieller interval)</p>"
+            f"<p><strong>Overall conversion:</strong> {esc(fmt_ratio(o))} (95 % Fieller interval)</p>"
         )
     body.append("</section>")
     if r.ttv is not None:

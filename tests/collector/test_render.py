@@ -336,3 +336,16 @@ def test_renderers_never_crash_on_arbitrary_strings(
         html = as_text(render(report, "html"))
         well_formed(html)
         assert msgspec.json.decode(render(report, "json"), type=Report) == report  # type: ignore[arg-type]
+
+
+def test_inverted_and_undefined_steps_render_flagged() -> None:
+    rows = [row("a", 10), row("b", 14), row("c", -2), row("d", 1)]
+    report = funnel_report(rows, tenant=T, stages=["a", "b", "c", "d"])
+    table = as_text(render(report, "table"))
+    assert "140.0% [" in table and "undefined" in table and "! a later stage" in table
+    assert "-14.3%" not in table  # conversions are clipped at 0 for display like counts
+    html = as_text(render(report, "html"))
+    check_html(html)
+    assert html.count("later stage larger") == 2
+    data = json.loads(render(report, "json"))
+    assert data["steps"][1]["conversion"]["value"] == pytest.approx(-2 / 14)  # raw in JSON
