@@ -1,0 +1,77 @@
+"""Fixtures for the collector: a parametrised ``store`` (SQLite now; add PostgreSQL to STORE_KINDS and
+the fixture), a driven clock, an enrolled tenant, and a real gRPC server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import nacl.signing
+import pytest
+from collector_testkit import STORE_KINDS, Agent, Clock, Server
+
+from collector.ingest import IngestSettings
+from collector.server import serve
+from collector.sqlite_store import SqliteStore
+from collector.store import Store
+from hushmetric.v1 import ingest_pb2_grpc
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def audit_key() -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey.generate()
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, audit_key: nacl.signing.SigningKey
+) -> AsyncIterator[Store]:
+    if request.param != "sqlite":  # pragma: no cover - only SQLite exists yet
+        pytest.skip(f"no {request.param} store")
+    s = await SqliteStore.open(tmp_path / "collector.db", signing_key=audit_key, create=True)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def acme(store: Store, clock: Clock) -> Agent:
+    """Tenant ``acme`` with one enrolled agent ``a1``."""
+    await store.create_tenant("acme", now=clock())
+    agent = Agent("acme", "a1")
+    await store.add_key("acme", "a1", agent.public_key, now=clock())
+    return agent
+
+
+@pytest.fixture
+async def server(store: Store, clock: Clock) -> AsyncIterator[Server]:
+    stop = asyncio.Event()
+    bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(
+            store,
+            "127.0.0.1:0",
+            stop=stop,
+            on_bound=bound.set_result,
+            clock=clock,
+            settings=IngestSettings(max_clock_skew_seconds=300),
+            grace_seconds=1.0,
+        ),
+        name="collector-server",
+    )
+    address = await asyncio.wait_for(bound, 10)
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        yield Server(address, channel, ingest_pb2_grpc.IngestStub(channel))
+    finally:
+        await channel.close()
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -1,0 +1,283 @@
+"""The gRPC service driven by a real client on loopback: one test per status code, tampering, replay,
+concurrency against a quota, enrollment, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import msgspec
+import pytest
+from collector_testkit import Agent, Clock, Server, flip
+from google.protobuf import descriptor_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from collector import enroll
+from collector.store import Quota, Store
+from hushmetric import dsse
+from hushmetric.batch import payload_digest
+from hushmetric.v1 import ingest_pb2
+from hushmetric.wire import envelope_to_proto
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+async def refused(server: Server, envelope: dsse.Envelope) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.submit(envelope)
+    return info.value
+
+
+def reason(err: grpc.aio.AioRpcError) -> str:
+    return dict(err.trailing_metadata() or ())["hush-reason"]
+
+
+def retry_delay(err: grpc.aio.AioRpcError) -> float:
+    raw = dict(err.trailing_metadata() or ())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(raw)
+    info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info)
+    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+
+
+async def test_ok(server: Server, acme: Agent, store: Store) -> None:
+    reply = await server.submit(acme.next(rows=2))
+    assert (reply.seq, reply.duplicate) == (1, False)
+    [day] = await store.usage("acme")
+    assert (day.batches, day.rows) == (1, 2)
+
+
+async def test_invalid_argument_malformed_payload(server: Server, acme: Agent) -> None:
+    err = await refused(server, acme.sign(b"\xc1 not msgpack"))
+    assert (err.code(), reason(err)) == (INVALID, "malformed")
+
+
+async def test_invalid_argument_missing_key(server: Server, acme: Agent) -> None:
+    payload = msgspec.msgpack.encode({"v": 1, "tenant": "acme", "agent": "a1", "seq": 1})
+    err = await refused(server, acme.sign(payload))
+    assert (err.code(), reason(err)) == (INVALID, "malformed")
+    assert "required" in (err.details() or "")
+
+
+async def test_invalid_argument_payload_type_swap(server: Server, acme: Agent) -> None:
+    good = acme.next()
+    swapped = dsse.Envelope(good.payload, dsse.MANIFEST_PAYLOAD_TYPE, good.signatures)
+    err = await refused(server, swapped)
+    assert (err.code(), reason(err)) == (INVALID, "payload_type")
+    signed_as_other = acme.sign(good.payload, "application/json")
+    assert (await refused(server, signed_as_other)).code() == INVALID
+    assert (await server.submit(good)).seq == 1  # nothing was stored by the refusals
+
+
+async def test_invalid_argument_too_large(server: Server, acme: Agent, store: Store, clock: Clock) -> None:
+    await store.set_quota(Quota("acme", max_batch_bytes=1024), now=clock())
+    err = await refused(server, acme.next(rows=40))
+    assert (err.code(), reason(err)) == (INVALID, "too_large")
+
+
+async def test_oversized_message_is_refused_before_decoding(server: Server, acme: Agent) -> None:
+    huge = dsse.Envelope(b"\x00" * (5 << 20), dsse.BATCH_PAYLOAD_TYPE, acme.next().signatures)
+    err = await refused(server, huge)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # gRPC's own receive limit
+    assert (await server.submit(acme.next())).seq == 2  # and the server is fine
+
+
+async def test_unauthenticated_unknown_key(server: Server, acme: Agent) -> None:
+    err = await refused(server, Agent("acme", "a1").next())
+    assert (err.code(), reason(err)) == (UNAUTH, "unknown_key")
+
+
+async def test_unauthenticated_revoked_key(server: Server, acme: Agent, store: Store, clock: Clock) -> None:
+    assert (await server.submit(acme.next())).seq == 1
+    await store.set_key_state(acme.key_id, "revoked", now=clock())
+    err = await refused(server, acme.next())
+    assert (err.code(), reason(err)) == (UNAUTH, "revoked_key")
+
+
+async def test_retired_key_accepts_only_older_batches(
+    server: Server, acme: Agent, store: Store, clock: Clock
+) -> None:
+    old = acme.next()
+    clock.now += 10
+    await store.set_key_state(acme.key_id, "retired", now=clock())
+    assert (await server.submit(old)).seq == 1
+    acme.created = clock.now + 1
+    err = await refused(server, acme.next())
+    assert (err.code(), reason(err)) == (UNAUTH, "retired_key")
+
+
+@pytest.mark.parametrize("part", ["payload", "signature"])
+async def test_any_flipped_byte_is_refused(server: Server, acme: Agent, store: Store, part: str) -> None:
+    good = acme.next()
+    sig = good.signatures[0]
+    size = len(good.payload) if part == "payload" else len(sig.sig)
+    for i in range(size):
+        if part == "payload":
+            bad = dsse.Envelope(flip(good.payload, i), good.payload_type, good.signatures)
+        else:
+            bad = dsse.Envelope(
+                good.payload, good.payload_type, (dsse.Signature(flip(sig.sig, i), sig.keyid),)
+            )
+        err = await refused(server, bad)
+        assert (err.code(), reason(err)) == (UNAUTH, "bad_signature"), i
+    assert await store.usage("acme") == [] or (await store.usage("acme"))[0].batches == 0
+    assert (await server.submit(good)).duplicate is False
+
+
+async def test_permission_denied_suspended_and_deleted(
+    server: Server, acme: Agent, store: Store, clock: Clock
+) -> None:
+    await store.set_tenant_state("acme", "suspended", now=clock())
+    err = await refused(server, acme.next())
+    assert (err.code(), reason(err)) == (DENIED, "tenant_suspended")
+    await store.set_tenant_state("acme", "active", now=clock())
+    assert (await server.submit(acme.next())).seq == 2
+    await store.set_tenant_state("acme", "deleted", now=clock())
+    err = await refused(server, acme.next())
+    assert (err.code(), reason(err)) == (DENIED, "tenant_deleted")
+
+
+async def test_permission_denied_other_tenant_or_agent(
+    server: Server, acme: Agent, store: Store, clock: Clock
+) -> None:
+    await store.create_tenant("globex", now=clock())
+    err = await refused(server, acme.sign(acme.payload(tenant="globex")))
+    assert (err.code(), reason(err)) == (DENIED, "tenant_mismatch")
+    err = await refused(server, acme.sign(acme.payload(agent="a2")))
+    assert (err.code(), reason(err)) == (DENIED, "agent_mismatch")
+
+
+async def test_already_exists_on_conflict(server: Server, acme: Agent, store: Store) -> None:
+    assert (await server.submit(acme.next(rows=1))).seq == 1
+    err = await refused(server, acme.sign(acme.payload(seq=1, prev="", rows=2)))
+    assert (err.code(), reason(err)) == (grpc.StatusCode.ALREADY_EXISTS, "conflict")
+    [day] = await store.usage("acme")
+    assert (day.rows, day.refused) == (1, {"conflict": 1})
+    assert any(
+        e.action == "batch.refused" and e.details["reason"] == "conflict" for e in await store.audit_entries()
+    )
+
+
+async def test_resource_exhausted_quota_with_retry_info(
+    server: Server, acme: Agent, store: Store, clock: Clock
+) -> None:
+    await store.set_quota(Quota("acme", rows_per_day=3), now=clock())
+    assert (await server.submit(acme.next(rows=3))).seq == 1
+    err = await refused(server, acme.next(rows=1))
+    assert (err.code(), reason(err)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "quota_rows_day")
+    assert retry_delay(err) == pytest.approx(12 * 3600)
+
+
+async def test_resource_exhausted_rate_limit_with_retry_info(
+    server: Server, acme: Agent, store: Store, clock: Clock
+) -> None:
+    await store.set_quota(Quota("acme", batches_per_second=2, burst=1), now=clock())
+    assert (await server.submit(acme.next())).seq == 1
+    err = await refused(server, acme.next())
+    assert (err.code(), reason(err)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+    assert retry_delay(err) == pytest.approx(0.5)
+
+
+async def test_failed_precondition_future_and_too_old(
+    server: Server, acme: Agent, store: Store, clock: Clock
+) -> None:
+    acme.created = clock.now + 301
+    err = await refused(server, acme.next())
+    assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "future_dated")
+    await store.set_quota(Quota("acme", max_age_seconds=3600), now=clock())
+    acme.created = clock.now - 3601
+    acme.seq, acme.prev = 0, ""
+    err = await refused(server, acme.next())
+    assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "too_old")
+    [day] = await store.usage("acme")
+    assert day.refused == {"future_dated": 1, "too_old": 1}
+
+
+async def test_replay_100_times_meters_once(server: Server, acme: Agent, store: Store) -> None:
+    envelope = acme.next(rows=2)
+    replies = [await server.submit(envelope) for _ in range(101)]
+    assert [r.duplicate for r in replies] == [False] + [True] * 100
+    [day] = await store.usage("acme")
+    assert (day.batches, day.rows, day.duplicates) == (1, 2, 100)
+
+
+async def test_200_concurrent_submissions_against_50_rows(server: Server, store: Store, clock: Clock) -> None:
+    await store.create_tenant("acme", now=clock())
+    await store.set_quota(Quota("acme", rows_per_day=50), now=clock())
+    agents = [Agent("acme", f"a{i}") for i in range(200)]
+    for a in agents:
+        await store.add_key("acme", a.agent, a.public_key, now=clock())
+    envelopes = [a.next() for a in agents]
+    results = await asyncio.gather(*(server.submit(e) for e in envelopes), return_exceptions=True)
+    accepted = [r for r in results if isinstance(r, ingest_pb2.SubmitReply)]
+    errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(accepted) == 50 and len(errors) == 150
+    assert {e.code() for e in errors} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    [day] = await store.usage("acme")
+    assert (day.rows, day.refused) == (50, {"quota_rows_day": 150})
+    assert len(await store.released_rows("acme", None, None)) == 50
+
+
+async def test_chain_gap_is_accepted_and_reported(server: Server, acme: Agent, store: Store) -> None:
+    first = acme.next()
+    acme.next()
+    third = acme.next()
+    await server.submit(first)
+    assert (await server.submit(third)).seq == 3
+    assert (await store.usage("acme"))[0].gaps == 1
+    assert acme.prev == payload_digest(third.payload)
+
+
+async def test_enroll_then_submit(server: Server, store: Store, clock: Clock) -> None:
+    await store.create_tenant("acme", now=clock())
+    token = await enroll.issue_token(store, "acme", ttl_seconds=3600, now=clock())
+    agent = Agent("acme", "edge-7")
+    reply = await server.stub.Enroll(
+        ingest_pb2.EnrollRequest(token=token, agent="edge-7", public_key=agent.public_key)
+    )
+    assert (reply.tenant, reply.key_id) == ("acme", agent.key_id)
+    assert (await server.submit(agent.next())).seq == 1
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.stub.Enroll(
+            ingest_pb2.EnrollRequest(token=token, agent="x", public_key=Agent("acme", "x").public_key)
+        )
+    assert info.value.code() == UNAUTH
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.stub.Enroll(
+            ingest_pb2.EnrollRequest(token=token, agent="bad agent!", public_key=b"short")
+        )
+    assert info.value.code() == INVALID
+
+
+async def test_health_and_reflection(server: Server) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service="hushmetric.v1.Ingest"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+
+    async def ask() -> object:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        yield reflection_pb2.ServerReflectionRequest(file_containing_symbol="hushmetric.v1.Ingest")
+
+    answers = [a async for a in refl.ServerReflectionInfo(ask())]
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert "hushmetric.v1.Ingest" in names
+    proto = descriptor_pb2.FileDescriptorProto.FromString(
+        answers[1].file_descriptor_response.file_descriptor_proto[0]
+    )
+    assert proto.package == "hushmetric.v1"
+
+
+async def test_envelope_without_signatures_is_invalid(server: Server, acme: Agent) -> None:
+    bare = ingest_pb2.Envelope(payload=acme.payload(), payload_type=dsse.BATCH_PAYLOAD_TYPE)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.stub.Submit(bare)
+    assert info.value.code() == INVALID
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.stub.Submit(ingest_pb2.Envelope())
+    assert info.value.code() == INVALID
+    assert (await server.stub.Submit(envelope_to_proto(acme.next()))).seq == 1

@@ -1,0 +1,247 @@
+"""The Store contract, run against every store kind (the ``store`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import nacl.signing
+import pytest
+from collector_testkit import Agent, Clock
+
+from collector import enroll
+from collector.errors import Conflict, NotFound
+from collector.ingest import Rejected, Stored, ingest
+from collector.sqlite_store import SqliteStore
+from collector.store import Quota, Store
+
+
+async def test_tenant_lifecycle(store: Store, clock: Clock) -> None:
+    await store.create_tenant("acme", now=clock())
+    with pytest.raises(Conflict):
+        await store.create_tenant("acme", now=clock())
+    assert (await store.set_tenant_state("acme", "suspended", now=clock())).state == "suspended"
+    assert (await store.set_tenant_state("acme", "active", now=clock())).state == "active"
+    assert (await store.set_tenant_state("acme", "deleted", now=clock())).state == "deleted"
+    with pytest.raises(Conflict):
+        await store.set_tenant_state("acme", "active", now=clock())
+    with pytest.raises(Conflict):
+        await store.create_tenant("acme", now=clock())
+    with pytest.raises(NotFound):
+        await store.set_tenant_state("nope", "suspended", now=clock())
+    assert [(t.name, t.state) for t in await store.list_tenants()] == [("acme", "deleted")]
+    actions = [e.action for e in await store.audit_entries()]
+    assert actions == ["tenant.create", "tenant.suspend", "tenant.resume", "tenant.delete"]
+
+
+async def test_key_registry(store: Store, clock: Clock) -> None:
+    agent = Agent("acme", "a1")
+    with pytest.raises(NotFound):
+        await store.add_key("acme", "a1", agent.public_key, now=clock())
+    await store.create_tenant("acme", now=clock())
+    record = await store.add_key("acme", "a1", agent.public_key, now=clock())
+    assert record.key_id == agent.key_id and record.state == "active"
+    with pytest.raises(Conflict):
+        await store.add_key("acme", "a2", agent.public_key, now=clock())
+    clock.now += 10
+    retired = await store.set_key_state(agent.key_id, "retired", now=clock())
+    assert retired.state == "retired" and retired.retired_at == clock.now
+    revoked = await store.set_key_state(agent.key_id, "revoked", now=clock())
+    assert revoked.state == "revoked"
+    with pytest.raises(Conflict):
+        await store.set_key_state(agent.key_id, "retired", now=clock())
+    with pytest.raises(NotFound):
+        await store.set_key_state("0" * 64, "revoked", now=clock())
+    got = await store.get_key(agent.key_id)
+    assert (
+        got is not None and got.tenant == "acme" and got.agent == "a1" and got.public_key == agent.public_key
+    )
+    assert [k.key_id for k in await store.list_keys("acme")] == [agent.key_id]
+    assert await store.list_keys("other") == []
+    await store.set_tenant_state("acme", "suspended", now=clock())
+    with pytest.raises(Conflict):
+        await store.add_key("acme", "a3", Agent("acme", "a3").public_key, now=clock())
+
+
+async def test_enroll_token_is_one_time_and_stored_hashed(store: Store, clock: Clock, tmp_path: Path) -> None:
+    await store.create_tenant("acme", now=clock())
+    token = await enroll.issue_token(store, "acme", ttl_seconds=3600, now=clock())
+    agent = Agent("acme", "a9")
+    record = await enroll.redeem(store, token, "a9", agent.public_key, now=clock())
+    assert (record.tenant, record.agent, record.key_id) == ("acme", "a9", agent.key_id)
+    with pytest.raises(NotFound):
+        await enroll.redeem(store, token, "a10", Agent("acme", "a10").public_key, now=clock())
+    secret = token.rsplit("_", 1)[1].encode()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("collector.db*"))
+    assert secret not in raw
+
+
+async def test_enroll_token_expiry_and_tampering(store: Store, clock: Clock) -> None:
+    await store.create_tenant("acme", now=clock())
+    token = await enroll.issue_token(store, "acme", ttl_seconds=60, now=clock())
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    with pytest.raises(NotFound):
+        await enroll.redeem(store, tampered, "a1", Agent("acme", "a1").public_key, now=clock())
+    with pytest.raises(NotFound):
+        await enroll.redeem(store, "not-a-token", "a1", Agent("acme", "a1").public_key, now=clock())
+    clock.now += 61
+    with pytest.raises(NotFound):
+        await enroll.redeem(store, token, "a1", Agent("acme", "a1").public_key, now=clock())
+    with pytest.raises(NotFound):
+        await enroll.issue_token(store, "nope", ttl_seconds=60, now=clock())
+
+
+async def test_quotas(store: Store, clock: Clock) -> None:
+    await store.create_tenant("acme", now=clock())
+    assert await store.get_quota("acme") == Quota("acme")
+    assert await store.largest_batch_limit() is None
+    q = Quota("acme", rows_per_day=5, max_batch_bytes=2048, max_age_seconds=86400)
+    assert await store.set_quota(q, now=clock()) == q
+    assert await store.get_quota("acme") == q
+    assert await store.largest_batch_limit() == 2048
+    with pytest.raises(NotFound):
+        await store.get_quota("nope")
+    with pytest.raises(NotFound):
+        await store.set_quota(Quota("nope"), now=clock())
+
+
+async def test_replay_meters_once(store: Store, clock: Clock, acme: Agent) -> None:
+    envelope = acme.next(rows=3)
+    outcomes = [await ingest(store, envelope, now=clock()) for _ in range(101)]
+    assert outcomes[0] == Stored("acme", "a1", 1)
+    assert all(o == Stored("acme", "a1", 1, duplicate=True) for o in outcomes[1:])
+    [day] = await store.usage("acme")
+    assert (day.batches, day.rows, day.duplicates) == (1, 3, 100)
+    assert len(await store.released_rows("acme", None, None)) == 3
+
+
+async def test_gap_and_fork_are_recorded_not_refused(store: Store, clock: Clock, acme: Agent) -> None:
+    first = acme.next()
+    acme.next()  # seq 2 never arrives
+    third = acme.next()
+    assert await ingest(store, first, now=clock()) == Stored("acme", "a1", 1)
+    assert await ingest(store, third, now=clock()) == Stored("acme", "a1", 3, gap=True)
+    forked = acme.sign(acme.payload(seq=4, prev="cd" * 32))
+    assert await ingest(store, forked, now=clock()) == Stored("acme", "a1", 4, fork=True)
+    [day] = await store.usage("acme")
+    assert day.gaps == 2 and day.batches == 3
+
+
+async def test_late_predecessor_closes_the_gap(store: Store, clock: Clock, acme: Agent) -> None:
+    first, second = acme.next(), acme.next()
+    assert isinstance(await ingest(store, second, now=clock()), Stored)
+    assert (await store.usage("acme"))[0].gaps == 1
+    assert await ingest(store, first, now=clock()) == Stored("acme", "a1", 1)
+    assert (await store.usage("acme"))[0].gaps == 0
+
+
+async def test_released_rows_and_privacy(store: Store, clock: Clock, acme: Agent) -> None:
+    await ingest(store, acme.next(rows=2), now=clock())
+    rows = await store.released_rows("acme", "2026-03-10T00:00:00Z", "2026-03-11T00:00:00Z")
+    assert [(r.metric, r.stat, r.dims, r.value, r.mechanism, r.scale) for r in rows] == [
+        ("metric0", "count", {"region": "r0"}, 10.0, "gaussian", 1.5),
+        ("metric1", "count", {"region": "r1"}, 11.0, "gaussian", 1.5),
+    ]
+    assert await store.released_rows("acme", "2026-03-11T00:00:00Z", None) == []
+    [privacy] = await store.batch_privacy("acme", None, None)
+    assert (privacy.unit, privacy.rho, privacy.epsilon, privacy.seq) == ("user", 0.01, None, 1)
+
+
+async def _flood(store: Store, agents: list[Agent], clock: Clock) -> list[object]:
+    envelopes = [a.next() for a in agents]
+    return list(await asyncio.gather(*(ingest(store, e, now=clock()) for e in envelopes)))
+
+
+async def test_concurrent_submissions_never_exceed_the_quota(store: Store, clock: Clock) -> None:
+    await store.create_tenant("acme", now=clock())
+    await store.set_quota(Quota("acme", rows_per_day=50), now=clock())
+    agents = [Agent("acme", f"a{i}") for i in range(200)]
+    for a in agents:
+        await store.add_key("acme", a.agent, a.public_key, now=clock())
+    outcomes = await _flood(store, agents, clock)
+    assert sum(isinstance(o, Stored) for o in outcomes) == 50
+    assert {o.reason for o in outcomes if isinstance(o, Rejected)} == {"quota_rows_day"}
+    [day] = await store.usage("acme")
+    assert (day.rows, day.batches, day.refused) == (50, 50, {"quota_rows_day": 150})
+
+
+async def test_two_store_instances_share_the_quota(
+    tmp_path: Path, clock: Clock, audit_key: nacl.signing.SigningKey
+) -> None:
+    """Two connections on one file (as two collector processes would be) still admit exactly 50 rows."""
+    path = tmp_path / "shared.db"
+    one = await SqliteStore.open(path, signing_key=audit_key, create=True)
+    two = await SqliteStore.open(path, signing_key=audit_key)
+    try:
+        await one.create_tenant("acme", now=clock())
+        await one.set_quota(Quota("acme", rows_per_day=50), now=clock())
+        agents = [Agent("acme", f"a{i}") for i in range(120)]
+        for a in agents:
+            await one.add_key("acme", a.agent, a.public_key, now=clock())
+        envelopes = [a.next() for a in agents]
+        outcomes = await asyncio.gather(
+            *(ingest(one if i % 2 else two, e, now=clock()) for i, e in enumerate(envelopes))
+        )
+        assert sum(isinstance(o, Stored) for o in outcomes) == 50
+        assert (await one.usage("acme"))[0].rows == 50
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_refusals_are_counted_and_audited_once_per_minute(
+    store: Store, clock: Clock, acme: Agent
+) -> None:
+    stranger = Agent("acme", "a1")
+    for _ in range(10):
+        await ingest(store, stranger.next(), now=clock())
+    clock.now += 60
+    await ingest(store, stranger.next(), now=clock())
+    usage = await store.usage()
+    assert sum(u.refused.get("unknown_key", 0) for u in usage) == 11
+    refused = [e for e in await store.audit_entries() if e.action == "batch.refused"]
+    assert len(refused) == 2
+
+
+async def test_calendar_quota_resets_next_day(store: Store, clock: Clock, acme: Agent) -> None:
+    await store.set_quota(Quota("acme", rows_per_day=2), now=clock())
+    assert isinstance(await ingest(store, acme.next(rows=2), now=clock()), Stored)
+    refused = await ingest(store, acme.next(rows=1), now=clock())
+    assert isinstance(refused, Rejected) and refused.reason == "quota_rows_day"
+    assert refused.retry_after == pytest.approx(12 * 3600)
+    clock.now += 12 * 3600
+    acme.created = clock.now
+    assert isinstance(await ingest(store, acme.next(rows=1), now=clock()), Stored)
+
+
+async def test_month_and_bytes_quotas(store: Store, clock: Clock, acme: Agent) -> None:
+    await store.set_quota(Quota("acme", rows_per_month=3), now=clock())
+    assert isinstance(await ingest(store, acme.next(rows=3), now=clock()), Stored)
+    out = await ingest(store, acme.next(rows=1), now=clock())
+    assert isinstance(out, Rejected) and out.reason == "quota_rows_month"
+    await store.set_quota(Quota("acme", bytes_per_day=10), now=clock())
+    out = await ingest(store, acme.next(rows=1), now=clock())
+    assert isinstance(out, Rejected) and out.reason == "quota_bytes_day"
+
+
+async def test_rate_limit_bucket(store: Store, clock: Clock, acme: Agent) -> None:
+    await store.set_quota(Quota("acme", batches_per_second=1, burst=2), now=clock())
+    assert isinstance(await ingest(store, acme.next(), now=clock()), Stored)
+    assert isinstance(await ingest(store, acme.next(), now=clock()), Stored)
+    out = await ingest(store, acme.next(), now=clock())
+    assert isinstance(out, Rejected) and out.reason == "rate_limited"
+    assert out.retry_after == pytest.approx(1.0)
+    clock.now += 1
+    acme.created = clock.now
+    acme.seq -= 1  # the refused batch was not stored: resend that seq
+    assert isinstance(await ingest(store, acme.next(), now=clock()), Stored)
+
+
+async def test_schema_version_recorded_once(tmp_path: Path, audit_key: nacl.signing.SigningKey) -> None:
+    path = tmp_path / "v.db"
+    for _ in range(2):
+        s = await SqliteStore.open(path, signing_key=audit_key, create=True)
+        await s.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
