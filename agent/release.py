@@ -143,7 +143,8 @@ def _threshold_noiser(zcdp: bool, sens: Sensitivity, share: float, delta: float)
         if fits(1 << 62)[0]:
             break
         scale = math.nextafter(scale * (1 + 1e-12), math.inf)
-    lo, hi = 0, 1
+    lo = math.ceil(sens.linf) - 1  # OpenDP refuses thresholds below the l-infinity sensitivity
+    hi = lo + 1
     while not fits(hi)[0]:
         lo, hi = hi, hi * 2
     while hi - lo > 1:  # smallest threshold that fits

@@ -1,0 +1,138 @@
+"""Privacy ledger: periods, charges in the caller's transaction, refusals, exhaustion, totals."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import ledger
+from agent.aggregate import WindowAggregator
+from agent.ledger import BudgetExhausted
+from agent.model import Event
+from agent.policy import Budget, Metric, Policy
+from agent.release import Release, release_window, window_cost
+from agent.state import open_state, transaction
+
+H = 3600
+DAY = 86400
+T0 = 1_764_115_200  # 2025-11-26T00:00:00Z
+
+
+def policy(budget: Budget | None = None) -> Policy:
+    return Policy(
+        version=1,
+        name="t",
+        budget=budget or Budget(rho=1.0),
+        metrics=[
+            Metric(name="hits", events=["hit"], stat="count"),
+            Metric(name="v", events=["hit"], stat="sum"),
+        ],
+    )
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    c = open_state(tmp_path, [ledger.SCHEMA])
+    yield c
+    c.close()
+
+
+def test_period_of_uses_utc_event_time() -> None:
+    assert ledger.period_of(policy(), T0) == "2025-11-26"
+    assert ledger.period_of(policy(), T0 - 1) == "2025-11-25"
+    assert ledger.period_of(policy(Budget(rho=1.0, period="week")), T0) == "2025-W48"
+    assert ledger.period_of(policy(Budget(rho=1.0, period="month")), T0) == "2025-11"
+
+
+def fake(
+    start: int, rho: float | None = 0.25, eps: float | None = None, delta: float | None = None
+) -> Release:
+    return Release(start=start, end=start + H, rows=[], rho=rho, epsilon=eps, delta=delta)
+
+
+def test_charges_accumulate_per_period_and_total_matches(conn: sqlite3.Connection) -> None:
+    p = policy()
+    with transaction(conn):
+        for i, start in enumerate([T0, T0 + H, T0 + DAY]):
+            ledger.charge(conn, period=ledger.period_of(p, start), release=fake(start, delta=1e-8), seq=i + 1)
+    assert ledger.spent(conn, "2025-11-26") == ledger.Spend(rho=0.5, delta=2e-8, releases=2)
+    assert ledger.remaining(conn, p, "2025-11-26") == pytest.approx(0.5)
+    assert ledger.remaining(conn, p, "2025-11-28") == 1.0
+    kept = ledger.total(conn)
+    assert (kept.rho, kept.releases) == (0.75, 3)
+    assert kept.delta == pytest.approx(3e-8)
+    check = ledger.verify(conn, p)
+    assert check.ok and check.total == check.charged
+
+
+def test_charge_rolls_back_with_the_callers_transaction(conn: sqlite3.Connection) -> None:
+    with pytest.raises(RuntimeError), transaction(conn):
+        ledger.charge(conn, period="2025-11-26", release=fake(T0), seq=1)
+        raise RuntimeError("outbox insert failed")
+    assert ledger.total(conn) == ledger.Spend()
+    assert ledger.spent(conn, "2025-11-26").releases == 0
+
+
+def test_the_same_batch_cannot_be_charged_twice(conn: sqlite3.Connection) -> None:
+    with transaction(conn):
+        ledger.charge(conn, period="2025-11-26", release=fake(T0), seq=7)
+    with pytest.raises(sqlite3.IntegrityError), transaction(conn):
+        ledger.charge(conn, period="2025-11-26", release=fake(T0 + H), seq=7)
+    assert ledger.total(conn).releases == 1
+
+
+def test_exhausted_budget_stops_releases_loudly(conn: sqlite3.Connection) -> None:
+    """The pipeline's loop in miniature: 30 hourly windows of one day under a cap of 24 windows."""
+    p = policy(Budget(rho=0.24))  # 0.01 per 1 h window
+    agg = WindowAggregator(p)
+    agg.add([Event("hit", float(T0 + i * 300), f"u{i}", value=0.5) for i in range(12 * 24)])
+    windows = agg.flush()
+    assert len(windows) == 24
+    cost, _ = window_cost(p)
+    released = refused = 0
+    for seq, state in enumerate(windows + windows[:6], start=1):
+        period = ledger.period_of(p, state.start)
+        with transaction(conn):
+            if ledger.affordable(conn, p, period, cost):
+                ledger.charge(conn, period=period, release=release_window(state, p), seq=seq, policy=p)
+                released += 1
+            else:
+                ledger.refuse(conn, period=period, window_start=state.start, reason="budget_exhausted")
+                refused += 1
+    assert (released, refused) == (24, 6)
+    (day,) = ledger.summary(conn, p)
+    assert (day.period, day.releases, day.refusals) == ("2025-11-26", 24, 6)
+    assert day.spent == pytest.approx(0.24) and day.spent <= 0.24 * (1 + 1e-9)
+    assert day.left == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(BudgetExhausted) as err, transaction(conn):
+        ledger.charge(conn, period=day.period, release=release_window(windows[0], p), seq=999, policy=p)
+    assert err.value.code == "budget" and err.value.period == "2025-11-26"
+    check = ledger.verify(conn, p)
+    assert check.ok, check.problems
+    assert check.charged.rho == pytest.approx(sum(cost for _ in range(24)))
+
+
+def test_pure_budget_uses_epsilon(conn: sqlite3.Connection) -> None:
+    p = policy(Budget(mechanism="pure", epsilon=2.0))
+    with transaction(conn):
+        ledger.charge(conn, period="2025-11", release=fake(T0, rho=None, eps=1.5), seq=1, policy=p)
+    assert ledger.remaining(conn, p, "2025-11") == pytest.approx(0.5)
+    assert not ledger.affordable(conn, p, "2025-11", 0.6)
+    (row,) = ledger.summary(conn, p)
+    assert (row.measure, row.spent, row.cap) == ("epsilon", 1.5, 2.0)
+
+
+def test_verify_detects_a_tampered_total(conn: sqlite3.Connection) -> None:
+    with transaction(conn):
+        ledger.charge(conn, period="2025-11-26", release=fake(T0), seq=1)
+        conn.execute("UPDATE privacy_total SET rho = 0.1")
+    check = ledger.verify(conn)
+    assert not check.ok and "rho" in check.problems[0]
+
+
+def test_schema_is_idempotent(conn: sqlite3.Connection) -> None:
+    conn.executescript(ledger.SCHEMA)
+    assert ledger.total(conn) == ledger.Spend()
