@@ -22,7 +22,8 @@ Public API (pure; DP-released rows in, a frozen msgspec Struct out)::
 Histogram quantile: bucket counts (clipped at 0 so the CDF is monotone) are interpolated uniformly
 within a bucket. The interval is ``{x : |C(x) − q·N| ≤ z·sd(C(x) − q·N)}``, C the noisy count below x;
 noise in buckets below x, above x and in x's own bucket is independent, so the sd is exact under the
-uniform-within-bucket model. Open-ended buckets (``"100.."``) give ``open_ended`` quantiles.
+uniform-within-bucket model. A quantile in an open-ended bucket (``"100.."``) is that bucket's
+finite edge, with ``open_side`` set.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class HistogramQuantile(msgspec.Struct, frozen=True):
     value: float | None
     low: float | None
     high: float | None
-    open_ended: bool  # falls into an open-ended bucket: the value is that bucket's lower edge
+    # "above": in a bucket open above, the true quantile is at least ``value``; "below": at most.
+    open_side: str | None = None
 
 
 class WindowQuantile(msgspec.Struct, frozen=True):
@@ -161,7 +163,7 @@ def histogram_quantile(buckets: Sequence[tuple[float, float, NoisySum]], q: floa
     var = [_effective_var(b[2]) for b in bs]
     n = sum(counts)
     if not bs or n <= 0.0:
-        return HistogramQuantile(q, None, None, None, False)
+        return HistogramQuantile(q, None, None, None)
     target = q * n
     below = [0.0]
     for c in counts:
@@ -191,15 +193,15 @@ def histogram_quantile(buckets: Sequence[tuple[float, float, NoisySum]], q: floa
 
     # Point estimate: first bucket where the cumulative count reaches the target.
     value: float | None = None
-    open_ended = False
+    open_side: str | None = None
     for k, c in enumerate(counts):
         if below[k + 1] >= target and c > 0.0:
             t = (target - below[k]) / c
             lo, hi = bs[k][0], bs[k][1]
             if math.isinf(hi):
-                value, open_ended = lo, True
+                value, open_side = lo, "above"
             elif math.isinf(lo):
-                value, open_ended = hi, True
+                value, open_side = hi, "below"
             else:
                 value = lo + t * (hi - lo)
             break
@@ -236,7 +238,7 @@ def histogram_quantile(buckets: Sequence[tuple[float, float, NoisySum]], q: floa
 
             high = x_of(k, _bisect(f_high, rising=True), "high")
             break
-    return HistogramQuantile(q, value, low, high, open_ended)
+    return HistogramQuantile(q, value, low, high, open_side)
 
 
 def _effective_var(noisy: NoisySum) -> float:

@@ -104,6 +104,7 @@ def term_text(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_OPEN_MARK = {"above": ">=", "below": "<="}  # a quantile in an open-ended histogram bucket
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -418,7 +419,7 @@ def _funnel_table(r: FunnelReport) -> str:
                 [
                     [
                         f"p{100 * h.q:g}",
-                        (">=" if h.open_ended else "") + fmt_num(h.value),
+                        _OPEN_MARK.get(h.open_side or "", "") + fmt_num(h.value),
                         fmt_interval(h.low, h.high),
                     ]
                     for h in t.pooled
@@ -506,7 +507,7 @@ def _funnel_csv(r: FunnelReport) -> str:
                     _f(h.low),
                     _f(h.high),
                     "histogram",
-                    "open_ended" if h.open_ended else "",
+                    f"open_{h.open_side}" if h.open_side else "",
                 ]
             )
         for w in r.ttv.per_window:

@@ -432,7 +432,11 @@ def _ttv_html(r: FunnelReport, ids: _Ids) -> list[str]:
         out.append(f"<figure>{svg}<figcaption>{esc(title)}</figcaption></figure>")
     if t.pooled:
         rows = [
-            [f"p{100 * h.q:g}", (">= " if h.open_ended else "") + fmt_num(h.value), _iv(h.low, h.high)]
+            [
+                f"p{100 * h.q:g}",
+                {"above": "≥ ", "below": "≤ "}.get(h.open_side or "", "") + fmt_num(h.value),
+                _iv(h.low, h.high),
+            ]
             for h in t.pooled
         ]
         n = (

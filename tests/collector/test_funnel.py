@@ -176,7 +176,10 @@ def test_histogram_quantile_interval_brackets_and_widens_with_noise() -> None:
 def test_histogram_quantile_open_ended_bucket() -> None:
     b = [(0.0, 10.0, row_noise(1, "gaussian", 1)), (10.0, math.inf, row_noise(99, "gaussian", 1))]
     h = histogram_quantile(b, 0.9)
-    assert h.open_ended and h.value == 10.0 and h.high is None
+    assert h.open_side == "above" and h.value == 10.0 and h.high is None
+    b = [(-math.inf, 0.0, row_noise(99, "gaussian", 1)), (0.0, 10.0, row_noise(1, "gaussian", 1))]
+    h = histogram_quantile(b, 0.1)
+    assert h.open_side == "below" and h.value == 0.0 and h.low is None
 
 
 def test_histogram_quantile_all_non_positive() -> None:
