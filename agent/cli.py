@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             await agent.serve(stop)
             return EXIT_OK
         finally:
-            agent.close()
+            await agent.aclose()
 
     return int(_run_async(go()))
 
@@ -212,7 +212,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        _out(f"exported {result.batches} batches ({result.bytes} bytes) to {args.out}")
+        _out(result.message)
     return EXIT_OK
 
 
@@ -269,7 +269,7 @@ def cmd_egress(args: argparse.Namespace) -> int:
             elif result.ok:
                 _out(f"ok: {result.count} entries, head {result.head}")
             else:
-                _out(f"FAILED at entry {result.first_bad}: {getattr(result, 'reason', 'chain broken')}")
+                _out(f"FAILED at entry {result.first_bad}: {result.reason}")
             return EXIT_OK if result.ok else EXIT_FAILED
         entries = egress.entries(conn)
         stopped = egress.is_stopped(conn)

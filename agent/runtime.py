@@ -129,7 +129,9 @@ class Agent:
 
     # -- lifetime -------------------------------------------------------------------------------
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        if self.sender is not None:
+            await self.sender.aclose()
         self._db.shutdown(wait=True)
         self.conn.close()
 

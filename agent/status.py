@@ -25,6 +25,7 @@ class Status(msgspec.Struct, frozen=True):
     budget_spent: float | None
     budget_left: float | None
     dead_letters: int
+    quarantined: int  # batches the collector refused as malformed: kept, not sent, see docs/operations.md
 
 
 def collect_status(loaded: LoadedConfig, *, now: float) -> Status:
@@ -36,6 +37,7 @@ def collect_status(loaded: LoadedConfig, *, now: float) -> Status:
         stopped = egress.is_stopped(conn)
         periods = ledger.summary(conn, policy)
         dead = sum(deadletter.counts(conn).values())
+        quarantined = len(outbox.quarantined(conn))
     finally:
         conn.close()
     sent = [e for e in entries if getattr(e, "kind", "batch") == "batch"]
@@ -54,6 +56,7 @@ def collect_status(loaded: LoadedConfig, *, now: float) -> Status:
         budget_spent=None if current is None else current.spent,
         budget_left=None if current is None else current.left,
         dead_letters=dead,
+        quarantined=quarantined,
     )
 
 
@@ -69,4 +72,5 @@ def format_status(s: Status) -> list[str]:
         f"last sent    {'-' if s.last_delivery is None else s.last_destination}",
         f"budget       {budget}",
         f"dead letters {s.dead_letters}",
+        f"quarantined  {s.quarantined}" + (" (refused as malformed; see `hush-agent status --json`)" if s.quarantined else ""),
     ]
