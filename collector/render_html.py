@@ -43,7 +43,7 @@ details summary{cursor:pointer;color:#0057a0}
 @media (prefers-color-scheme:dark){body{background:#111;color:#eee}.chart text{fill:#eee}
 .chart .whisker{stroke:#eee}th,td{border-color:#333}.meta,figcaption{color:#bbb}}
 """
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 
 class _Ids:
