@@ -1,0 +1,146 @@
+"""PII detectors: find personal data and secrets in free text.
+
+``Scanner.scan(text)`` returns non-overlapping findings (detector name and span) in text order.
+Detectors are plain objects with a ``name`` and ``find(text) -> spans`` (see ``Detector``); the
+built-in set covers email, phone, IPv4, IPv6, MAC, payment card (Luhn), IBAN (mod-97), US SSN, JWT,
+API keys with known prefixes, URL credentials and secrets (assigned values and high-entropy tokens).
+
+Findings that overlap merge into one, named after the detector that comes first in priority order
+(the order of ``BUILTIN``), so no part of a finding is ever left in clear.
+
+``normalize`` gives the canonical form a pseudonym is computed from (an email in any case, a card
+with or without spaces: one pseudonym), ``generalize`` the coarse form (IPv4 → /24, IPv6 → /48).
+Nothing here logs or stores the text it is given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple, Protocol
+
+from agent.detectors._rules import BUILTIN, RegexDetector, features
+
+__all__ = [
+    "BUILTIN",
+    "DETECTOR_NAMES",
+    "Detector",
+    "Finding",
+    "RegexDetector",
+    "Scanner",
+    "features",
+    "generalize",
+    "normalize",
+]
+
+
+class Finding(NamedTuple):
+    detector: str
+    start: int
+    end: int
+
+
+class Detector(Protocol):
+    """Anything that finds spans of one kind of personal data in a text."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def trigger(self) -> int: ...  # feature mask (see ``features``) that gates it; 0: always run
+
+    @property
+    def min_len(self) -> int: ...
+
+    def find(self, text: str) -> Iterator[tuple[int, int]]: ...
+
+
+DETECTOR_NAMES: tuple[str, ...] = tuple(dict.fromkeys(d.name for d in BUILTIN))
+
+
+class Scanner:
+    """Runs detectors in priority order over a text, gated by cheap features of the text."""
+
+    def __init__(self, detectors: Sequence[Detector] = BUILTIN) -> None:
+        self._detectors = tuple(detectors)
+        self._rank = {name: i for i, name in enumerate(dict.fromkeys(d.name for d in self._detectors))}
+        self._names = tuple(self._rank)
+        self._always = any(d.trigger == 0 for d in self._detectors)
+        self._plan = tuple((d.trigger, d.min_len, self._rank[d.name], d) for d in self._detectors)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._names
+
+    def scan(self, text: str) -> list[Finding]:
+        n = len(text)
+        feats = features(text) if n >= 6 else 0
+        if not feats and not self._always:
+            return []
+        spans: list[tuple[int, int, int]] = []
+        for trigger, min_len, rank, det in self._plan:
+            if n < min_len or (trigger and not trigger & feats):
+                continue
+            for start, end in det.find(text):
+                spans.append((start, end, rank))
+        if not spans:
+            return []
+        return _merge(spans, self._names)
+
+
+def _merge(spans: list[tuple[int, int, int]], names: tuple[str, ...]) -> list[Finding]:
+    spans.sort()
+    out: list[Finding] = []
+    cur_s, cur_e, cur_r = spans[0]
+    for s, e, r in spans[1:]:
+        if s < cur_e:
+            cur_e = max(cur_e, e)
+            cur_r = min(cur_r, r)
+        else:
+            out.append(Finding(names[cur_r], cur_s, cur_e))
+            cur_s, cur_e, cur_r = s, e, r
+    out.append(Finding(names[cur_r], cur_s, cur_e))
+    return out
+
+
+_NON_DIGITS = re.compile(r"[^0-9]")
+_NON_ALNUM = re.compile(r"[^0-9A-Za-z]")
+
+
+def normalize(detector: str, raw: str) -> str:
+    """Canonical form of a finding, so one value written several ways gets one pseudonym."""
+    if detector == "email":
+        return raw.lower()
+    if detector in ("card", "ssn"):
+        return _NON_DIGITS.sub("", raw)
+    if detector == "phone":
+        return ("+" if raw.startswith("+") else "") + _NON_DIGITS.sub("", raw)
+    if detector == "iban":
+        return _NON_ALNUM.sub("", raw).upper()
+    if detector == "mac":
+        return _NON_ALNUM.sub("", raw).lower()
+    if detector in ("ipv4", "ipv6"):
+        try:
+            return str(ipaddress.ip_address(raw.split("%", 1)[0]))
+        except ValueError:
+            return raw
+    return raw
+
+
+def generalize(detector: str, raw: str) -> str | None:
+    """The coarse form of a finding (IPv4 → /24, IPv6 → /48), or None when it has none."""
+    if detector not in ("ipv4", "ipv6"):
+        return None
+    try:
+        addr = ipaddress.ip_address(raw.split("%", 1)[0])
+    except ValueError:
+        return None
+    prefix = 24 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+
+def scan_all(texts: Iterable[str], scanner: Scanner | None = None) -> list[list[Finding]]:
+    """Convenience for tests and tools: scan several texts with one scanner."""
+    sc = scanner or Scanner()
+    return [sc.scan(t) for t in texts]

@@ -1,0 +1,345 @@
+"""The built-in detectors: one precompiled pattern each, validated in Python only on candidates.
+
+Patterns use ASCII classes (``[0-9]``, not ``\\d``) so that digits of other scripts neither trigger
+nor extend a match. A candidate that fails validation does not hide a finding that starts later
+inside it: the search resumes one character after the failed candidate's start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from agent.detectors._checks import IBAN_LENGTHS, iban_ok, ipv4_ok, ipv6_ok, looks_random, luhn_ok, ssn_ok
+
+__all__ = [
+    "AT",
+    "BUILTIN",
+    "COLON",
+    "DIGITS",
+    "DOT",
+    "EQ",
+    "JWT",
+    "KEYWORD",
+    "LONG",
+    "MACLIKE",
+    "URL",
+    "RegexDetector",
+    "features",
+]
+
+Span = tuple[int, int]
+Check = Callable[[str, "re.Match[str]"], Span | None]
+
+# Cheap features of a text, computed once per text; a detector runs only when the text has one of
+# the features in its ``trigger`` mask (0: always run). Each is a necessary condition of a finding.
+AT, COLON, DOT, EQ, DIGITS, LONG, JWT, URL, KEYWORD, MACLIKE = (1 << i for i in range(10))
+_DIGITS7 = re.compile(r"[0-9](?:[ ().+-]?[0-9]){6}")  # seven digits, single separators between
+_LONG16 = re.compile(r"[A-Za-z0-9+/_-]{16}")
+_KEYWORDS = ("earer", "EARER", "asic", "ASIC", "BEGIN")
+
+
+def features(text: str) -> int:
+    f = 0
+    if "@" in text:
+        f |= AT
+    if ":" in text:
+        f |= COLON
+        if "://" in text:
+            f |= URL
+    if "." in text:
+        f |= DOT
+    if "=" in text:
+        f |= EQ
+    if "eyJ" in text:
+        f |= JWT
+    if _DIGITS7.search(text) is not None:
+        f |= DIGITS
+    if len(text) >= 16 and _LONG16.search(text) is not None:
+        f |= LONG
+    if text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2:
+        f |= MACLIKE
+    for kw in _KEYWORDS:
+        if kw in text:
+            f |= KEYWORD
+            break
+    return f
+
+
+@dataclass(frozen=True, slots=True)
+class RegexDetector:
+    """A detector made of one pattern, an optional validator and a cheap prefilter.
+
+    The scanner runs it only on texts of at least ``min_len`` characters having one of the
+    ``trigger`` features (see ``features``); 0 means always.
+    """
+
+    name: str
+    pattern: re.Pattern[str]
+    check: Check | None = None
+    trigger: int = 0
+    min_len: int = 0
+
+    def find(self, text: str) -> Iterator[Span]:
+        search = self.pattern.search
+        check = self.check
+        pos = 0
+        n = len(text)
+        while pos < n:
+            m = search(text, pos)
+            if m is None:
+                return
+            span = m.span() if check is None else check(text, m)
+            if span is None:
+                pos = m.start() + 1
+                continue
+            yield span
+            pos = max(span[1], m.start() + 1)
+
+
+def _group(index: int | str) -> Check:
+    def check(text: str, m: re.Match[str]) -> Span | None:
+        return m.span(index)
+
+    return check
+
+
+# --- email, URLs, tokens ----------------------------------------------------------------------------
+
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
+
+def _email(text: str, m: re.Match[str]) -> Span | None:
+    start = m.start()
+    if start and text[start - 1] == ":":
+        token_start = max(text.rfind(" ", 0, start), text.rfind("\t", 0, start)) + 1
+        if "://" in text[token_start:start]:
+            return None  # the password of scheme://user:password@host: url_credentials owns it
+    return m.span()
+
+
+# scheme://user:password@host — the finding is the user-info (user and password), the host stays.
+_URL_CREDS = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,20}://([^\s:/@?#]+:[^\s/@?#]+)@")
+
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+
+_API_KEY = re.compile(
+    r"(?<![A-Za-z0-9_])(?:"
+    r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"
+    r"|(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"
+    r"|github_pat_[A-Za-z0-9_]{20,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|AIza[A-Za-z0-9_-]{30,}"
+    r"|glpat-[A-Za-z0-9_-]{20,}"
+    r"|sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"
+    r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
+    r"|(?:npm|hf)_[A-Za-z0-9]{30,}"
+    r"|shp(?:at|ss|ca)_[A-Fa-f0-9]{32}"
+    r")(?![A-Za-z0-9_])"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)",
+    re.DOTALL,
+)
+
+# Long tokens of base64/base62 alphabet; validated by the entropy rule.
+_TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/_=-])")
+
+
+def _random_token(text: str, m: re.Match[str]) -> Span | None:
+    return m.span() if looks_random(m.group().rstrip("=")) else None
+
+
+# `password=…`, `api_key: …`, `Authorization: Bearer …`: the value is a secret whatever it looks like.
+# Found operator-first (`=`/`:` are cheap to scan for), then the key before it is checked.
+_ASSIGN_OP = re.compile(r"([=:])[ \t]{0,3}[\"']?([^\s\"',;&]{3,})")
+_SECRET_KEY = re.compile(
+    r"(?<![a-z0-9])(?:pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
+    r"|(?:access|auth|refresh|session|bearer|id|api)?[_-]?token)$"
+)
+_BEARER = re.compile(r"(?<![A-Za-z0-9])(?:[Bb]earer|BEARER|[Bb]asic|BASIC)\s+([A-Za-z0-9._~+/=-]{8,})")
+_PLACEHOLDER = re.compile(
+    r"(?i)^(?:\*+|x+|\.+|<[^>]*>|\[[^\]]*\]|null|none|nil|true|false|redacted|hidden|unset)$"
+)
+
+
+def _assigned(text: str, m: re.Match[str]) -> Span | None:
+    start = m.start()
+    head = text[max(0, start - 28) : start].rstrip(" \t\"'").lower()
+    if not ("pass" in head or "pwd" in head or "secret" in head or "key" in head or "token" in head):
+        return None  # cheap test first: most `=`/`:` in logs are not secrets
+    if not _SECRET_KEY.search(head):
+        return None
+    value = m.group(2)
+    if _PLACEHOLDER.match(value):
+        return None
+    if m.group(1) == ":" and value.isalpha() and value.islower():
+        return None  # "password: incorrect", "token: expired" — prose, not a value
+    return m.span(2)
+
+
+def _bearer(text: str, m: re.Match[str]) -> Span | None:
+    # A credential has digits or symbols; "bearer authentication" does not.
+    return None if m.group(1).isalpha() else m.span(1)
+
+
+# --- numbers: cards, IBAN, SSN, phones ----------------------------------------------------------------
+
+_CARD = re.compile(r"(?<![A-Za-z0-9_.-])[0-9](?:[ -]?[0-9]){11,18}(?![0-9A-Za-z_]|[.-][0-9])")
+
+
+def _card(text: str, m: re.Match[str]) -> Span | None:
+    digits = m.group().replace(" ", "").replace("-", "")
+    n = len(digits)
+    if digits.count(digits[0]) == n or not luhn_ok(digits):
+        return None
+    first = digits[0]
+    if n == 12:  # only Maestro issues 12-digit cards
+        ok = digits.startswith(("50", "56", "57", "58", "6", "0604"))
+    else:
+        ok = first in "23456" or digits.startswith(("1800", "0604"))
+    return m.span() if ok else None
+
+
+_IBAN = re.compile(r"(?i)(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]){11,30}")
+
+
+def _iban(text: str, m: re.Match[str]) -> Span | None:
+    start = m.start()
+    length = IBAN_LENGTHS.get(text[start : start + 2].upper())
+    if length is None:
+        return None
+    chars: list[str] = []
+    i, end = start, m.end()
+    while i < end and len(chars) < length:
+        ch = text[i]
+        if ch not in " -":
+            chars.append(ch.upper())
+        i += 1
+    if len(chars) < length or (i < len(text) and text[i].isalnum()):
+        return None
+    return (start, i) if iban_ok("".join(chars)) else None
+
+
+_SSN = re.compile(r"(?<![A-Za-z0-9_.-])([0-9]{3})([- ])([0-9]{2})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])")
+_SSN_CONTEXT = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(?:ssn|ss#|social security(?: number| no\.?| #)?)\W{0,4}([0-9]{9})(?![0-9])"
+)
+
+
+def _ssn(text: str, m: re.Match[str]) -> Span | None:
+    return m.span() if ssn_ok(m.group(1), m.group(3), m.group(4)) else None
+
+
+def _ssn_context(text: str, m: re.Match[str]) -> Span | None:
+    d = m.group(1)
+    return m.span(1) if ssn_ok(d[:3], d[3:5], d[5:]) else None
+
+
+_PHONE = re.compile(
+    r"(?<![A-Za-z0-9_+./-])\+?\(?[0-9]"
+    r"(?:[0-9]|[ .-](?=[0-9(])|\((?=[0-9])|\)(?=[ .-]?[0-9])){5,24}"
+    r"(?P<x>\s?(?:x|ext\.?|extension)\s?[0-9]{1,6})?"
+    r"(?![0-9A-Za-z_]|[.-][0-9])"
+)
+_PHONE_CONTEXT = re.compile(
+    r"(?i)(?<![A-Za-z])(?:phone|tel|mobile|mob|cell|fax|call|sms|whatsapp|contact|dial)\b[^0-9\n]{0,12}$"
+)
+_DATEISH = re.compile(
+    r"(?:19|20)[0-9]{2}[-./ ][01]?[0-9][-./ ][0-3]?[0-9]|[0-3]?[0-9][-./ ][01]?[0-9][-./ ](?:19|20)[0-9]{2}"
+)
+
+
+def _phone(text: str, m: re.Match[str]) -> Span | None:
+    start = m.start()
+    core = m.group() if m.group("x") is None else text[start : m.start("x")]
+    n = sum(1 for ch in core if "0" <= ch <= "9")
+    opens = core.count("(")
+    if opens != core.count(")") or opens > 1 or n > 15:
+        return None
+    if core[0] == "+":
+        return m.span() if n >= 8 else None
+    seps = {ch for ch in core if ch in " .-"}
+    if _PHONE_CONTEXT.search(text, max(0, start - 30), start) and n >= (7 if seps else 9):
+        return m.span()
+    if core[0] == "(":
+        return m.span() if 10 <= n <= 12 else None
+    if _DATEISH.match(core):
+        return None
+    if not seps:  # a bare run of digits: only a national number with trunk prefix 0 (0 + area code)
+        return m.span() if core[1] != "0" and core[0] == "0" and 10 <= n <= 11 else None
+    groups = re.split(r"[ .-]+", core)
+    if len(groups[-1]) < 2:
+        return None  # "20240517.3", "1234 5678 9": a phone does not end in a one-digit group
+    if seps == {"."} and (len(groups) == 2 or (len(groups) == 4 and all(len(g) <= 3 for g in groups))):
+        return None  # a decimal number, or a dotted quad (an invalid IP, a version), not a phone
+    if core.startswith("00"):
+        return m.span() if 11 <= n <= 15 else None
+    return m.span() if 9 <= n <= 12 else None
+
+
+# --- network identifiers --------------------------------------------------------------------------------
+
+_MAC = re.compile(
+    r"(?<![A-Za-z0-9_:.-])(?:[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}"
+    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![A-Za-z0-9_]|[:.-][0-9A-Fa-f])"
+)
+
+# IPv6 is found from its colons (a literal the regex engine scans for quickly): the tail from the first
+# colon on, then at most four hex digits before it.
+_IPV6_TAIL = re.compile(r"(?::[0-9A-Fa-f]{0,4}){2,8}(?:\.[0-9]{1,3}){0,3}(?:%[A-Za-z0-9_.]{1,16})?")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_V6_LEFT_STOP = frozenset("ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ_:.")
+
+
+def _ipv6(text: str, m: re.Match[str]) -> Span | None:
+    start, end = m.span()
+    floor = max(0, start - 4)
+    while start > floor and text[start - 1] in _HEX:
+        start -= 1
+    if start and (text[start - 1] in _HEX or text[start - 1] in _V6_LEFT_STOP):
+        return None
+    if end < len(text) and (text[end].isalnum() or text[end] in "_:"):
+        return None
+    cand = text[start:end]
+    colons = cand.count(":")
+    if "::" not in cand and colons != 7 and not (colons == 6 and "." in cand):
+        return None  # "13:45:12", "a:b:c": too few groups to be an address
+    return (start, end) if ipv6_ok(cand) else None
+
+
+_IPV4 = re.compile(r"(?<![A-Za-z0-9_.:-])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![A-Za-z0-9_]|\.[0-9])")
+_VERSION_BEFORE = re.compile(r"(?i)(?:version|ver\.?|release|build)\s*$")
+
+
+def _ipv4(text: str, m: re.Match[str]) -> Span | None:
+    if not ipv4_ok(m.group()):
+        return None
+    start = m.start()
+    if _VERSION_BEFORE.search(text, max(0, start - 12), start):
+        return None
+    if start >= 2 and text[start - 1] == "/" and text[start - 2].isalnum():
+        return None  # a product token, "Chrome/120.0.0.0", not an address ("http://10.0.0.1" still is)
+    return m.span()
+
+
+# Priority order: when findings overlap, they merge into one finding named after the earliest here.
+BUILTIN: tuple[RegexDetector, ...] = (
+    RegexDetector("url_credentials", _URL_CREDS, _group(1), trigger=URL),
+    RegexDetector("jwt", _JWT, trigger=JWT, min_len=20),
+    RegexDetector("api_key", _API_KEY, trigger=LONG | KEYWORD, min_len=16),
+    RegexDetector("email", _EMAIL, _email, trigger=AT),
+    RegexDetector("iban", _IBAN, _iban, trigger=DIGITS, min_len=15),
+    RegexDetector("card", _CARD, _card, trigger=DIGITS, min_len=12),
+    RegexDetector("ssn", _SSN, _ssn, trigger=DIGITS, min_len=9),
+    RegexDetector("ssn", _SSN_CONTEXT, _ssn_context, trigger=DIGITS, min_len=12),
+    RegexDetector("mac", _MAC, trigger=MACLIKE, min_len=14),
+    RegexDetector("ipv6", _IPV6_TAIL, _ipv6, trigger=COLON),
+    RegexDetector("ipv4", _IPV4, _ipv4, trigger=DOT, min_len=7),
+    RegexDetector("phone", _PHONE, _phone, trigger=DIGITS, min_len=7),
+    RegexDetector("secret", _ASSIGN_OP, _assigned, trigger=EQ | COLON, min_len=8),
+    RegexDetector("secret", _BEARER, _bearer, trigger=KEYWORD, min_len=12),
+    RegexDetector("secret", _TOKEN, _random_token, trigger=LONG, min_len=20),
+)

@@ -1,0 +1,280 @@
+"""The redaction stage: deny-by-default attribute filtering and PII detection on every string.
+
+Rules, in order, for one event:
+
+1. **Name and keys.** The event name and every attribute key are scanned. With
+   ``redaction.drop_event_on_name_finding`` (the default) a finding there drops the whole event
+   (``redact`` returns None; counted as ``dropped_event`` plus the detector); otherwise a finding in
+   the name is rewritten like one in a value.
+2. **Deny by default.** A key not in ``policy.attrs`` is dropped (``dropped_key``).
+3. **Types.** ``label``/``text`` rules take strings, ``number`` takes int/float, ``bool`` takes
+   bool; anything else is dropped (``dropped_type``). A rule with ``generalize`` takes a string or a
+   number and replaces the whole value: ``hour`` floors a timestamp (epoch seconds or milliseconds,
+   or ISO 8601) to the hour, ``ip_prefix`` turns an address into its /24 (IPv4) or /48 (IPv6)
+   network; a value that does not parse is dropped (``dropped_value``).
+4. **Length.** A string longer than the rule's ``max_length`` is cut *before* scanning; when the cut
+   falls inside a word, that partial word is removed too, so no half-finding (the first 12 digits of
+   a card) survives undetected (``truncated``).
+5. **Detectors.** Every kept string is scanned; each finding is handled by
+   ``redaction.detectors[name]`` or ``redaction.default``:
+
+   - ``drop``: the finding's text is removed; the rest of the value stays;
+   - ``mask``: replaced by ``[name]``, e.g. ``[email]``;
+   - ``hash``: replaced by ``name:`` + 16 hex digits of HMAC-SHA-256 keyed by the site secret over
+     the normalised finding — a stable pseudonym (same email, any case → same pseudonym; another
+     site secret → another pseudonym);
+   - ``generalize``: IPv4 → /24, IPv6 → /48; detectors without a meaningful coarse form are masked.
+
+6. **Unit.** ``unit`` never leaves the agent except as a grouping key, but when it holds a finding
+   (an email, a phone…) it is replaced by ``unit:`` + its HMAC pseudonym (``pseudonymized_unit``),
+   so raw ids never reach disk. Grouping is unchanged: the pseudonym is stable.
+
+Counts per detector (and the ``dropped_*``/``truncated`` counters) accumulate until
+``take_counts()``. Raw values are never logged or kept, except that strings found *clean* are
+remembered in a bounded cache to skip rescanning them (by construction it holds no finding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from agent.detectors import DETECTOR_NAMES, Finding, Scanner, generalize, normalize
+from agent.model import AttrValue, Event
+from agent.policy import AttrRule, Policy
+
+__all__ = ["COUNTERS", "Redactor"]
+
+# Counters reported next to the per-detector counts.
+COUNTERS = (
+    "dropped_event",
+    "dropped_key",
+    "dropped_type",
+    "dropped_value",
+    "truncated",
+    "pseudonymized_unit",
+)
+
+_HASH_HEX = 16  # 64-bit pseudonyms: collisions stay negligible for the cardinalities we aggregate
+_CLEAN_CACHE = 1 << 17
+_TEXT_RULE = AttrRule(kind="text", max_length=1_000_000)
+
+
+class Redactor:
+    """Applies a policy's redaction rules to events. Not thread-safe: one per pipeline task."""
+
+    def __init__(self, policy: Policy, secret: bytes, *, scanner: Scanner | None = None) -> None:
+        if len(secret) < 16:
+            raise ValueError("the site secret must be at least 16 bytes")
+        self._scanner = scanner or Scanner()
+        self._scan = self._scanner.scan
+        red = policy.redaction
+        self._actions = {name: red.detectors.get(name, red.default) for name in self._scanner.names}
+        self._default = red.default
+        self._drop_on_name = red.drop_event_on_name_finding
+        self._rules = dict(policy.attrs)
+        # key -> max_length for rules that keep strings as they are (after scanning)
+        self._fast = {
+            k: r.max_length
+            for k, r in self._rules.items()
+            if r.kind in ("label", "text") and r.generalize is None
+        }
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+        self._clean: set[str] = set()
+        self._counts: dict[str, int] = {}
+
+    # --- public API -----------------------------------------------------------------------------------
+
+    def redact(self, event: Event) -> Event | None:
+        return self._event(event)
+
+    def redact_many(self, events: Sequence[Event]) -> list[Event]:
+        one = self._event
+        out: list[Event] = []
+        append = out.append
+        for ev in events:
+            r = one(ev)
+            if r is not None:
+                append(r)
+        return out
+
+    def redact_text(self, text: str) -> str:
+        """One free-text value, handled as an allowed ``text`` attribute without a length limit."""
+        value = self._value(text, _TEXT_RULE)
+        assert isinstance(value, str)
+        return value
+
+    def take_counts(self) -> dict[str, int]:
+        counts, self._counts = self._counts, {}
+        return counts
+
+    def pseudonym(self, detector: str, raw: str) -> str:
+        """``detector:`` + truncated HMAC-SHA-256 of the normalised value under the site secret."""
+        mac = self._mac.copy()
+        mac.update(detector.encode() + b"\0" + normalize(detector, raw).encode("utf-8", "surrogatepass"))
+        return f"{detector}:{mac.hexdigest()[:_HASH_HEX]}"
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self._counts[key] = self._counts.get(key, 0) + n
+
+    def _findings(self, text: str) -> list[Finding]:
+        clean = self._clean
+        if text in clean:
+            return []
+        found = self._scan(text)
+        if not found:
+            if len(clean) >= _CLEAN_CACHE:
+                clean.clear()
+            clean.add(text)
+            return found
+        for f in found:
+            self._count(f.detector)
+        return found
+
+    def _event(self, event: Event) -> Event | None:
+        clean = self._clean
+        changed = False
+        name = event.name
+        if name not in clean:
+            found = self._findings(name)
+            if found:
+                if self._drop_on_name:
+                    self._count("dropped_event")
+                    return None
+                name = self._rewrite(name, found)
+                changed = True
+        fast = self._fast
+        attrs: dict[str, AttrValue] = {}
+        dropped = 0
+        for key, value in event.attrs.items():
+            limit = fast.get(key)
+            # Fast path: a plain string rule and a string already known clean.
+            if limit is not None and value.__class__ is str and value in clean and len(value) <= limit:
+                attrs[key] = value
+                continue
+            rule = self._rules.get(key)
+            if rule is None:
+                if self._drop_on_name and key not in clean and self._findings(key):
+                    self._count("dropped_event")
+                    return None
+                dropped += 1
+                continue
+            new = self._value(value, rule)
+            if new is not value:
+                changed = True
+                if new is None:
+                    continue
+            attrs[key] = new
+        if dropped:
+            self._count("dropped_key", dropped)
+            changed = True
+        unit = event.unit
+        if unit not in clean and self._findings(unit):
+            unit = self.pseudonym("unit", unit)
+            self._count("pseudonymized_unit")
+            changed = True
+        if not changed:
+            return event
+        return Event(name=name, ts=event.ts, unit=unit, value=event.value, attrs=attrs)
+
+    def _value(self, value: AttrValue, rule: AttrRule) -> AttrValue | None:
+        """The redacted value, the same object when nothing changed, or None when it is dropped."""
+        if rule.generalize is not None and not isinstance(value, bool):
+            general = _generalize_whole(value, rule.generalize)
+            if general is None:
+                self._count("dropped_value")
+            return general
+        kind = rule.kind
+        if isinstance(value, str):
+            if kind not in ("label", "text"):
+                self._count("dropped_type")
+                return None
+            text = value
+            if len(text) > rule.max_length:
+                text = _truncate(text, rule.max_length)
+                self._count("truncated")
+            found = self._findings(text)
+            return self._rewrite(text, found) if found else text
+        if isinstance(value, bool):
+            ok = kind == "bool"
+        else:
+            ok = kind == "number" and (not isinstance(value, float) or math.isfinite(value))
+        if not ok:
+            self._count("dropped_type")
+            return None
+        return value
+
+    def _rewrite(self, text: str, found: list[Finding]) -> str:
+        parts: list[str] = []
+        pos = 0
+        for det, start, end in found:
+            parts.append(text[pos:start])
+            parts.append(self._replacement(det, text[start:end]))
+            pos = end
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    def _replacement(self, detector: str, raw: str) -> str:
+        action = self._actions.get(detector, self._default)
+        if action == "mask":
+            return f"[{detector}]"
+        if action == "drop":
+            return ""
+        if action == "hash":
+            return self.pseudonym(detector, raw)
+        general = generalize(detector, raw)
+        return general if general is not None else f"[{detector}]"
+
+
+def _truncate(text: str, limit: int) -> str:
+    """Cut to ``limit`` characters; a word split by the cut is removed entirely."""
+    head = text[:limit]
+    if not text[limit].isspace():
+        cut = max(head.rfind(" "), head.rfind("\t"), head.rfind("\n"))
+        head = head[:cut] if cut >= 0 else ""
+    return head
+
+
+def _generalize_whole(value: AttrValue, how: str) -> AttrValue | None:
+    if how == "hour":
+        return _hour(value)
+    if isinstance(value, str):
+        addr = value.strip()
+        if addr.startswith("[") and "]" in addr:
+            addr = addr[1 : addr.index("]")]
+        elif addr.count(":") == 1:
+            addr = addr.split(":", 1)[0]  # IPv4 with a port
+        general = generalize("ipv6" if ":" in addr else "ipv4", addr)
+        return general
+    return None
+
+
+def _hour(value: AttrValue) -> AttrValue | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            return None
+        step = 3_600_000 if value >= 1e11 else 3600  # epoch milliseconds or seconds
+        floored = (int(value) // step) * step
+        return floored if isinstance(value, int) else float(floored)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        return _hour(float(text)) if text.replace(".", "", 1).isdigit() else _hour_iso(text)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _hour_iso(text: str) -> str:
+    dt = datetime.fromisoformat(text.replace("z", "Z"))
+    if dt.tzinfo is None:
+        return dt.replace(minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:00:00")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
+
+
+assert set(COUNTERS).isdisjoint(DETECTOR_NAMES)
