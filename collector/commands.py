@@ -26,7 +26,6 @@ from collector.db import DEFAULT_DB, default_key_path, open_store, sqlite_path
 from collector.errors import AuditError, Conflict, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
-from collector.server import serve
 from collector.store import Store, TenantState, day_of
 from collector.tables import format_usage, keys_table, tenants_table
 from hushmetric.errors import ConfigError
@@ -353,6 +352,8 @@ async def _serve(ctx: Context) -> int:
         metrics = IngestMetrics()
         metrics.start(metrics_addr)
         observer = metrics.observe
+
+    from collector.server import serve  # gRPC loads only for the server
 
     def bound(address: str) -> None:
         ctx.say(address)

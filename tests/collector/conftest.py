@@ -10,13 +10,13 @@ from pathlib import Path
 import grpc
 import nacl.signing
 import pytest
-from collector_testkit import STORE_KINDS, Agent, Clock, Server
 
 from collector.ingest import IngestSettings
 from collector.server import serve
 from collector.sqlite_store import SqliteStore
 from collector.store import Store
 from hushmetric.v1 import ingest_pb2_grpc
+from tests.collector.collector_testkit import STORE_KINDS, Agent, Clock, Server
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import nacl.signing
 import pytest
-from collector_testkit import Clock
 
 from collector import audit
 from collector.errors import AuditError
 from collector.store import Store
+from tests.collector.collector_testkit import Clock
 
 
 def _chain(key: nacl.signing.SigningKey, n: int) -> list[audit.AuditEntry]:

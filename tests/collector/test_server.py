@@ -8,7 +8,6 @@ import asyncio
 import grpc
 import msgspec
 import pytest
-from collector_testkit import Agent, Clock, Server, flip
 from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +19,7 @@ from hushmetric import dsse
 from hushmetric.batch import payload_digest
 from hushmetric.v1 import ingest_pb2
 from hushmetric.wire import envelope_to_proto
+from tests.collector.collector_testkit import Agent, Clock, Server, flip
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import nacl.signing
 import pytest
-from collector_testkit import Agent, Clock
 
 from collector import enroll
 from collector.errors import Conflict, NotFound
 from collector.ingest import Rejected, Stored, ingest
 from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
+from tests.collector.collector_testkit import Agent, Clock
 
 
 async def test_tenant_lifecycle(store: Store, clock: Clock) -> None:
