@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from agent.bound import CONTRIBUTION_DROPPED, NEW, PARTITION_DROPPED, Bounder, Bounds
+from agent.bound import Bounder, Bounds
 from agent.model import AttrValue, Event
 from agent.policy import Metric, Policy, period_seconds
 
@@ -65,18 +65,18 @@ def bucket_labels(edges: Sequence[float]) -> list[str]:
     return [f"{lo:g}..{hi:g}" for lo, hi in itertools.pairwise(edges)]
 
 
-class MetricWindow:
-    """One metric's accumulators in one window: partition key -> integer list.
+class MetricWindow(Bounder):
+    """One metric's bounder and accumulators in one window: partition key -> integer list.
 
     Layout: ``[units, …]`` where units counts distinct privacy units, followed by ``count`` (count),
     ``fixed-point sum`` (sum), ``fixed-point sum, count`` (mean), one count per bucket (histogram,
     quantiles), nothing (distinct_units).
     """
 
-    __slots__ = ("bounder", "parts")
+    __slots__ = ("parts",)
 
     def __init__(self, bounds: Bounds) -> None:
-        self.bounder = Bounder(bounds.max_partitions, bounds.max_contributions)
+        super().__init__(bounds.max_partitions, bounds.max_contributions)
         self.parts: dict[tuple[str, ...], list[int]] = {}
 
 
@@ -96,23 +96,38 @@ class WindowState:
 
 
 class _Plan:
-    """A metric prepared for the hot path."""
+    """A metric prepared for the hot path: ``hot`` is unpacked once per event and metric."""
 
-    __slots__ = ("bounds", "code", "dims", "edges", "index", "last_bucket", "open", "width")
+    __slots__ = ("bounds", "hot", "index")
 
     def __init__(self, index: int, metric: Metric) -> None:
         self.index = index
-        self.code = _STAT_CODE[metric.stat]
-        self.bounds = Bounds.of(metric)
-        self.dims: tuple[tuple[str, frozenset[str] | None], ...] = tuple(
+        self.bounds = b = Bounds.of(metric)
+        code = _STAT_CODE[metric.stat]
+        dims = tuple(
             (name, None if spec == "open" else frozenset(spec)) for name, spec in metric.dims.items()
         )
-        self.open = any(allowed is None for _, allowed in self.dims)
-        self.edges = list(metric.buckets)
-        self.last_bucket = max(0, len(self.edges) - 2)
-        self.width = {_COUNT: 2, _SUM: 2, _MEAN: 3, _HISTOGRAM: 1 + self.last_bucket + 1, _DISTINCT: 1}[
-            self.code
-        ]
+        edges = list(metric.buckets)
+        last_bucket = max(0, len(edges) - 2)
+        width = {_COUNT: 2, _SUM: 2, _MEAN: 3, _HISTOGRAM: 2 + last_bucket, _DISTINCT: 1}[code]
+        self.hot: tuple[
+            int, int, tuple[tuple[str, frozenset[str] | None], ...], bool, bool, float, float, float, int,
+            int, int, list[float], int,
+        ] = (
+            index,
+            code,
+            dims,
+            any(allowed is None for _, allowed in dims),  # open
+            code in (_SUM, _MEAN, _HISTOGRAM),  # takes a value
+            b.lower,
+            b.upper,
+            b.quantum,
+            width,
+            b.max_partitions,
+            b.max_contributions,
+            edges,
+            last_bucket,
+        )  # fmt: skip
 
 
 class WindowAggregator:
@@ -162,15 +177,17 @@ class WindowAggregator:
         frontier = -math.inf if self._frontier is None else self._frontier
         watermark = self._watermark
         max_open = self.max_open_values
+        unmatched = late = undeclared = missing_value = clamped = 0
+        contributions_dropped = partitions_dropped = open_refused = admitted = 0
         for ev in events:
             plans = by_name.get(ev.name)
             if plans is None:
-                st.unmatched += 1
+                unmatched += 1
                 continue
             ts = ev.ts
             start = int(ts // size) * size
             if start < frontier or start + span <= watermark:
-                st.late += 1
+                late += 1
                 continue
             if ts > watermark:
                 watermark = ts
@@ -180,11 +197,28 @@ class WindowAggregator:
                     start, start + size, [MetricWindow(p.bounds) for p in self._plans]
                 )
             attrs = ev.attrs
+            unit = ev.unit
+            metrics = window.metrics
             for plan in plans:
+                (
+                    index,
+                    code,
+                    dims,
+                    is_open,
+                    valued,
+                    lower,
+                    upper,
+                    quantum,
+                    width,
+                    max_p,
+                    max_c,
+                    edges,
+                    last,
+                ) = plan.hot
                 key: tuple[str, ...] = ()
-                if plan.dims:
+                if dims:
                     labels = []
-                    for dim, allowed in plan.dims:
+                    for dim, allowed in dims:
                         raw = attrs.get(dim)
                         if raw is None:
                             break
@@ -192,55 +226,72 @@ class WindowAggregator:
                         if allowed is not None and text not in allowed:
                             break
                         labels.append(text)
-                    else:
-                        key = tuple(labels)
-                    if len(labels) != len(plan.dims):
-                        st.undeclared += 1
+                    if len(labels) != len(dims):
+                        undeclared += 1
                         continue
-                code = plan.code
+                    key = tuple(labels)
                 value = 0.0
-                if code in (_SUM, _MEAN, _HISTOGRAM):
+                if valued:
                     raw_value = ev.value
                     if raw_value is None or raw_value != raw_value:  # None or NaN
-                        st.missing_value += 1
+                        missing_value += 1
                         continue
-                    bounds = plan.bounds
-                    if raw_value < bounds.lower:
-                        value = bounds.lower
-                        st.clamped += 1
-                    elif raw_value > bounds.upper:
-                        value = bounds.upper
-                        st.clamped += 1
+                    if raw_value < lower:
+                        value = lower
+                        clamped += 1
+                    elif raw_value > upper:
+                        value = upper
+                        clamped += 1
                     else:
                         value = raw_value
-                mw = window.metrics[plan.index]
-                part = mw.parts.get(key)
-                if part is None and plan.open and len(mw.parts) >= max_open:
-                    st.open_values_refused += 1
+                mw = metrics[index]
+                parts = mw.parts
+                part = parts.get(key)
+                if part is None and is_open and len(parts) >= max_open:
+                    open_refused += 1
                     continue
-                outcome = mw.bounder.admit(ev.unit, key)
-                if outcome >= CONTRIBUTION_DROPPED:
-                    if outcome == PARTITION_DROPPED:
-                        st.partitions_dropped += 1
-                    else:
-                        st.contributions_dropped += 1
-                    continue
-                if part is None:
-                    part = mw.parts[key] = [0] * plan.width
-                window.events += 1
-                if outcome == NEW:
+                # Bounder.admit, inlined (this loop is the agent's hot path)
+                contributions = mw.contributions
+                slot = (unit, key)
+                n = contributions.get(slot)
+                if n is None:
+                    touched = mw.touched.get(unit, 0)
+                    if touched >= max_p:
+                        partitions_dropped += 1
+                        continue
+                    mw.touched[unit] = touched + 1
+                    contributions[slot] = 1
+                    if part is None:
+                        part = parts[key] = [0] * width
                     part[0] += 1
+                elif n >= max_c:
+                    contributions_dropped += 1
+                    continue
+                else:
+                    contributions[slot] = n + 1
+                    assert part is not None  # the unit's first contribution created it
+                admitted += 1
                 if code == _COUNT:
                     part[1] += 1
                 elif code == _SUM:
-                    part[1] += round(value / plan.bounds.quantum)
+                    part[1] += round(value / quantum)
                 elif code == _MEAN:
-                    part[1] += round(value / plan.bounds.quantum)
+                    part[1] += round(value / quantum)
                     part[2] += 1
                 elif code == _HISTOGRAM:
-                    bucket = bisect_right(plan.edges, value) - 1
-                    part[1 + min(max(bucket, 0), plan.last_bucket)] += 1
+                    bucket = bisect_right(edges, value) - 1
+                    part[1 + (0 if bucket < 0 else last if bucket > last else bucket)] += 1
+            window.events += admitted
+            admitted = 0
         self._watermark = watermark
+        st.unmatched += unmatched
+        st.late += late
+        st.undeclared += undeclared
+        st.missing_value += missing_value
+        st.clamped += clamped
+        st.contributions_dropped += contributions_dropped
+        st.partitions_dropped += partitions_dropped
+        st.open_values_refused += open_refused
 
     def _hand_out(self, last: int) -> list[WindowState]:
         """Windows from the frontier through ``last`` (inclusive), gaps filled with empty windows."""

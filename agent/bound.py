@@ -116,38 +116,40 @@ class Bounder:
 
     Each unit's admitted contributions depend only on that unit's own events, so removing a unit
     changes nothing else: the bounding is stable and the sensitivities above hold.
+    ``touched`` (unit -> partitions) and ``contributions`` ((unit, key) -> count) are public so the
+    aggregator's hot loop can inline :meth:`admit`; nothing else may write them.
     """
 
-    __slots__ = ("_contributions", "_partitions", "max_contributions", "max_partitions")
+    __slots__ = ("contributions", "max_contributions", "max_partitions", "touched")
 
     def __init__(self, max_partitions: int, max_contributions: int) -> None:
         self.max_partitions = max_partitions
         self.max_contributions = max_contributions
-        self._partitions: dict[str, int] = {}
-        self._contributions: dict[tuple[str, tuple[str, ...]], int] = {}
+        self.touched: dict[str, int] = {}
+        self.contributions: dict[tuple[str, tuple[str, ...]], int] = {}
 
     def admit(self, unit: str, key: tuple[str, ...]) -> int:
         """Record one contribution of ``unit`` to partition ``key`` if the caps allow; see NEW etc."""
         slot = (unit, key)
-        n = self._contributions.get(slot)
+        n = self.contributions.get(slot)
         if n is None:
-            touched = self._partitions.get(unit, 0)
+            touched = self.touched.get(unit, 0)
             if touched >= self.max_partitions:
                 return PARTITION_DROPPED
-            self._partitions[unit] = touched + 1
-            self._contributions[slot] = 1
+            self.touched[unit] = touched + 1
+            self.contributions[slot] = 1
             return NEW
         if n >= self.max_contributions:
             return CONTRIBUTION_DROPPED
-        self._contributions[slot] = n + 1
+        self.contributions[slot] = n + 1
         return ADMITTED
 
     def partitions_of(self, unit: str) -> int:
-        return self._partitions.get(unit, 0)
+        return self.touched.get(unit, 0)
 
     def contributions_of(self, unit: str, key: tuple[str, ...]) -> int:
-        return self._contributions.get((unit, key), 0)
+        return self.contributions.get((unit, key), 0)
 
     @property
     def units(self) -> int:
-        return len(self._partitions)
+        return len(self.touched)
