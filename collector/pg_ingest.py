@@ -1,0 +1,246 @@
+"""The ingest transaction on PostgreSQL: dedupe, rate limit, quotas, rows, metering and chain events.
+
+The same steps, in the same order, as :mod:`collector.sqlite_ingest`, run inside one READ COMMITTED
+transaction; raising :class:`Rollback` undoes everything and hands its outcome back. Why it stays
+exact when several collector processes write at once:
+
+- dedupe is the unique key on ``batches (tenant, agent, seq)``: ``INSERT … ON CONFLICT DO NOTHING``
+  waits for a concurrent insert of the same key and then either inserts (the other rolled back) or
+  does nothing (the other committed), so one batch is stored once whichever replica wins;
+- the token bucket and the day/month meters are consumed by conditional ``UPDATE``s. The update
+  takes the row lock, and PostgreSQL re-evaluates the ``WHERE`` against the newest committed row
+  after waiting for it, so no quota is ever exceeded and no token is spent twice;
+- every accepted batch of a tenant updates that tenant's ``meter_day`` row, so its chain check runs
+  after the previous writer of the same tenant committed and sees its batch (a gap recorded by one
+  replica is resolved by the other).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from collector.store import (
+    Accepted,
+    BatchCommit,
+    CommitOutcome,
+    CommitRefused,
+    Conflicting,
+    Duplicate,
+    Quota,
+    day_of,
+    month_of,
+    seconds_to_next_day,
+    seconds_to_next_month,
+)
+from hushmetric.timefmt import parse_rfc3339
+
+__all__ = ["Rollback", "affected", "commit"]
+
+_json = msgspec.json.Encoder()
+Connection = Any  # asyncpg ships no type information
+
+
+class Rollback(Exception):  # control flow inside the store, never escapes it
+    def __init__(self, outcome: CommitOutcome) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+def affected(status: str) -> int:
+    """Rows a command touched, from its status tag (``INSERT 0 1``, ``UPDATE 3``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _recheck(db: Connection, b: BatchCommit) -> None:
+    """Key and tenant state may have changed since the checks: a kill switch takes effect at once."""
+    row = await db.fetchrow(
+        "SELECT k.state, t.state FROM keys k JOIN tenants t ON t.name = k.tenant WHERE k.key_id = $1",
+        b.key_id,
+    )
+    if row is None:
+        raise Rollback(CommitRefused("unknown_key"))
+    if row[0] == "revoked":
+        raise Rollback(CommitRefused("revoked_key"))
+    if row[1] != "active":
+        raise Rollback(CommitRefused(f"tenant_{row[1]}"))
+
+
+async def _take_token(db: Connection, tenant: str, quota: Quota, now: float) -> None:
+    rate = quota.batches_per_second
+    if not rate:
+        return
+    burst = float(quota.burst if quota.burst else max(1, math.ceil(rate)))
+    name = f"tenant:{tenant}"
+    await db.execute(
+        "INSERT INTO buckets (name, tokens, updated) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        name,
+        burst,
+        now,
+    )
+    level = "LEAST($2::float8, tokens + GREATEST(0, $3::float8 - updated) * $4::float8)"
+    status = await db.execute(
+        f"UPDATE buckets SET tokens = {level} - 1, updated = GREATEST(updated, $3::float8) "
+        f"WHERE name = $1 AND {level} >= 1",
+        name,
+        burst,
+        now,
+        float(rate),
+    )
+    if affected(status) == 1:
+        return
+    row = await db.fetchrow("SELECT tokens, updated FROM buckets WHERE name = $1", name)
+    tokens = float(row[0]) if row else 0.0
+    updated = float(row[1]) if row else now
+    have = min(burst, tokens + max(0.0, now - updated) * rate)
+    raise Rollback(CommitRefused("rate_limited", max(0.001, (1.0 - have) / rate)))
+
+
+async def _consume_day(db: Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
+    n = len(b.rows)
+    await db.execute(
+        "INSERT INTO meter_day (tenant, day) VALUES ($1, $2) ON CONFLICT (tenant, day) DO NOTHING",
+        b.tenant,
+        day,
+    )
+    params: list[object] = [n, b.nbytes, b.tenant, day]
+    cond = ""
+    if quota.rows_per_day is not None:
+        params.append(quota.rows_per_day)
+        cond += f" AND rows + $1 <= ${len(params)}"
+    if quota.bytes_per_day is not None:
+        params.append(quota.bytes_per_day)
+        cond += f" AND bytes + $2 <= ${len(params)}"
+    status = await db.execute(
+        "UPDATE meter_day SET batches = batches + 1, rows = rows + $1, bytes = bytes + $2 "
+        f"WHERE tenant = $3 AND day = $4{cond}",
+        *params,
+    )
+    if affected(status) == 1:
+        return
+    used_rows = await db.fetchval("SELECT rows FROM meter_day WHERE tenant = $1 AND day = $2", b.tenant, day)
+    over_rows = quota.rows_per_day is not None and int(used_rows or 0) + n > quota.rows_per_day
+    reason = "quota_rows_day" if over_rows else "quota_bytes_day"
+    raise Rollback(CommitRefused(reason, seconds_to_next_day(now)))
+
+
+async def _consume_month(db: Connection, b: BatchCommit, quota: Quota, now: float) -> None:
+    month, n = month_of(now), len(b.rows)
+    await db.execute(
+        "INSERT INTO meter_month (tenant, month) VALUES ($1, $2) ON CONFLICT (tenant, month) DO NOTHING",
+        b.tenant,
+        month,
+    )
+    params: list[object] = [n, b.tenant, month]
+    cond = ""
+    if quota.rows_per_month is not None:
+        params.append(quota.rows_per_month)
+        cond = " AND rows + $1 <= $4"
+    status = await db.execute(
+        f"UPDATE meter_month SET rows = rows + $1 WHERE tenant = $2 AND month = $3{cond}", *params
+    )
+    if affected(status) != 1:
+        raise Rollback(CommitRefused("quota_rows_month", seconds_to_next_month(now)))
+
+
+async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
+    """Record (never refuse) a gap before this batch, a fork at it, and what it resolves after it."""
+    gap = fork = False
+    event = (
+        "INSERT INTO chain_events (tenant, agent, seq, kind, day) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (tenant, agent, seq, kind) DO NOTHING"
+    )
+    at = "SELECT {} FROM batches WHERE tenant = $1 AND agent = $2 AND seq = $3"
+    if b.seq > 1:
+        before = await db.fetchrow(at.format("digest"), b.tenant, b.agent, b.seq - 1)
+        if before is None:
+            gap = True
+            await db.execute(event, b.tenant, b.agent, b.seq, "gap", day)
+        elif before[0] != b.prev:
+            fork = True
+    elif b.prev:
+        fork = True
+    if fork:
+        await db.execute(event, b.tenant, b.agent, b.seq, "fork", day)
+    after = await db.fetchrow(at.format("prev"), b.tenant, b.agent, b.seq + 1)
+    if after is not None:
+        await db.execute(
+            "UPDATE chain_events SET resolved = 1 "
+            "WHERE tenant = $1 AND agent = $2 AND seq = $3 AND kind = 'gap'",
+            b.tenant,
+            b.agent,
+            b.seq + 1,
+        )
+        if after[0] != b.digest:
+            await db.execute(event, b.tenant, b.agent, b.seq + 1, "fork", day)
+    return Accepted(gap=gap, fork=fork)
+
+
+async def _store_rows(db: Connection, batch_id: int, b: BatchCommit) -> None:
+    if not b.rows:
+        return
+    await db.execute(
+        "INSERT INTO batch_rows (batch_id, ord, metric, stat, dims, value, mechanism, scale) "
+        "SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], "
+        "$7::text[], $8::float8[])",
+        batch_id,
+        list(range(len(b.rows))),
+        [r.metric for r in b.rows],
+        [r.stat for r in b.rows],
+        [_json.encode(r.dims).decode() for r in b.rows],
+        [float(r.value) for r in b.rows],
+        [r.noise.mechanism for r in b.rows],
+        [float(r.noise.scale) for r in b.rows],
+    )
+
+
+async def commit(db: Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
+    day = day_of(now)
+    await _recheck(db, b)
+    batch_id = await db.fetchval(
+        "INSERT INTO batches (tenant, agent, seq, key_id, digest, prev, created, received, window_start, "
+        "window_end, window_start_epoch, policy, unit, epsilon, delta, rho, nbytes, nrows) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+        "ON CONFLICT (tenant, agent, seq) DO NOTHING RETURNING id",
+        b.tenant,
+        b.agent,
+        b.seq,
+        b.key_id,
+        b.digest,
+        b.prev,
+        b.created,
+        now,
+        b.window_start,
+        b.window_end,
+        parse_rfc3339(b.window_start),
+        b.policy,
+        b.unit,
+        b.epsilon,
+        b.delta,
+        b.rho,
+        b.nbytes,
+        len(b.rows),
+    )
+    if batch_id is None:
+        digest = await db.fetchval(
+            "SELECT digest FROM batches WHERE tenant = $1 AND agent = $2 AND seq = $3",
+            b.tenant,
+            b.agent,
+            b.seq,
+        )
+        if digest != b.digest:
+            raise Rollback(Conflicting())
+        await db.execute(
+            "INSERT INTO meter_day (tenant, day, duplicates) VALUES ($1, $2, 1) "
+            "ON CONFLICT (tenant, day) DO UPDATE SET duplicates = meter_day.duplicates + 1",
+            b.tenant,
+            day,
+        )
+        return Duplicate()
+    await _take_token(db, b.tenant, quota, now)
+    await _consume_day(db, b, quota, day, now)
+    await _consume_month(db, b, quota, now)
+    await _store_rows(db, int(batch_id), b)
+    return await _chain(db, b, day)

@@ -1,0 +1,733 @@
+"""The server :class:`~collector.store.Store`: PostgreSQL through an asyncpg pool, for several replicas.
+
+Open with :func:`open_pg_store` (or :meth:`PgStore.open`). Every write is one READ COMMITTED
+transaction on a pooled connection; what keeps it exact while replicas race is described in
+:mod:`collector.pg_ingest`. The audit log stays one hash chain because every append first takes a
+transaction-scoped advisory lock, then reads the head: appends from all replicas are serialised
+and each sees the head the previous one committed. Admin mutations take that lock before their
+checks, so they are serialised too (check-then-insert cannot race).
+
+Failures: an unreachable or uninitialised database at start raises
+:class:`~collector.errors.Unavailable` naming the URL (password removed). While serving, a dropped
+connection, a server restart, a full server or a statement timeout surfaces as ``Unavailable`` (a
+retriable error) instead of a crash; work that certainly did not commit (the failure came before
+``COMMIT``), deadlocks and serialisation failures are retried a few times with jittered back-off
+first. The pool replaces broken connections by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import random
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+import nacl.signing
+
+from collector import audit
+from collector.errors import Conflict, NotFound, Unavailable
+from collector.model import BatchPrivacy, StoredRow, UsageDay
+from collector.pg_ingest import Rollback, affected, commit
+from collector.pg_schema import current_version, pg_migrations
+from collector.store import (
+    BatchCommit,
+    CommitOutcome,
+    KeyRecord,
+    KeyState,
+    Quota,
+    Refusal,
+    Tenant,
+    TenantState,
+    day_of,
+)
+from hushmetric.keys import key_id as compute_key_id
+from hushmetric.timefmt import format_rfc3339, parse_rfc3339
+
+__all__ = ["PgStore", "is_pg_url", "open_pg_store", "redact_url"]
+
+T = TypeVar("T")
+Connection = Any  # asyncpg ships no type information
+Record = Any
+
+_AUDIT_LOCK = 0x6875_7368_6175_6469  # "hushaudi": the advisory lock that serialises audit appends
+_MIGRATE_LOCK = 0x6875_7368_6D69_6772  # "hushmigr": one migrator at a time
+_ATTEMPTS = 4
+_json = msgspec.json.Encoder()
+_dims = msgspec.json.Decoder(dict[str, str])
+_details = msgspec.json.Decoder(dict[str, audit.Detail])
+_QUOTA_FIELDS = (
+    "batches_per_second",
+    "burst",
+    "rows_per_day",
+    "rows_per_month",
+    "bytes_per_day",
+    "max_batch_bytes",
+    "max_age_seconds",
+)
+_KEY_COLS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
+_TENANT_COLS = "name, state, created, updated"
+
+#: Failures that mean "the database cannot be used right now", as opposed to a bug or bad input.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, query cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.InterfaceError,  # "connection is closed", pool closing
+    asyncpg.exceptions.InternalClientError,  # protocol state after the server killed an idle connection
+)
+_RETRY_TX = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
+
+def is_pg_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, fit for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _database_of(url: str) -> str:
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/")) or ""
+
+
+def _unavailable(what: str, exc: BaseException) -> Unavailable:
+    detail = str(exc).strip() or type(exc).__name__
+    return Unavailable(f"{what}: {detail}")
+
+
+def _quota(tenant: str, row: Record | None) -> Quota:
+    return Quota(tenant, *row) if row is not None else Quota(tenant)
+
+
+def _tenant(r: Record) -> Tenant:
+    return Tenant(r[0], r[1], r[2], r[3])
+
+
+def _key_record(r: Record) -> KeyRecord:
+    return KeyRecord(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7])
+
+
+async def open_pg_store(
+    url: str,
+    *,
+    signing_key: nacl.signing.SigningKey | None = None,
+    create: bool = False,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_timeout: float = 30.0,
+    connect_timeout: float = 10.0,
+) -> PgStore:
+    """Open (``create``: also create the database if missing and apply the schema) a PostgreSQL store.
+
+    ``min_size``/``max_size`` size the connection pool; ``statement_timeout`` (seconds) is set on
+    every connection; ``connect_timeout`` bounds each connection attempt. Raises
+    :class:`~collector.errors.Unavailable` when the server cannot be reached, the database does
+    not exist (without ``create``) or was never initialised.
+    """
+    return await PgStore.open(
+        url,
+        signing_key=signing_key,
+        create=create,
+        min_size=min_size,
+        max_size=max_size,
+        statement_timeout=statement_timeout,
+        connect_timeout=connect_timeout,
+    )
+
+
+class PgStore:
+    """A :class:`~collector.store.Store` on an asyncpg pool; ``signing_key`` signs audit entries."""
+
+    def __init__(
+        self, pool: Any, signing_key: nacl.signing.SigningKey | None, *, url: str = "postgresql"
+    ) -> None:
+        self._pool = pool
+        self._key = signing_key
+        self._where = redact_url(url)
+
+    # -- lifetime ------------------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        signing_key: nacl.signing.SigningKey | None = None,
+        create: bool = False,
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> PgStore:
+        if not is_pg_url(url):
+            raise Unavailable(f"{redact_url(url)} is not a postgresql:// URL")
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise Unavailable(f"bad pool size: min {min_size}, max {max_size}")
+        where = redact_url(url)
+        settings = {
+            "statement_timeout": str(max(1, round(statement_timeout * 1000))),
+            "application_name": "hush-collector",
+        }
+
+        async def connect() -> Any:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout,
+                server_settings=settings,
+            )
+            try:  # also with min_size 0: an unreachable server fails here, with a clear message
+                await pool.execute("SELECT 1", timeout=connect_timeout)
+            except BaseException:
+                await pool.close()
+                raise
+            return pool
+
+        try:
+            try:
+                pool = await connect()
+            except asyncpg.InvalidCatalogNameError:
+                if not create:
+                    raise
+                await _create_database(url, connect_timeout)
+                pool = await connect()
+        except asyncpg.InvalidCatalogNameError as exc:
+            raise Unavailable(
+                f"database {where} does not exist; run `hush-collector init --db URL` first"
+            ) from exc
+        except asyncpg.InvalidAuthorizationSpecificationError as exc:
+            raise _unavailable(f"cannot log in to {where}", exc) from exc
+        except _UNAVAILABLE as exc:
+            raise _unavailable(f"cannot reach database {where}", exc) from exc
+        store = cls(pool, signing_key, url=url)
+        try:
+            await store.migrate(create=create)
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at (0 when never initialised)."""
+
+        async def read(db: Connection) -> int:
+            exists = await db.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+            if not exists:
+                return 0
+            return int(await db.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+
+        return await self._run(read)
+
+    async def migrate(self, *, create: bool = True, target: int | None = None) -> tuple[int, int]:
+        """Apply every migration above the database's version (up to ``target``), one transaction
+        each; returns (from, to). Without ``create``, a database that was never initialised is an
+        error rather than silently initialised. Replicas starting together apply each step once."""
+        newest = current_version()
+        target = newest if target is None else target
+
+        async def step(db: Connection) -> tuple[int, int]:
+            await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATE_LOCK)
+            exists = await db.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+            if not exists and not create:
+                raise Unavailable(f"database {self._where} is not initialised; run `hush-collector init`")
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            found = int(await db.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+            if found > newest:
+                raise Unavailable(
+                    f"database {self._where} is at schema v{found}, newer than this collector (v{newest})"
+                )
+            version = found
+            for version_, stmts in pg_migrations():
+                if found < version_ <= target:
+                    for stmt in stmts:
+                        await db.execute(stmt)
+                    await db.execute("INSERT INTO schema_version (version) VALUES ($1)", version_)
+                    version = version_
+            return found, version
+
+        return await self._run(step)
+
+    # -- transactions --------------------------------------------------------------------------
+    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction; retry what certainly did not commit; wrap outages."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                db = await self._pool.acquire()
+            except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:  # no connection: nothing was done
+                if attempt == _ATTEMPTS:
+                    raise _unavailable(f"cannot connect to database {self._where}", exc) from exc
+                await self._backoff(attempt)
+                continue
+            try:
+                return await self._once(db, work)
+            except _RETRY_TX as exc:
+                if attempt == _ATTEMPTS:
+                    raise _unavailable(f"database {self._where} is contended", exc) from exc
+            except asyncpg.exceptions.QueryCanceledError as exc:
+                raise _unavailable(f"database {self._where} statement timed out", exc) from exc
+            except _UNAVAILABLE as exc:
+                db.terminate()  # never hand this connection out again; the pool opens a new one
+                if attempt == _ATTEMPTS:
+                    raise _unavailable(f"database {self._where} is unavailable", exc) from exc
+            finally:
+                # a broken connection is dropped by the pool; a release error never changes the outcome
+                with contextlib.suppress(Exception):
+                    await self._pool.release(db)
+            await self._backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, db: Connection, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """One attempt. Errors before COMMIT leave nothing behind (safe to retry); a failure during
+        COMMIT leaves the outcome unknown, so it becomes Unavailable at once and is never retried."""
+        tx = db.transaction()
+        await tx.start()
+        try:
+            result = await work(db)
+        except BaseException:
+            await asyncio.shield(self._rollback(tx))
+            raise
+        try:
+            await tx.commit()
+        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+            raise _unavailable(f"database {self._where} failed during commit", exc) from exc
+        return result
+
+    @staticmethod
+    async def _backoff(attempt: int) -> None:
+        await asyncio.sleep(random.uniform(0.5, 1.0) * 0.05 * 2**attempt)
+
+    @staticmethod
+    async def _rollback(tx: Any) -> None:
+        with contextlib.suppress(*_UNAVAILABLE):  # the connection is gone, and the transaction with it
+            await tx.rollback()
+
+    async def _fetch(self, sql: str, *args: object) -> list[Record]:
+        async def read(db: Connection) -> list[Record]:
+            return list(await db.fetch(sql, *args))
+
+        return await self._run(read)
+
+    # -- audit ---------------------------------------------------------------------------------
+    async def _audit(
+        self,
+        db: Connection,
+        action: str,
+        tenant: str | None,
+        details: Mapping[str, audit.Detail],
+        now: float,
+    ) -> audit.AuditEntry:
+        if self._key is None:
+            raise Unavailable("the collector signing key is not loaded; cannot write the audit log")
+        await db.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
+        head = await db.fetchrow("SELECT i, hash FROM audit ORDER BY i DESC LIMIT 1")
+        index, prev = (int(head[0]) + 1, str(head[1])) if head else (1, audit.GENESIS)
+        entry = audit.make_entry(
+            index=index,
+            prev=prev,
+            ts=format_rfc3339(now),
+            action=action,
+            tenant=tenant,
+            details=details,
+            key=self._key,
+        )
+        await db.execute(
+            "INSERT INTO audit (i, ts, action, tenant, details, prev, hash, sig) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            entry.i,
+            entry.ts,
+            entry.action,
+            entry.tenant,
+            _json.encode(entry.details).decode(),
+            entry.prev,
+            entry.hash,
+            entry.sig,
+        )
+        return entry
+
+    async def _admin(self, db: Connection) -> None:
+        """Serialise admin mutations (they all append to the audit log) before their checks."""
+        if self._key is None:
+            raise Unavailable("the collector signing key is not loaded; cannot write the audit log")
+        await db.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
+
+    async def append_audit(
+        self, action: str, tenant: str | None, details: Mapping[str, audit.Detail], *, now: float
+    ) -> audit.AuditEntry:
+        return await self._run(lambda db: self._audit(db, action, tenant, details, now))
+
+    async def audit_entries(self) -> list[audit.AuditEntry]:
+        rows = await self._fetch(
+            "SELECT i, ts, action, tenant, details, prev, hash, sig FROM audit ORDER BY i"
+        )
+        return [
+            audit.AuditEntry(int(r[0]), r[1], r[2], r[3], _details.decode(r[4]), r[5], r[6], r[7])
+            for r in rows
+        ]
+
+    # -- tenants -------------------------------------------------------------------------------
+    @staticmethod
+    async def _get_tenant(db: Connection, name: str) -> Tenant | None:
+        row = await db.fetchrow(f"SELECT {_TENANT_COLS} FROM tenants WHERE name = $1", name)
+        return _tenant(row) if row is not None else None
+
+    async def _active_tenant(self, db: Connection, name: str) -> Tenant:
+        tenant = await self._get_tenant(db, name)
+        if tenant is None:
+            raise NotFound("tenant", name)
+        if tenant.state != "active":
+            raise Conflict(f"tenant {name!r} is {tenant.state}")
+        return tenant
+
+    async def create_tenant(self, name: str, *, now: float) -> Tenant:
+        async def work(db: Connection) -> Tenant:
+            await self._admin(db)
+            if await self._get_tenant(db, name) is not None:
+                raise Conflict(f"tenant {name!r} already exists")
+            await db.execute(
+                "INSERT INTO tenants (name, state, created, updated) VALUES ($1, 'active', $2, $2)",
+                name,
+                now,
+            )
+            await self._audit(db, "tenant.create", name, {}, now)
+            return Tenant(name, "active", now, now)
+
+        return await self._run(work)
+
+    async def set_tenant_state(self, name: str, state: TenantState, *, now: float) -> Tenant:
+        async def work(db: Connection) -> Tenant:
+            await self._admin(db)
+            tenant = await self._get_tenant(db, name)
+            if tenant is None:
+                raise NotFound("tenant", name)
+            if tenant.state == "deleted":
+                raise Conflict(f"tenant {name!r} is deleted")
+            await db.execute("UPDATE tenants SET state = $1, updated = $2 WHERE name = $3", state, now, name)
+            action = {"active": "tenant.resume", "suspended": "tenant.suspend", "deleted": "tenant.delete"}[
+                state
+            ]
+            await self._audit(db, action, name, {"from": tenant.state}, now)
+            return Tenant(name, state, tenant.created, now)
+
+        return await self._run(work)
+
+    async def get_tenant(self, name: str) -> Tenant | None:
+        rows = await self._fetch(f"SELECT {_TENANT_COLS} FROM tenants WHERE name = $1", name)
+        return _tenant(rows[0]) if rows else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [_tenant(r) for r in await self._fetch(f"SELECT {_TENANT_COLS} FROM tenants ORDER BY name")]
+
+    # -- keys ----------------------------------------------------------------------------------
+    async def _insert_key(
+        self, db: Connection, tenant: str, agent: str, public_key: bytes, now: float, via: str
+    ) -> KeyRecord:
+        kid = compute_key_id(public_key)
+        if await db.fetchval("SELECT 1 FROM keys WHERE key_id = $1", kid) is not None:
+            raise Conflict(f"key {kid} is already registered")
+        await db.execute(
+            f"INSERT INTO keys ({_KEY_COLS}) VALUES ($1, $2, $3, $4, 'active', $5, NULL, NULL)",
+            kid,
+            tenant,
+            agent,
+            public_key,
+            now,
+        )
+        await self._audit(db, "key.add", tenant, {"key_id": kid, "agent": agent, "via": via}, now)
+        return KeyRecord(kid, tenant, agent, public_key, "active", now)
+
+    async def add_key(self, tenant: str, agent: str, public_key: bytes, *, now: float) -> KeyRecord:
+        async def work(db: Connection) -> KeyRecord:
+            await self._admin(db)
+            await self._active_tenant(db, tenant)
+            return await self._insert_key(db, tenant, agent, public_key, now, "admin")
+
+        return await self._run(work)
+
+    async def set_key_state(self, key_id: str, state: KeyState, *, now: float) -> KeyRecord:
+        async def work(db: Connection) -> KeyRecord:
+            await self._admin(db)
+            row = await db.fetchrow(f"SELECT {_KEY_COLS} FROM keys WHERE key_id = $1", key_id)
+            if row is None:
+                raise NotFound("key", key_id)
+            key = _key_record(row)
+            if key.state == "revoked":
+                raise Conflict(f"key {key_id} is revoked")
+            if state == "retired" and key.state == "retired":
+                return key
+            if state == "retired":
+                await db.execute(
+                    "UPDATE keys SET state = 'retired', retired_at = $1 WHERE key_id = $2", now, key_id
+                )
+                key = msgspec.structs.replace(key, state="retired", retired_at=now)
+            elif state == "revoked":
+                await db.execute(
+                    "UPDATE keys SET state = 'revoked', revoked_at = $1 WHERE key_id = $2", now, key_id
+                )
+                key = msgspec.structs.replace(key, state="revoked", revoked_at=now)
+            else:
+                raise Conflict("a key cannot be re-activated; add a new one")
+            await self._audit(
+                db,
+                f"key.{'retire' if state == 'retired' else 'revoke'}",
+                key.tenant,
+                {"key_id": key_id, "agent": key.agent},
+                now,
+            )
+            return key
+
+        return await self._run(work)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        rows = await self._fetch(f"SELECT {_KEY_COLS} FROM keys WHERE key_id = $1", key_id)
+        return _key_record(rows[0]) if rows else None
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        if tenant is None:
+            rows = await self._fetch(f"SELECT {_KEY_COLS} FROM keys ORDER BY tenant, agent, added")
+        else:
+            rows = await self._fetch(
+                f"SELECT {_KEY_COLS} FROM keys WHERE tenant = $1 ORDER BY agent, added", tenant
+            )
+        return [_key_record(r) for r in rows]
+
+    # -- enrollment ----------------------------------------------------------------------------
+    async def create_enroll_token(
+        self, tenant: str, token_id: str, secret_hash: bytes, *, expires: float, now: float
+    ) -> None:
+        async def work(db: Connection) -> None:
+            await self._admin(db)
+            await self._active_tenant(db, tenant)
+            await db.execute(
+                "INSERT INTO enroll_tokens (token_id, tenant, secret_hash, expires, created) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                token_id,
+                tenant,
+                secret_hash,
+                expires,
+                now,
+            )
+            await self._audit(
+                db, "enroll.token", tenant, {"token_id": token_id, "expires": format_rfc3339(expires)}, now
+            )
+
+        await self._run(work)
+
+    async def redeem_enroll_token(
+        self, token_id: str, secret_hash: bytes, agent: str, public_key: bytes, *, now: float
+    ) -> KeyRecord:
+        async def work(db: Connection) -> KeyRecord:
+            await self._admin(db)
+            row = await db.fetchrow(
+                "SELECT tenant, secret_hash, expires, used_at FROM enroll_tokens WHERE token_id = $1",
+                token_id,
+            )
+            if row is None or not hmac.compare_digest(bytes(row[1]), secret_hash):
+                raise NotFound("enroll token", token_id)
+            tenant, _, expires, used_at = row
+            if used_at is not None or expires <= now:
+                raise NotFound("enroll token", token_id)
+            await self._active_tenant(db, tenant)
+            status = await db.execute(
+                "UPDATE enroll_tokens SET used_at = $1, key_id = $2 WHERE token_id = $3 AND used_at IS NULL",
+                now,
+                compute_key_id(public_key),
+                token_id,
+            )
+            if affected(status) != 1:
+                raise NotFound("enroll token", token_id)
+            return await self._insert_key(db, tenant, agent, public_key, now, f"enroll:{token_id}")
+
+        return await self._run(work)
+
+    # -- quotas --------------------------------------------------------------------------------
+    async def set_quota(self, quota: Quota, *, now: float) -> Quota:
+        async def work(db: Connection) -> Quota:
+            await self._admin(db)
+            if await self._get_tenant(db, quota.tenant) is None:
+                raise NotFound("tenant", quota.tenant)
+            values = [getattr(quota, f) for f in _QUOTA_FIELDS]
+            update = ", ".join(f"{f} = excluded.{f}" for f in _QUOTA_FIELDS)
+            await db.execute(
+                f"INSERT INTO quotas (tenant, {', '.join(_QUOTA_FIELDS)}) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant) DO UPDATE SET {update}",
+                quota.tenant,
+                *values,
+            )
+            await db.execute("DELETE FROM buckets WHERE name = $1", f"tenant:{quota.tenant}")
+            await self._audit(
+                db, "quota.set", quota.tenant, dict(zip(_QUOTA_FIELDS, values, strict=True)), now
+            )
+            return quota
+
+        return await self._run(work)
+
+    async def get_quota(self, tenant: str) -> Quota:
+        async def read(db: Connection) -> Quota:
+            if await self._get_tenant(db, tenant) is None:
+                raise NotFound("tenant", tenant)
+            row = await db.fetchrow(
+                f"SELECT {', '.join(_QUOTA_FIELDS)} FROM quotas WHERE tenant = $1", tenant
+            )
+            return _quota(tenant, row)
+
+        return await self._run(read)
+
+    async def largest_batch_limit(self) -> int | None:
+        rows = await self._fetch("SELECT MAX(max_batch_bytes) FROM quotas")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    # -- ingest --------------------------------------------------------------------------------
+    async def commit_batch(self, batch: BatchCommit, quota: Quota, *, now: float) -> CommitOutcome:
+        try:
+            return await self._run(lambda db: commit(db, batch, quota, now))
+        except Rollback as stop:
+            return stop.outcome
+
+    async def record_refusal(self, refusal: Refusal, *, now: float) -> None:
+        day, minute = day_of(now), int(now // 60)
+
+        async def work(db: Connection) -> None:
+            await db.execute(
+                "INSERT INTO refusals (tenant, day, reason, count) VALUES ($1, $2, $3, 1) "
+                "ON CONFLICT (tenant, day, reason) DO UPDATE SET count = refusals.count + 1",
+                refusal.tenant,
+                day,
+                refusal.reason,
+            )
+            status = await db.execute(
+                "INSERT INTO refusal_minutes (tenant, minute, reason) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                refusal.tenant,
+                minute,
+                refusal.reason,
+            )
+            if affected(status) == 1 and self._key is not None:
+                details: dict[str, audit.Detail] = {
+                    "reason": refusal.reason,
+                    "agent": refusal.agent,
+                    "seq": refusal.seq,
+                    "key_id": refusal.key_id,
+                    "note": "first refusal for this reason in this minute; later ones are counted in usage",
+                }
+                await self._audit(db, "batch.refused", refusal.tenant, details, now)
+
+        await self._run(work)
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def usage(
+        self, tenant: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[UsageDay]:
+        where: list[str] = ["TRUE"]
+        params: list[object] = []
+        for column, op, value in (("tenant", "=", tenant), ("day", ">=", since), ("day", "<=", until)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{column} {op} ${len(params)}")
+        cond = " AND ".join(where)
+
+        async def read(db: Connection) -> tuple[list[Record], list[Record], list[Record]]:
+            meters = await db.fetch(
+                f"SELECT tenant, day, batches, rows, bytes, duplicates FROM meter_day WHERE {cond}", *params
+            )
+            refused = await db.fetch(f"SELECT tenant, day, reason, count FROM refusals WHERE {cond}", *params)
+            gaps = await db.fetch(
+                f"SELECT tenant, day, COUNT(*) FROM chain_events WHERE resolved = 0 AND {cond} "
+                "GROUP BY tenant, day",
+                *params,
+            )
+            return meters, refused, gaps
+
+        # one REPEATABLE READ snapshot would be stricter; READ COMMITTED mirrors the SQLite reads
+        meters, refused, gaps = await self._run(read)
+        days: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def slot(t: str, d: str) -> dict[str, Any]:
+            return days.setdefault(
+                (t, d), {"batches": 0, "rows": 0, "bytes": 0, "duplicates": 0, "refused": {}, "gaps": 0}
+            )
+
+        for r in meters:
+            slot(r[0], r[1]).update(batches=r[2], rows=r[3], bytes=r[4], duplicates=r[5])
+        for r in refused:
+            slot(r[0], r[1])["refused"][r[2]] = r[3]
+        for r in gaps:
+            slot(r[0], r[1])["gaps"] = r[2]
+        return [
+            UsageDay(
+                t,
+                d,
+                v["batches"],
+                v["rows"],
+                v["bytes"],
+                v["duplicates"],
+                dict(sorted(v["refused"].items())),
+                v["gaps"],
+            )
+            for (t, d), v in sorted(days.items())
+        ]
+
+    @staticmethod
+    def _window(tenant: str, since: str | None, until: str | None) -> tuple[str, list[object]]:
+        cond = "b.tenant = $1"
+        params: list[object] = [tenant]
+        if since is not None:
+            params.append(parse_rfc3339(since))
+            cond += f" AND b.window_start_epoch >= ${len(params)}"
+        if until is not None:
+            params.append(parse_rfc3339(until))
+            cond += f" AND b.window_start_epoch < ${len(params)}"
+        return cond, params
+
+    async def released_rows(self, tenant: str, since: str | None, until: str | None) -> list[StoredRow]:
+        cond, params = self._window(tenant, since, until)
+        rows = await self._fetch(
+            "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, r.metric, r.stat, r.dims, "
+            f"r.value, r.mechanism, r.scale FROM batch_rows r JOIN batches b ON b.id = r.batch_id "
+            f"WHERE {cond} ORDER BY b.window_start_epoch, b.agent, b.seq, r.ord",
+            *params,
+        )
+        return [
+            StoredRow(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], _dims.decode(r[7]), r[8], r[9], r[10])
+            for r in rows
+        ]
+
+    async def batch_privacy(self, tenant: str, since: str | None, until: str | None) -> list[BatchPrivacy]:
+        cond, params = self._window(tenant, since, until)
+        rows = await self._fetch(
+            "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, b.unit, b.epsilon, b.delta, "
+            f"b.rho FROM batches b WHERE {cond} ORDER BY b.window_start_epoch, b.agent, b.seq",
+            *params,
+        )
+        return [BatchPrivacy(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+
+async def _create_database(url: str, connect_timeout: float) -> None:
+    """``CREATE DATABASE`` for ``init`` against a fresh server, through its ``postgres`` database."""
+    name = _database_of(url)
+    if not name:
+        raise Unavailable(f"{redact_url(url)} names no database")
+    maintenance = urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/postgres"))
+    conn = await asyncpg.connect(maintenance, timeout=connect_timeout)
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await conn.execute(f"CREATE DATABASE {quoted}")
+    except asyncpg.DuplicateDatabaseError:
+        pass  # another process created it first
+    finally:
+        await conn.close()
