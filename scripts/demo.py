@@ -133,7 +133,7 @@ def main() -> int:
         run("hush-collector", "report", TENANT, "--format", "html", "--out", str(html), "--db", db)
 
         say("funnel report")
-        run("hush-collector", "funnel", TENANT, "--stages", STAGES, "--ttv", "time_to_value", "--db", db)
+        run("hush-collector", "funnel", TENANT, "--stages", STAGES, "--time-metric", "time_to_value", "--db", db)
 
         say("privacy budget spent (agent ledger)")
         run("hush-agent", "ledger", "--config", cfg)
