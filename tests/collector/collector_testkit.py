@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -94,3 +102,74 @@ class Server:
 
 def flip(data: bytes, index: int) -> bytes:
     return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+
+CLI = [sys.executable, "-m", "collector.cli"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Hush:
+    """Runs ``hush-collector`` against one database in a scratch directory."""
+
+    cwd: Path
+
+    @property
+    def db(self) -> Path:
+        return self.cwd / "c.db"
+
+    def __call__(self, *args: str, db: bool = True, env: dict[str, str] | None = None) -> Result:
+        argv = [*CLI, *args, *(["--db", str(self.db)] if db else [])]
+        proc = subprocess.run(
+            argv, cwd=self.cwd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str) -> str:
+        r = self(*args)
+        assert r.code == 0, r
+        return r.out
+
+
+def one_line_error(r: Result, code: int, pattern: str) -> None:
+    assert r.code == code, r
+    assert "Traceback" not in r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, r.err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@dataclass
+class Served:
+    address: str
+    proc: subprocess.Popen[str]
+
+
+@contextlib.contextmanager
+def serving(hush: Hush, *extra: str) -> Iterator[Served]:
+    """``hush-collector serve`` on a free loopback port; SIGTERM and a clean exit afterwards."""
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--listen", "127.0.0.1:0", "--db", str(hush.db), *extra],
+        cwd=hush.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", address), address
+        yield Served(address, proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()

@@ -5,60 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import nacl.signing
 import pytest
 
 from hushmetric import bundle, dsse
-from tests.collector.collector_testkit import Agent
-
-CLI = [sys.executable, "-m", "collector.cli"]
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@dataclass
-class Hush:
-    """Runs ``hush-collector`` against one database in a scratch directory."""
-
-    cwd: Path
-
-    @property
-    def db(self) -> Path:
-        return self.cwd / "c.db"
-
-    def __call__(self, *args: str, db: bool = True, env: dict[str, str] | None = None) -> Result:
-        argv = [*CLI, *args, *(["--db", str(self.db)] if db else [])]
-        proc = subprocess.run(
-            argv, cwd=self.cwd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def ok(self, *args: str) -> str:
-        r = self(*args)
-        assert r.code == 0, r
-        return r.out
-
-
-def one_line_error(r: Result, code: int, pattern: str) -> None:
-    assert r.code == code, r
-    assert "Traceback" not in r.err
-    lines = r.err.strip().splitlines()
-    assert len(lines) == 1, r.err
-    assert re.search(pattern, lines[0]), lines[0]
+from tests.collector.collector_testkit import Agent, Hush, Served, one_line_error, serving
 
 
 @pytest.fixture
@@ -198,33 +154,10 @@ def test_audit_export_verify_and_tamper(hush: Hush, tmp_path: Path) -> None:
     assert stdout_export.count("\n") == 4
 
 
-@dataclass
-class Served:
-    address: str
-    proc: subprocess.Popen[str]
-
-
 @pytest.fixture
 def served(hush: Hush) -> Iterator[Served]:
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--listen", "127.0.0.1:0", "--db", str(hush.db)],
-        cwd=hush.cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        address = proc.stdout.readline().strip()
-        assert re.fullmatch(r"127\.0\.0\.1:\d+", address), address
-        yield Served(address, proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
+    with serving(hush) as s:
+        yield s
 
 
 def test_serve_prints_address_and_stops_on_sigterm(served: Served) -> None:
