@@ -8,12 +8,13 @@ server). Quota and rate-limit consumption are conditional ``UPDATE``s whose row 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
 import msgspec
@@ -58,6 +59,21 @@ _QUOTA_FIELDS = (
 def _epoch(text: str | None) -> float | None:
     return None if text is None else parse_rfc3339(text)
 _QUOTA_UPDATE = ", ".join(f"{f} = excluded.{f}" for f in _QUOTA_FIELDS)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _whole(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run a write to completion even if the caller is cancelled (a client gone mid-call): a
+    transaction interrupted between statements would leave the shared connection inside it."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.shield(fn(*args, **kwargs))
+
+    return wrapper
 
 
 class SqliteStore:
@@ -162,6 +178,7 @@ class SqliteStore:
         )
         return entry
 
+    @_whole
     async def append_audit(
         self, action: str, tenant: str | None, details: Mapping[str, audit.Detail], *, now: float
     ) -> audit.AuditEntry:
@@ -194,6 +211,7 @@ class SqliteStore:
             raise Conflict(f"tenant {name!r} is {tenant.state}")
         return tenant
 
+    @_whole
     async def create_tenant(self, name: str, *, now: float) -> Tenant:
         async with self._tx() as db:
             if await self._tenant(db, name) is not None:
@@ -205,6 +223,7 @@ class SqliteStore:
             await self._audit(db, "tenant.create", name, {}, now)
             return Tenant(name, "active", now, now)
 
+    @_whole
     async def set_tenant_state(self, name: str, state: TenantState, *, now: float) -> Tenant:
         async with self._tx() as db:
             tenant = await self._tenant(db, name)
@@ -248,11 +267,13 @@ class SqliteStore:
         await self._audit(db, "key.add", tenant, {"key_id": kid, "agent": agent, "via": via}, now)
         return KeyRecord(kid, tenant, agent, public_key, "active", now)
 
+    @_whole
     async def add_key(self, tenant: str, agent: str, public_key: bytes, *, now: float) -> KeyRecord:
         async with self._tx() as db:
             await self._active_tenant(db, tenant)
             return await self._insert_key(db, tenant, agent, public_key, now, "admin")
 
+    @_whole
     async def set_key_state(self, key_id: str, state: KeyState, *, now: float) -> KeyRecord:
         async with self._tx() as db:
             rows = list(
@@ -300,6 +321,7 @@ class SqliteStore:
         return [self._key_record(r) for r in rows]
 
     # -- enrollment ----------------------------------------------------------------------------
+    @_whole
     async def create_enroll_token(
         self, tenant: str, token_id: str, secret_hash: bytes, *, expires: float, now: float
     ) -> None:
@@ -314,6 +336,7 @@ class SqliteStore:
                 db, "enroll.token", tenant, {"token_id": token_id, "expires": format_rfc3339(expires)}, now
             )
 
+    @_whole
     async def redeem_enroll_token(
         self, token_id: str, secret_hash: bytes, agent: str, public_key: bytes, *, now: float
     ) -> KeyRecord:
@@ -339,6 +362,7 @@ class SqliteStore:
             return await self._insert_key(db, tenant, agent, public_key, now, f"enroll:{token_id}")
 
     # -- quotas --------------------------------------------------------------------------------
+    @_whole
     async def set_quota(self, quota: Quota, *, now: float) -> Quota:
         async with self._tx() as db:
             if await self._tenant(db, quota.tenant) is None:
@@ -371,6 +395,7 @@ class SqliteStore:
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     # -- ingest --------------------------------------------------------------------------------
+    @_whole
     async def commit_batch(self, batch: BatchCommit, quota: Quota, *, now: float) -> CommitOutcome:
         try:
             async with self._tx() as db:
@@ -378,6 +403,7 @@ class SqliteStore:
         except Rollback as stop:
             return stop.outcome
 
+    @_whole
     async def record_refusal(self, refusal: Refusal, *, now: float) -> None:
         day, minute = day_of(now), int(now // 60)
         async with self._tx() as db:

@@ -281,3 +281,22 @@ async def test_envelope_without_signatures_is_invalid(server: Server, acme: Agen
         await server.stub.Submit(ingest_pb2.Envelope())
     assert info.value.code() == INVALID
     assert (await server.stub.Submit(envelope_to_proto(acme.next()))).seq == 1
+
+
+async def test_clients_giving_up_mid_call_leave_the_store_consistent(
+    server: Server, store: Store, clock: Clock
+) -> None:
+    await store.create_tenant("acme", now=clock())
+    agents = [Agent("acme", f"a{i}") for i in range(40)]
+    for a in agents:
+        await store.add_key("acme", a.agent, a.public_key, now=clock())
+    calls = [server.stub.Submit(envelope_to_proto(a.next(rows=2)), timeout=0.001) for a in agents]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, ingest_pb2.SubmitReply | grpc.aio.AioRpcError) for r in results)
+    for a in agents:  # every agent continues; whatever was half-done before is now whole
+        a.seq, a.prev = 0, ""
+        reply = await server.submit(a.next(rows=2))
+        assert reply.seq == 1
+    [day] = await store.usage("acme")
+    assert day.batches == 40 and day.rows == 80
+    assert len(await store.released_rows("acme", None, None)) == 80
