@@ -128,3 +128,34 @@ def test_removing_a_unit_moves_the_aggregate_within_the_sensitivity(
     assert sum(abs(d) for d in diff) <= sens.l1
     assert math.sqrt(sum(d * d for d in diff)) <= sens.l2 * (1 + 1e-12)
     assert sum(1 for d in diff if d) <= sens.l0 * (3 if stat in ("histogram", "mean") else 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(events_st, caps, caps, st.integers(min_value=1, max_value=5))
+def test_aggregator_never_lets_a_unit_exceed_its_caps(
+    events: list[Event], p: int, c: int, max_open: int
+) -> None:
+    metric = Metric(
+        name="m", events=["e"], stat="count", dims={"k": "open"}, max_partitions=p, max_contributions=c
+    )
+    pol = Policy(version=1, name="t", budget=Budget(rho=1.0), attrs={"k": AttrRule()}, metrics=[metric])
+    agg = WindowAggregator(pol, max_open_values=max_open)
+    agg.add(events)
+    admitted = 0
+    for state in agg.flush():
+        mw = state.metrics[0]
+        admitted += sum(mw.contributions.values())
+        assert len(mw.parts) <= max_open
+        per_unit: Counter[str] = Counter()
+        per_part: Counter[tuple[str, ...]] = Counter()
+        for (unit, key), n in mw.contributions.items():
+            assert 1 <= n <= c
+            per_unit[unit] += 1
+            per_part[key] += n
+        assert all(n <= p for n in per_unit.values())
+        assert {k: acc[1] for k, acc in mw.parts.items()} == dict(per_part)
+        assert {k: acc[0] for k, acc in mw.parts.items()} == dict(
+            Counter(key for (_, key) in mw.contributions)
+        )
+    s = agg.stats
+    assert admitted + s.contributions_dropped + s.partitions_dropped + s.open_values_refused == len(events)
