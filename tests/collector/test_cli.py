@@ -235,3 +235,23 @@ def test_import_refuses_manifest_with_bad_signature(hush: Hush, tmp_path: Path) 
     (tmp_path / "m.tar").write_bytes(out.getvalue())
     r = hush("import", "m.tar")
     assert r.code == 1 and "bundle_bad_signature=1" in r.out, r
+
+
+def test_report_and_funnel_commands(hush: Hush, tmp_path: Path) -> None:
+    import time
+
+    hush.ok("tenant", "create", "acme")
+    agent = Agent("acme", "a1", created=float(int(time.time())))
+    hush.ok("key", "add", "acme", "--agent", "a1", "--public-key", b64(agent))
+    data = bundle.write_bundle([(1, agent.next(rows=3))], tenant="acme", agent="a1", created="x", key=agent.key)
+    (tmp_path / "b.tar").write_bytes(data)
+    hush.ok("import", "b.tar")
+    report = json.loads(hush.ok("report", "--tenant", "acme", "--format", "json"))
+    assert report["tenant"] == "acme"
+    assert "metric0" in hush.ok("report", "--tenant", "acme")
+    assert hush.ok("report", "--tenant", "acme", "--format", "csv").startswith("row,")
+    funnel = json.loads(hush.ok("funnel", "--tenant", "acme", "--stages", "metric0,metric1", "--format", "json"))
+    assert funnel["tenant"] == "acme"
+    one_line_error(hush("report", "--tenant", "nope"), 3, "not found")
+    one_line_error(hush("funnel", "--tenant", "acme", "--stages", "metric0"), 2, "--stages")
+    one_line_error(hush("report", "--tenant", "acme", "--since", "last week"), 2, "--since")
