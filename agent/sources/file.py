@@ -48,7 +48,7 @@ class FileSource:
         self.path = path.absolute()
         self.name = f"file:{self.path}"
         self.key = self.name
-        self._follow = follow
+        self.follow = follow
         self._offsets = offsets
         self._max_line = max_line_bytes
         self._poll = poll_interval
@@ -60,7 +60,7 @@ class FileSource:
             stream = await self._open()
             if stream is not None:
                 break
-            if not self._follow:
+            if not self.follow:
                 log.warning("input file %s does not exist", self.path)
                 return
             await asyncio.sleep(self._poll)
@@ -99,7 +99,7 @@ class FileSource:
                         skipping = True
                     continue
                 # End of file.
-                if not self._follow:
+                if not self.follow:
                     if pending and not skipping:
                         pos += len(pending)
                         yield Chunk(self.name, pending + b"\n", self.key, pos)

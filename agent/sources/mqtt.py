@@ -76,7 +76,7 @@ class MqttSource:
         self._host = host
         self._port = port
         self._topics = list(topics)
-        self._client_id = client_id
+        self.client_id = client_id
         self._username = username
         self._password = password
         self._tls = tls_context
@@ -96,7 +96,7 @@ class MqttSource:
             client = aiomqtt.Client(
                 self._host,
                 self._port,
-                identifier=self._client_id,
+                identifier=self.client_id,
                 clean_session=False,
                 protocol=aiomqtt.ProtocolVersion.V311,
                 username=self._username,
@@ -155,7 +155,7 @@ class MqttSource:
             return
         self.state = state
         if state == "connected":
-            log.info("mqtt %s:%d connected as %s", self._host, self._port, self._client_id)
+            log.info("mqtt %s:%d connected as %s", self._host, self._port, self.client_id)
         else:
             log.warning("mqtt %s:%d unreachable, retrying with backoff: %s", self._host, self._port, exc)
 

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.sources import DemoSource, FileSource, MqttSource, StdinSource, build_sources
+from hushmetric.errors import ConfigError
+
+CONFIG = """
+tenant = "acme"
+agent = "edge-1"
+
+[[sources]]
+type = "mqtt"
+topics = ["plant/+/telemetry"]
+username = "agent"
+password_file = "mqtt.pass"
+
+[[sources]]
+type = "file"
+path = "logs/app.jsonl"
+
+[[sources]]
+type = "stdin"
+
+[[sources]]
+type = "demo"
+users = 10
+"""
+
+
+def test_builds_every_configured_source(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text(CONFIG)
+    (tmp_path / "mqtt.pass").write_text("s3cret\n")
+    loaded = load_config(tmp_path / "agent.toml")
+    mqtt, file, stdin, demo = build_sources(loaded, once=True, offsets=lambda key: None)
+    assert isinstance(mqtt, MqttSource) and mqtt.name == "mqtt:127.0.0.1:1883"
+    assert mqtt.client_id == "hush-edge-1" and mqtt._password == "s3cret"
+    assert isinstance(file, FileSource) and file.path == tmp_path / "logs" / "app.jsonl"
+    assert file.follow is False  # once
+    assert isinstance(stdin, StdinSource) and isinstance(demo, DemoSource)
+    (file_follow,) = [
+        s for s in build_sources(loaded, once=False, offsets=dict().get) if isinstance(s, FileSource)
+    ]
+    assert file_follow.follow is True
+
+
+def test_missing_password_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text(CONFIG)
+    loaded = load_config(tmp_path / "agent.toml")
+    with pytest.raises(ConfigError) as err:
+        build_sources(loaded, once=True, offsets=lambda key: None)
+    assert err.value.key == "sources[0].password_file"
