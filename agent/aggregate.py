@@ -11,6 +11,13 @@ Windows are handed out contiguously from the first one seen, *including empty on
 window is released at all must not depend on whether some unit was active in it. A gap longer than
 one budget period is not filled (each empty window would still spend budget); the skipped windows
 are counted in ``stats.empty_windows_skipped``.
+
+Cardinality floods: a metric with an open dimension keeps at most ``max_open_values`` distinct
+partitions per window; later new values are refused and counted (``open_values_refused``). This is a
+memory guard, not part of the privacy argument: once it trips, which values got in depends on the
+order in which units arrived, so the counter is reported to make that visible.
+
+Not thread-safe: one aggregator belongs to one task.
 """
 
 from __future__ import annotations
@@ -168,6 +175,7 @@ class WindowAggregator:
         return (self._frontier is not None and start < self._frontier) or self._closed(start, self._watermark)
 
     def add(self, events: Sequence[Event]) -> None:
+        """Bound and accumulate already-redacted events; late, unmatched and refused ones are counted."""
         st = self.stats
         st.events += len(events)
         by_name = self._by_name

@@ -167,6 +167,8 @@ def charge(
     With ``policy``, refuse (raise :class:`BudgetExhausted`, nothing written) if the charge would pass
     the period's cap — a second line of defence behind :func:`affordable`.
     """
+    if release.rho is None and release.epsilon is None:
+        raise ValueError("a release without ρ or ε cannot be charged (the ledger would under-count)")
     rho, eps, delta = release.rho or 0.0, release.epsilon or 0.0, release.delta or 0.0
     if policy is not None:
         cost = rho if policy.budget.mechanism == "zcdp" else eps

@@ -136,3 +136,8 @@ def test_verify_detects_a_tampered_total(conn: sqlite3.Connection) -> None:
 def test_schema_is_idempotent(conn: sqlite3.Connection) -> None:
     conn.executescript(ledger.SCHEMA)
     assert ledger.total(conn) == ledger.Spend()
+
+
+def test_a_release_without_spend_is_refused(conn: sqlite3.Connection) -> None:
+    with pytest.raises(ValueError, match="under-count"), transaction(conn):
+        ledger.charge(conn, period="2025-11-26", release=fake(T0, rho=None), seq=1)
