@@ -40,7 +40,7 @@ proof: $(STAMP)  ## long fault, misuse and privacy families with a table of figu
 	HUSH_PROOF=long $(BIN)/python -m pytest -q -p no:cacheprovider -m 'slow or not slow' tests/proof
 
 airgap-bundle: $(STAMP)  ## offline installer: wheelhouse + install.sh + SHA256SUMS + units
-	$(BIN)/python -m packaging_tools.airgap
+	$(BIN)/python packaging/airgap.py
 
 clean:  ## remove the venv and build leftovers
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

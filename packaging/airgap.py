@@ -1,0 +1,267 @@
+"""Build the offline installer: ``dist/hushmetric-airgap-<version>-<platform>.tar.gz``.
+
+    python packaging/airgap.py [--out-dir DIR] [--extra NAME]... [--project DIR]
+
+The bundle holds, under one top-level folder of the same name:
+
+``wheels/``            hushmetric and every runtime dependency as wheels, for this Python and platform
+``requirements.txt``   each wheel pinned by version and SHA-256 (``pip install --require-hashes``)
+``install.sh``         checks SHA256SUMS, creates a venv, installs with ``pip --no-index``
+``systemd/``           the hardened units (``packaging/systemd``)
+``profiles/``          the deployment profiles (``configs/profiles``)
+``BUNDLE``             version, Python and platform the wheels are for
+``SHA256SUMS``         ``sha256sum -c`` format, every file above
+
+Run it with the Python the isolated machine will run (same minor version and platform): the wheels are
+that interpreter's. Wheels come through pip's usual configuration and cache, so a second build reuses
+what the first downloaded. Before packing, the wheelhouse is resolved once with ``--no-index`` and no
+pip configuration at all, so a bundle that could not install offline is never written.
+
+This file runs as a script (``packaging/`` is not importable as a package: the name belongs to PyPI's
+``packaging``, which pip itself imports) and uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["BuildError", "BuildResult", "build", "main", "platform_tag"]
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parent
+_WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+class BuildError(Exception):
+    """A bundle that cannot be built; ``str()`` says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    size: int
+    sha256: str
+    wheels: int
+    seconds: float
+
+
+def platform_tag() -> str:
+    """``cp311-linux_x86_64``: the interpreter and platform the wheelhouse is for."""
+    impl = {"cpython": "cp"}.get(sys.implementation.name, sys.implementation.name)
+    plat = re.sub(r"[^A-Za-z0-9]+", "_", sysconfig.get_platform())
+    return f"{impl}{sys.version_info.major}{sys.version_info.minor}-{plat}"
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _pip(args: Sequence[str], *, env: dict[str, str] | None = None, what: str) -> str:
+    cmd = [sys.executable, "-m", "pip", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        raise BuildError(f"{what} failed (pip exit {result.returncode}):\n{tail}")
+    return result.stdout
+
+
+def _offline_env() -> dict[str, str]:
+    """The environment with no pip configuration: no extra index, no find-links, no config file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+def _project_version(project: Path) -> tuple[str, str]:
+    try:
+        with (project / "pyproject.toml").open("rb") as fh:
+            meta = tomllib.load(fh)["project"]
+        return str(meta["name"]), str(meta["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise BuildError(f"cannot read name and version from {project / 'pyproject.toml'}: {exc}") from exc
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            yield path
+
+
+def _wheelhouse(project: Path, wheels: Path, extras: Sequence[str]) -> None:
+    spec = f"{project}[{','.join(extras)}]" if extras else str(project)
+    _pip(
+        ["wheel", "--disable-pip-version-check", "--prefer-binary", "--wheel-dir", str(wheels), spec],
+        what="building the wheelhouse (pip wheel)",
+    )
+
+
+def _resolve_offline(wheels: Path, name: str, version: str, extras: Sequence[str]) -> list[tuple[str, str]]:
+    """Resolve ``name==version`` from ``wheels`` alone, as install.sh will; return (name, version) pairs."""
+    req = f"{name}[{','.join(extras)}]=={version}" if extras else f"{name}=={version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        _pip(
+            ["install", "--dry-run", "--ignore-installed", "--no-index", "--find-links", str(wheels),
+             "--only-binary=:all:", "--disable-pip-version-check", "--quiet", "--report", str(report), req],
+            env=_offline_env(),
+            what="resolving the wheelhouse offline (pip install --dry-run --no-index)",
+        )  # fmt: skip
+        data = json.loads(report.read_text())
+    return sorted((item["metadata"]["name"], item["metadata"]["version"]) for item in data["install"])
+
+
+def _requirements(wheels: Path, resolved: list[tuple[str, str]]) -> str:
+    def norm(value: str) -> str:
+        return re.sub(r"[-_.]+", "-", value).lower()
+
+    by_name: dict[str, Path] = {}
+    for path in wheels.glob("*.whl"):
+        match = _WHEEL.match(path.name)
+        if match is None:
+            raise BuildError(f"not a wheel file name: {path.name}")
+        by_name[norm(match["name"])] = path
+    needed = {norm(n) for n, _ in resolved}
+    for extra in set(by_name) - needed:  # pulled in by pip wheel but not needed on this platform
+        by_name.pop(extra).unlink()
+    lines = [f"{name}=={ver} --hash=sha256:{_sha256(by_name[norm(name)])}" for name, ver in resolved]
+    return (
+        "# every wheel of the bundle, pinned: pip install --no-index --require-hashes -r requirements.txt\n"
+        + ("\n".join(lines) + "\n")
+    )
+
+
+def _tar(root: Path, out: Path, mtime: int) -> None:
+    """A gzip'ed tar with sorted members, fixed owner and times: the same tree gives the same bytes."""
+
+    def info(path: Path) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(path.relative_to(root.parent).as_posix())
+        ti.mtime, ti.uid, ti.gid, ti.uname, ti.gname = mtime, 0, 0, "root", "root"
+        return ti
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in [root, *sorted(root.rglob("*"))]:
+            ti = info(path)
+            if path.is_dir():
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(ti)
+            else:
+                ti.size, ti.mode = path.stat().st_size, 0o755 if os.access(path, os.X_OK) else 0o644
+                with path.open("rb") as fh:
+                    tar.addfile(ti, fh)
+    tmp = out.with_name(f".{out.name}.tmp")
+    # Wheels are compressed already: level 6 saves time, not bytes, over 9.
+    with tmp.open("wb") as dst, gzip.GzipFile("", "wb", compresslevel=6, fileobj=dst, mtime=mtime) as gz:
+        gz.write(raw.getbuffer())
+    tmp.replace(out)
+
+
+def build(
+    out_dir: Path,
+    *,
+    project: Path = PROJECT,
+    extras: Sequence[str] = (),
+    say: bool = True,
+) -> BuildResult:
+    """Build the bundle into ``out_dir``; return where it is and what it holds."""
+    started = time.monotonic()
+    log = _say if say else (lambda _message: None)
+    name, version = _project_version(project)
+    stem = f"{name}-airgap-{version}-{platform_tag()}"
+    units, profiles = HERE / "systemd", project / "configs" / "profiles"
+    for needed in (units, profiles, HERE / "install.sh"):
+        if not needed.exists():
+            raise BuildError(f"{needed} is missing; run from a full checkout")
+    mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0) or int(time.time())
+
+    with tempfile.TemporaryDirectory(prefix="hush-airgap-") as tmp:
+        root = Path(tmp) / stem
+        wheels = root / "wheels"
+        wheels.mkdir(parents=True)
+        log(f"[1/5] wheelhouse: {name} {version} and its runtime dependencies for {platform_tag()}")
+        _wheelhouse(project, wheels, extras)
+        log(f"      {time.monotonic() - started:.1f} s")
+        log("[2/5] resolving the wheelhouse offline, as install.sh will")
+        resolved = _resolve_offline(wheels, name, version, extras)
+        (root / "requirements.txt").write_text(_requirements(wheels, resolved))
+        count = len(list(wheels.glob("*.whl")))
+        size = sum(p.stat().st_size for p in wheels.iterdir())
+        listing = ", ".join(f"{n} {v}" for n, v in resolved)
+        log(f"      {count} wheels, {size / 1e6:.1f} MB, {time.monotonic() - started:.1f} s: {listing}")
+
+        log("[3/5] installer, systemd units and deployment profiles")
+        shutil.copy2(HERE / "install.sh", root / "install.sh")
+        (root / "install.sh").chmod(0o755)
+        shutil.copytree(units, root / "systemd")
+        shutil.copytree(profiles, root / "profiles")
+        impl_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        (root / "BUNDLE").write_text(
+            f"NAME={name}\nVERSION={version}\nPYTHON={impl_version}\nPLATFORM={sysconfig.get_platform()}\n"
+            f"EXTRAS={','.join(extras)}\n"
+        )
+
+        log("[4/5] SHA256SUMS")
+        sums = "".join(f"{_sha256(p)}  {p.relative_to(root).as_posix()}\n" for p in _files(root))
+        (root / "SHA256SUMS").write_text(sums)
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = out_dir / f"{stem}.tar.gz"
+        log(f"[5/5] packing {out}")
+        _tar(root, out, mtime)
+    digest = _sha256(out)
+    (out_dir / f"{out.name}.sha256").write_text(f"{digest}  {out.name}\n")
+    result = BuildResult(out, out.stat().st_size, digest, count, time.monotonic() - started)
+    log(
+        f"done: {out} ({result.size / 1e6:.1f} MB, {count} wheels) in {result.seconds:.1f} s\n"
+        f"      sha256 {digest} (also in {out.name}.sha256: publish it apart from the bundle)\n"
+        f"      install: tar xzf {out.name} && sudo ./{stem}/install.sh --prefix /opt/hushmetric"
+    )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--out-dir", type=Path, default=PROJECT / "dist", help="where to write (default: dist/)"
+    )
+    parser.add_argument("--extra", action="append", default=[], help="also bundle an extra, e.g. postgres")
+    parser.add_argument("--project", type=Path, default=PROJECT, help="project to bundle (default: this one)")
+    args = parser.parse_args(argv)
+    try:
+        build(args.out_dir, project=args.project.resolve(), extras=args.extra)
+    except BuildError as exc:
+        print(f"airgap: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("airgap: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
