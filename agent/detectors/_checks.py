@@ -106,6 +106,8 @@ def looks_random(token: str) -> bool:
             lower += 1
         elif "0" <= ch <= "9":
             digit += 1
-    if not (upper and lower and digit) or upper * 10 < n or lower * 10 < n:
+    if not (upper and lower) or upper * 10 < n or lower * 10 < n:
         return False  # camelCase words and CONSTANT_NAMES are mostly one case
+    if not digit and (upper * 4 < n or lower * 4 < n):
+        return False  # without digits, only a near-even mix of cases is random enough
     return shannon_bits(token) >= 0.82 * math.log2(min(n, 64))

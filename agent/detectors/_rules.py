@@ -35,7 +35,7 @@ Check = Callable[[str, "re.Match[str]"], Span | None]
 # Cheap features of a text, computed once per text; a detector runs only when the text has one of
 # the features in its ``trigger`` mask (0: always run). Each is a necessary condition of a finding.
 AT, COLON, DOT, EQ, DIGITS, LONG, JWT, URL, KEYWORD, MACLIKE = (1 << i for i in range(10))
-_DIGITS7 = re.compile(r"[0-9](?:[ ().+-]?[0-9]){6}")  # seven digits, single separators between
+_DIGITS7 = re.compile(r"[0-9](?:[ ().+-]{0,2}[0-9]){6}")  # seven digits, short separators between
 _LONG16 = re.compile(r"[A-Za-z0-9+/_-]{16}")
 _KEYWORDS = ("earer", "EARER", "asic", "ASIC", "BEGIN")
 
@@ -181,13 +181,19 @@ def _assigned(text: str, m: re.Match[str]) -> Span | None:
 
 
 def _bearer(text: str, m: re.Match[str]) -> Span | None:
-    # A credential has digits or symbols; "bearer authentication" does not.
-    return None if m.group(1).isalpha() else m.span(1)
+    # A credential has digits or symbols, or is long and mixed-case; "Bearer authentication" is not.
+    token = m.group(1)
+    if token.isalpha() and (len(token) < 16 or token.islower() or token.istitle()):
+        return None
+    return m.span(1)
 
 
 # --- numbers: cards, IBAN, SSN, phones ----------------------------------------------------------------
 
-_CARD = re.compile(r"(?<![A-Za-z0-9_.-])[0-9](?:[ -]?[0-9]){11,18}(?![0-9A-Za-z_]|[.-][0-9])")
+_CARD = re.compile(r"(?<![A-Za-z0-9_.+-])[0-9](?:[ -]?[0-9]){11,18}(?![0-9A-Za-z_]|[.-][0-9])")
+
+
+_BARCODE_BEFORE = re.compile(r"(?i)(?:sku|ean|gtin|upc|barcode|isbn|article)\W{0,3}$")
 
 
 def _card(text: str, m: re.Match[str]) -> Span | None:
@@ -198,6 +204,8 @@ def _card(text: str, m: re.Match[str]) -> Span | None:
     first = digits[0]
     if n == 12:  # only Maestro issues 12-digit cards
         ok = digits.startswith(("50", "56", "57", "58", "6", "0604"))
+    elif n == 13:  # only Visa issues 13-digit cards; EAN-13 barcodes have the same length
+        ok = first == "4" and not _BARCODE_BEFORE.search(text, max(0, m.start() - 16), m.start())
     else:
         ok = first in "23456" or digits.startswith(("1800", "0604"))
     return m.span() if ok else None
@@ -262,21 +270,21 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
     if core[0] == "+":
         return m.span() if n >= 8 else None
     seps = {ch for ch in core if ch in " .-"}
-    if _PHONE_CONTEXT.search(text, max(0, start - 30), start) and n >= (7 if seps else 9):
+    if _PHONE_CONTEXT.search(text, max(0, start - 30), start) and n >= 7:
         return m.span()
     if core[0] == "(":
         return m.span() if 10 <= n <= 12 else None
     if _DATEISH.match(core):
         return None
     if not seps:  # a bare run of digits: only a national number with trunk prefix 0 (0 + area code)
-        return m.span() if core[1] != "0" and core[0] == "0" and 10 <= n <= 11 else None
+        return m.span() if core[0] == "0" and core[1] != "0" and 9 <= n <= 11 else None
     groups = re.split(r"[ .-]+", core)
-    if len(groups[-1]) < 2:
-        return None  # "20240517.3", "1234 5678 9": a phone does not end in a one-digit group
+    if any(len(g) < 2 for g in groups[1:]) or (seps == {"."} and (len(groups[0]) < 2 or len(groups[0]) > 4)):
+        return None  # "20240517.3", "10.0.19045.3693": a one-digit group after the first is a version
     if seps == {"."} and (len(groups) == 2 or (len(groups) == 4 and all(len(g) <= 3 for g in groups))):
         return None  # a decimal number, or a dotted quad (an invalid IP, a version), not a phone
     if core.startswith("00"):
-        return m.span() if 11 <= n <= 15 else None
+        return m.span() if 10 <= n <= 15 else None
     return m.span() if 9 <= n <= 12 else None
 
 
