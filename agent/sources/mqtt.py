@@ -110,8 +110,9 @@ class MqttSource:
                 async with client:
                     self._generation += 1
                     self._live = self._generation
-                    await client.subscribe([(topic, 1) for topic in self._topics])
+                    granted = await client.subscribe([(topic, 1) for topic in self._topics])
                     self._set_state("connected", None)
+                    self._check_grants(granted)
                     failures = 0
                     async for message in client.messages:
                         yield self._chunk(message, paho, self._generation)
@@ -148,6 +149,14 @@ class MqttSource:
                 loop.call_soon_threadsafe(send)
 
         return ack
+
+    def _check_grants(self, granted: Sequence[Any]) -> None:
+        for topic, qos in zip(self._topics, granted, strict=False):
+            code = int(getattr(qos, "value", qos))  # paho hands back ReasonCode objects or ints
+            if code >= 0x80:
+                log.error("mqtt broker refused the subscription to %r (not authorised?)", topic)
+            elif code == 0:
+                log.warning("mqtt broker granted only QoS 0 for %r: no redelivery for it", topic)
 
     def _set_state(self, state: str, exc: BaseException | None) -> None:
         if state == self.state:
