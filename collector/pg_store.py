@@ -282,7 +282,8 @@ class PgStore:
             except asyncpg.exceptions.QueryCanceledError as exc:
                 raise _unavailable(f"database {self._where} statement timed out", exc) from exc
             except _UNAVAILABLE as exc:
-                db.terminate()  # never hand this connection out again; the pool opens a new one
+                with contextlib.suppress(Exception):  # asyncpg may have dropped it already
+                    db.terminate()  # never hand this connection out again; the pool opens a new one
                 if attempt == _ATTEMPTS:
                     raise _unavailable(f"database {self._where} is unavailable", exc) from exc
             finally:
@@ -316,6 +317,11 @@ class PgStore:
     async def _rollback(tx: Any) -> None:
         with contextlib.suppress(*_UNAVAILABLE):  # the connection is gone, and the transaction with it
             await tx.rollback()
+
+    async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """A write runs to completion even if the caller is cancelled (a client gone mid-call), like
+        the SQLite store's: the outcome is then decided, and a retry of the batch is a duplicate."""
+        return await asyncio.shield(self._run(work))
 
     async def _fetch(self, sql: str, *args: object) -> list[Record]:
         async def read(db: Connection) -> list[Record]:
@@ -369,7 +375,7 @@ class PgStore:
     async def append_audit(
         self, action: str, tenant: str | None, details: Mapping[str, audit.Detail], *, now: float
     ) -> audit.AuditEntry:
-        return await self._run(lambda db: self._audit(db, action, tenant, details, now))
+        return await self._write(lambda db: self._audit(db, action, tenant, details, now))
 
     async def audit_entries(self) -> list[audit.AuditEntry]:
         rows = await self._fetch(
@@ -407,7 +413,7 @@ class PgStore:
             await self._audit(db, "tenant.create", name, {}, now)
             return Tenant(name, "active", now, now)
 
-        return await self._run(work)
+        return await self._write(work)
 
     async def set_tenant_state(self, name: str, state: TenantState, *, now: float) -> Tenant:
         async def work(db: Connection) -> Tenant:
@@ -424,7 +430,7 @@ class PgStore:
             await self._audit(db, action, name, {"from": tenant.state}, now)
             return Tenant(name, state, tenant.created, now)
 
-        return await self._run(work)
+        return await self._write(work)
 
     async def get_tenant(self, name: str) -> Tenant | None:
         rows = await self._fetch(f"SELECT {_TENANT_COLS} FROM tenants WHERE name = $1", name)
@@ -457,7 +463,7 @@ class PgStore:
             await self._active_tenant(db, tenant)
             return await self._insert_key(db, tenant, agent, public_key, now, "admin")
 
-        return await self._run(work)
+        return await self._write(work)
 
     async def set_key_state(self, key_id: str, state: KeyState, *, now: float) -> KeyRecord:
         async def work(db: Connection) -> KeyRecord:
@@ -491,7 +497,7 @@ class PgStore:
             )
             return key
 
-        return await self._run(work)
+        return await self._write(work)
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         rows = await self._fetch(f"SELECT {_KEY_COLS} FROM keys WHERE key_id = $1", key_id)
@@ -526,7 +532,7 @@ class PgStore:
                 db, "enroll.token", tenant, {"token_id": token_id, "expires": format_rfc3339(expires)}, now
             )
 
-        await self._run(work)
+        await self._write(work)
 
     async def redeem_enroll_token(
         self, token_id: str, secret_hash: bytes, agent: str, public_key: bytes, *, now: float
@@ -553,7 +559,7 @@ class PgStore:
                 raise NotFound("enroll token", token_id)
             return await self._insert_key(db, tenant, agent, public_key, now, f"enroll:{token_id}")
 
-        return await self._run(work)
+        return await self._write(work)
 
     # -- quotas --------------------------------------------------------------------------------
     async def set_quota(self, quota: Quota, *, now: float) -> Quota:
@@ -575,7 +581,7 @@ class PgStore:
             )
             return quota
 
-        return await self._run(work)
+        return await self._write(work)
 
     async def get_quota(self, tenant: str) -> Quota:
         async def read(db: Connection) -> Quota:
@@ -595,7 +601,7 @@ class PgStore:
     # -- ingest --------------------------------------------------------------------------------
     async def commit_batch(self, batch: BatchCommit, quota: Quota, *, now: float) -> CommitOutcome:
         try:
-            return await self._run(lambda db: commit(db, batch, quota, now))
+            return await self._write(lambda db: commit(db, batch, quota, now))
         except Rollback as stop:
             return stop.outcome
 
@@ -627,7 +633,7 @@ class PgStore:
                 }
                 await self._audit(db, "batch.refused", refusal.tenant, details, now)
 
-        await self._run(work)
+        await self._write(work)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(
