@@ -26,7 +26,7 @@ from collector.db import DEFAULT_DB, default_key_path, open_store, sqlite_path
 from collector.errors import AuditError, Conflict, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
-from collector.store import Store, TenantState, day_of
+from collector.store import UNATTRIBUTED, Store, TenantState, day_of
 from collector.tables import format_usage, keys_table, tenants_table
 from hushmetric.errors import ConfigError
 from hushmetric.keys import generate_signing_key, load_signing_key, public_key_b64, read_public_key_arg
@@ -43,6 +43,7 @@ QUOTA_FLAGS = (
     "max_batch_bytes",
 )
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the wire contract's tenant and agent ids
 _json = msgspec.json.Encoder()
 
 
@@ -80,6 +81,13 @@ async def _store(ctx: Context, *, signed: bool = True) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.close()
+
+
+def _check_id(value: str, what: str) -> None:
+    if not _ID.match(value) or value == UNATTRIBUTED:
+        raise ConfigError(
+            f"{value[:40]!r} must be 1-128 characters of A-Z a-z 0-9 . _ : @ - (and not '-')", key=what
+        )
 
 
 def _json_line(ctx: Context, obj: object) -> None:
@@ -128,6 +136,7 @@ async def _tenant(ctx: Context) -> int:
                 ctx.out.write(tenants_table(tenants))
             return 0
         if a.action == "create":
+            _check_id(a.name, "tenant name")
             tenant = await store.create_tenant(a.name, now=ctx.clock())
         else:
             states: dict[str, TenantState] = {"suspend": "suspended", "resume": "active", "delete": "deleted"}
@@ -141,6 +150,7 @@ async def _key(ctx: Context) -> int:
     a = ctx.args
     async with _store(ctx, signed=a.action != "list") as store:
         if a.action == "add":
+            _check_id(a.agent, "--agent")
             public = read_public_key_arg(a.public_key)
             record = await store.add_key(a.tenant, a.agent, public, now=ctx.clock())
             ctx.say(record.key_id)

@@ -58,6 +58,8 @@ _QUOTA_FIELDS = (
 
 def _epoch(text: str | None) -> float | None:
     return None if text is None else parse_rfc3339(text)
+
+
 _QUOTA_UPDATE = ", ".join(f"{f} = excluded.{f}" for f in _QUOTA_FIELDS)
 
 
@@ -417,6 +419,8 @@ class SqliteStore:
                 "ON CONFLICT DO NOTHING",
                 (refusal.tenant, minute, refusal.reason),
             )
+            if cur.rowcount == 1:  # first of this minute: forget minutes older than a day
+                await db.execute("DELETE FROM refusal_minutes WHERE minute < ?", (minute - 1440,))
             if cur.rowcount == 1 and self._key is not None:
                 details: dict[str, audit.Detail] = {
                     "reason": refusal.reason,

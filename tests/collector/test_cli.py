@@ -60,6 +60,8 @@ def test_tenant_flow_and_errors(hush: Hush) -> None:
     ]
     hush.ok("tenant", "resume", "acme")
     one_line_error(hush("tenant", "suspend", "nope"), 3, "tenant 'nope' not found")
+    one_line_error(hush("tenant", "create", "has space"), 2, "tenant name")
+    one_line_error(hush("tenant", "create", "-"), 2, "tenant name")
     hush.ok("tenant", "delete", "acme")
     one_line_error(hush("tenant", "resume", "acme"), 5, "deleted")
     assert "acme  deleted" in hush.ok("tenant", "list")
@@ -76,6 +78,9 @@ def test_key_flow_and_errors(hush: Hush, tmp_path: Path) -> None:
     assert hush.ok("key", "add", "acme", "--agent", "a2", "--public-key", "@a2.pub").strip() == other.key_id
     one_line_error(
         hush("key", "add", "nope", "--agent", "a3", "--public-key", b64(Agent("x", "y"))), 3, "not found"
+    )
+    one_line_error(
+        hush("key", "add", "acme", "--agent", "a 3", "--public-key", b64(Agent("x", "y"))), 2, "--agent"
     )
     one_line_error(hush("key", "add", "acme", "--agent", "a3", "--public-key", "garbage!"), 2, "base64")
     one_line_error(hush("key", "add", "acme", "--agent", "a3", "--public-key", "AAAA"), 2, "32 bytes")
@@ -243,14 +248,18 @@ def test_report_and_funnel_commands(hush: Hush, tmp_path: Path) -> None:
     hush.ok("tenant", "create", "acme")
     agent = Agent("acme", "a1", created=float(int(time.time())))
     hush.ok("key", "add", "acme", "--agent", "a1", "--public-key", b64(agent))
-    data = bundle.write_bundle([(1, agent.next(rows=3))], tenant="acme", agent="a1", created="x", key=agent.key)
+    data = bundle.write_bundle(
+        [(1, agent.next(rows=3))], tenant="acme", agent="a1", created="x", key=agent.key
+    )
     (tmp_path / "b.tar").write_bytes(data)
     hush.ok("import", "b.tar")
     report = json.loads(hush.ok("report", "--tenant", "acme", "--format", "json"))
     assert report["tenant"] == "acme"
     assert "metric0" in hush.ok("report", "--tenant", "acme")
     assert hush.ok("report", "--tenant", "acme", "--format", "csv").startswith("row,")
-    funnel = json.loads(hush.ok("funnel", "--tenant", "acme", "--stages", "metric0,metric1", "--format", "json"))
+    funnel = json.loads(
+        hush.ok("funnel", "--tenant", "acme", "--stages", "metric0,metric1", "--format", "json")
+    )
     assert funnel["tenant"] == "acme"
     one_line_error(hush("report", "--tenant", "nope"), 3, "not found")
     one_line_error(hush("funnel", "--tenant", "acme", "--stages", "metric0"), 2, "--stages")
