@@ -3,7 +3,10 @@
 Reads large blocks (1 MiB) and cuts each at its last newline, so a chunk only ever holds complete
 lines; a partial last line waits for the writer to finish it. The chunk's ``offset`` is the byte
 position just past its last line; the pipeline commits it with the chunk's events, and the next
-start resumes there (``offset_key`` is ``"file:" + absolute path``).
+start resumes there. The ``offset_key`` names the file by path *and* identity,
+``"file:<absolute path>@<device>:<inode>"``: a file rotated while the agent was down is a new file
+with no committed offset and is read from its start (the alternative, a path-only key, would skip as
+many bytes of the new file as were read of the old one — a silent loss).
 
 - ``follow`` (and not ``once``): at the end of the file, poll for appends. A file that shrank below
   the read position was truncated: reading restarts at 0. A path that now names another file (new
@@ -47,7 +50,7 @@ class FileSource:
     ) -> None:
         self.path = path.absolute()
         self.name = f"file:{self.path}"
-        self.key = self.name
+        self.key: str | None = None  # offset key of the file being read, once it is open
         self.follow = follow
         self._offsets = offsets
         self._max_line = max_line_bytes
@@ -55,7 +58,6 @@ class FileSource:
         self._read_size = max(read_size, 1)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        start = self._offsets(self.key) or 0
         while True:
             stream = await self._open()
             if stream is not None:
@@ -65,6 +67,8 @@ class FileSource:
                 return
             await asyncio.sleep(self._poll)
         try:
+            key = self._key_of(stream)
+            start = self._offsets(key) or 0
             size = os.fstat(stream.fileno()).st_size
             if start > size:
                 log.warning("%s is shorter than its committed offset; reading it from the start", self.path)
@@ -89,12 +93,12 @@ class FileSource:
                     if cut >= 0:
                         pending = data[cut + 1 :]
                         pos += cut + 1
-                        yield Chunk(self.name, data[: cut + 1], self.key, pos)
+                        yield Chunk(self.name, data[: cut + 1], key, pos)
                     else:
                         pending = data
                     if len(pending) > self._max_line:
                         pos += len(pending)
-                        yield Chunk(self.name, pending[: self._max_line + 1] + b"\n", self.key, pos)
+                        yield Chunk(self.name, pending[: self._max_line + 1] + b"\n", key, pos)
                         pending = b""
                         skipping = True
                     continue
@@ -102,7 +106,7 @@ class FileSource:
                 if not self.follow:
                     if pending and not skipping:
                         pos += len(pending)
-                        yield Chunk(self.name, pending + b"\n", self.key, pos)
+                        yield Chunk(self.name, pending + b"\n", key, pos)
                     return
                 replaced = await self._replaced(stream, pos + len(pending))
                 if replaced is None:
@@ -111,9 +115,15 @@ class FileSource:
                 stream.close()
                 stream = replaced
                 log.info("%s was truncated or rotated; reading it from the start", self.path)
+                key = self._key_of(stream)
                 pos, pending, skipping = 0, b"", False
         finally:
             stream.close()
+
+    def _key_of(self, stream: BinaryIO) -> str:
+        st = os.fstat(stream.fileno())
+        self.key = f"{self.name}@{st.st_dev}:{st.st_ino}"
+        return self.key
 
     async def _open(self) -> BinaryIO | None:
         try:

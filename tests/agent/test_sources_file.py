@@ -40,7 +40,8 @@ async def test_reads_to_end_and_resumes_from_committed_offset(tmp_path: Path) ->
     assert b"".join(c.data for c in chunks) == path.read_bytes()
     assert all(c.data.endswith(b"\n") and c.offset_key == src.key for c in chunks)
     assert chunks[-1].offset == path.stat().st_size
-    assert src.key == f"file:{path.absolute()}"
+    st = path.stat()
+    assert src.key == f"file:{path.absolute()}@{st.st_dev}:{st.st_ino}"
 
     # Only the first chunks were committed before a crash: resume right after them.
     committed = {src.key: chunks[2].offset or 0}
@@ -91,6 +92,7 @@ async def test_follows_appends_truncation_and_rotation(tmp_path: Path) -> None:
     assert (await take(it)).data == line(5)
     chunk = await take(it)
     assert chunk.data == line(6) and chunk.offset == len(line(6))
+    assert chunk.offset_key == f"file:{path.absolute()}@{path.stat().st_dev}:{path.stat().st_ino}"
     await it.aclose()
 
 
@@ -108,8 +110,21 @@ async def test_waits_for_a_missing_file_when_following(tmp_path: Path) -> None:
 async def test_committed_offset_past_the_end_restarts(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_bytes(line(1))
-    chunks = await drain(source(path, follow=False, offsets={f"file:{path.absolute()}": 10_000}))
+    st = path.stat()
+    key = f"file:{path.absolute()}@{st.st_dev}:{st.st_ino}"
+    chunks = await drain(source(path, follow=False, offsets={key: 10_000}))
     assert [c.data for c in chunks] == [line(1)]
+
+
+async def test_file_replaced_while_down_is_read_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(line(1) + line(2))
+    first = await drain(source(path, follow=False))
+    committed = {first[-1].offset_key or "": first[-1].offset or 0}
+    os.replace(path, tmp_path / "in.jsonl.1")
+    path.write_bytes(line(3) + line(4) + line(5))  # longer than what was read of the old file
+    again = await drain(source(path, follow=False, offsets=committed))
+    assert b"".join(c.data for c in again) == line(3) + line(4) + line(5)
 
 
 async def test_over_long_line_is_cut_and_skipped(tmp_path: Path) -> None:
