@@ -232,7 +232,8 @@ def test_installed_units_point_at_the_install(installed: Installed) -> None:
 
 
 def test_agent_flow_from_the_install(installed: Installed, tmp_path: Path) -> None:
-    """init → run --once on the demo source with no collector → validate air-gap → export, offline."""
+    """Offline, from the install: init → run --once (demo source, no collector) → validate air-gap →
+    the export exactly as hush-agent-export.service runs it."""
     agent = str(installed.prefix / "bin" / "hush-agent")
     if run([agent, "init", "--help"], cwd=tmp_path).returncode != 0:
         pytest.xfail("the installed hush-agent has no `init` command yet")
@@ -241,12 +242,24 @@ def test_agent_flow_from_the_install(installed: Installed, tmp_path: Path) -> No
         [agent, "init", "--dir", str(cfg), "--tenant", "demo"],
         [agent, "run", "--once", "--config", str(cfg / "agent.toml")],
         [agent, "validate", "--profile", "air-gap", "--config", str(cfg / "agent.toml")],
-        [agent, "export", "--out", str(tmp_path / "out.tar"), "--config", str(cfg / "agent.toml")],
     ]
     for cmd in steps:
         result = run(cmd, cwd=tmp_path, offline=True)
         assert result.returncode == 0, f"{' '.join(cmd[1:3])}: {result.stdout[-2000:]}{result.stderr[-3000:]}"
-    assert (tmp_path / "out.tar").stat().st_size > 0, "run --once released nothing to export"
+
+    unit = (installed.units / "hush-agent-export.service").read_text()
+    (exec_start,) = (
+        line.removeprefix("ExecStart=") for line in unit.splitlines() if line.startswith("ExecStart=")
+    )
+    script = exec_start.removeprefix("/bin/sh -c '").removesuffix("'").replace("%%", "%").replace("$$", "$")
+    script = script.replace("/var/lib/hushmetric/agent", str(tmp_path / "state")).replace(
+        "/etc/hushmetric/agent.toml", str(cfg / "agent.toml")
+    )
+    result = run(["sh", "-c", script], cwd=tmp_path, offline=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    bundles = list((tmp_path / "state" / "outgoing").glob("hushmetric-*Z.tar"))
+    assert len(bundles) == 1, f"run --once released nothing to export: {result.stdout}"
+    assert bundles[0].stat().st_size > 0
 
 
 # --- install.sh refusals ----------------------------------------------------------------------
