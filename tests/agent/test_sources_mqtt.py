@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -219,3 +220,41 @@ async def test_broker_down_is_retried_quietly(caplog: pytest.LogCaptureFixture) 
     assert src.attempts >= 3 and src.state == "down"
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+
+
+async def test_reconnects_after_being_kicked_and_drops_stale_acks(ids: tuple[str, str]) -> None:
+    client_id, topic = ids
+    src = make(client_id, topic)
+    it = src.chunks()
+    try:
+        first = await connected(src, it)
+        await publish(f"{topic}/r", b"m1")
+        (c1,) = await take(it, first, 1)
+        generation_before = src.attempts
+
+        # Another client with the same id takes the session over: the broker drops our connection.
+        thief = aiomqtt.Client(HOST, PORT, identifier=client_id, clean_session=False)
+        thief._client.manual_ack_set(True)  # it must not acknowledge m1 either
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with thief:
+                await asyncio.sleep(0.1)
+
+        # The source reconnects by itself and gets m1 again (never acknowledged).
+        (again,) = await take(it, None, 1)
+        assert again.data == b"m1" and src.attempts > generation_before
+        assert c1.ack is not None and again.ack is not None
+        c1.ack()  # from the old connection: dropped, the packet id belongs to another connection
+        await asyncio.sleep(0.2)
+        await it.aclose()
+
+        src = make(client_id, topic)
+        it = src.chunks()
+        (third,) = await take(it, asyncio.ensure_future(anext(it)), 1)
+        assert third.data == b"m1"  # the stale ack did not acknowledge it
+        assert third.ack is not None
+        third.ack()
+        await asyncio.sleep(0.2)
+        assert await nothing_within(it, 0.5)
+    finally:
+        await it.aclose()
+        await forget_session(client_id)
