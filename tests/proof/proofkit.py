@@ -273,6 +273,7 @@ class Collector:
     proc: subprocess.Popen[bytes] | None = None
     address: str = ""
     starts: int = 0
+    tag: str = "serve"  # names the log files; replicas on one database use different tags
     logs: list[Path] = field(default_factory=list)
 
     @property
@@ -325,8 +326,8 @@ class Collector:
     async def start(self, *extra: str) -> str:
         assert self.proc is None or self.proc.poll() is not None
         self.starts += 1
-        out = self.workdir / f"serve-{self.starts}.out"
-        err = self.workdir / f"serve-{self.starts}.err"
+        out = self.workdir / f"{self.tag}-{self.starts}.out"
+        err = self.workdir / f"{self.tag}-{self.starts}.err"
         self.logs.append(err)
         with out.open("wb") as fo, err.open("wb") as fe:
             self.proc = subprocess.Popen(
