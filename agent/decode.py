@@ -38,6 +38,7 @@ _TS_MAX = 253402300800.0  # 10000-01-01T00:00:00Z
 _VALUE_MAX = 1e300
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1  # what msgpack (the journal) can hold
 _REQUIRED = ("name", "ts", "unit")
+_BOM = b"\xef\xbb\xbf"  # some Windows tools start UTF-8 files with one
 
 
 class _Raw(Protocol):
@@ -121,6 +122,8 @@ class Decoder:
                     "too_large", f"payload of {len(data)} bytes over max_payload_bytes", data, source, now
                 )
             ]
+        if data.startswith(_BOM):
+            data = data[len(_BOM) :]
         head = data.lstrip()[:1]
         if not head:
             return [], []

@@ -15,6 +15,7 @@ from agent.sources.file import FileSource
 from agent.sources.mqtt import MqttSource
 from agent.sources.stdin import StdinSource
 from hushmetric.errors import ConfigError
+from hushmetric.timefmt import parse_rfc3339
 
 __all__ = [
     "Chunk",
@@ -61,7 +62,15 @@ def build_source(
         case cfg.StdinSource():
             return StdinSource(max_line_bytes=limits.max_event_bytes)
         case cfg.DemoSource():
-            return DemoSource(seed=spec.seed, users=spec.users, days=spec.days, start=spec.start)
+            try:
+                start = parse_rfc3339(spec.start)
+            except ValueError:
+                raise ConfigError(
+                    "expected an RFC 3339 time with offset, like 2026-01-05T00:00:00Z",
+                    path=str(loaded.path),
+                    key=f"sources[{index}].start",
+                ) from None
+            return DemoSource(seed=spec.seed, users=spec.users, days=spec.days, start=start)
     raise ConfigError(
         f"unknown source type {type(spec).__name__}", path=str(loaded.path), key=f"sources[{index}]"
     )

@@ -138,6 +138,11 @@ def test_dead_letter_fields_hold_no_raw_content() -> None:
     assert "alice" not in letter.detail
 
 
+def test_utf8_bom_is_skipped() -> None:
+    got, bad = decode(b"\xef\xbb\xbf" + GOOD + b"\n" + GOOD)
+    assert bad == [] and len(got) == 2
+
+
 def test_empty_and_blank_input() -> None:
     assert decode(b"") == ([], [])
     assert decode(b"\n\n  \r\n") == ([], [])

@@ -53,3 +53,12 @@ def test_missing_password_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         build_sources(loaded, once=True, offsets=lambda key: None)
     assert err.value.key == "sources[0].password_file"
+
+
+def test_bad_demo_start_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text(
+        'tenant = "t"\nagent = "a"\n[[sources]]\ntype = "demo"\nstart = "monday"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        build_sources(load_config(tmp_path / "agent.toml"), once=True, offsets=lambda key: None)
+    assert err.value.key == "sources[0].start"
