@@ -6,9 +6,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import ssl
+from collections.abc import Sequence
+from pathlib import Path
 
 from agent import config as cfg
+from agent import journal
 from agent.sources.base import Chunk, OffsetGetter, Source
 from agent.sources.demo import DemoSource, generate_lines, write_dataset
 from agent.sources.file import FileSource
@@ -32,13 +36,31 @@ __all__ = [
 ]
 
 
-def build_sources(loaded: cfg.LoadedConfig, *, once: bool, offsets: OffsetGetter) -> list[Source]:
-    """Every configured source. ``once``: file sources stop at the end instead of following.
+def build_sources(
+    loaded: cfg.LoadedConfig,
+    *,
+    once: bool,
+    conn: sqlite3.Connection | None = None,
+    offsets: OffsetGetter | None = None,
+    override: Sequence[cfg.Source] | None = None,
+) -> list[Source]:
+    """Every configured source (or the ``override`` specs instead, e.g. from ``run --input``).
 
-    ``offsets`` is called when a resumable source starts (e.g. ``lambda key: journal.get_offset(conn,
-    key)``), so build before or after replay as convenient. Raises :class:`ConfigError` for an
-    unreadable password or CA file.
+    - ``once``: file sources stop at the end of the file instead of following it.
+    - Committed offsets come from ``offsets`` if given, else from ``journal.get_offset`` on ``conn``;
+      they are looked up when a resumable source starts, so build before or after replay alike.
+    - File paths of configured sources are relative to the config's directory; paths of ``override``
+      specs are relative to the current directory (what a user typing ``--input FILE`` means).
+
+    Raises :class:`ConfigError` for an unreadable password or CA file or a bad demo start time.
     """
+    if offsets is None:
+        offsets = (lambda key: journal.get_offset(conn, key)) if conn is not None else (lambda key: None)
+    if override is not None:
+        return [
+            build_source(spec, loaded, once=once, offsets=offsets, index=i, cwd_paths=True)
+            for i, spec in enumerate(override)
+        ]
     return [
         build_source(spec, loaded, once=once, offsets=offsets, index=i)
         for i, spec in enumerate(loaded.config.sources)
@@ -46,7 +68,13 @@ def build_sources(loaded: cfg.LoadedConfig, *, once: bool, offsets: OffsetGetter
 
 
 def build_source(
-    spec: cfg.Source, loaded: cfg.LoadedConfig, *, once: bool, offsets: OffsetGetter, index: int = 0
+    spec: cfg.Source,
+    loaded: cfg.LoadedConfig,
+    *,
+    once: bool,
+    offsets: OffsetGetter,
+    index: int = 0,
+    cwd_paths: bool = False,
 ) -> Source:
     limits = loaded.config.limits
     match spec:
@@ -54,7 +82,7 @@ def build_source(
             return _mqtt(spec, loaded, index)
         case cfg.FileSource():
             return FileSource(
-                loaded.at(spec.path),
+                Path(spec.path).absolute() if cwd_paths else loaded.at(spec.path),
                 follow=spec.follow and not once,
                 offsets=offsets,
                 max_line_bytes=limits.max_event_bytes,

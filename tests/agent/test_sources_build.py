@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from agent import config as cfg
+from agent import journal
 from agent.config import load_config
 from agent.sources import DemoSource, FileSource, MqttSource, StdinSource, build_sources
+from agent.state import open_state, transaction
 from hushmetric.errors import ConfigError
 
 CONFIG = """
@@ -62,3 +65,28 @@ def test_bad_demo_start_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         build_sources(load_config(tmp_path / "agent.toml"), once=True, offsets=lambda key: None)
     assert err.value.key == "sources[0].start"
+
+
+async def test_offsets_from_the_state_db_and_input_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "agent.toml").write_text('tenant = "t"\nagent = "a"\n')
+    loaded = load_config(tmp_path / "agent.toml")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "in.jsonl").write_bytes(b"line1\nline2\n")
+    monkeypatch.chdir(work)
+    conn = open_state(tmp_path / "state", [journal.SCHEMA])
+    try:
+        (src,) = build_sources(loaded, once=True, conn=conn, override=[cfg.FileSource(path="in.jsonl")])
+        assert isinstance(src, FileSource) and src.path == work / "in.jsonl" and not src.follow
+        chunks = [c async for c in src.chunks()]
+        assert chunks[0].offset_key is not None
+        with transaction(conn):
+            journal.set_offset(conn, chunks[0].offset_key, 6)
+        (src,) = build_sources(loaded, once=True, conn=conn, override=[cfg.FileSource(path="in.jsonl")])
+        assert [c.data async for c in src.chunks()] == [b"line2\n"]
+        (demo,) = build_sources(loaded, once=True)
+        assert isinstance(demo, DemoSource)
+    finally:
+        conn.close()
