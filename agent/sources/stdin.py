@@ -9,6 +9,7 @@ lost on a crash, as with any pipe.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import sys
 import threading
@@ -52,6 +53,8 @@ class StdinSource:
                 yield Chunk(self.name, item)
         finally:
             stop.set()
+            while not queue.empty():  # unblock a reader waiting for room, so it sees ``stop`` and ends
+                queue.get_nowait()
 
     def _reader(
         self,
@@ -65,7 +68,7 @@ class StdinSource:
                 return False
             try:
                 asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
-            except (RuntimeError, asyncio.CancelledError, TimeoutError):
+            except (RuntimeError, asyncio.CancelledError, concurrent.futures.CancelledError):
                 return False  # the loop is gone or the consumer stopped
             return True
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from pathlib import Path
 
 from agent.sources import Chunk, StdinSource
 
@@ -45,3 +46,17 @@ async def test_stops_cleanly_when_consumer_stops() -> None:
 
 async def _collect(src: StdinSource) -> list[Chunk]:
     return [c async for c in src.chunks()]
+
+
+async def test_reader_thread_ends_when_consumer_stops_early(tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(line(1) * 100_000)
+    with big.open("rb") as stream:
+        it = StdinSource(stream, max_line_bytes=1000, read_size=8192).chunks()
+        await asyncio.wait_for(anext(it), 5)
+        await asyncio.sleep(0.1)  # the reader fills the queue and waits for room
+        await it.aclose()
+        deadline = asyncio.get_running_loop().time() + 5
+        while any(t.name == "hush-stdin" for t in threading.enumerate()):
+            assert asyncio.get_running_loop().time() < deadline, "reader thread still running"
+            await asyncio.sleep(0.02)
