@@ -73,6 +73,10 @@ class Scanner:
     def names(self) -> tuple[str, ...]:
         return self._names
 
+    @property
+    def detectors(self) -> tuple[Detector, ...]:
+        return self._detectors
+
     def scan(self, text: str) -> list[Finding]:
         n = len(text)
         feats = features(text) if n >= 6 else 0

@@ -108,7 +108,7 @@ def _group(index: int | str) -> Check:
 # --- email, URLs, tokens ----------------------------------------------------------------------------
 
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-][A-Za-z0-9._%+'-]{0,63}@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
 )
 
@@ -196,19 +196,41 @@ _CARD = re.compile(r"(?<![A-Za-z0-9_.+-])[0-9](?:[ -]?[0-9]){11,18}(?![0-9A-Za-z
 _BARCODE_BEFORE = re.compile(r"(?i)(?:sku|ean|gtin|upc|barcode|isbn|article)\W{0,3}$")
 
 
+def _cuts(text: str, start: int, end: int, seps: str) -> Iterator[int]:
+    """Ends to try for a candidate, longest first: its end, then before each separator (at most 6).
+
+    Separators also join a finding to unrelated numbers after it ("4111 1111 1111 1111 2 items");
+    trying shorter ends finds the number the candidate starts with.
+    """
+    yield end
+    tried = 0
+    for i in range(end - 1, start, -1):
+        if text[i] in seps and text[i - 1] not in seps:
+            yield i
+            tried += 1
+            if tried == 6:
+                return
+
+
 def _card(text: str, m: re.Match[str]) -> Span | None:
-    digits = m.group().replace(" ", "").replace("-", "")
-    n = len(digits)
-    if digits.count(digits[0]) == n or not luhn_ok(digits):
-        return None
-    first = digits[0]
-    if n == 12:  # only Maestro issues 12-digit cards
-        ok = digits.startswith(("50", "56", "57", "58", "6", "0604"))
-    elif n == 13:  # only Visa issues 13-digit cards; EAN-13 barcodes have the same length
-        ok = first == "4" and not _BARCODE_BEFORE.search(text, max(0, m.start() - 16), m.start())
-    else:
-        ok = first in "23456" or digits.startswith(("1800", "0604"))
-    return m.span() if ok else None
+    start = m.start()
+    for end in _cuts(text, start, m.end(), " -"):
+        digits = text[start:end].replace(" ", "").replace("-", "")
+        n = len(digits)
+        if n < 12:
+            return None
+        if digits.count(digits[0]) == n or not luhn_ok(digits):
+            continue
+        first = digits[0]
+        if n == 12:  # only Maestro issues 12-digit cards
+            ok = digits.startswith(("50", "56", "57", "58", "6", "0604"))
+        elif n == 13:  # only Visa issues 13-digit cards; EAN-13 barcodes have the same length
+            ok = first == "4" and not _BARCODE_BEFORE.search(text, max(0, start - 16), start)
+        else:
+            ok = first in "23456" or digits.startswith(("1800", "0604"))
+        if ok:
+            return (start, end)
+    return None
 
 
 _IBAN = re.compile(r"(?i)(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]){11,30}")
@@ -262,30 +284,40 @@ _DATEISH = re.compile(
 
 def _phone(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
-    core = m.group() if m.group("x") is None else text[start : m.start("x")]
+    if m.group("x") is not None and _phone_ok(text, start, m.start("x")):
+        return m.span()
+    context = _PHONE_CONTEXT.search(text, max(0, start - 30), start) is not None
+    for end in _cuts(text, start, m.end() if m.group("x") is None else m.start("x"), " .-()"):
+        if _phone_ok(text, start, end, context):
+            return (start, end)
+    return None
+
+
+def _phone_ok(text: str, start: int, end: int, context: bool = False) -> bool:
+    core = text[start:end]
     n = sum(1 for ch in core if "0" <= ch <= "9")
     opens = core.count("(")
-    if opens != core.count(")") or opens > 1 or n > 15:
-        return None
+    if opens != core.count(")") or opens > 1 or n > 15 or n < 7:
+        return False
     if core[0] == "+":
-        return m.span() if n >= 8 else None
-    seps = {ch for ch in core if ch in " .-"}
-    if _PHONE_CONTEXT.search(text, max(0, start - 30), start) and n >= 7:
-        return m.span()
+        return n >= 8
+    if context:
+        return True
     if core[0] == "(":
-        return m.span() if 10 <= n <= 12 else None
+        return 10 <= n <= 12
     if _DATEISH.match(core):
-        return None
+        return False
+    seps = {ch for ch in core if ch in " .-"}
     if not seps:  # a bare run of digits: only a national number with trunk prefix 0 (0 + area code)
-        return m.span() if core[0] == "0" and core[1] != "0" and 9 <= n <= 11 else None
+        return core[0] == "0" and core[1] != "0" and 9 <= n <= 11
     groups = re.split(r"[ .-]+", core)
     if any(len(g) < 2 for g in groups[1:]) or (seps == {"."} and (len(groups[0]) < 2 or len(groups[0]) > 4)):
-        return None  # "20240517.3", "10.0.19045.3693": a one-digit group after the first is a version
-    if seps == {"."} and (len(groups) == 2 or (len(groups) == 4 and all(len(g) <= 3 for g in groups))):
-        return None  # a decimal number, or a dotted quad (an invalid IP, a version), not a phone
+        return False  # "20240517.3", "10.0.19045.3693": a one-digit group after the first is a version
+    if seps == {"."} and (len(groups) == 2 or (len(groups) <= 4 and all(len(g) <= 3 for g in groups))):
+        return False  # a decimal number, or dotted groups of an (invalid) IP or a version, not a phone
     if core.startswith("00"):
-        return m.span() if 10 <= n <= 15 else None
-    return m.span() if 9 <= n <= 12 else None
+        return 10 <= n <= 15
+    return 9 <= n <= 12
 
 
 # --- network identifiers --------------------------------------------------------------------------------
@@ -311,6 +343,8 @@ def _ipv6(text: str, m: re.Match[str]) -> Span | None:
         return None
     if end < len(text) and (text[end].isalnum() or text[end] in "_:"):
         return None
+    if text[end - 1] == ":" and text[end - 2] != ":":
+        end -= 1  # "2001:db8::1: connection refused" — the colon belongs to the prose
     cand = text[start:end]
     colons = cand.count(":")
     if "::" not in cand and colons != 7 and not (colons == 6 and "." in cand):
@@ -318,7 +352,7 @@ def _ipv6(text: str, m: re.Match[str]) -> Span | None:
     return (start, end) if ipv6_ok(cand) else None
 
 
-_IPV4 = re.compile(r"(?<![A-Za-z0-9_.:-])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![A-Za-z0-9_]|\.[0-9])")
+_IPV4 = re.compile(r"(?<![A-Za-z0-9_.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![A-Za-z0-9_]|\.[0-9])")
 _VERSION_BEFORE = re.compile(r"(?i)(?:version|ver\.?|release|build)\s*$")
 
 

@@ -1,0 +1,206 @@
+"""Unit tests of each detector: what it finds, in which span, and what it must leave alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.detectors import DETECTOR_NAMES, Finding, Scanner, features, generalize, normalize
+from agent.detectors._checks import iban_ok, ipv4_ok, ipv6_ok, looks_random, luhn_ok, ssn_ok
+
+SCANNER = Scanner()
+
+
+def found(text: str) -> list[tuple[str, str]]:
+    return [(f.detector, text[f.start : f.end]) for f in SCANNER.scan(text)]
+
+
+def test_names_in_priority_order() -> None:
+    assert DETECTOR_NAMES == (
+        "url_credentials",
+        "jwt",
+        "api_key",
+        "email",
+        "iban",
+        "card",
+        "ssn",
+        "mac",
+        "ipv6",
+        "ipv4",
+        "phone",
+        "secret",
+    )
+    assert SCANNER.names == DETECTOR_NAMES
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # email
+        ("mail alice.smith@example.com now", [("email", "alice.smith@example.com")]),
+        ("<BOB+news@Mail.Example.CO.UK>.", [("email", "BOB+news@Mail.Example.CO.UK")]),
+        ("mailto:carol_o'neil@sub.example.org", [("email", "carol_o'neil@sub.example.org")]),
+        # phone
+        ("call +1-555-123-4567 ok", [("phone", "+1-555-123-4567")]),
+        ("(555) 123-4567 x204", [("phone", "(555) 123-4567 x204")]),
+        ("tel 555.123.4567", [("phone", "555.123.4567")]),
+        ("+44 20 7946 0958", [("phone", "+44 20 7946 0958")]),
+        ("020 7946 0958", [("phone", "020 7946 0958")]),
+        ("07700900123", [("phone", "07700900123")]),
+        ("+49(0)3012345678", [("phone", "+49(0)3012345678")]),
+        ("01 23 45 67 89", [("phone", "01 23 45 67 89")]),
+        ("+33 (0)1 23 45 67 89", [("phone", "+33 (0)1 23 45 67 89")]),
+        ("phone: 5551234567", [("phone", "5551234567")]),
+        ("tel:+14155550123", [("phone", "+14155550123")]),
+        # network
+        ("from 192.168.1.20:8080", [("ipv4", "192.168.1.20")]),
+        ("http://10.0.0.1/admin", [("ipv4", "10.0.0.1")]),
+        ("v6 2001:db8:85a3::8a2e:370:7334 x", [("ipv6", "2001:db8:85a3::8a2e:370:7334")]),
+        ("[fe80::1%eth0]:443", [("ipv6", "fe80::1%eth0")]),
+        ("::ffff:192.0.2.1", [("ipv6", "::ffff:192.0.2.1")]),
+        ("peer 2001:db8::1: refused", [("ipv6", "2001:db8::1")]),
+        ("mac 00:1A:2B:3C:4D:5E", [("mac", "00:1A:2B:3C:4D:5E")]),
+        ("mac 00-1a-2b-3c-4d-5e", [("mac", "00-1a-2b-3c-4d-5e")]),
+        ("mac 001a.2b3c.4d5e", [("mac", "001a.2b3c.4d5e")]),
+        # payment and identity
+        ("card 4111 1111 1111 1111", [("card", "4111 1111 1111 1111")]),
+        ("card 4111-1111-1111-1111.", [("card", "4111-1111-1111-1111")]),
+        ("amex 378282246310005", [("card", "378282246310005")]),
+        ("amex 3782 822463 10005", [("card", "3782 822463 10005")]),
+        ("iban DE89 3704 0044 0532 0130 00.", [("iban", "DE89 3704 0044 0532 0130 00")]),
+        ("iban=GB29NWBK60161331926819", [("iban", "GB29NWBK60161331926819")]),
+        ("iban gb29 nwbk 6016 1331 9268 19", [("iban", "gb29 nwbk 6016 1331 9268 19")]),
+        ("ssn 123-45-6789", [("ssn", "123-45-6789")]),
+        ("SSN: 123456789", [("ssn", "123456789")]),
+        # secrets
+        (
+            "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            [("jwt", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")],
+        ),
+        ("key sk_live_4eC39HqLyjWDarjtT1zdp7dc", [("api_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc")]),
+        ("AKIAIOSFODNN7EXAMPLE", [("api_key", "AKIAIOSFODNN7EXAMPLE")]),
+        ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", [("api_key", "ghp_abcdefghijklmnopqrstuvwxyz0123456789")]),
+        ("slack xoxb-1234567890-abcdefghijkl", [("api_key", "xoxb-1234567890-abcdefghijkl")]),
+        ("password=hunter22 user=bob", [("secret", "hunter22")]),
+        ('{"db_password": "s3cr3t-Value"}', [("secret", "s3cr3t-Value")]),
+        ("Authorization: Bearer abc123.def456-ghi", [("secret", "abc123.def456-ghi")]),
+        ("cookie d8fNYvvDbzDZST6IaXqA2h9Uz0T1SaQ6", [("secret", "d8fNYvvDbzDZST6IaXqA2h9Uz0T1SaQ6")]),
+        ("postgres://bob:s3cret@db.local:5432/x", [("url_credentials", "bob:s3cret")]),
+    ],
+)
+def test_finds(text: str, expected: list[tuple[str, str]]) -> None:
+    assert found(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version 1.2.3",
+        "v2.10.4-rc1",
+        "release 1.2.3.4",
+        "build 10.0.19041.1",
+        "build 20240517.3",
+        "Chrome/120.0.0.0 Safari/537.36",
+        "uuid 550e8400-e29b-41d4-a716-446655440000",
+        "order ORD-2024-001234 shipped",
+        "order 4829301847 at 1732623131",
+        "latency 123.45 ms p99=872ms",
+        "at 2024-05-17T13:45:12.123Z",
+        "2024-05-17 13:45:12,123 INFO",
+        "2024/05/17 13:45:12",
+        "date 17.05.2024",
+        "elapsed 00:01:23.456",
+        "ts=1732623131 dur_ms=1732623131000",
+        "sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "trace_id=4bf92f3577b34da6a3ce929d0e0e4736",
+        "listening on 0.0.0.0:8080",
+        "connected to [::1]:5432",
+        "listening on [::]:443",
+        "netmask 255.255.255.0",
+        "GET /api/v1/users/48213/orders?page=2 HTTP/1.1",
+        "processed 1,234,567 rows in 12.3s",
+        "std::vector<int> overflow in Foo::bar",
+        "ORA-00942: table or view does not exist",
+        "token: expired",
+        "password: incorrect",
+        "password=***",
+        "Bearer authentication required",
+        "sku=6198335053670 qty=14",
+        "ISBN 978-3-16-148410-0",
+        "pages 120-180 of 2400",
+        "AbstractSingletonProxyFactoryBean",
+        "the quick brown fox jumps over the lazy dog",
+        "ssh://git@",
+        "12:30:45",
+        "",
+    ],
+)
+def test_leaves_alone(text: str) -> None:
+    assert found(text) == []
+
+
+def test_overlaps_merge_under_the_higher_priority_detector() -> None:
+    text = "https://alice:pw@example.com/"
+    # url_credentials owns the user-info; the email rule does not claim "pw@example.com".
+    assert found(text) == [("url_credentials", "alice:pw")]
+    spans = SCANNER.scan("x 4111 1111 1111 1111 y")
+    assert spans == [Finding("card", 2, 21)]
+
+
+def test_failed_candidate_does_not_hide_a_later_finding() -> None:
+    # "1234 4111 1111 1111" fails Luhn; the card starting inside the same digit run is still found.
+    text = "ref 1234 4111 1111 1111 1111"
+    card = text.index("4111")
+    assert [(f.detector, f.start <= card, f.end) for f in SCANNER.scan(text)] == [("card", True, len(text))]
+
+
+def test_unicode_digits_do_not_extend_or_trigger() -> None:
+    assert found("٤١١١١١١١١١١١١١١١") == []
+    assert found("٣ 4111 1111 1111 1111") == [("card", "4111 1111 1111 1111")]
+
+
+def test_features_gate_cheaply() -> None:
+    assert features("plain words only") == 0
+    assert features("a@b") != 0
+    assert features("x" * 5) == 0
+
+
+def test_checks() -> None:
+    assert luhn_ok("4111111111111111")
+    assert not luhn_ok("4111111111111112")
+    assert iban_ok("DE89370400440532013000")
+    assert not iban_ok("DE89370400440532013001")
+    assert not iban_ok("XX89370400440532013000")
+    assert ssn_ok("123", "45", "6789")
+    assert not ssn_ok("666", "45", "6789")
+    assert not ssn_ok("900", "45", "6789")
+    assert not ssn_ok("123", "00", "6789")
+    assert not ssn_ok("123", "45", "0000")
+    assert ipv4_ok("8.8.8.8")
+    assert not ipv4_ok("127.0.0.1")
+    assert not ipv4_ok("256.1.1.1")
+    assert not ipv4_ok("01.02.03.04")
+    assert ipv6_ok("2001:db8::1")
+    assert not ipv6_ok("::1")
+    assert not ipv6_ok("12:30:45")
+    assert looks_random("aZ3kP9qLmN2xR7vT1yW5bC8d")
+    assert not looks_random("4bf92f3577b34da6a3ce929d0e0e4736")
+    assert not looks_random("MAX_CONNECTIONS_PER_HOST_2")
+
+
+def test_normalize_and_generalize() -> None:
+    assert normalize("email", "Alice@Example.COM") == "alice@example.com"
+    assert normalize("card", "4111-1111 1111 1111") == "4111111111111111"
+    assert normalize("phone", "+1 (555) 123-4567") == "+15551234567"
+    assert normalize("iban", "de89 3704 0044 0532 0130 00") == "DE89370400440532013000"
+    assert normalize("mac", "00-1A-2B-3C-4D-5E") == normalize("mac", "001a.2b3c.4d5e")
+    assert normalize("ipv6", "2001:DB8:0::1") == "2001:db8::1"
+    assert generalize("ipv4", "192.168.1.20") == "192.168.1.0/24"
+    assert generalize("ipv6", "2001:db8:85a3::8a2e:370:7334") == "2001:db8:85a3::/48"
+    assert generalize("email", "a@b.cd") is None
+    assert generalize("ipv4", "not an ip") is None
+
+
+def test_custom_detector_set() -> None:
+    only_email = Scanner([d for d in Scanner().detectors if d.name == "email"])
+    assert only_email.names == ("email",)
+    assert [f.detector for f in only_email.scan("a@example.com 4111 1111 1111 1111")] == ["email"]
