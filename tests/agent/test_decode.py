@@ -168,3 +168,51 @@ def test_arbitrary_json_never_raises(value: object) -> None:
     data = msgspec.json.encode(value)
     for chunk in (data, data + b"\n" + GOOD, b"[" + data + b"," + GOOD + b"]"):
         DECODER.decode(chunk, "fuzz", now=0)
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+stamps = st.sampled_from(
+    [
+        "2026-01-05T00:00:00Z",
+        "2026-01-05T00:00:00.123456789Z",
+        "2026-01-05t00:00:00z",
+        "2026-01-05 00:00:00Z",
+        "2026-01-05T00:00:00+0100",
+        "2026-01-05T00:00:00",
+        "2026-01-05",
+        "1969-12-31T23:59:59Z",
+        "2026-01-05T23:59:60Z",
+        "2026-01-05T00:00:00-23:59",
+    ]
+)
+event_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=5) | json_scalars,
+        "ts": st.floats(min_value=-10, max_value=3e11, allow_nan=False) | stamps | json_scalars,
+        "unit": st.text(max_size=5) | json_scalars,
+        "value": json_scalars,
+        "attrs": st.dictionaries(
+            st.text(max_size=3), json_scalars | st.lists(st.integers(), max_size=2), max_size=3
+        )
+        | json_scalars,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(event_like)
+def test_fast_and_slow_paths_agree(obj: dict[str, object]) -> None:
+    line = msgspec.json.encode(obj)
+    fast_events, fast_letters = DECODER.decode(line, "t", now=0)
+    # A malformed neighbour forces the per-line path for the same line.
+    slow_events, slow_letters = DECODER.decode(line + b"\n{broken", "t", now=0)
+    assert slow_letters[-1].reason == "json"
+    assert fast_events == slow_events
+    assert [d.reason for d in fast_letters] == [d.reason for d in slow_letters[:-1]]
