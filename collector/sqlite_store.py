@@ -20,7 +20,7 @@ import aiosqlite
 import msgspec
 import nacl.signing
 
-from collector import audit
+from collector import audit, sqlite_reads
 from collector.errors import Conflict, NotFound, Unavailable
 from collector.model import BatchPrivacy, StoredRow, UsageDay
 from collector.schema import MIGRATIONS, statements
@@ -37,13 +37,12 @@ from collector.store import (
     day_of,
 )
 from hushmetric.keys import key_id as compute_key_id
-from hushmetric.timefmt import format_rfc3339, parse_rfc3339
+from hushmetric.timefmt import format_rfc3339
 
 __all__ = ["SqliteStore"]
 
 _BUSY_TIMEOUT_MS = 15_000
 _json = msgspec.json.Encoder()
-_dims = msgspec.json.Decoder(dict[str, str])
 _details = msgspec.json.Decoder(dict[str, audit.Detail])
 _QUOTA_FIELDS = (
     "batches_per_second",
@@ -54,10 +53,6 @@ _QUOTA_FIELDS = (
     "max_batch_bytes",
     "max_age_seconds",
 )
-
-
-def _epoch(text: str | None) -> float | None:
-    return None if text is None else parse_rfc3339(text)
 
 
 _QUOTA_UPDATE = ", ".join(f"{f} = excluded.{f}" for f in _QUOTA_FIELDS)
@@ -435,81 +430,10 @@ class SqliteStore:
     async def usage(
         self, tenant: str | None = None, since: str | None = None, until: str | None = None
     ) -> list[UsageDay]:
-        where, params = ["1 = 1"], []
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if since is not None:
-            where.append("day >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("day <= ?")
-            params.append(until)
-        cond = " AND ".join(where)
-        days: dict[tuple[str, str], dict[str, Any]] = {}
-
-        def slot(t: str, d: str) -> dict[str, Any]:
-            return days.setdefault(
-                (t, d), {"batches": 0, "rows": 0, "bytes": 0, "duplicates": 0, "refused": {}, "gaps": 0}
-            )
-
-        for r in await self._read(
-            f"SELECT tenant, day, batches, rows, bytes, duplicates FROM meter_day WHERE {cond}", params
-        ):
-            slot(r[0], r[1]).update(batches=r[2], rows=r[3], bytes=r[4], duplicates=r[5])
-        for r in await self._read(f"SELECT tenant, day, reason, count FROM refusals WHERE {cond}", params):
-            slot(r[0], r[1])["refused"][r[2]] = r[3]
-        for r in await self._read(
-            f"SELECT tenant, day, COUNT(*) FROM chain_events WHERE resolved = 0 AND {cond} "
-            "GROUP BY tenant, day",
-            params,
-        ):
-            slot(r[0], r[1])["gaps"] = r[2]
-        return [
-            UsageDay(
-                t,
-                d,
-                v["batches"],
-                v["rows"],
-                v["bytes"],
-                v["duplicates"],
-                dict(sorted(v["refused"].items())),
-                v["gaps"],
-            )
-            for (t, d), v in sorted(days.items())
-        ]
-
-    @staticmethod
-    def _window(since: str | None, until: str | None) -> tuple[str, list[Any]]:
-        cond, params = "b.tenant = ?", []
-        if since is not None:
-            cond += " AND b.window_start_epoch >= ?"
-            params.append(_epoch(since))
-        if until is not None:
-            cond += " AND b.window_start_epoch < ?"
-            params.append(_epoch(until))
-        return cond, params
+        return await sqlite_reads.usage(self._read, tenant, since, until)
 
     async def released_rows(self, tenant: str, since: str | None, until: str | None) -> list[StoredRow]:
-        cond, params = self._window(since, until)
-        rows = await self._read(
-            "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, "
-            "r.metric, r.stat, r.dims, r.value, "
-            f"r.mechanism, r.scale FROM batch_rows r JOIN batches b ON b.id = r.batch_id WHERE {cond} "
-            "ORDER BY b.window_start_epoch, b.agent, b.seq, r.rowid",
-            [tenant, *params],
-        )
-        return [
-            StoredRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _dims.decode(r[7]), r[8], r[9], r[10])
-            for r in rows
-        ]
+        return await sqlite_reads.released_rows(self._read, tenant, since, until)
 
     async def batch_privacy(self, tenant: str, since: str | None, until: str | None) -> list[BatchPrivacy]:
-        cond, params = self._window(since, until)
-        rows = await self._read(
-            "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, "
-            "b.unit, b.epsilon, b.delta, b.rho "
-            f"FROM batches b WHERE {cond} ORDER BY b.window_start_epoch, b.agent, b.seq",
-            [tenant, *params],
-        )
-        return [BatchPrivacy(*r) for r in rows]
+        return await sqlite_reads.batch_privacy(self._read, tenant, since, until)

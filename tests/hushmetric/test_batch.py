@@ -57,7 +57,7 @@ def test_round_trip(batch: Batch) -> None:
     batches,
     st.dictionaries(
         st.text(min_size=1).filter(lambda k: k not in Batch.__struct_fields__),
-        st.integers() | st.text(),
+        st.integers(-(2**63), 2**64 - 1) | st.text(),
         max_size=3,
     ),
 )

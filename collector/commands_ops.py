@@ -1,0 +1,186 @@
+"""The operating commands of ``hush-collector``: serve, usage, audit export/verify, import, and the
+report/funnel commands over the reports engine."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from collector import audit
+from collector.cmdkit import Context, check_bound, check_day, open_for, signing_key
+from collector.config import CollectorConfig, load_config, seconds
+from collector.errors import AuditError, NotFound, Unavailable
+from collector.importer import import_bundle
+from collector.ingest import IngestSettings
+from collector.tables import format_usage
+from hushmetric.errors import ConfigError
+from hushmetric.keys import read_public_key_arg
+from hushmetric.timefmt import format_rfc3339
+
+__all__ = ["audit_cmd", "import_cmd", "reports_cmd", "serve_cmd", "usage_cmd"]
+
+
+async def usage_cmd(ctx: Context) -> int:
+    a = ctx.args
+    since, until = check_day(a.since, "--since"), check_day(a.until, "--until")
+    async with open_for(ctx, signed=False) as store:
+        if a.tenant and await store.get_tenant(a.tenant) is None:
+            raise NotFound("tenant", a.tenant)
+        days = await store.usage(a.tenant, since, until)
+    ctx.out.write(format_usage(days, a.format))
+    return 0
+
+
+async def audit_cmd(ctx: Context) -> int:
+    a = ctx.args
+    if a.action == "verify":
+        public = read_public_key_arg(a.public_key)
+        try:
+            lines = (await asyncio.to_thread(Path(a.file).read_bytes)).splitlines()
+        except OSError as exc:
+            raise Unavailable(f"cannot read {a.file}: {exc.strerror or exc}") from exc
+        try:
+            result = audit.verify(lines, public)
+        except AuditError as exc:
+            raise AuditError(f"{a.file}: {exc.message}", line=exc.line) from exc
+        ctx.say(f"verified {result.count} entries; head {result.head}")
+        return 0
+    key = signing_key(ctx)
+    async with open_for(ctx, signed=False) as store:
+        if a.tenant and await store.get_tenant(a.tenant) is None:
+            raise NotFound("tenant", a.tenant)
+        entries = await store.audit_entries()
+    lines = list(audit.export_lines(entries, key, ts=format_rfc3339(ctx.clock()), tenant=a.tenant))
+    body = b"".join(line + b"\n" for line in lines)
+    if a.out:
+        try:
+            await asyncio.to_thread(Path(a.out).write_bytes, body)
+        except OSError as exc:
+            raise Unavailable(f"cannot write {a.out}: {exc.strerror or exc}") from exc
+        print(f"exported {len(entries)} entries to {a.out}", file=ctx.err)
+    else:
+        ctx.out.write(body.decode())
+    return 0
+
+
+async def import_cmd(ctx: Context) -> int:
+    failed = False
+    async with open_for(ctx) as store:
+        for name in ctx.args.files:
+            try:
+                data = await asyncio.to_thread(Path(name).read_bytes)
+            except FileNotFoundError as exc:
+                raise NotFound("file", name) from exc
+            except OSError as exc:
+                raise Unavailable(f"cannot read {name}: {exc.strerror or exc}") from exc
+            report = await import_bundle(store, data, now=ctx.clock())
+            refused = sum(report.refused.values())
+            reasons = ", ".join(f"{r}={n}" for r, n in sorted(report.refused.items()))
+            line = f"{name}: accepted {report.accepted}, duplicate {report.duplicate}, refused {refused}"
+            ctx.say(
+                line + (f" ({reasons})" if reasons else "") + (f": {report.error}" if report.error else "")
+            )
+            await store.append_audit(
+                "bundle.import",
+                None,
+                {
+                    "file": Path(name).name,
+                    "accepted": report.accepted,
+                    "duplicate": report.duplicate,
+                    "refused": refused,
+                },
+                now=ctx.clock(),
+            )
+            failed = failed or refused > 0
+    return 1 if failed else 0
+
+
+async def serve_cmd(ctx: Context) -> int:
+    a = ctx.args
+    config = load_config(Path(a.config)) if a.config else CollectorConfig()
+    cfg_path = a.config
+    if a.db is None and config.db is not None:
+        a.db = config.db
+    if a.key is None and config.key_file is not None:
+        a.key = config.key_file
+    listen = a.listen or config.listen
+    if not listen:
+        raise ConfigError("--listen HOST:PORT is required (or `listen` in the config file)")
+    settings = IngestSettings(
+        max_clock_skew_seconds=seconds(config, "max_clock_skew", path=cfg_path),
+        default_max_batch_bytes=config.default_max_batch_bytes,
+    )
+    grace = float(seconds(config, "shutdown_grace", path=cfg_path))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics_addr = a.metrics_listen or config.metrics_listen
+    observer = None
+    metrics = None
+    if metrics_addr:
+        from collector.metrics import IngestMetrics  # Prometheus is loaded only when asked for
+
+        metrics = IngestMetrics()
+        metrics.start(metrics_addr)
+        observer = metrics.observe
+
+    from collector.server import serve  # gRPC loads only for the server
+
+    def bound(address: str) -> None:
+        ctx.say(address)
+        print(f"hush-collector: serving {ctx.db} on {address}", file=ctx.err, flush=True)
+
+    try:
+        async with open_for(ctx) as store:
+            try:
+                await serve(
+                    store,
+                    listen,
+                    stop=stop,
+                    on_bound=bound,
+                    settings=settings,
+                    observer=observer,
+                    grace_seconds=grace,
+                )
+            except OSError as exc:
+                raise Unavailable(f"cannot listen on {listen}: {exc}") from exc
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if metrics is not None:
+            metrics.stop()
+    print("hush-collector: stopped", file=ctx.err, flush=True)
+    return 0
+
+
+async def reports_cmd(ctx: Context) -> int:
+    from collector.funnel import funnel_report  # reports load only for these commands
+    from collector.render import render
+    from collector.report import kpi_report
+
+    a = ctx.args
+    async with open_for(ctx, signed=False) as store:
+        if await store.get_tenant(a.tenant) is None:
+            raise NotFound("tenant", a.tenant)
+        since, until = check_bound(a.since, "--since"), check_bound(a.until, "--until")
+        rows = await store.released_rows(a.tenant, since, until)
+        if a.command == "funnel":
+            stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+            if len(stages) < 2:
+                raise ConfigError("name at least two stages", key="--stages")
+            report: object = funnel_report(rows, tenant=a.tenant, stages=stages, ttv_metric=a.time_metric)
+        else:
+            privacy = await store.batch_privacy(a.tenant, since, until)
+            usage = await store.usage(a.tenant, since[:10] if since else None, None)
+            q = await store.get_quota(a.tenant)
+            limits = {
+                "rows_per_day": q.rows_per_day,
+                "rows_per_month": q.rows_per_month,
+                "bytes_per_day": q.bytes_per_day,
+            }
+            report = kpi_report(rows, privacy, usage, tenant=a.tenant, since=since, until=until, quota=limits)
+    text = render(report, a.format)  # type: ignore[arg-type]  # report is KpiReport | FunnelReport
+    ctx.out.write(text.decode() + "\n" if isinstance(text, bytes) else text)
+    return 0
