@@ -42,7 +42,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hush-collector", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="hush-collector",
+        description="Verify, meter and audit signed telemetry batches; administer tenants, keys and quotas.",
+        epilog="exit status: 0 ok, 1 verification failed or something was refused, 2 usage or configuration "
+        "error, 3 not found, 4 unavailable (database, key file, address), 5 conflicts with the current state",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def cmd(name: str, help_: str, *, parent: argparse._SubParsersAction[_Parser] = sub) -> _Parser:
