@@ -83,7 +83,7 @@ async def import_cmd(ctx: Context) -> int:
             )
             await store.append_audit(
                 "bundle.import",
-                None,
+                report.tenant,
                 {
                     "file": Path(name).name,
                     "accepted": report.accepted,

@@ -31,6 +31,7 @@ class ImportReport(msgspec.Struct):
     duplicate: int = 0
     refused: dict[str, int] = msgspec.field(default_factory=dict)
     error: str | None = None  # why the whole bundle was refused, if it was
+    tenant: str | None = None  # the tenant of the manifest's key, once known
 
     def refuse(self, reason: str, count: int = 1) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + count
@@ -65,6 +66,7 @@ async def import_bundle(
     key = await _manifest_key(store, parsed.manifest_envelope)
     if key is None:
         return await refuse_all("bundle_unknown_key", "manifest is signed by an unknown key")
+    report.tenant = key.tenant
     if key.state == "revoked":
         return await refuse_all("bundle_revoked_key", f"manifest key {key.key_id} is revoked", key.tenant)
     try:

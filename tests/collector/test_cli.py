@@ -264,3 +264,35 @@ def test_report_and_funnel_commands(hush: Hush, tmp_path: Path) -> None:
     one_line_error(hush("report", "--tenant", "nope"), 3, "not found")
     one_line_error(hush("funnel", "--tenant", "acme", "--stages", "metric0"), 2, "--stages")
     one_line_error(hush("report", "--tenant", "acme", "--since", "last week"), 2, "--since")
+
+
+def test_kill_switch_and_config_file_across_processes(hush: Hush, tmp_path: Path) -> None:
+    """``serve`` reads its settings from TOML; ``tenant suspend`` from another process stops ingest at once."""
+    import time
+
+    import grpc
+
+    from hushmetric.v1 import ingest_pb2_grpc
+    from hushmetric.wire import envelope_to_proto
+
+    hush.ok("tenant", "create", "acme")
+    agent = Agent("acme", "a1", created=float(int(time.time())))
+    hush.ok("key", "add", "acme", "--agent", "a1", "--public-key", b64(agent))
+    (tmp_path / "collector.toml").write_text(
+        f'db = "{hush.db}"\nmax_clock_skew = "1m"\nshutdown_grace = "2s"\n'
+    )
+    with (
+        serving(hush, "--config", "collector.toml") as served,
+        grpc.insecure_channel(served.address) as channel,
+    ):
+        stub = ingest_pb2_grpc.IngestStub(channel)
+        assert stub.Submit(envelope_to_proto(agent.next()), timeout=10).seq == 1
+        hush.ok("tenant", "suspend", "acme")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Submit(envelope_to_proto(agent.next()), timeout=10)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        hush.ok("tenant", "resume", "acme")
+        agent.seq -= 1
+        assert stub.Submit(envelope_to_proto(agent.next()), timeout=10).seq == 2
+    usage = json.loads(hush.ok("usage", "--tenant", "acme", "--format", "json"))
+    assert [(u["batches"], u["refused"]) for u in usage] == [(2, {"tenant_suspended": 1})]
