@@ -224,7 +224,18 @@ class WindowAggregator:
                     last,
                 ) = plan.hot
                 key: tuple[str, ...] = ()
-                if dims:
+                if len(dims) == 1:  # the common case, without the general loop
+                    dim, allowed = dims[0]
+                    raw = attrs.get(dim)
+                    if raw is None:
+                        undeclared += 1
+                        continue
+                    text = raw if type(raw) is str else label(raw)
+                    if allowed is not None and text not in allowed:
+                        undeclared += 1
+                        continue
+                    key = (text,)
+                elif dims:
                     labels = []
                     for dim, allowed in dims:
                         raw = attrs.get(dim)
