@@ -18,7 +18,7 @@ async def enroll(
 ) -> tuple[str, str]:
     """Returns (tenant, key id). Raises HushError with the collector's reason on refusal."""
     async with channel_for(cfg, endpoint) as channel:
-        stub = ingest_pb2_grpc.IngestStub(channel)
+        stub = ingest_pb2_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]  # generated stub
         try:
             reply = await stub.Enroll(
                 ingest_pb2.EnrollRequest(token=token, agent=agent, public_key=public_key),
