@@ -393,20 +393,19 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config_help = "agent config file (default: $HUSH_AGENT_CONFIG or ./agent.toml)"
+    # --config is accepted before and after the command; the copy on each command must not
+    # overwrite a value given before it with its default, hence SUPPRESS there.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        default=os.environ.get("HUSH_AGENT_CONFIG", "agent.toml"),
-        help="agent config file (default: $HUSH_AGENT_CONFIG or ./agent.toml)",
-    )
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     parser = argparse.ArgumentParser(
         prog="hush-agent",
-        parents=[common],
         description="Edge agent of hushmetric: redacts personal data, aggregates with differential privacy, "
         "signs each release and delivers it to the collector or into an offline bundle.",
         epilog="Exit codes: 0 ok, 1 failed (verification, refusal, budget), 2 usage or config error, "
         "4 collector unreachable, 130 interrupted.",
     )
+    parser.add_argument("--config", default=os.environ.get("HUSH_AGENT_CONFIG", "agent.toml"), help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:

@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_ in (("report", "KPI report over released metrics"), ("funnel", "funnel report")):
         p = cmd(name, help_)
-        p.add_argument("--tenant", required=True)
+        p.add_argument("tenant_arg", nargs="?", metavar="TENANT", help="the tenant (or --tenant)")
+        p.add_argument("--tenant", help=argparse.SUPPRESS)
+        p.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
         p.add_argument("--since", metavar="DATE|RFC3339")
         p.add_argument("--until", metavar="DATE|RFC3339")
         p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")

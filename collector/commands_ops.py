@@ -161,6 +161,9 @@ async def reports_cmd(ctx: Context) -> int:
     from collector.report import kpi_report
 
     a = ctx.args
+    a.tenant = a.tenant_arg or a.tenant
+    if not a.tenant:
+        raise ConfigError("name the tenant: `hush-collector report TENANT`", key="TENANT")
     async with open_for(ctx, signed=False) as store:
         if await store.get_tenant(a.tenant) is None:
             raise NotFound("tenant", a.tenant)
@@ -182,5 +185,13 @@ async def reports_cmd(ctx: Context) -> int:
             }
             report = kpi_report(rows, privacy, usage, tenant=a.tenant, since=since, until=until, quota=limits)
     text = render(report, a.format)  # type: ignore[arg-type]  # report is KpiReport | FunnelReport
-    ctx.out.write(text.decode() + "\n" if isinstance(text, bytes) else text)
+    data = text if isinstance(text, bytes) else text.encode()
+    if a.out:
+        try:
+            await asyncio.to_thread(Path(a.out).write_bytes, data)
+        except OSError as exc:
+            raise ConfigError(f"cannot write report: {exc.strerror or exc}", key="--out") from exc
+        print(f"wrote {a.command} report ({a.format}, {len(data)} bytes) to {a.out}", file=ctx.err)
+        return 0
+    ctx.out.write(data.decode() + ("" if data.endswith(b"\n") else "\n"))
     return 0
