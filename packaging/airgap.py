@@ -112,10 +112,31 @@ def _files(root: Path) -> Iterator[Path]:
             yield path
 
 
-def _wheelhouse(project: Path, wheels: Path, extras: Sequence[str]) -> None:
+def _source_date(project: Path) -> int:
+    """SOURCE_DATE_EPOCH, else the time of the checkout's last commit, else now: the time stamped into
+    the archive and the project wheel, so one commit builds the same bytes on any day."""
+    if value := os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        if value.isdigit():
+            return int(value)
+        raise BuildError(f"SOURCE_DATE_EPOCH must be a number of seconds, not {value!r}")
+    git = shutil.which("git")
+    if git is not None:
+        result = subprocess.run(
+            [git, "-C", str(project), "log", "-1", "--format=%ct"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0 and result.stdout.strip().isdigit():
+            return int(result.stdout.strip())
+    return int(time.time())
+
+
+def _wheelhouse(project: Path, wheels: Path, extras: Sequence[str], mtime: int) -> None:
     spec = f"{project}[{','.join(extras)}]" if extras else str(project)
     _pip(
         ["wheel", "--disable-pip-version-check", "--prefer-binary", "--wheel-dir", str(wheels), spec],
+        env={**os.environ, "SOURCE_DATE_EPOCH": str(mtime)},
         what="building the wheelhouse (pip wheel)",
     )
 
@@ -197,14 +218,14 @@ def build(
     for needed in (units, profiles, HERE / "install.sh"):
         if not needed.exists():
             raise BuildError(f"{needed} is missing; run from a full checkout")
-    mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0) or int(time.time())
+    mtime = _source_date(project)
 
     with tempfile.TemporaryDirectory(prefix="hush-airgap-") as tmp:
         root = Path(tmp) / stem
         wheels = root / "wheels"
         wheels.mkdir(parents=True)
         log(f"[1/5] wheelhouse: {name} {version} and its runtime dependencies for {platform_tag()}")
-        _wheelhouse(project, wheels, extras)
+        _wheelhouse(project, wheels, extras, mtime)
         log(f"      {time.monotonic() - started:.1f} s")
         log("[2/5] resolving the wheelhouse offline, as install.sh will")
         resolved = _resolve_offline(wheels, name, version, extras)

@@ -8,6 +8,7 @@ download; the install needs neither.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,11 +17,14 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILDER = ROOT / "packaging" / "airgap.py"
+# Fixed build time: the work tree may gain commits between two builds (the default is the last commit's time).
+EPOCH = {"SOURCE_DATE_EPOCH": "1767225600"}
 
 
 def _no_network_prefix() -> list[str]:
@@ -36,9 +40,14 @@ OFFLINE = _no_network_prefix()
 
 
 def run(
-    cmd: list[str], *, cwd: Path, offline: bool = False, timeout: float = 300
+    cmd: list[str],
+    *,
+    cwd: Path,
+    offline: bool = False,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     return subprocess.run(
         [*(OFFLINE if offline else []), *cmd],
         capture_output=True,
@@ -46,7 +55,7 @@ def run(
         check=False,
         timeout=timeout,
         cwd=cwd,
-        env=env,
+        env=clean | (env or {}),
     )
 
 
@@ -71,7 +80,7 @@ class Installed:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     out = tmp_path_factory.mktemp("dist")
     started = time.monotonic()
-    result = run([sys.executable, str(BUILDER), "--out-dir", str(out)], cwd=ROOT, timeout=600)
+    result = run([sys.executable, str(BUILDER), "--out-dir", str(out)], cwd=ROOT, timeout=600, env=EPOCH)
     seconds = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     (archive,) = out.glob("hushmetric-airgap-*.tar.gz")
@@ -126,6 +135,14 @@ def test_archive_name_and_checksum_file(built: Built) -> None:
     assert sidecar == f"{hashlib.sha256(built.archive.read_bytes()).hexdigest()}  {built.archive.name}\n"
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "done:"):
         assert step in built.output
+
+
+def test_same_commit_builds_the_same_bytes(built: Built, tmp_path: Path) -> None:
+    """Reproducible: an operator can rebuild from the same commit and compare the published sha256."""
+    result = run([sys.executable, str(BUILDER), "--out-dir", str(tmp_path)], cwd=ROOT, timeout=600, env=EPOCH)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = tmp_path / built.archive.name
+    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(built.archive.read_bytes()).digest()
 
 
 def test_archive_members_are_safe_and_owned_by_root(built: Built) -> None:
@@ -307,6 +324,34 @@ def test_usage_errors(extracted: Path, tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown argument: --frobnicate" in unknown.stderr
     helped = run(["sh", str(extracted / "install.sh"), "--help"], cwd=tmp_path)
     assert helped.returncode == 0 and "--no-index" in helped.stdout
+
+
+def _builder(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """packaging/airgap.py as a module (it is a script: ``packaging`` is PyPI's name)."""
+    spec = importlib.util.spec_from_file_location("hush_airgap_builder", BUILDER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_time_defaults_to_the_last_commit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    builder = _builder(monkeypatch)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    git = shutil.which("git")
+    if git is not None and (ROOT / ".git").exists():
+        commit = subprocess.run(
+            [git, "-C", str(ROOT), "log", "-1", "--format=%ct"], capture_output=True, text=True
+        )
+        assert builder._source_date(ROOT) == int(commit.stdout)
+    before = int(time.time())
+    assert before <= builder._source_date(tmp_path) <= int(time.time())  # not a checkout: now
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    assert builder._source_date(ROOT) == 86400
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(builder.BuildError, match="SOURCE_DATE_EPOCH must be a number"):
+        builder._source_date(ROOT)
 
 
 def test_builder_reports_errors_in_one_line(tmp_path: Path) -> None:
