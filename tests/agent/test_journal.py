@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent import journal
 from agent.model import Event
@@ -63,3 +67,41 @@ def test_replay_of_empty_journal(tmp_path: Path) -> None:
     assert list(journal.replay(conn)) == []
     assert journal.released_windows(conn) == set()
     conn.close()
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.lists(st.integers(0, 20).map(float), max_size=12), st.integers(1, 5)),
+        st.tuples(st.just("release"), st.integers(0, 20), st.integers(0, 8)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops)
+def test_matches_a_list_model(tmp_path: Path, script: list[tuple[str, Any, int]]) -> None:
+    conn = open_state(tmp_path / uuid.uuid4().hex, [journal.SCHEMA])
+    model: list[tuple[float, int]] = []  # (ts, arrival)
+    arrival = 0
+    try:
+        for op, arg, n in script:
+            if op == "append":
+                batch = []
+                for ts in arg:
+                    batch.append(Event(f"e{arrival}", ts, "u"))
+                    model.append((ts, arrival))
+                    arrival += 1
+                with transaction(conn):
+                    journal.append(conn, batch, block=n)
+            else:
+                start, end = float(arg), float(arg) + n
+                with transaction(conn):
+                    removed = journal.release(conn, start, end)
+                kept = [m for m in model if not start <= m[0] < end]
+                assert removed == len(model) - len(kept)
+                model = kept
+            replayed = [e for part in journal.replay(conn, chunk=3) for e in part]
+            assert [(e.ts, int(e.name[1:])) for e in replayed] == sorted(model)
+    finally:
+        conn.close()
