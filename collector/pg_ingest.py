@@ -69,27 +69,25 @@ async def _recheck(db: Connection, b: BatchCommit) -> None:
 
 
 async def _take_token(db: Connection, tenant: str, quota: Quota, now: float) -> None:
+    """One token from the tenant's bucket, by one upsert: a new bucket starts full (``burst`` >= 1,
+    so the first token is always there); an existing one is refilled and debited only if a whole
+    token is available, with its row locked and the condition re-checked on the newest version."""
     rate = quota.batches_per_second
     if not rate:
         return
     burst = float(quota.burst if quota.burst else max(1, math.ceil(rate)))
     name = f"tenant:{tenant}"
-    await db.execute(
-        "INSERT INTO buckets (name, tokens, updated) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
-        name,
-        burst,
-        now,
-    )
-    level = "LEAST($2::float8, tokens + GREATEST(0, $3::float8 - updated) * $4::float8)"
-    status = await db.execute(
-        f"UPDATE buckets SET tokens = {level} - 1, updated = GREATEST(updated, $3::float8) "
-        f"WHERE name = $1 AND {level} >= 1",
+    level = "LEAST($2::float8, buckets.tokens + GREATEST(0, $3::float8 - buckets.updated) * $4::float8)"
+    taken = await db.fetchval(
+        "INSERT INTO buckets (name, tokens, updated) VALUES ($1, $2::float8 - 1, $3) "
+        f"ON CONFLICT (name) DO UPDATE SET tokens = {level} - 1, updated = GREATEST(buckets.updated, $3) "
+        f"WHERE {level} >= 1 RETURNING 1",
         name,
         burst,
         now,
         float(rate),
     )
-    if affected(status) == 1:
+    if taken is not None:
         return
     row = await db.fetchrow("SELECT tokens, updated FROM buckets WHERE name = $1", name)
     tokens = float(row[0]) if row else 0.0
@@ -99,50 +97,50 @@ async def _take_token(db: Connection, tenant: str, quota: Quota, now: float) -> 
 
 
 async def _consume_day(db: Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
+    """Batches, rows and bytes of the day, by one conditional upsert (the row count decides)."""
     n = len(b.rows)
-    await db.execute(
-        "INSERT INTO meter_day (tenant, day) VALUES ($1, $2) ON CONFLICT (tenant, day) DO NOTHING",
-        b.tenant,
-        day,
+    too_big = (quota.rows_per_day is not None and n > quota.rows_per_day) or (
+        quota.bytes_per_day is not None and b.nbytes > quota.bytes_per_day
     )
-    params: list[object] = [n, b.nbytes, b.tenant, day]
-    cond = ""
-    if quota.rows_per_day is not None:
-        params.append(quota.rows_per_day)
-        cond += f" AND rows + $1 <= ${len(params)}"
-    if quota.bytes_per_day is not None:
-        params.append(quota.bytes_per_day)
-        cond += f" AND bytes + $2 <= ${len(params)}"
-    status = await db.execute(
-        "UPDATE meter_day SET batches = batches + 1, rows = rows + $1, bytes = bytes + $2 "
-        f"WHERE tenant = $3 AND day = $4{cond}",
-        *params,
-    )
-    if affected(status) == 1:
-        return
-    used_rows = await db.fetchval("SELECT rows FROM meter_day WHERE tenant = $1 AND day = $2", b.tenant, day)
-    over_rows = quota.rows_per_day is not None and int(used_rows or 0) + n > quota.rows_per_day
+    if not too_big:  # else not even an empty day could take it
+        params: list[object] = [b.tenant, day, n, b.nbytes]
+        cond = ""
+        if quota.rows_per_day is not None:
+            params.append(quota.rows_per_day)
+            cond += f" AND meter_day.rows + $3 <= ${len(params)}"
+        if quota.bytes_per_day is not None:
+            params.append(quota.bytes_per_day)
+            cond += f" AND meter_day.bytes + $4 <= ${len(params)}"
+        done = await db.fetchval(
+            "INSERT INTO meter_day (tenant, day, batches, rows, bytes) VALUES ($1, $2, 1, $3, $4) "
+            "ON CONFLICT (tenant, day) DO UPDATE SET batches = meter_day.batches + 1, "
+            f"rows = meter_day.rows + $3, bytes = meter_day.bytes + $4 WHERE TRUE{cond} RETURNING 1",
+            *params,
+        )
+        if done is not None:
+            return
+    used = await db.fetchval("SELECT rows FROM meter_day WHERE tenant = $1 AND day = $2", b.tenant, day)
+    over_rows = quota.rows_per_day is not None and int(used or 0) + n > quota.rows_per_day
     reason = "quota_rows_day" if over_rows else "quota_bytes_day"
     raise Rollback(CommitRefused(reason, seconds_to_next_day(now)))
 
 
 async def _consume_month(db: Connection, b: BatchCommit, quota: Quota, now: float) -> None:
     month, n = month_of(now), len(b.rows)
-    await db.execute(
-        "INSERT INTO meter_month (tenant, month) VALUES ($1, $2) ON CONFLICT (tenant, month) DO NOTHING",
-        b.tenant,
-        month,
-    )
-    params: list[object] = [n, b.tenant, month]
-    cond = ""
-    if quota.rows_per_month is not None:
-        params.append(quota.rows_per_month)
-        cond = " AND rows + $1 <= $4"
-    status = await db.execute(
-        f"UPDATE meter_month SET rows = rows + $1 WHERE tenant = $2 AND month = $3{cond}", *params
-    )
-    if affected(status) != 1:
-        raise Rollback(CommitRefused("quota_rows_month", seconds_to_next_month(now)))
+    limit = quota.rows_per_month
+    if limit is None or n <= limit:
+        done = await db.fetchval(
+            "INSERT INTO meter_month (tenant, month, rows) VALUES ($1, $2, $3) "
+            "ON CONFLICT (tenant, month) DO UPDATE SET rows = meter_month.rows + $3 "
+            "WHERE $4::bigint IS NULL OR meter_month.rows + $3 <= $4::bigint RETURNING 1",
+            b.tenant,
+            month,
+            n,
+            limit,
+        )
+        if done is not None:
+            return
+    raise Rollback(CommitRefused("quota_rows_month", seconds_to_next_month(now)))
 
 
 async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
@@ -152,9 +150,18 @@ async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
         "INSERT INTO chain_events (tenant, agent, seq, kind, day) VALUES ($1, $2, $3, $4, $5) "
         "ON CONFLICT (tenant, agent, seq, kind) DO NOTHING"
     )
-    at = "SELECT {} FROM batches WHERE tenant = $1 AND agent = $2 AND seq = $3"
+    near = {
+        int(r[0]): (str(r[1]), str(r[2]))
+        for r in await db.fetch(
+            "SELECT seq, digest, prev FROM batches WHERE tenant = $1 AND agent = $2 AND seq IN ($3, $4)",
+            b.tenant,
+            b.agent,
+            b.seq - 1,
+            b.seq + 1,
+        )
+    }
     if b.seq > 1:
-        before = await db.fetchrow(at.format("digest"), b.tenant, b.agent, b.seq - 1)
+        before = near.get(b.seq - 1)
         if before is None:
             gap = True
             await db.execute(event, b.tenant, b.agent, b.seq, "gap", day)
@@ -164,7 +171,7 @@ async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
         fork = True
     if fork:
         await db.execute(event, b.tenant, b.agent, b.seq, "fork", day)
-    after = await db.fetchrow(at.format("prev"), b.tenant, b.agent, b.seq + 1)
+    after = near.get(b.seq + 1)
     if after is not None:
         await db.execute(
             "UPDATE chain_events SET resolved = 1 "
@@ -173,7 +180,7 @@ async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
             b.agent,
             b.seq + 1,
         )
-        if after[0] != b.digest:
+        if after[1] != b.digest:
             await db.execute(event, b.tenant, b.agent, b.seq + 1, "fork", day)
     return Accepted(gap=gap, fork=fork)
 
@@ -239,8 +246,8 @@ async def commit(db: Connection, b: BatchCommit, quota: Quota, now: float) -> Co
             day,
         )
         return Duplicate()
+    await _store_rows(db, int(batch_id), b)  # before the tenant's hot rows: their locks are held shorter
     await _take_token(db, b.tenant, quota, now)
     await _consume_day(db, b, quota, day, now)
     await _consume_month(db, b, quota, now)
-    await _store_rows(db, int(batch_id), b)
     return await _chain(db, b, day)

@@ -264,8 +264,9 @@ class PgStore:
         return await self._run(step)
 
     # -- transactions --------------------------------------------------------------------------
-    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        """Run ``work`` in one transaction; retry what certainly did not commit; wrap outages."""
+    async def _run(self, work: Callable[[Connection], Awaitable[T]], *, tx: bool = True) -> T:
+        """Run ``work`` in one transaction (``tx``; else as single autocommit statements: reads);
+        retry what certainly did not commit; wrap outages."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 db = await self._pool.acquire()
@@ -275,7 +276,7 @@ class PgStore:
                 await self._backoff(attempt)
                 continue
             try:
-                return await self._once(db, work)
+                return await self._once(db, work) if tx else await work(db)
             except _RETRY_TX as exc:
                 if attempt == _ATTEMPTS:
                     raise _unavailable(f"database {self._where} is contended", exc) from exc
@@ -324,10 +325,12 @@ class PgStore:
         return await asyncio.shield(self._run(work))
 
     async def _fetch(self, sql: str, *args: object) -> list[Record]:
+        """One read statement, outside any explicit transaction (one round trip)."""
+
         async def read(db: Connection) -> list[Record]:
             return list(await db.fetch(sql, *args))
 
-        return await self._run(read)
+        return await self._run(read, tx=False)
 
     # -- audit ---------------------------------------------------------------------------------
     async def _audit(
@@ -584,15 +587,14 @@ class PgStore:
         return await self._write(work)
 
     async def get_quota(self, tenant: str) -> Quota:
-        async def read(db: Connection) -> Quota:
-            if await self._get_tenant(db, tenant) is None:
-                raise NotFound("tenant", tenant)
-            row = await db.fetchrow(
-                f"SELECT {', '.join(_QUOTA_FIELDS)} FROM quotas WHERE tenant = $1", tenant
-            )
-            return _quota(tenant, row)
-
-        return await self._run(read)
+        rows = await self._fetch(
+            f"SELECT {', '.join('q.' + f for f in _QUOTA_FIELDS)}, q.tenant IS NOT NULL "
+            "FROM tenants t LEFT JOIN quotas q ON q.tenant = t.name WHERE t.name = $1",
+            tenant,
+        )
+        if not rows:
+            raise NotFound("tenant", tenant)
+        return _quota(tenant, rows[0][: len(_QUOTA_FIELDS)] if rows[0][-1] else None)
 
     async def largest_batch_limit(self) -> int | None:
         rows = await self._fetch("SELECT MAX(max_batch_bytes) FROM quotas")

@@ -188,7 +188,7 @@ async def test_two_replicas_one_database_exact_metering_quota_and_audit(pg_url: 
                     health_pb2.HealthCheckRequest(), timeout=10
                 )
                 assert health.status == health_pb2.HealthCheckResponse.SERVING
-            stubs = [ingest_pb2_grpc.IngestStub(ch) for ch in channels]
+            stubs = [ingest_pb2_grpc.IngestStub(ch) for ch in channels]  # type: ignore[no-untyped-call]  # generated
             now = started = time.time()
 
             async def spray(sender: Sender) -> list[list[str]]:

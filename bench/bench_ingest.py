@@ -1,0 +1,301 @@
+"""Ingest throughput of the collector (SQLite; PostgreSQL with one and two replicas) against a bare gRPC echo.
+
+The same signed envelopes (20 agents, 10 rows per batch, chained seqs) are submitted by one client
+process with 32 calls in flight to: a bare ``Ingest`` echo server (decodes the request, replies, no
+checks, no storage) — the baseline —, a collector on SQLite, a collector on PostgreSQL, and two
+collector replicas sharing one PostgreSQL database (calls alternate between them, as behind a load
+balancer). Every server is its own process running :func:`collector.server.serve`, the code
+``hush-collector serve`` runs. Printed: batches/s of each and its ratio to the echo measured in the
+same run. PostgreSQL rows are skipped with a note when no server answers at 127.0.0.1:5432. No
+assertions. Run: ``python -m bench.bench_ingest [N]`` (N batches per configuration, default 1500;
+``HUSH_BENCH_ROUNDS`` rounds, default 2, best kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import grpc
+import nacl.signing
+
+from collector.pg_store import open_pg_store
+from collector.server import serve
+from collector.sqlite_store import SqliteStore
+from collector.store import Store
+from hushmetric import dsse
+from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
+from hushmetric.keys import generate_signing_key, load_signing_key
+from hushmetric.timefmt import format_rfc3339
+from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
+from hushmetric.wire import envelope_to_proto
+
+__all__ = ["main"]
+
+AGENTS = 20
+ROWS = 10
+IN_FLIGHT = 32
+PG_SERVER = "postgresql://{user}@127.0.0.1:5432"
+
+
+def envelopes(n: int, now: float) -> tuple[list[ingest_pb2.Envelope], list[tuple[str, bytes]]]:
+    keys = [nacl.signing.SigningKey(bytes([i + 1]) * 32) for i in range(AGENTS)]
+    prev = [""] * AGENTS
+    out = []
+    for i in range(n):
+        a = i % AGENTS
+        payload = encode_batch(
+            Batch(
+                v=1,
+                tenant="acme",
+                agent=f"edge-{a:02d}",
+                seq=i // AGENTS + 1,
+                prev=prev[a],
+                created=format_rfc3339(now),
+                window=Window(format_rfc3339(now - 60), format_rfc3339(now)),
+                policy="ab" * 32,
+                privacy=Privacy("user", None, None, 0.01),
+                redactions={"email": 1},
+                rows=[
+                    Row(f"m{r}", "count", {"region": f"r{r}"}, float(r), Noise("gaussian", 1.5))
+                    for r in range(ROWS)
+                ],
+            )
+        )
+        prev[a] = payload_digest(payload)
+        out.append(envelope_to_proto(dsse.sign(payload, dsse.BATCH_PAYLOAD_TYPE, keys[a])))
+    return out, [(f"edge-{a:02d}", bytes(k.verify_key)) for a, k in enumerate(keys)]
+
+
+# -- servers (each in its own process: ``python -m bench.bench_ingest --serve KIND DB KEY``) ---------
+
+
+class _Echo(ingest_pb2_grpc.IngestServicer):
+    async def Submit(  # gRPC method names are CamelCase
+        self, request: ingest_pb2.Envelope, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.SubmitReply:
+        return ingest_pb2.SubmitReply(seq=len(request.payload))
+
+
+async def _serve(kind: str, db: str, key_file: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if kind == "echo":
+        server = grpc.aio.server()
+        ingest_pb2_grpc.add_IngestServicer_to_server(_Echo(), server)  # type: ignore[no-untyped-call]  # generated
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"127.0.0.1:{port}", flush=True)
+        await stop.wait()
+        await server.stop(1)
+        return
+    key = load_signing_key(Path(key_file))
+    store: Store
+    if kind == "sqlite":
+        store = await SqliteStore.open(Path(db), signing_key=key)
+    else:
+        store = await open_pg_store(db, signing_key=key, max_size=10)
+    try:
+        await serve(store, "127.0.0.1:0", stop=stop, on_bound=lambda a: print(a, flush=True), grace_seconds=1)
+    finally:
+        await store.close()
+
+
+@contextmanager
+def _servers(kind: str, db: str, key_file: Path, count: int = 1) -> Iterator[list[str]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_ingest", "--serve", kind, db, str(key_file)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        addresses = []
+        for p in procs:
+            assert p.stdout is not None
+            line = p.stdout.readline().strip()
+            if not re.fullmatch(r"127\.0\.0\.1:\d+", line):
+                raise RuntimeError(f"{kind} server did not start (exit {p.poll()})")
+            addresses.append(line)
+        yield addresses
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+
+
+# -- client ------------------------------------------------------------------------------------------
+
+
+async def _drive(addresses: Sequence[str], batch: Sequence[ingest_pb2.Envelope]) -> tuple[float, int]:
+    """Submit every envelope once (round robin over the addresses); (seconds, failures)."""
+    channels = [grpc.aio.insecure_channel(a) for a in addresses]
+    stubs = [ingest_pb2_grpc.IngestStub(c) for c in channels]  # type: ignore[no-untyped-call]  # generated
+    failures = 0
+    queue = iter(enumerate(batch))
+
+    async def worker() -> None:
+        nonlocal failures
+        for i, env in queue:
+            try:
+                await stubs[i % len(stubs)].Submit(env, timeout=60)
+            except grpc.aio.AioRpcError:
+                failures += 1
+
+    for channel in channels:  # connect first; not part of the measurement
+        await asyncio.wait_for(channel.channel_ready(), 30)
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+        return time.perf_counter() - started, failures
+    finally:
+        for c in channels:
+            await c.close()
+
+
+# -- databases -------------------------------------------------------------------------------------
+
+
+async def _setup(store: Store, agents: list[tuple[str, bytes]], now: float) -> None:
+    await store.create_tenant("acme", now=now)
+    for agent, public_key in agents:
+        await store.add_key("acme", agent, public_key, now=now)
+
+
+async def _pg_admin() -> tuple[str, asyncpg.Connection] | None:
+    for user in ("postgres", "root"):
+        base = PG_SERVER.format(user=user)
+        try:
+            return base, await asyncpg.connect(f"{base}/postgres", timeout=5)
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            continue
+    return None
+
+
+def _line(label: str, rates: list[float], failures: int, echo: float | None) -> None:
+    rate = max(rates)
+    ratio = f"{rate / echo:6.3f}" if echo else "     -"
+    runs = " / ".join(f"{r:.0f}" for r in rates)
+    note = f"  ({failures} calls failed)" if failures else ""
+    print(
+        f"{label:<28} {rate:7.0f} batches/s {rate * ROWS:8.0f} rows/s  ratio {ratio}   runs {runs}{note}",
+        flush=True,
+    )
+
+
+class _Bench:
+    """One configuration per method; each returns (batches/s, failed calls) for a fresh database."""
+
+    def __init__(self, tmp: Path, batch: list[ingest_pb2.Envelope], agents: list[tuple[str, bytes]]) -> None:
+        self.tmp, self.batch, self.agents, self.now = tmp, batch, agents, time.time()
+        self.key_file = tmp / "collector.key"
+        generate_signing_key(self.key_file)
+        self.key = load_signing_key(self.key_file)
+        self.runs = 0
+
+    async def _measure(self, kind: str, db: str, replicas: int = 1) -> tuple[float, int]:
+        with _servers(kind, db, self.key_file, replicas) as addrs:
+            seconds, failures = await _drive(addrs, self.batch)
+        return len(self.batch) / seconds, failures
+
+    async def echo(self) -> tuple[float, int]:
+        return await self._measure("echo", "-")
+
+    async def sqlite(self) -> tuple[float, int]:
+        self.runs += 1
+        db = self.tmp / f"collector{self.runs}.db"
+        store = await SqliteStore.open(db, signing_key=self.key, create=True)
+        try:
+            await _setup(store, self.agents, self.now)
+        finally:
+            await store.close()
+        return await self._measure("sqlite", str(db))
+
+    async def postgres(self, admin: tuple[str, asyncpg.Connection], replicas: int) -> tuple[float, int]:
+        base, conn = admin
+        name = f"hush_bench_{os.getpid()}_{secrets.token_hex(3)}"
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        url = f"{base}/{name}"
+        try:
+            store = await open_pg_store(url, signing_key=self.key, create=True)
+            try:
+                await _setup(store, self.agents, self.now)
+            finally:
+                await store.close()
+            return await self._measure("postgres", url, replicas)
+        finally:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _bench(n: int, rounds: int) -> None:
+    batch, agents = envelopes(n, time.time())
+    print(
+        f"{n} batches of {ROWS} rows from {AGENTS} agents of one tenant, {IN_FLIGHT} calls in flight; "
+        f"best of {rounds} rounds (machines here are shared and noisy)",
+        flush=True,
+    )
+    admin = await _pg_admin()
+    results: dict[str, list[float]] = {}
+    failed: dict[str, int] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="hush-bench-") as tmp:
+            bench = _Bench(Path(tmp), batch, agents)
+            configs: list[tuple[str, Callable[[], Awaitable[tuple[float, int]]]]] = [
+                ("bare gRPC echo (baseline)", bench.echo),
+                ("collector, SQLite", bench.sqlite),
+            ]
+            if admin is not None:
+                pg = admin
+                configs += [
+                    ("collector, PostgreSQL x1", lambda: bench.postgres(pg, 1)),
+                    ("collector, PostgreSQL x2", lambda: bench.postgres(pg, 2)),
+                ]
+            for _ in range(rounds):  # interleaved, so a noisy moment hits every configuration alike
+                for label, run in configs:
+                    rate, failures = await run()
+                    results.setdefault(label, []).append(rate)
+                    failed[label] = failed.get(label, 0) + failures
+    finally:
+        if admin is not None:
+            await admin[1].close()
+    echo = max(results["bare gRPC echo (baseline)"])
+    for label, rates in results.items():
+        _line(label, rates, failed[label], None if label.startswith("bare") else echo)
+    if admin is None:
+        print("collector, PostgreSQL: skipped (no server answers at 127.0.0.1:5432)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--serve"]:
+        asyncio.run(_serve(*args[1:4]))
+        return
+    n = int(args[0]) if args and args[0].isdigit() else int(os.environ.get("HUSH_BENCH_N", "1500"))
+    asyncio.run(_bench(n, int(os.environ.get("HUSH_BENCH_ROUNDS", "2"))))
+
+
+if __name__ == "__main__":
+    main()
