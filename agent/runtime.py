@@ -18,6 +18,7 @@ Durability rules, each with a test:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import sqlite3
@@ -37,6 +38,7 @@ from agent.aggregate import WindowAggregator, WindowState
 from agent.config import FileSource, LoadedConfig, StdinSource
 from agent.decode import Decoder
 from agent.metrics import AgentMetrics
+from agent.model import DeadLetter, Event
 from agent.policy import Policy, load_policy, per_window_budget, policy_digest
 from agent.redact import Redactor
 from agent.release import release_window
@@ -58,7 +60,9 @@ SCHEMAS = (journal.SCHEMA, deadletter.SCHEMA, ledger.SCHEMA, outbox.SCHEMA, egre
 QUEUE_CHUNKS = 64  # chunks waiting between sources and the ingest loop; beyond this, sources block
 GROUP_COMMIT_BYTES = 8 << 20  # one journal transaction takes at most this much input
 TICK_SECONDS = 1.0
-_END = object()
+# Events stamped further ahead of the agent's clock are refused: one far-future timestamp would
+# otherwise push the event-time watermark ahead and close every open window at once.
+MAX_FUTURE_SKEW = 300.0
 
 
 class RunReport(msgspec.Struct):
@@ -74,6 +78,18 @@ class RunReport(msgspec.Struct):
     batches_sent: int = 0
     outbox_depth: int = 0
     delivery_error: str | None = None
+
+
+def _future(event: Event, source: str, now: float) -> DeadLetter:
+    body = msgspec.msgpack.encode(event)  # already redacted: the digest reveals nothing raw
+    return DeadLetter(
+        reason="future_ts",
+        detail=f"timestamp {event.ts - now:.0f} s ahead of the agent clock (max {MAX_FUTURE_SKEW:.0f} s)",
+        source=source,
+        size=len(body),
+        sha256=hashlib.sha256(body).hexdigest(),
+        at=now,
+    )
 
 
 def open_agent_state(loaded: LoadedConfig) -> sqlite3.Connection:
@@ -142,11 +158,11 @@ class Agent:
         """Rebuild open windows from the journal after a restart; returns the events replayed."""
         replayed = 0
 
-        def read_all() -> list[list[object]]:
-            return list(journal.replay(self.conn))  # type: ignore[arg-type]
+        def read_all() -> list[list[Event]]:
+            return list(journal.replay(self.conn))
 
         for events in await self._on_db(read_all):
-            self.aggregator.add(events)  # type: ignore[arg-type]
+            self.aggregator.add(events)
             replayed += len(events)
         if replayed:
             log.info("recovered open windows from the journal", extra={"fields": {"events": replayed}})
@@ -154,43 +170,48 @@ class Agent:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    async def _pump(self, source: Source, queue: asyncio.Queue[object]) -> None:
+    async def _pump(self, source: Source, queue: asyncio.Queue[Chunk | None]) -> None:
         async for chunk in source.chunks():
             await queue.put(chunk)
 
-    async def _ingest(self, queue: asyncio.Queue[object], *, stop_at_end: bool) -> None:
-        """Group commit: take whatever chunks are waiting (up to a size cap) and commit them together."""
+    async def _ingest(self, queue: asyncio.Queue[Chunk | None], *, stop_at_end: bool) -> None:
+        """Group commit: take whatever chunks are waiting (up to a size cap) and commit them together.
+
+        ``None`` on the queue marks the end of finite input (``run --once``).
+        """
         ended = False
         while not ended:
             first = await queue.get()
-            if first is _END:
+            if first is None:
                 return
             chunks = [first]
-            size = len(first.data)  # type: ignore[attr-defined]
+            size = len(first.data)
             while size < GROUP_COMMIT_BYTES:
                 try:
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     break
-                if item is _END:
+                if item is None:
                     ended = stop_at_end
                     break
                 chunks.append(item)
-                size += len(item.data)  # type: ignore[attr-defined]
+                size += len(item.data)
             await self._wait_for_outbox_room()
-            await self.process(chunks)  # type: ignore[arg-type]
+            await self.process(chunks)
 
     async def process(self, chunks: Sequence[Chunk]) -> None:
         """Decode, redact, journal (one transaction), acknowledge, aggregate, release what is ready."""
         now = self.clock()
-        kept = []
-        letters = []
+        kept: list[Event] = []
+        letters: list[DeadLetter] = []
         offsets: dict[str, int] = {}
         for chunk in chunks:
             events, bad = self.decoder.decode(chunk.data, chunk.source, now=now)
             letters.extend(bad)
             for event in self.redactor.redact_many(events):
-                if self.aggregator.is_late(event.ts):
+                if event.ts > now + MAX_FUTURE_SKEW:
+                    letters.append(_future(event, chunk.source, now))
+                elif self.aggregator.is_late(event.ts):
                     self.report.late += 1
                 else:
                     kept.append(event)
@@ -306,13 +327,13 @@ class Agent:
     async def run_once(self, *, input_path: str | None = None) -> RunReport:
         """Read finite sources to the end, release every window, deliver what can be delivered."""
         await self.recover()
-        queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_CHUNKS)
+        queue: asyncio.Queue[Chunk | None] = asyncio.Queue(QUEUE_CHUNKS)
         sources = self._sources(once=True, input_path=input_path)
         async with asyncio.TaskGroup() as tg:
             ingest = tg.create_task(self._ingest(queue, stop_at_end=True), name="ingest")
             pumps = [tg.create_task(self._pump(s, queue), name=f"source:{s.name}") for s in sources]
             await asyncio.gather(*pumps)
-            await queue.put(_END)
+            await queue.put(None)
             await ingest
         await self.release(self.aggregator.flush())
         if self.sender is not None:
@@ -326,7 +347,7 @@ class Agent:
     async def serve(self, stop: asyncio.Event) -> None:
         """Run as a daemon until ``stop`` is set: sources, ingest, a release tick, and the sender."""
         await self.recover()
-        queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_CHUNKS)
+        queue: asyncio.Queue[Chunk | None] = asyncio.Queue(QUEUE_CHUNKS)
         sources = self._sources(once=False, input_path=None)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self._pump(s, queue), name=f"source:{s.name}") for s in sources]
