@@ -76,14 +76,16 @@ class Redactor:
         self._default = red.default
         self._drop_on_name = red.drop_event_on_name_finding
         self._rules = dict(policy.attrs)
-        # key -> max_length for rules that keep strings as they are (after scanning)
+        # key -> (max_length, remember clean values) for rules that keep strings as they are once
+        # scanned. Labels repeat, so clean ones are remembered; free text rarely does, so it is not.
         self._fast = {
-            k: r.max_length
+            k: (r.max_length, r.kind == "label")
             for k, r in self._rules.items()
             if r.kind in ("label", "text") and r.generalize is None
         }
         self._mac = hmac.new(secret, digestmod=hashlib.sha256)
-        self._clean: set[str] = set()
+        self._clean: set[str] = set()  # names, keys and label values found clean (no raw PII by design)
+        self._clean_units: set[str] = set()
         self._counts: dict[str, int] = {}
 
     # --- public API -----------------------------------------------------------------------------------
@@ -132,9 +134,13 @@ class Redactor:
                 clean.clear()
             clean.add(text)
             return found
-        for f in found:
-            self._count(f.detector)
+        self._tally(found)
         return found
+
+    def _tally(self, found: list[Finding]) -> None:
+        counts = self._counts
+        for f in found:
+            counts[f.detector] = counts.get(f.detector, 0) + 1
 
     def _event(self, event: Event) -> Event | None:
         clean = self._clean
@@ -149,14 +155,30 @@ class Redactor:
                 name = self._rewrite(name, found)
                 changed = True
         fast = self._fast
+        scan = self._scan
         attrs: dict[str, AttrValue] = {}
         dropped = 0
         for key, value in event.attrs.items():
-            limit = fast.get(key)
-            # Fast path: a plain string rule and a string already known clean.
-            if limit is not None and value.__class__ is str and value in clean and len(value) <= limit:
-                attrs[key] = value
-                continue
+            plain = fast.get(key)
+            if plain is not None and value.__class__ is str:
+                # Fast path: a string under a rule that keeps strings as they are once scanned.
+                limit, remember = plain
+                if remember and value in clean:
+                    attrs[key] = value
+                    continue
+                if len(value) <= limit:
+                    found = scan(value)
+                    if not found:
+                        if remember:
+                            if len(clean) >= _CLEAN_CACHE:
+                                clean.clear()
+                            clean.add(value)
+                        attrs[key] = value
+                    else:
+                        self._tally(found)
+                        attrs[key] = self._rewrite(value, found)
+                        changed = True
+                    continue
             rule = self._rules.get(key)
             if rule is None:
                 if self._drop_on_name and key not in clean and self._findings(key):
@@ -174,10 +196,18 @@ class Redactor:
             self._count("dropped_key", dropped)
             changed = True
         unit = event.unit
-        if unit not in clean and self._findings(unit):
-            unit = self.pseudonym("unit", unit)
-            self._count("pseudonymized_unit")
-            changed = True
+        units = self._clean_units
+        if unit not in units:
+            found = self._scan(unit)
+            if found:
+                self._tally(found)
+                unit = self.pseudonym("unit", unit)
+                self._count("pseudonymized_unit")
+                changed = True
+            else:
+                if len(units) >= _CLEAN_CACHE:
+                    units.clear()
+                units.add(unit)
         if not changed:
             return event
         return Event(name=name, ts=event.ts, unit=unit, value=event.value, attrs=attrs)
@@ -198,8 +228,11 @@ class Redactor:
             if len(text) > rule.max_length:
                 text = _truncate(text, rule.max_length)
                 self._count("truncated")
-            found = self._findings(text)
-            return self._rewrite(text, found) if found else text
+            found = self._scan(text)
+            if not found:
+                return text
+            self._tally(found)
+            return self._rewrite(text, found)
         if isinstance(value, bool):
             ok = kind == "bool"
         else:

@@ -196,11 +196,15 @@ _CARD = re.compile(r"(?<![A-Za-z0-9_.+-])[0-9](?:[ -]?[0-9]){11,18}(?![0-9A-Za-z
 _BARCODE_BEFORE = re.compile(r"(?i)(?:sku|ean|gtin|upc|barcode|isbn|article)\W{0,3}$")
 
 
+_PAIRS = re.compile(r"[0-9]{2}(?:[ -][0-9]{2})+")
+
+
 def _cuts(text: str, start: int, end: int, seps: str) -> Iterator[int]:
     """Ends to try for a candidate, longest first: its end, then before each separator (at most 6).
 
-    Separators also join a finding to unrelated numbers after it ("4111 1111 1111 1111 2 items");
-    trying shorter ends finds the number the candidate starts with.
+    Spaces also join a finding to unrelated numbers after it ("4111 1111 1111 1111 2 items"); trying
+    shorter ends finds the number the candidate starts with. Hyphens are not cut at: a hyphenated run
+    that fails as a whole is an id (a UUID's digit groups), not a number followed by another.
     """
     yield end
     tried = 0
@@ -214,7 +218,9 @@ def _cuts(text: str, start: int, end: int, seps: str) -> Iterator[int]:
 
 def _card(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
-    for end in _cuts(text, start, m.end(), " -"):
+    if _PAIRS.fullmatch(m.group()):
+        return None  # "56-00-32-36-15-71": a MAC address or a date, never how cards are written
+    for end in _cuts(text, start, m.end(), " "):
         digits = text[start:end].replace(" ", "").replace("-", "")
         n = len(digits)
         if n < 12:
@@ -250,6 +256,8 @@ def _iban(text: str, m: re.Match[str]) -> Span | None:
         i += 1
     if len(chars) < length or (i < len(text) and text[i].isalnum()):
         return None
+    if "-" in text[start:i] and any(len(g.strip()) != 4 for g in text[start:i].split("-")[:-1]):
+        return None  # hyphens only between groups of four: "ee74682f-440a-…" is a UUID
     return (start, i) if iban_ok("".join(chars)) else None
 
 
@@ -277,6 +285,7 @@ _PHONE = re.compile(
 _PHONE_CONTEXT = re.compile(
     r"(?i)(?<![A-Za-z])(?:phone|tel|mobile|mob|cell|fax|call|sms|whatsapp|contact|dial)\b[^0-9\n]{0,12}$"
 )
+_QUAD = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
 _DATEISH = re.compile(
     r"(?:19|20)[0-9]{2}[-./ ][01]?[0-9][-./ ][0-3]?[0-9]|[0-3]?[0-9][-./ ][01]?[0-9][-./ ](?:19|20)[0-9]{2}"
 )
@@ -287,7 +296,7 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
     if m.group("x") is not None and _phone_ok(text, start, m.start("x")):
         return m.span()
     context = _PHONE_CONTEXT.search(text, max(0, start - 30), start) is not None
-    for end in _cuts(text, start, m.end() if m.group("x") is None else m.start("x"), " .-()"):
+    for end in _cuts(text, start, m.end() if m.group("x") is None else m.start("x"), " ()"):
         if _phone_ok(text, start, end, context):
             return (start, end)
     return None
@@ -295,6 +304,8 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
 
 def _phone_ok(text: str, start: int, end: int, context: bool = False) -> bool:
     core = text[start:end]
+    if "." in core and _QUAD.search(core):
+        return False  # an address with numbers around it, not a phone
     n = sum(1 for ch in core if "0" <= ch <= "9")
     opens = core.count("(")
     if opens != core.count(")") or opens > 1 or n > 15 or n < 7:
@@ -310,6 +321,8 @@ def _phone_ok(text: str, start: int, end: int, context: bool = False) -> bool:
     seps = {ch for ch in core if ch in " .-"}
     if not seps:  # a bare run of digits: only a national number with trunk prefix 0 (0 + area code)
         return core[0] == "0" and core[1] != "0" and 9 <= n <= 11
+    if "." in seps and len(seps) > 1:
+        return False  # dots mixed with other separators: numbers next to an address or a version
     groups = re.split(r"[ .-]+", core)
     if any(len(g) < 2 for g in groups[1:]) or (seps == {"."} and (len(groups[0]) < 2 or len(groups[0]) > 4)):
         return False  # "20240517.3", "10.0.19045.3693": a one-digit group after the first is a version
@@ -353,7 +366,7 @@ def _ipv6(text: str, m: re.Match[str]) -> Span | None:
 
 
 _IPV4 = re.compile(r"(?<![A-Za-z0-9_.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![A-Za-z0-9_]|\.[0-9])")
-_VERSION_BEFORE = re.compile(r"(?i)(?:version|ver\.?|release|build)\s*$")
+_VERSION_BEFORE = re.compile(r"(?i)(?:version|ver\.?|release|build|rv:)\s*$")
 
 
 def _ipv4(text: str, m: re.Match[str]) -> Span | None:
