@@ -1,0 +1,126 @@
+"""hush-agent through its CLI, as a new user runs it: happy paths, error paths, exit codes."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from tests.integration.agentkit import AgentDir, canary_text, events_jsonl, exact_policy, init_agent, leaked
+
+T = 1767571200  # 2026-01-05T00:00:00Z
+
+
+def test_init_writes_a_config_that_runs_as_is(tmp_path: Path) -> None:
+    agent = init_agent(tmp_path / "site")
+    for name in ("agent.key", "site.secret"):
+        assert stat.S_IMODE((agent.root / name).stat().st_mode) == 0o600
+    assert agent.ok("validate").startswith("ok: ")
+    report = agent.json("run", "--once")
+    assert report["events"] > 1000 and report["windows_released"] > 0 and report["rows_released"] > 0
+    assert report["outbox_depth"] == report["windows_released"]  # no collector: everything waits
+    assert report["redactions"].get("email", 0) > 0  # the demo's free text is full of PII
+    # the ledger charged every release, and never more than the cap
+    periods = agent.json("ledger")
+    assert sum(p["releases"] for p in periods) == report["windows_released"]
+    assert all(p["spent"] <= p["cap"] * (1 + 1e-9) for p in periods)
+    status = agent.json("status")
+    assert status["outbox_batches"] == report["windows_released"] and not status["egress_stopped"]
+
+
+def test_init_refuses_to_overwrite_and_bad_ids(tmp_path: Path) -> None:
+    agent = init_agent(tmp_path / "site")
+    again = agent("init", "--dir", str(agent.root), "--tenant", "acme", config=False)
+    assert again.code == 2 and "already initialised" in again.err and "Traceback" not in again.err
+    bad = agent("init", "--dir", str(tmp_path / "x"), "--tenant", "a b", config=False)
+    assert bad.code == 2 and "tenant" in bad.err
+
+
+def test_missing_or_broken_config_is_one_clear_line(tmp_path: Path) -> None:
+    missing = AgentDir(tmp_path / "nowhere")("validate")
+    assert missing.code == 2 and missing.err.count("\n") == 1 and "file not found" in missing.err
+    agent = init_agent(tmp_path / "site")
+    agent.set_policy(exact_policy().replace('stat = "count"', 'stat = "median"', 1))
+    broken = agent("validate")
+    assert broken.code == 2 and "Traceback" not in broken.err
+    assert "policy.toml: metrics[0].stat: Invalid enum value 'median'" in broken.err
+    usage = agent("run", "--bogus")
+    assert usage.code == 2 and "unrecognized arguments" in usage.err
+
+
+def test_run_once_on_input_file_releases_exact_counts_and_resumes(tmp_path: Path) -> None:
+    agent = init_agent(tmp_path / "site")
+    agent.set_policy(exact_policy())
+    events = [{"name": "signup", "ts": T + i, "unit": f"u{i}", "attrs": {"plan": "free"}} for i in range(30)]
+    events += [{"name": "click", "ts": T + 10, "unit": "u1"} for _ in range(12)]
+    events += [{"name": "signup", "ts": T + 4000, "unit": "late-window", "attrs": {"plan": "team"}}]
+    path = tmp_path / "events.jsonl"
+    path.write_text(events_jsonl(events) + "not json\n" + '{"name": 5}\n')
+    report = agent.json("run", "--once", "--input", str(path))
+    assert report["events"] == 43 and report["dead_letters"] == 2
+    assert report["windows_released"] == 2
+    dead = agent.json("dead-letter")
+    assert sum(dead["counts"].values()) == 2 and {d["reason"] for d in dead["recent"]} <= {"json", "type", "missing"}
+    # raw input never reaches the dead-letter store: only a digest and a reason
+    assert "not json" not in agent.state_db.read_bytes().decode("latin-1")
+    # a second run over the same file resumes at the committed offset: nothing twice
+    again = agent.json("run", "--once", "--input", str(path))
+    assert again["events"] == 0 and again["windows_released"] == 0
+
+
+def test_egress_kill_switch_blocks_export_and_is_recorded(tmp_path: Path) -> None:
+    agent = init_agent(tmp_path / "site")
+    agent.set_policy(exact_policy())
+    path = tmp_path / "e.jsonl"
+    path.write_text(events_jsonl([{"name": "click", "ts": T, "unit": "u"}]))
+    agent.ok("run", "--once", "--input", str(path))
+    agent.ok("egress", "stop", "--reason", "incident-42")
+    refused = agent("export", "--out", str(tmp_path / "b.tar"))
+    assert refused.code != 0 and "stopped" in refused.err and not (tmp_path / "b.tar").exists()
+    assert agent.json("status")["egress_stopped"] is True
+    agent.ok("egress", "resume")
+    out = agent.ok("export", "--out", str(tmp_path / "b.tar"))
+    assert "1 batch" in out and (tmp_path / "b.tar").exists()
+    entries = agent.json("egress")
+    kinds = [e.get("kind") for e in entries]
+    assert "stop" in kinds and "resume" in kinds and "batch" in kinds
+    assert agent.ok("egress", "--verify").startswith("ok: ")
+
+
+def test_redact_dry_run_shows_events_and_text_without_pii(tmp_path: Path) -> None:
+    agent = init_agent(tmp_path / "site")
+    agent.set_policy(exact_policy())
+    text = canary_text()
+    ran = agent("redact", "--text", stdin=text + "\nplain words only\n")
+    assert ran.code == 0 and "plain words only" in ran.out
+    assert "findings:" in ran.err
+    event = {"name": "click", "ts": T, "unit": "u", "attrs": {"message": text, "secret_attr": "x"}}
+    ran = agent("redact", stdin=json.dumps(event) + "\n")
+    assert ran.code == 0
+    shown = json.loads(ran.out.strip().splitlines()[0])
+    assert "secret_attr" not in shown["attrs"]
+    leaks = [v for v in ("4711@example.org", "4111", "DE89370400440532013000", "sk_live_") if v in ran.out]
+    assert leaks == []
+
+
+def test_pii_in_input_never_reaches_agent_state_or_bundle(tmp_path: Path) -> None:
+    agent = init_agent(tmp_path / "site")
+    agent.set_policy(exact_policy())
+    events = [
+        {"name": "click", "ts": T + i, "unit": "u", "attrs": {"message": canary_text(), "plan": "free"}}
+        for i in range(5)
+    ]
+    path = tmp_path / "pii.jsonl"
+    path.write_text(events_jsonl(events))
+    agent.ok("run", "--once", "--input", str(path))
+    bundle = tmp_path / "out.tar"
+    agent.ok("export", "--out", str(bundle))
+    assert leaked([agent.state_db, bundle]) == []
+
+
+def test_tune_and_key_show(tmp_path: Path) -> None:
+    agent = init_agent(tmp_path / "site")
+    rows = agent.json("tune")
+    assert rows and all(r["half_width_95"] > 0 for r in rows)
+    public, key_id = agent.ok("key", "show").split()
+    assert len(key_id) == 64 and len(public) == 44
