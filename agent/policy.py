@@ -58,7 +58,13 @@ class WindowSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class AttrRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """An allowed attribute key. Every string value is scanned by the detectors before it is kept."""
+    """An allowed attribute key. Every string value is scanned by the detectors before it is kept.
+
+    ``label`` and ``text`` take strings (labels are short and repeat, text is free-form), ``number``
+    takes int/float, ``bool`` takes bool; a value of another type is dropped. Strings longer than
+    ``max_length`` are cut before scanning. ``generalize`` replaces the whole value (string or
+    number) and a value it cannot parse is dropped. See ``agent/redact.py``.
+    """
 
     kind: Literal["label", "text", "number", "bool"] = "label"
     max_length: PositiveInt = 256
@@ -67,12 +73,26 @@ class AttrRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Redaction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How each detector's findings are treated; detectors not named use ``default``."""
+    """How each detector's findings are treated; detectors not named use ``default``.
+
+    Detector names: url_credentials, jwt, api_key, email, iban, card, ssn, mac, ipv6, ipv4, phone,
+    secret. ``drop`` removes the finding's text, ``mask`` writes ``[name]``, ``hash`` writes a keyed
+    pseudonym ``name:<16 hex>``, ``generalize`` writes the /24 (IPv4) or /48 (IPv6) network and
+    masks detectors without a coarse form.
+    """
 
     default: Action = "mask"
     detectors: dict[str, Action] = {}
     # Drop the whole event when its name or an attribute key contains a finding.
     drop_event_on_name_finding: bool = True
+
+    def __post_init__(self) -> None:
+        # A misspelt detector name would silently fall back to ``default``; refuse it instead.
+        from agent.detectors import DETECTOR_NAMES  # local import: policy loading stays light
+
+        unknown = sorted(set(self.detectors) - set(DETECTOR_NAMES))
+        if unknown:
+            raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(DETECTOR_NAMES)}")
 
 
 class Metric(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

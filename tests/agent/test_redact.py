@@ -451,3 +451,11 @@ def test_hashing_is_stable_per_secret_and_differs_across_secrets(pii: tuple[str,
     b = Redactor(make_policy(default="hash"), OTHER_SECRET).redact_text(text)
     assert a1 == a2
     assert a1 != b
+
+
+def test_policy_refuses_unknown_detector_names() -> None:
+    import msgspec
+
+    with pytest.raises(msgspec.ValidationError, match="unknown detector 'emial'"):
+        msgspec.convert({"detectors": {"emial": "hash"}}, Redaction)
+    assert msgspec.convert({"detectors": {"email": "hash"}}, Redaction).detectors == {"email": "hash"}
