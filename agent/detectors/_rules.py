@@ -112,6 +112,7 @@ _EMAIL = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
 )
 
+
 def _email(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
     if start and text[start - 1] == ":":

@@ -78,7 +78,10 @@ def test_names_in_priority_order() -> None:
         ),
         ("key sk_live_4eC39HqLyjWDarjtT1zdp7dc", [("api_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc")]),
         ("AKIAIOSFODNN7EXAMPLE", [("api_key", "AKIAIOSFODNN7EXAMPLE")]),
-        ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", [("api_key", "ghp_abcdefghijklmnopqrstuvwxyz0123456789")]),
+        (
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            [("api_key", "ghp_abcdefghijklmnopqrstuvwxyz0123456789")],
+        ),
         ("slack xoxb-1234567890-abcdefghijkl", [("api_key", "xoxb-1234567890-abcdefghijkl")]),
         ("password=hunter22 user=bob", [("secret", "hunter22")]),
         ('{"db_password": "s3cr3t-Value"}', [("secret", "s3cr3t-Value")]),

@@ -29,7 +29,9 @@ def make_policy(
     return Policy(
         version=1,
         name="test",
-        redaction=Redaction(default=default, detectors=detectors or {}, drop_event_on_name_finding=drop_on_name),  # type: ignore[arg-type]
+        redaction=Redaction(
+            default=default, detectors=detectors or {}, drop_event_on_name_finding=drop_on_name
+        ),  # type: ignore[arg-type]
         attrs=attrs
         if attrs is not None
         else {
@@ -193,7 +195,9 @@ def test_unit_that_looks_like_pii_is_pseudonymised_stably() -> None:
         ("ip_prefix", 42, None),
     ],
 )
-def test_rule_generalize_applies_to_the_whole_value(how: str, value: AttrValue, expected: AttrValue | None) -> None:
+def test_rule_generalize_applies_to_the_whole_value(
+    how: str, value: AttrValue, expected: AttrValue | None
+) -> None:
     policy = make_policy(attrs={"v": AttrRule(kind="label", generalize=how)})  # type: ignore[arg-type]
     r = Redactor(policy, SECRET)
     out = r.redact(ev({"v": value}))
@@ -235,19 +239,24 @@ def _luhn_complete(body: str) -> str:
 @st.composite
 def emails(draw: st.DrawFn) -> str:
     local = draw(st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,15}[a-z0-9]", fullmatch=True))
-    labels = draw(st.lists(st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True), min_size=1, max_size=3))
+    labels = draw(
+        st.lists(st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True), min_size=1, max_size=3)
+    )
     tld = draw(st.from_regex(r"[a-z]{2,6}", fullmatch=True))
     return f"{local}@{'.'.join(labels)}.{tld}"
 
 
+_CARD_SHAPES = [
+    ("4", 16), ("4", 13), ("4", 19), ("51", 16), ("55", 16), ("2221", 16),
+    ("34", 15), ("37", 15), ("6011", 16), ("65", 16), ("36", 14), ("35", 16),
+]  # fmt: skip
+
+
 @st.composite
 def cards(draw: st.DrawFn) -> str:
-    prefix, length = draw(
-        st.sampled_from([("4", 16), ("4", 13), ("4", 19), ("51", 16), ("55", 16), ("2221", 16), ("34", 15),
-                         ("37", 15), ("6011", 16), ("65", 16), ("36", 14), ("35", 16)])  # fmt: skip
-    )
-    body = prefix + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=length - len(prefix) - 1,
-                                          max_size=length - len(prefix) - 1)))  # fmt: skip
+    prefix, length = draw(st.sampled_from(_CARD_SHAPES))
+    rest = draw(st.text("0123456789", min_size=length - len(prefix) - 1, max_size=length - len(prefix) - 1))
+    body = prefix + rest
     number = _luhn_complete(body)
     if len(set(number)) == 1:
         number = _luhn_complete("4" + "1" * (length - 2))
@@ -290,7 +299,9 @@ def ssns(draw: st.DrawFn) -> str:
 @st.composite
 def phones(draw: st.DrawFn) -> str:
     def d(n: int, first: str = string.digits) -> str:
-        return draw(st.sampled_from(first)) + "".join(draw(st.sampled_from(string.digits)) for _ in range(n - 1))
+        return draw(st.sampled_from(first)) + "".join(
+            draw(st.sampled_from(string.digits)) for _ in range(n - 1)
+        )
 
     fmt = draw(st.integers(0, 7))
     if fmt == 0:
@@ -339,10 +350,12 @@ def _b64url(data: bytes) -> str:
 @st.composite
 def jwts(draw: st.DrawFn) -> str:
     header = {"alg": draw(st.sampled_from(["HS256", "RS256", "none"])), "typ": "JWT"}
-    claims = draw(st.dictionaries(st.text(_LOWER, min_size=1, max_size=8), st.integers() | st.text(max_size=20),
-                                  min_size=1, max_size=4))  # fmt: skip
+    values = st.integers() | st.text(max_size=20)
+    claims = draw(st.dictionaries(st.text(_LOWER, min_size=1, max_size=8), values, min_size=1, max_size=4))
     sig = draw(st.binary(min_size=16, max_size=64))
-    return ".".join((_b64url(json.dumps(header).encode()), _b64url(json.dumps(claims).encode()), _b64url(sig)))
+    return ".".join(
+        (_b64url(json.dumps(header).encode()), _b64url(json.dumps(claims).encode()), _b64url(sig))
+    )
 
 
 _ALNUM = string.ascii_letters + string.digits

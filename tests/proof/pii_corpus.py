@@ -42,7 +42,18 @@ DETECTORS = (
 
 _PHONE_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "nl_NL", "es_ES", "it_IT", "en_IN", "en_AU", "pt_BR"]
 _IBAN_LOCALES = ["de_DE", "fr_FR", "en_GB", "nl_NL", "es_ES", "it_IT", "pl_PL", "de_AT", "fr_CH", "nl_BE"]
-_CARD_TYPES = ["visa16", "visa13", "visa19", "mastercard", "amex", "discover", "diners", "jcb15", "jcb16", "maestro"]
+_CARD_TYPES = [
+    "visa16",
+    "visa13",
+    "visa19",
+    "mastercard",
+    "amex",
+    "discover",
+    "diners",
+    "jcb15",
+    "jcb16",
+    "maestro",
+]
 _PHONE_WORDS = ["phone", "tel", "mobile", "call", "Phone:", "Tel.", "cell", "contact", "SMS to", "fax"]
 
 
@@ -143,9 +154,15 @@ def _b64url(data: bytes) -> str:
 
 def _jwt(fake: Faker, rng: random.Random) -> str:
     header = {"alg": rng.choice(["HS256", "RS256", "ES256"]), "typ": "JWT"}
-    payload = {"sub": str(fake.uuid4()), "email": fake.email(), "iat": rng.randint(1_700_000_000, 1_800_000_000)}
+    payload = {
+        "sub": str(fake.uuid4()),
+        "email": fake.email(),
+        "iat": rng.randint(1_700_000_000, 1_800_000_000),
+    }
     sig = bytes(rng.getrandbits(8) for _ in range(rng.choice([32, 64, 256])))
-    return ".".join((_b64url(json.dumps(header).encode()), _b64url(json.dumps(payload).encode()), _b64url(sig)))
+    return ".".join(
+        (_b64url(json.dumps(header).encode()), _b64url(json.dumps(payload).encode()), _b64url(sig))
+    )
 
 
 def _rand(rng: random.Random, n: int, alphabet: str = string.ascii_letters + string.digits) -> str:
@@ -254,48 +271,92 @@ def clean_lines(n: int, seed: int = 2) -> Iterator[str]:
             f"{_ts(rng)} {rng.choice(methods)} {fake.uri_path()}?page={rng.randint(1, 40)} "
             f"{rng.choice([200, 201, 204, 301, 404, 500])} {rng.randint(1, 9000)}ms"
         ),
-        lambda: f"{_ts(rng)} INFO {rng.choice(services)} request_id={fake.uuid4()} completed in {rng.random() * 900:.2f} ms",
-        lambda: f"order ORD-{rng.randint(2020, 2026)}-{rng.randint(0, 999999):06d} shipped, {rng.randint(1, 9)} items",
+        lambda: (
+            f"{_ts(rng)} INFO {rng.choice(services)} request_id={fake.uuid4()} completed in {rng.random() * 900:.2f} ms"
+        ),
+        lambda: (
+            f"order ORD-{rng.randint(2020, 2026)}-{rng.randint(0, 999999):06d} shipped, {rng.randint(1, 9)} items"
+        ),
         lambda: f"trace_id={rng.getrandbits(128):032x} span_id={rng.getrandbits(64):016x} sampled=1",
-        lambda: f"deployed {rng.choice(services)} v{rng.randint(0, 9)}.{rng.randint(0, 40)}.{rng.randint(0, 99)} (commit {rng.getrandbits(160):040x})",
-        lambda: f"ts={rng.randint(1_700_000_000, 1_800_000_000)} dur_ms={rng.randint(0, 10**6)} bytes={rng.randint(0, 10**9)}",
-        lambda: f'File "/srv/app/{fake.word()}/{fake.word()}.py", line {rng.randint(1, 2000)}, in {fake.word()}_handler',
-        lambda: f"\tat com.example.{fake.word()}.{fake.word().capitalize()}Service.handle({fake.word().capitalize()}Service.java:{rng.randint(10, 900)})",
-        lambda: f"SELECT id, total FROM orders WHERE customer_id = {rng.randint(1, 10**6)} AND created_at > '2026-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}' LIMIT {rng.randint(1, 500)}",
+        lambda: (
+            f"deployed {rng.choice(services)} v{rng.randint(0, 9)}.{rng.randint(0, 40)}.{rng.randint(0, 99)} (commit {rng.getrandbits(160):040x})"
+        ),
+        lambda: (
+            f"ts={rng.randint(1_700_000_000, 1_800_000_000)} dur_ms={rng.randint(0, 10**6)} bytes={rng.randint(0, 10**9)}"
+        ),
+        lambda: (
+            f'File "/srv/app/{fake.word()}/{fake.word()}.py", line {rng.randint(1, 2000)}, in {fake.word()}_handler'
+        ),
+        lambda: (
+            f"\tat com.example.{fake.word()}.{fake.word().capitalize()}Service.handle({fake.word().capitalize()}Service.java:{rng.randint(10, 900)})"
+        ),
+        lambda: (
+            f"SELECT id, total FROM orders WHERE customer_id = {rng.randint(1, 10**6)} AND created_at > '2026-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}' LIMIT {rng.randint(1, 500)}"
+        ),
         lambda: f"user agent: {fake.user_agent()}",
         lambda: fake.sentence(nb_words=rng.randint(5, 14)),
-        lambda: f"cpu={rng.random():.2f} mem={rng.randint(64, 8192)}MiB gc_pause={rng.random() * 50:.3f}ms goroutines={rng.randint(10, 5000)}",
-        lambda: f"pod {rng.choice(services)}-{rng.getrandbits(40):010x}-{_rand(rng, 5, string.ascii_lowercase + string.digits)} restarted (exit code {rng.choice([0, 1, 137, 143])})",
-        lambda: f"payment of {rng.randint(1, 5000)}.{rng.randint(0, 99):02d} {rng.choice(['EUR', 'USD', 'GBP'])} captured for invoice INV-{rng.randint(10000, 99999)}",
+        lambda: (
+            f"cpu={rng.random():.2f} mem={rng.randint(64, 8192)}MiB gc_pause={rng.random() * 50:.3f}ms goroutines={rng.randint(10, 5000)}"
+        ),
+        lambda: (
+            f"pod {rng.choice(services)}-{rng.getrandbits(40):010x}-{_rand(rng, 5, string.ascii_lowercase + string.digits)} restarted (exit code {rng.choice([0, 1, 137, 143])})"
+        ),
+        lambda: (
+            f"payment of {rng.randint(1, 5000)}.{rng.randint(0, 99):02d} {rng.choice(['EUR', 'USD', 'GBP'])} captured for invoice INV-{rng.randint(10000, 99999)}"
+        ),
         lambda: f"cache hit ratio {rng.random() * 100:.1f}% over {rng.randint(1000, 10**7):,} lookups",
         lambda: f"listening on 0.0.0.0:{rng.randint(1024, 65535)} and [::]:{rng.randint(1024, 65535)}",
         lambda: f"image sha256:{rng.getrandbits(256):064x} pulled in {rng.randint(1, 90)}s",
-        lambda: f"retry {rng.randint(1, 5)}/5 in {rng.randint(1, 60)}s: upstream {fake.domain_name()} returned {rng.choice([502, 503, 504])}",
-        lambda: f"{fake.date(pattern=rng.choice(['%Y-%m-%d', '%d.%m.%Y', '%m/%d/%Y', '%Y%m%d']))} batch {rng.randint(1, 99999)} closed with {rng.randint(0, 10**6)} rows",
-        lambda: f"elapsed {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}",
+        lambda: (
+            f"retry {rng.randint(1, 5)}/5 in {rng.randint(1, 60)}s: upstream {fake.domain_name()} returned {rng.choice([502, 503, 504])}"
+        ),
+        lambda: (
+            f"{fake.date(pattern=rng.choice(['%Y-%m-%d', '%d.%m.%Y', '%m/%d/%Y', '%Y%m%d']))} batch {rng.randint(1, 99999)} closed with {rng.randint(0, 10**6)} rows"
+        ),
+        lambda: (
+            f"elapsed {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}"
+        ),
         lambda: f"sku={fake.ean13()} qty={rng.randint(1, 20)} warehouse=WH{rng.randint(1, 40):02d}",
         lambda: f"fetched {fake.url()}{fake.uri_path()} in {rng.randint(1, 2000)} ms",
         lambda: f"feature flag {fake.word()}_{fake.word()} enabled for {rng.randint(1, 100)}% of tenants",
         lambda: f"session {fake.uuid4()} expired after {rng.randint(1, 48)}h",
-        lambda: f"ptr=0x{rng.getrandbits(48):012x} len={rng.randint(1, 4096)} flags=0x{rng.getrandbits(8):02x}",
+        lambda: (
+            f"ptr=0x{rng.getrandbits(48):012x} len={rng.randint(1, 4096)} flags=0x{rng.getrandbits(8):02x}"
+        ),
         lambda: f"java.lang.IllegalStateException: {fake.sentence(nb_words=6)}",
-        lambda: f"latency p50={rng.randint(1, 100)}ms p99={rng.randint(100, 3000)}ms n={rng.randint(1, 10**6)}",
-        lambda: f"build {rng.randint(2024, 2026)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}.{rng.randint(1, 9)} of {fake.word()} finished",
-        lambda: f"lat={rng.uniform(-90, 90):.4f} lon={rng.uniform(-180, 180):.4f} accuracy={rng.randint(1, 99)}m",
+        lambda: (
+            f"latency p50={rng.randint(1, 100)}ms p99={rng.randint(100, 3000)}ms n={rng.randint(1, 10**6)}"
+        ),
+        lambda: (
+            f"build {rng.randint(2024, 2026)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}.{rng.randint(1, 9)} of {fake.word()} finished"
+        ),
+        lambda: (
+            f"lat={rng.uniform(-90, 90):.4f} lon={rng.uniform(-180, 180):.4f} accuracy={rng.randint(1, 99)}m"
+        ),
         lambda: f"isbn {fake.isbn13()} added to catalogue",
         lambda: f"os=Windows 10.0.{rng.randint(10000, 22631)}.{rng.randint(1, 4000)} arch=x64",
         lambda: f"theme color #{rng.getrandbits(24):06X} applied",
         lambda: f"container {rng.getrandbits(48):012x} exited",
-        lambda: f"version {rng.randint(0, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 30)}+build.{rng.randint(1, 999)}",
+        lambda: (
+            f"version {rng.randint(0, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 30)}+build.{rng.randint(1, 999)}"
+        ),
         lambda: f"resources: cpu={rng.randint(100, 4000)}m memory={rng.randint(128, 16384)}Mi",
         lambda: f"pages {rng.randint(1, 500)}-{rng.randint(500, 999)} of {rng.randint(1000, 9999)}",
-        lambda: f"{fake.month_name()[:3]} {rng.randint(1, 28)} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d} web-{rng.randint(1, 9)} sshd[{rng.randint(100, 99999)}]: session opened",
+        lambda: (
+            f"{fake.month_name()[:3]} {rng.randint(1, 28)} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d} web-{rng.randint(1, 9)} sshd[{rng.randint(100, 99999)}]: session opened"
+        ),
         lambda: f"x-request-start: t={rng.randint(1_700_000_000_000, 1_800_000_000_000)}",
         lambda: f"pid={rng.randint(100, 99999)} tid={rng.randint(100, 99999)} errno=-{rng.randint(1, 130)}",
-        lambda: f"total ${rng.randint(1, 999)},{rng.randint(0, 999):03d}.{rng.randint(0, 99):02d} across {rng.randint(1, 999)} orders",
-        lambda: f"{_ts(rng)} WARN db pool exhausted: {rng.randint(1, 200)}/{rng.randint(200, 400)} connections in use",
+        lambda: (
+            f"total ${rng.randint(1, 999)},{rng.randint(0, 999):03d}.{rng.randint(0, 99):02d} across {rng.randint(1, 999)} orders"
+        ),
+        lambda: (
+            f"{_ts(rng)} WARN db pool exhausted: {rng.randint(1, 200)}/{rng.randint(200, 400)} connections in use"
+        ),
         lambda: f"user_id={rng.randint(1, 10**9)} account={rng.randint(10**10, 10**11)} plan={fake.word()}",
-        lambda: f"HTTP/1.1 {rng.choice([200, 404, 503])} {fake.word()} (content-length: {rng.randint(0, 10**7)})",
+        lambda: (
+            f"HTTP/1.1 {rng.choice([200, 404, 503])} {fake.word()} (content-length: {rng.randint(0, 10**7)})"
+        ),
     ]
     for _ in range(n):
         yield rng.choice(gens)()

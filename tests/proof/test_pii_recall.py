@@ -25,7 +25,9 @@ FP_TARGET = 0.01
 
 
 def _redactor() -> Redactor:
-    policy = Policy(version=1, name="proof", redaction=Redaction(default="mask"), attrs={"msg": AttrRule(kind="text")})
+    policy = Policy(
+        version=1, name="proof", redaction=Redaction(default="mask"), attrs={"msg": AttrRule(kind="text")}
+    )
     return Redactor(policy, b"proof-site-secret-0123456789")
 
 
