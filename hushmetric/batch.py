@@ -35,7 +35,10 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Label = Annotated[str, msgspec.Meta(max_length=256)]
 Hex64 = Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")]
 Timestamp = Annotated[str, msgspec.Meta(min_length=20, max_length=40)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+# Finite bounds: NaN and infinities are refused here, not by the database (NaN would be stored as NULL).
+_FLOAT_MAX = 1.7976931348623157e308
+NonNegative = Annotated[float, msgspec.Meta(ge=0, le=_FLOAT_MAX)]
+Finite = Annotated[float, msgspec.Meta(ge=-_FLOAT_MAX, le=_FLOAT_MAX)]
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -63,7 +66,7 @@ class Row(msgspec.Struct, frozen=True):
     metric: Name
     stat: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     dims: Annotated[dict[Name, Label], msgspec.Meta(max_length=16)]
-    value: float
+    value: Finite
     noise: Noise
 
 
@@ -95,6 +98,10 @@ def decode_batch(payload: bytes) -> Batch:
         batch = _decoder.decode(payload)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise ContractError(f"malformed batch: {exc}") from exc
+    except UnicodeDecodeError as exc:  # msgspec raises it for a str that is not UTF-8
+        raise ContractError("malformed batch: a string is not valid UTF-8") from exc
+    except RecursionError as exc:  # nesting (e.g. inside an ignored unknown key) past the stack
+        raise ContractError("malformed batch: nested too deeply") from exc
     if batch.v != CONTRACT_VERSION:
         raise ContractError(f"unsupported batch version {batch.v}")
     return batch
