@@ -29,7 +29,7 @@ import asyncpg
 import msgspec
 import nacl.signing
 
-from collector import audit
+from collector import audit, pg_reads
 from collector.errors import Conflict, NotFound, Unavailable
 from collector.model import BatchPrivacy, StoredRow, UsageDay
 from collector.pg_ingest import Rollback, affected, commit
@@ -46,7 +46,7 @@ from collector.store import (
     day_of,
 )
 from hushmetric.keys import key_id as compute_key_id
-from hushmetric.timefmt import format_rfc3339, parse_rfc3339
+from hushmetric.timefmt import format_rfc3339
 
 __all__ = ["PgStore", "is_pg_url", "open_pg_store", "redact_url"]
 
@@ -58,7 +58,6 @@ _AUDIT_LOCK = 0x6875_7368_6175_6469  # "hushaudi": the advisory lock that serial
 _MIGRATE_LOCK = 0x6875_7368_6D69_6772  # "hushmigr": one migrator at a time
 _ATTEMPTS = 4
 _json = msgspec.json.Encoder()
-_dims = msgspec.json.Decoder(dict[str, str])
 _details = msgspec.json.Decoder(dict[str, audit.Detail])
 _QUOTA_FIELDS = (
     "batches_per_second",
@@ -222,6 +221,10 @@ class PgStore:
 
     async def close(self) -> None:
         await self._pool.close()
+
+    async def ping(self) -> None:
+        """Readiness: one round trip to the database; raises Unavailable when it cannot be used."""
+        await self._fetch("SELECT 1")
 
     async def schema_version(self) -> int:
         """The schema version the database is at (0 when never initialised)."""
@@ -625,7 +628,10 @@ class PgStore:
                 minute,
                 refusal.reason,
             )
-            if affected(status) == 1 and self._key is not None:
+            first = affected(status) == 1
+            if first:  # first of this minute: forget minutes older than a day
+                await db.execute("DELETE FROM refusal_minutes WHERE minute < $1", minute - 1440)
+            if first and self._key is not None:
                 details: dict[str, audit.Detail] = {
                     "reason": refusal.reason,
                     "agent": refusal.agent,
@@ -641,88 +647,13 @@ class PgStore:
     async def usage(
         self, tenant: str | None = None, since: str | None = None, until: str | None = None
     ) -> list[UsageDay]:
-        where: list[str] = ["TRUE"]
-        params: list[object] = []
-        for column, op, value in (("tenant", "=", tenant), ("day", ">=", since), ("day", "<=", until)):
-            if value is not None:
-                params.append(value)
-                where.append(f"{column} {op} ${len(params)}")
-        cond = " AND ".join(where)
-
-        async def read(db: Connection) -> tuple[list[Record], list[Record], list[Record]]:
-            meters = await db.fetch(
-                f"SELECT tenant, day, batches, rows, bytes, duplicates FROM meter_day WHERE {cond}", *params
-            )
-            refused = await db.fetch(f"SELECT tenant, day, reason, count FROM refusals WHERE {cond}", *params)
-            gaps = await db.fetch(
-                f"SELECT tenant, day, COUNT(*) FROM chain_events WHERE resolved = 0 AND {cond} "
-                "GROUP BY tenant, day",
-                *params,
-            )
-            return meters, refused, gaps
-
-        # one REPEATABLE READ snapshot would be stricter; READ COMMITTED mirrors the SQLite reads
-        meters, refused, gaps = await self._run(read)
-        days: dict[tuple[str, str], dict[str, Any]] = {}
-
-        def slot(t: str, d: str) -> dict[str, Any]:
-            return days.setdefault(
-                (t, d), {"batches": 0, "rows": 0, "bytes": 0, "duplicates": 0, "refused": {}, "gaps": 0}
-            )
-
-        for r in meters:
-            slot(r[0], r[1]).update(batches=r[2], rows=r[3], bytes=r[4], duplicates=r[5])
-        for r in refused:
-            slot(r[0], r[1])["refused"][r[2]] = r[3]
-        for r in gaps:
-            slot(r[0], r[1])["gaps"] = r[2]
-        return [
-            UsageDay(
-                t,
-                d,
-                v["batches"],
-                v["rows"],
-                v["bytes"],
-                v["duplicates"],
-                dict(sorted(v["refused"].items())),
-                v["gaps"],
-            )
-            for (t, d), v in sorted(days.items())
-        ]
-
-    @staticmethod
-    def _window(tenant: str, since: str | None, until: str | None) -> tuple[str, list[object]]:
-        cond = "b.tenant = $1"
-        params: list[object] = [tenant]
-        if since is not None:
-            params.append(parse_rfc3339(since))
-            cond += f" AND b.window_start_epoch >= ${len(params)}"
-        if until is not None:
-            params.append(parse_rfc3339(until))
-            cond += f" AND b.window_start_epoch < ${len(params)}"
-        return cond, params
+        return await pg_reads.usage(self._fetch, tenant, since, until)
 
     async def released_rows(self, tenant: str, since: str | None, until: str | None) -> list[StoredRow]:
-        cond, params = self._window(tenant, since, until)
-        rows = await self._fetch(
-            "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, r.metric, r.stat, r.dims, "
-            f"r.value, r.mechanism, r.scale FROM batch_rows r JOIN batches b ON b.id = r.batch_id "
-            f"WHERE {cond} ORDER BY b.window_start_epoch, b.agent, b.seq, r.ord",
-            *params,
-        )
-        return [
-            StoredRow(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], _dims.decode(r[7]), r[8], r[9], r[10])
-            for r in rows
-        ]
+        return await pg_reads.released_rows(self._fetch, tenant, since, until)
 
     async def batch_privacy(self, tenant: str, since: str | None, until: str | None) -> list[BatchPrivacy]:
-        cond, params = self._window(tenant, since, until)
-        rows = await self._fetch(
-            "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, b.unit, b.epsilon, b.delta, "
-            f"b.rho FROM batches b WHERE {cond} ORDER BY b.window_start_epoch, b.agent, b.seq",
-            *params,
-        )
-        return [BatchPrivacy(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+        return await pg_reads.batch_privacy(self._fetch, tenant, since, until)
 
 
 async def _create_database(url: str, connect_timeout: float) -> None:

@@ -207,6 +207,8 @@ async def scenario(s: Store) -> list[object]:
     ):
         await do(s.record_refusal(Refusal(tenant, reason, "edge-1", i, k1), now=now + 40 + i))
     await do(s.record_refusal(Refusal("acme", "bad_signature"), now=now + 120))
+    await do(s.record_refusal(Refusal("acme", "bad_signature"), now=now + 2 * 86400))  # prunes old minutes
+    await do(s.record_refusal(Refusal("acme", "bad_signature"), now=now + 40))  # so audited again
     await do(s.append_audit("custom.note", None, {"n": 1, "f": 0.5, "b": True, "x": None}, now=now + 130))
     # reads
     await do(s.list_tenants())
@@ -250,7 +252,7 @@ async def test_audit_log_exports_and_verifies(pg: PgStore) -> None:
     lines = list(audit.export_lines(entries, KEY, ts=format_rfc3339(T0)))
     result = audit.verify(lines, bytes(KEY.verify_key))
     assert (result.count, result.head) == (len(entries), entries[-1].hash)
-    assert sum(e.action == "batch.refused" for e in entries) == 5  # 7 refusals, coalesced per minute
+    assert sum(e.action == "batch.refused" for e in entries) == 7  # 9 refusals, coalesced per minute
 
 
 async def test_conflicts_and_not_found_use_the_collector_errors(pg: PgStore) -> None:
