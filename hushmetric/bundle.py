@@ -124,7 +124,7 @@ def read_bundle(data: bytes) -> Bundle:
                     manifest = body
                 else:
                     files[member.name] = body
-        except (tarfile.TarError, EOFError) as exc:
+        except (tarfile.TarError, EOFError, UnicodeDecodeError) as exc:  # PAX headers must be UTF-8
             raise ContractError(f"bundle is truncated or corrupt: {exc}") from exc
     if manifest is None:
         raise ContractError("bundle has no manifest.json")
@@ -137,3 +137,7 @@ def decode_manifest(payload: bytes) -> Manifest:
         return msgspec.json.decode(payload, type=Manifest)
     except msgspec.DecodeError as exc:
         raise ContractError(f"malformed manifest: {exc}") from exc
+    except UnicodeDecodeError as exc:  # msgspec raises it for a string that is not UTF-8
+        raise ContractError("malformed manifest: a string is not valid UTF-8") from exc
+    except RecursionError as exc:
+        raise ContractError("malformed manifest: nested too deeply") from exc

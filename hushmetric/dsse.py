@@ -138,6 +138,10 @@ def from_json(data: bytes, *, max_bytes: int = 64 << 20) -> Envelope:
         raw = _json_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ContractError(f"not a DSSE JSON envelope: {exc}") from exc
+    except UnicodeDecodeError as exc:  # msgspec raises it for a string that is not UTF-8
+        raise ContractError("not a DSSE JSON envelope: a string is not valid UTF-8") from exc
+    except RecursionError as exc:  # nesting (e.g. inside an ignored unknown key) past the stack
+        raise ContractError("not a DSSE JSON envelope: nested too deeply") from exc
     if len(raw.signatures) > MAX_SIGNATURES:
         raise ContractError(f"envelope must carry at most {MAX_SIGNATURES} signatures")
     return Envelope(
