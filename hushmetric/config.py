@@ -53,4 +53,6 @@ def load_toml(path: Path, type_: type[T]) -> T:
         raise ConfigError("not UTF-8 text", path=str(path)) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=str(path)) from exc
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError("invalid TOML: nested too deeply", path=str(path)) from exc
     return convert(obj, type_, path=str(path))
