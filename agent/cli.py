@@ -405,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 failed (verification, refusal, budget), 2 usage or config error, "
         "4 collector unreachable, 130 interrupted.",
     )
-    parser.add_argument("--config", default=os.environ.get("HUSH_AGENT_CONFIG", "agent.toml"), help=config_help)
+    default_config = os.environ.get("HUSH_AGENT_CONFIG", "agent.toml")
+    parser.add_argument("--config", default=default_config, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:

@@ -63,6 +63,8 @@ TICK_SECONDS = 1.0
 # Events stamped further ahead of the agent's clock are refused: one far-future timestamp would
 # otherwise push the event-time watermark ahead and close every open window at once.
 MAX_FUTURE_SKEW = 300.0
+# `run --once` drains a live source (MQTT) until it has delivered nothing for this long.
+ONCE_IDLE_SECONDS = 3.0
 
 
 class RunReport(msgspec.Struct):
@@ -90,6 +92,12 @@ def _future(event: Event, source: str, now: float) -> DeadLetter:
         sha256=hashlib.sha256(body).hexdigest(),
         at=now,
     )
+
+
+def _is_live(source: Source) -> bool:
+    from agent.sources.mqtt import MqttSource
+
+    return isinstance(source, MqttSource)
 
 
 def open_agent_state(loaded: LoadedConfig) -> sqlite3.Connection:
@@ -170,9 +178,23 @@ class Agent:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    async def _pump(self, source: Source, queue: asyncio.Queue[Chunk | None]) -> None:
-        async for chunk in source.chunks():
-            await queue.put(chunk)
+    async def _pump(
+        self, source: Source, queue: asyncio.Queue[Chunk | None], *, idle: float | None = None
+    ) -> None:
+        """Move a source's chunks onto the queue. With ``idle``, stop once the source has been quiet
+        that long: how ``run --once`` drains a live source (MQTT) that never ends by itself."""
+        chunks = source.chunks()
+        try:
+            while True:
+                try:
+                    chunk = await (anext(chunks) if idle is None else asyncio.wait_for(anext(chunks), idle))
+                except (StopAsyncIteration, TimeoutError):
+                    return
+                await queue.put(chunk)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _ingest(self, queue: asyncio.Queue[Chunk | None], *, stop_at_end: bool) -> None:
         """Group commit: take whatever chunks are waiting (up to a size cap) and commit them together.
@@ -331,7 +353,13 @@ class Agent:
         sources = self._sources(once=True, input_path=input_path)
         async with asyncio.TaskGroup() as tg:
             ingest = tg.create_task(self._ingest(queue, stop_at_end=True), name="ingest")
-            pumps = [tg.create_task(self._pump(s, queue), name=f"source:{s.name}") for s in sources]
+            pumps = [
+                tg.create_task(
+                    self._pump(s, queue, idle=ONCE_IDLE_SECONDS if _is_live(s) else None),
+                    name=f"source:{s.name}",
+                )
+                for s in sources
+            ]
             await asyncio.gather(*pumps)
             await queue.put(None)
             await ingest

@@ -64,13 +64,15 @@ def format_status(s: Status) -> list[str]:
     def ago(seconds: float | None) -> str:
         return "-" if seconds is None else f"{seconds:.0f}s ago"
 
+    hint = " (refused by the collector as malformed; see docs/operations.md)" if s.quarantined else ""
     budget = "-" if s.budget_period is None else f"{s.budget_left:.4f} left of period {s.budget_period}"
     return [
         f"agent        {s.agent} (tenant {s.tenant})",
         f"egress       {'STOPPED (kill switch)' if s.egress_stopped else 'open'}",
-        f"outbox       {s.outbox_batches} batches, {s.outbox_bytes} bytes, oldest {ago(s.oldest_batch_age_s)}",
+        f"outbox       {s.outbox_batches} batches, {s.outbox_bytes} bytes, "
+        f"oldest {ago(s.oldest_batch_age_s)}",
         f"last sent    {'-' if s.last_delivery is None else s.last_destination}",
         f"budget       {budget}",
         f"dead letters {s.dead_letters}",
-        f"quarantined  {s.quarantined}" + (" (refused as malformed; see `hush-agent status --json`)" if s.quarantined else ""),
+        f"quarantined  {s.quarantined}{hint}",
     ]

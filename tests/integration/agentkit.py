@@ -103,7 +103,7 @@ dims = {{ plan = ["free", "team"] }}
 name = "clicks"
 events = ["click"]
 stat = "count"
-max_contributions = 1000
+max_contributions = 5
 """
 
 
