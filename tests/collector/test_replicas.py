@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hushmetric import dsse
 from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
-from hushmetric.keys import public_key_b64
+from hushmetric.keys import generate_signing_key, public_key_b64
 from hushmetric.timefmt import format_rfc3339
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
@@ -253,3 +253,64 @@ async def test_two_replicas_one_database_exact_metering_quota_and_audit(pg_url: 
     actions = [json.loads(line).get("action") for line in lines[:-1]]
     assert actions.count("key.add") == SENDERS
     assert 1 <= actions.count("batch.refused") <= minutes  # coalesced per tenant, reason and minute
+
+
+async def test_serve_refuses_to_start_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, "postgresql://postgres@127.0.0.1:9/hush")  # nothing listens on port 9
+    generate_signing_key(tmp_path / "collector.key")
+    code, out, err = await cli.run("serve", "--listen", "127.0.0.1:0")
+    if "PostgreSQL store is not available" in err:
+        pytest.xfail(NOT_WIRED)
+    assert code != 0 and out == ""
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "cannot reach database postgresql://postgres@127.0.0.1:9/hush" in err, err
+
+
+async def test_database_outage_while_serving_is_unavailable_then_recovers(
+    pg_url: str, tmp_path: Path
+) -> None:
+    cli = Cli(tmp_path, pg_url)
+    code, out, err = await cli.run("init")
+    if code != 0 and "PostgreSQL store is not available" in err:
+        pytest.xfail(NOT_WIRED)
+    assert code == 0, (out, err)
+    await cli.ok("tenant", "create", "acme")
+    sender = Sender("acme", "edge-1")
+    await cli.ok(
+        "key",
+        "add",
+        "acme",
+        "--agent",
+        "edge-1",
+        "--public-key",
+        public_key_b64(bytes(sender.key.verify_key)),
+    )
+    name = pg_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(pg_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        with replica(cli) as address:
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = ingest_pb2_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]  # generated
+                now = time.time() - 5
+                first, second = (envelope_to_proto(sender.next(now)) for _ in range(2))
+                assert not (await stub.Submit(first, timeout=RPC_TIMEOUT)).duplicate
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await stub.Submit(second, timeout=RPC_TIMEOUT)
+                if failed.value.code() == grpc.StatusCode.UNKNOWN:
+                    pytest.xfail(
+                        "collector.server does not map collector.errors.Unavailable to UNAVAILABLE yet"
+                    )
+                assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                reply = await stub.Submit(second, timeout=RPC_TIMEOUT)  # the agent's retry, same bytes
+                assert reply.seq == 2 and not reply.duplicate
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    usage = json.loads(await cli.ok("usage", "--format", "json"))
+    assert [(u["tenant"], u["batches"], u["duplicates"]) for u in usage] == [("acme", 2, 0)]
