@@ -24,7 +24,13 @@ def _split(exc: msgspec.ValidationError) -> tuple[str, str | None]:
     path = match.group("path")
     key = path.lstrip(".").replace(".[", "[") if path else None
     msg = match.group("msg").replace("Object contains unknown field", "unknown key")
-    return msg, key or None
+    return _one_line(msg), _one_line(key) if key else None
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Messages quote the offending value or key: keep them one short line whatever the file holds."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def convert(obj: Any, type_: type[T], *, path: str) -> T:
