@@ -132,8 +132,18 @@ def _source_date(project: Path) -> int:
     return int(time.time())
 
 
+# Left out of the copy the project wheel is built from: setuptools builds in the source tree, and a
+# stale build/lib (a module since deleted or renamed) would otherwise end up in the wheel.
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
+    "demo-run", "*.db", "*.db-wal", "*.db-shm",
+)  # fmt: skip
+
+
 def _wheelhouse(project: Path, wheels: Path, extras: Sequence[str], mtime: int) -> None:
-    spec = f"{project}[{','.join(extras)}]" if extras else str(project)
+    source = wheels.parent.parent / "source"
+    shutil.copytree(project, source, ignore=_NOT_SOURCE, symlinks=True)
+    spec = f"{source}[{','.join(extras)}]" if extras else str(source)
     _pip(
         ["wheel", "--disable-pip-version-check", "--prefer-binary", "--wheel-dir", str(wheels), spec],
         env={**os.environ, "SOURCE_DATE_EPOCH": str(mtime)},

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -77,10 +78,26 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkout as it is now: builds and checks see one tree even while the work tree changes."""
+    dest = tmp_path_factory.mktemp("snapshot") / "hushmetric"
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
+    shutil.copytree(ROOT, dest, ignore=skip, symlinks=True)
+    stale = dest / "build" / "lib" / "agent"  # what an earlier in-tree build of a since-deleted module leaves
+    stale.mkdir(parents=True)
+    (stale / "gone.py").write_text("")
+    return dest
+
+
+def build_cmd(project: Path, out: Path) -> list[str]:
+    return [sys.executable, str(BUILDER), "--project", str(project), "--out-dir", str(out)]
+
+
+@pytest.fixture(scope="module")
+def built(snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
     out = tmp_path_factory.mktemp("dist")
     started = time.monotonic()
-    result = run([sys.executable, str(BUILDER), "--out-dir", str(out)], cwd=ROOT, timeout=600, env=EPOCH)
+    result = run(build_cmd(snapshot, out), cwd=ROOT, timeout=600, env=EPOCH)
     seconds = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     (archive,) = out.glob("hushmetric-airgap-*.tar.gz")
@@ -137,9 +154,9 @@ def test_archive_name_and_checksum_file(built: Built) -> None:
         assert step in built.output
 
 
-def test_same_commit_builds_the_same_bytes(built: Built, tmp_path: Path) -> None:
+def test_same_commit_builds_the_same_bytes(built: Built, snapshot: Path, tmp_path: Path) -> None:
     """Reproducible: an operator can rebuild from the same commit and compare the published sha256."""
-    result = run([sys.executable, str(BUILDER), "--out-dir", str(tmp_path)], cwd=ROOT, timeout=600, env=EPOCH)
+    result = run(build_cmd(snapshot, tmp_path), cwd=ROOT, timeout=600, env=EPOCH)
     assert result.returncode == 0, result.stderr[-3000:]
     again = tmp_path / built.archive.name
     assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(built.archive.read_bytes()).digest()
@@ -200,6 +217,20 @@ def test_every_runtime_dependency_is_pinned_with_its_wheel_hash(extracted: Path)
     assert set(pins.values()) == wheels
     for needed in ("hushmetric", "msgspec", "pynacl", "opendp", "grpcio", "protobuf", "aiomqtt", "uvloop"):
         assert needed in pins, needed
+
+
+def test_project_wheel_holds_the_source_modules_only(extracted: Path, snapshot: Path) -> None:
+    """Built from a clean copy: a stale build/ in the checkout cannot add modules."""
+    (wheel,) = (extracted / "wheels").glob("hushmetric-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        in_wheel = {n for n in zf.namelist() if n.endswith(".py")}
+    on_disk = {
+        p.relative_to(snapshot).as_posix()
+        for top in ("agent", "collector", "hushmetric")
+        for p in (snapshot / top).rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert in_wheel == on_disk and "agent/gone.py" not in in_wheel
 
 
 # --- install.sh -------------------------------------------------------------------------------
