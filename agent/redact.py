@@ -29,9 +29,23 @@ Rules, in order, for one event:
    (an email, a phone…) it is replaced by ``unit:`` + its HMAC pseudonym (``pseudonymized_unit``),
    so raw ids never reach disk. Grouping is unchanged: the pseudonym is stable.
 
-Counts per detector (and the ``dropped_*``/``truncated`` counters) accumulate until
-``take_counts()``. Raw values are never logged or kept, except that strings found *clean* are
-remembered in a bounded cache to skip rescanning them (by construction it holds no finding).
+Counts per detector (and the ``dropped_*``/``truncated``/``pseudonymized_unit`` counters) accumulate
+until ``take_counts()``. Raw values are never logged or kept. Names, keys, ``label`` values and units
+found *clean* are remembered in bounded in-memory sets so repeats skip the scan; by construction
+those sets hold no finding. Free ``text`` is not remembered (it rarely repeats).
+
+Known gaps (each a deliberate trade against false positives, see ``agent/detectors``):
+
+- a bare run of digits is a phone only with a ``+``, a trunk ``0`` (9–11 digits) or a phone word
+  just before it ("call", "tel", "mobile"…): "5551234567" alone looks like epoch seconds or an id;
+- lower-case hex tokens (hashes, trace ids) are never flagged as secrets, and a mixed-case token
+  needs ≥ 20 characters and near-uniform characters; short or dictionary-like passwords are caught
+  only after a key such as ``password=`` or ``token:``;
+- obfuscated addresses ("alice at example dot com"), non-ASCII e-mail, national ids other than the
+  US SSN, and postal addresses or names are not detected;
+- a password containing ``/`` or ``@`` inside a URL's user-info is not recognised as one;
+- overlapping findings merge into one, named after the detector with the highest priority; its
+  ``generalize`` then applies to the merged text, which falls back to a mask when it no longer parses.
 """
 
 from __future__ import annotations
@@ -298,7 +312,10 @@ def _hour(value: AttrValue) -> AttrValue | None:
         return None
     text = value.strip()
     try:
-        return _hour(float(text)) if text.replace(".", "", 1).isdigit() else _hour_iso(text)
+        if text.isascii() and text.replace(".", "", 1).isdigit():  # epoch seconds/ms as a string
+            hour = _hour(float(text))
+            return None if hour is None else str(int(hour))
+        return _hour_iso(text)
     except (ValueError, OverflowError):
         return None
 
@@ -310,4 +327,5 @@ def _hour_iso(text: str) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
 
 
-assert set(COUNTERS).isdisjoint(DETECTOR_NAMES)
+if not set(COUNTERS).isdisjoint(DETECTOR_NAMES):  # pragma: no cover - guards future renames
+    raise RuntimeError("a redaction counter shares a name with a detector")

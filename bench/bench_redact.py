@@ -87,7 +87,7 @@ def _policy() -> Policy:
     )
 
 
-def bench_redact(n: int = 200_000, repeat: int = 3) -> dict[str, float]:
+def bench_redact(n: int = 200_000, repeat: int = 5) -> dict[str, float]:
     lines = make_events(n)
     payload = b"[" + b",".join(lines) + b"]"
     decoder = msgspec.json.Decoder(list[Event])

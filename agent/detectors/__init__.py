@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from agent.detectors._rules import BUILTIN, RegexDetector, features
@@ -53,7 +53,7 @@ class Detector(Protocol):
     @property
     def min_len(self) -> int: ...
 
-    def find(self, text: str) -> Iterator[tuple[int, int]]: ...
+    def find(self, text: str) -> Iterable[tuple[int, int]]: ...
 
 
 DETECTOR_NAMES: tuple[str, ...] = tuple(dict.fromkeys(d.name for d in BUILTIN))

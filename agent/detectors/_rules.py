@@ -37,7 +37,6 @@ Check = Callable[[str, "re.Match[str]"], Span | None]
 AT, COLON, DOT, EQ, DIGITS, LONG, JWT, URL, KEYWORD, MACLIKE = (1 << i for i in range(10))
 _DIGITS7 = re.compile(r"[0-9](?:[ ().+-]{0,2}[0-9]){6}")  # seven digits, short separators between
 _LONG16 = re.compile(r"[A-Za-z0-9+/_-]{16}")
-_KEYWORDS = ("earer", "EARER", "asic", "ASIC", "BEGIN")
 
 
 def features(text: str) -> int:
@@ -45,9 +44,7 @@ def features(text: str) -> int:
     if "@" in text:
         f |= AT
     if ":" in text:
-        f |= COLON
-        if "://" in text:
-            f |= URL
+        f |= COLON | URL if "://" in text else COLON
     if "." in text:
         f |= DOT
     if "=" in text:
@@ -56,14 +53,15 @@ def features(text: str) -> int:
         f |= JWT
     if _DIGITS7.search(text) is not None:
         f |= DIGITS
-    if len(text) >= 16 and _LONG16.search(text) is not None:
-        f |= LONG
-    if text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2:
-        f |= MACLIKE
-    for kw in _KEYWORDS:
-        if kw in text:
+    if len(text) >= 16:
+        if _LONG16.search(text) is not None:
+            f |= LONG
+        if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text or "BEGIN" in text:
             f |= KEYWORD
-            break
+    if (f & (COLON | DOT) or "-" in text) and (
+        text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2
+    ):
+        f |= MACLIKE
     return f
 
 
@@ -81,21 +79,23 @@ class RegexDetector:
     trigger: int = 0
     min_len: int = 0
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> list[Span]:
         search = self.pattern.search
+        m = search(text)
+        if m is None:
+            return []  # the common case, kept cheap: one search, no generator
         check = self.check
-        pos = 0
+        out: list[Span] = []
         n = len(text)
-        while pos < n:
-            m = search(text, pos)
-            if m is None:
-                return
+        while m is not None:
             span = m.span() if check is None else check(text, m)
             if span is None:
                 pos = m.start() + 1
-                continue
-            yield span
-            pos = max(span[1], m.start() + 1)
+            else:
+                out.append(span)
+                pos = max(span[1], m.start() + 1)
+            m = search(text, pos) if pos < n else None
+        return out
 
 
 def _group(index: int | str) -> Check:
