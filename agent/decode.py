@@ -138,7 +138,7 @@ class Decoder:
         if _lines_within(data, limit):
             try:
                 raws = cast("list[_Raw]", self._lines.decode_lines(data))
-            except (msgspec.DecodeError, RecursionError):
+            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # slow path classifies
                 pass
             else:
                 if (events := self._convert(raws)) is not None:
@@ -147,7 +147,7 @@ class Decoder:
             if data.count(b"\n", 0, len(data.rstrip())) and data.lstrip()[:1] == b"{":
                 try:
                     self._any.decode(data)
-                except (msgspec.DecodeError, RecursionError):
+                except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # slow path classifies
                     pass
                 else:
                     return self._slow([data], source, now)
@@ -158,7 +158,7 @@ class Decoder:
         if len(data) <= self._limits.max_event_bytes:
             try:
                 raws = cast("list[_Raw]", self._many.decode(data))
-            except (msgspec.DecodeError, RecursionError):
+            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # slow path classifies
                 pass
             else:
                 if (events := self._convert(raws)) is not None:
@@ -171,10 +171,12 @@ class Decoder:
             return [], [self._letter("json", "malformed JSON array", data, source, now)]
         except RecursionError:
             return [], [self._letter("json", "JSON nested too deeply", data, source, now)]
+        except UnicodeDecodeError:
+            return [], [self._letter("not_utf8", "input is not valid UTF-8", data, source, now)]
         if all(len(item) <= self._limits.max_event_bytes for item in items):
             try:
                 raws = cast("list[_Raw]", self._many.decode(data))
-            except (msgspec.DecodeError, RecursionError):
+            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # slow path classifies
                 pass
             else:
                 if (events := self._convert(raws)) is not None:
@@ -183,14 +185,14 @@ class Decoder:
 
     @staticmethod
     def _convert(raws: list[_Raw]) -> list[Event] | None:
-        """Typed items → Events; ``None`` if a timestamp is before 1970 (then: slow path)."""
+        """Typed items → Events; ``None`` if a timestamp is out of range (then: slow path)."""
         events: list[Event] = []
         append = events.append
         for raw in raws:
             ts = raw.ts
             if ts.__class__ is not float:
                 ts = cast("datetime", ts).timestamp()
-                if ts < 0:
+                if not 0 <= ts < _TS_MAX:  # before 1970, or past year 9999 once the offset applies
                     return None
             append(Event(raw.name, ts, raw.unit, raw.value, raw.attrs))
         return events
