@@ -148,6 +148,8 @@ def verify(lines: Iterable[bytes], public_key: bytes) -> Verified:
             item = _line_decoder.decode(raw)
         except msgspec.DecodeError as exc:
             raise AuditError(f"not an audit line: {exc}", line=line_no) from exc
+        except (UnicodeDecodeError, RecursionError) as exc:  # not UTF-8, or nested past the stack
+            raise AuditError("not an audit line: not UTF-8 or nested too deeply", line=line_no) from exc
         if isinstance(item, End):
             _check_sig(verify_key, _end_message(item.count, item.head, item.ts), item.sig, line_no)
             if item.count != count or item.head != head:
