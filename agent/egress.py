@@ -247,4 +247,7 @@ def to_jsonl(items: Sequence[EgressEntry]) -> bytes:
 
 def from_jsonl(data: bytes) -> list[EgressEntry]:
     """Parse :func:`to_jsonl` output (blank lines ignored); msgspec.DecodeError on malformed lines."""
-    return [_entry_decoder.decode(line) for line in data.splitlines() if line.strip()]
+    try:
+        return [_entry_decoder.decode(line) for line in data.splitlines() if line.strip()]
+    except (UnicodeDecodeError, RecursionError) as exc:  # msgspec raises these, not DecodeError
+        raise msgspec.DecodeError(f"malformed ledger line: {type(exc).__name__}") from exc
