@@ -43,6 +43,14 @@ pytestmark = pytest.mark.timeout(pick(300, 1500))
 
 FAMILY = "9 audit"
 Mutation = tuple[str, list[bytes]]  # (kind, mutated lines)
+GARBAGE = [
+    b"{}",
+    b"null",
+    b"\xff\xfe{",
+    b'{"t":"entry","i":"\xff"}',
+    b'{"t":"entry","zz":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b"[" * 100_000,
+]
 
 
 def _changed(value: Any) -> Any:
@@ -103,6 +111,9 @@ def mutations(
             moved = [*lines[:i], *lines[i + 1 :]]
             k = rng.randrange(i + 1, n)
             yield "reorder (move)", [*moved[:k], lines[i], *moved[k:]]
+    for i in _sample(n, pick(4, n), rng):  # a line replaced by garbage a parser might choke on
+        for junk in GARBAGE:
+            yield "garbage line", [*lines[:i], junk, *lines[i + 1 :]]
     for cut in _sample(n, pick(8, n), rng):
         if cut < n:
             yield "truncate", lines[:cut]
