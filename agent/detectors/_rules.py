@@ -305,8 +305,10 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
 
 def _phone_ok(text: str, start: int, end: int, context: bool = False) -> bool:
     core = text[start:end]
-    if "." in core and _QUAD.search(core):
-        return False  # an address with numbers around it, not a phone
+    if "." in core:
+        quad = _QUAD.search(core)
+        if quad is not None and ipv4_ok(quad.group()):
+            return False  # an address with numbers around it, not a phone ("+61.438.089.995" is one)
     n = sum(1 for ch in core if "0" <= ch <= "9")
     opens = core.count("(")
     if opens != core.count(")") or opens > 1 or n > 15 or n < 7:
