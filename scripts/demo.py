@@ -21,8 +21,14 @@ BIN = Path(sys.executable).parent
 TENANT = "acme"
 STAGES = ",".join(
     [
-        "signup", "eval_requested", "sandbox_provisioned", "run_started",
-        "run_completed", "kpi_viewed", "shared_exported", "tuning_applied",
+        "signup",
+        "eval_requested",
+        "sandbox_provisioned",
+        "run_started",
+        "run_completed",
+        "kpi_viewed",
+        "shared_exported",
+        "tuning_applied",
     ]
 )
 
@@ -133,7 +139,17 @@ def main() -> int:
         run("hush-collector", "report", TENANT, "--format", "html", "--out", str(html), "--db", db)
 
         say("funnel report")
-        run("hush-collector", "funnel", TENANT, "--stages", STAGES, "--time-metric", "time_to_value", "--db", db)
+        run(
+            "hush-collector",
+            "funnel",
+            TENANT,
+            "--stages",
+            STAGES,
+            "--time-metric",
+            "time_to_value",
+            "--db",
+            db,
+        )
 
         say("privacy budget spent (agent ledger)")
         run("hush-agent", "ledger", "--config", cfg)
