@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import hmac
 import random
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -34,6 +33,15 @@ from collector.errors import Conflict, NotFound, Unavailable
 from collector.model import BatchPrivacy, StoredRow, UsageDay
 from collector.pg_ingest import Rollback, affected, commit
 from collector.pg_schema import current_version, pg_migrations
+from collector.pg_url import (
+    PgOptions,
+    check,
+    database_of,
+    is_pg_url,
+    redact_url,
+    split_options,
+    with_database,
+)
 from collector.store import (
     BatchCommit,
     CommitOutcome,
@@ -45,10 +53,11 @@ from collector.store import (
     TenantState,
     day_of,
 )
+from hushmetric.errors import ConfigError
 from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339
 
-__all__ = ["PgStore", "is_pg_url", "open_pg_store", "redact_url"]
+__all__ = ["PgOptions", "PgStore", "is_pg_url", "open_pg_store"]
 
 T = TypeVar("T")
 Connection = Any  # asyncpg ships no type information
@@ -84,24 +93,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 _RETRY_TX = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 
-def is_pg_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def _database_of(url: str) -> str:
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/")) or ""
-
-
 def _unavailable(what: str, exc: BaseException) -> Unavailable:
     detail = str(exc).strip() or type(exc).__name__
     return Unavailable(f"{what}: {detail}")
@@ -124,27 +115,39 @@ async def open_pg_store(
     *,
     signing_key: nacl.signing.SigningKey | None = None,
     create: bool = False,
-    min_size: int = 1,
-    max_size: int = 10,
-    statement_timeout: float = 30.0,
-    connect_timeout: float = 10.0,
+    migrate: bool = True,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    statement_timeout: float | None = None,
+    connect_timeout: float | None = None,
 ) -> PgStore:
-    """Open (``create``: also create the database if missing and apply the schema) a PostgreSQL store.
+    """Open a PostgreSQL store; what the collector calls for a ``postgresql://`` ``--db``.
 
-    ``min_size``/``max_size`` size the connection pool; ``statement_timeout`` (seconds) is set on
-    every connection; ``connect_timeout`` bounds each connection attempt. Raises
-    :class:`~collector.errors.Unavailable` when the server cannot be reached, the database does
-    not exist (without ``create``) or was never initialised.
+    ``create`` (``hush-collector init``): also create the database if it is missing and initialise
+    the schema. ``migrate`` (default): bring an older schema up to date, as the SQLite store does
+    at open; ``migrate=False`` leaves that to :meth:`PgStore.migrate` (a ``migrate`` command that
+    reports what it did). ``min_size``/``max_size`` size the connection pool, ``statement_timeout``
+    (seconds) is set on every connection, ``connect_timeout`` bounds each connection attempt; each
+    defaults to the URL's ``pool_min``, ``pool_max``, ``statement_timeout``, ``connect_timeout``
+    query parameters (:mod:`collector.pg_url`), else 1, 10, 30 s, 10 s.
+
+    Raises :class:`~collector.errors.Unavailable` when the server cannot be reached or refuses the
+    login, the database does not exist (without ``create``) or was never initialised;
+    :class:`~hushmetric.errors.ConfigError` for a malformed URL or option.
     """
-    return await PgStore.open(
-        url,
-        signing_key=signing_key,
-        create=create,
-        min_size=min_size,
-        max_size=max_size,
-        statement_timeout=statement_timeout,
-        connect_timeout=connect_timeout,
+    if not is_pg_url(url):
+        raise ConfigError(f"{redact_url(url)} is not a postgresql:// URL")
+    clean, options = split_options(url)
+    given = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "statement_timeout": statement_timeout,
+        "connect_timeout": connect_timeout,
+    }
+    options = check(
+        msgspec.structs.replace(options, **{k: v for k, v in given.items() if v is not None}), url
     )
+    return await PgStore.open(clean, options, signing_key=signing_key, create=create, migrate=migrate)
 
 
 class PgStore:
@@ -162,29 +165,25 @@ class PgStore:
     async def open(
         cls,
         url: str,
+        options: PgOptions,
         *,
         signing_key: nacl.signing.SigningKey | None = None,
         create: bool = False,
-        min_size: int = 1,
-        max_size: int = 10,
-        statement_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
+        migrate: bool = True,
     ) -> PgStore:
-        if not is_pg_url(url):
-            raise Unavailable(f"{redact_url(url)} is not a postgresql:// URL")
-        if not 0 <= min_size <= max_size or max_size < 1:
-            raise Unavailable(f"bad pool size: min {min_size}, max {max_size}")
+        """Use :func:`open_pg_store`; this takes a URL already stripped of the store's options."""
         where = redact_url(url)
         settings = {
-            "statement_timeout": str(max(1, round(statement_timeout * 1000))),
+            "statement_timeout": str(max(1, round(options.statement_timeout * 1000))),
             "application_name": "hush-collector",
         }
+        connect_timeout = options.connect_timeout
 
         async def connect() -> Any:
             pool = await asyncpg.create_pool(
                 url,
-                min_size=min_size,
-                max_size=max_size,
+                min_size=options.min_size,
+                max_size=options.max_size,
                 timeout=connect_timeout,
                 server_settings=settings,
             )
@@ -211,9 +210,14 @@ class PgStore:
             raise _unavailable(f"cannot log in to {where}", exc) from exc
         except _UNAVAILABLE as exc:
             raise _unavailable(f"cannot reach database {where}", exc) from exc
+        except ValueError as exc:  # asyncpg's own URL parsing
+            raise ConfigError(f"bad database URL {where}: {exc}") from exc
         store = cls(pool, signing_key, url=url)
         try:
-            await store.migrate(create=create)
+            if migrate or create:
+                await store.migrate(create=create)
+            elif await store.schema_version() == 0:
+                raise Unavailable(f"database {where} is not initialised; run `hush-collector init`")
         except BaseException:
             await pool.close()
             raise
@@ -658,11 +662,10 @@ class PgStore:
 
 async def _create_database(url: str, connect_timeout: float) -> None:
     """``CREATE DATABASE`` for ``init`` against a fresh server, through its ``postgres`` database."""
-    name = _database_of(url)
+    name = database_of(url)
     if not name:
         raise Unavailable(f"{redact_url(url)} names no database")
-    maintenance = urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/postgres"))
-    conn = await asyncpg.connect(maintenance, timeout=connect_timeout)
+    conn = await asyncpg.connect(with_database(url, "postgres"), timeout=connect_timeout)
     try:
         quoted = '"' + name.replace('"', '""') + '"'
         await conn.execute(f"CREATE DATABASE {quoted}")

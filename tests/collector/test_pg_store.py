@@ -24,7 +24,7 @@ import pytest
 from collector import audit
 from collector.errors import Conflict, NotFound, Unavailable
 from collector.pg_schema import current_version, pg_migrations
-from collector.pg_store import PgStore, open_pg_store, redact_url
+from collector.pg_store import PgStore, open_pg_store
 from collector.schema import MIGRATIONS
 from collector.sqlite_store import SqliteStore
 from collector.store import (
@@ -422,7 +422,12 @@ async def test_upgrade_from_every_previous_version(pg_url: str, previous: int) -
             await old.create_tenant("kept", now=T0)
     finally:
         await old.close()
-    store = await open_pg_store(pg_url, signing_key=KEY, max_size=2)
+    if previous:  # what a `migrate` command does: open without migrating, then migrate and report
+        store = await open_pg_store(pg_url, signing_key=KEY, max_size=2, migrate=False)
+        assert await store.schema_version() == previous
+        assert await store.migrate() == (previous, current_version())
+    else:  # what `serve` does: open, which migrates
+        store = await open_pg_store(pg_url, signing_key=KEY, max_size=2)
     try:
         assert await store.schema_version() == current_version()
         assert [t.name for t in await store.list_tenants()] == (["kept"] if previous else [])
@@ -450,6 +455,17 @@ async def test_fresh_to_current_and_current_is_a_no_op(pg_url: str) -> None:
         assert [t.name for t in await again.list_tenants()] == ["acme"]
     finally:
         await again.close()
+
+
+async def test_open_without_migrating(pg_url: str) -> None:
+    with pytest.raises(Unavailable, match="not initialised"):
+        await open_pg_store(pg_url, migrate=False)
+    await (await open_pg_store(pg_url, signing_key=KEY, create=True)).close()
+    store = await open_pg_store(pg_url, signing_key=KEY, migrate=False)
+    try:
+        assert await store.migrate() == (current_version(), current_version())
+    finally:
+        await store.close()
 
 
 async def test_migration_steps_one_version_at_a_time_and_keeps_data(pg_url: str) -> None:
@@ -560,6 +576,30 @@ async def test_statement_timeout_is_unavailable_not_a_hang(pg_url: str) -> None:
         await store.close()
 
 
-def test_passwords_never_appear_in_messages() -> None:
-    assert redact_url("postgresql://u:pw@h:5/db?x=1") == "postgresql://u:***@h:5/db?x=1"
-    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+async def test_pool_size_and_statement_timeout_come_from_options_or_the_url(pg_url: str) -> None:
+    store = await open_pg_store(
+        pg_url + "?pool_min=2&pool_max=3&statement_timeout=250ms", signing_key=KEY, create=True
+    )
+    name = pg_url.rsplit("/", 1)[1]
+    count = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'hush-collector'"
+    try:
+        assert await _count(pg_url, count, name) == 2
+        peak = 0
+
+        async def probe() -> None:
+            nonlocal peak
+            peak = max(peak, int(await _count(pg_url, count, name)))
+
+        await asyncio.gather(*(store.list_tenants() for _ in range(30)), *(probe() for _ in range(5)))
+        assert peak <= 3
+        timeouts = await store._fetch("SHOW statement_timeout")
+        assert timeouts[0][0] == "250ms"
+    finally:
+        await store.close()
+    explicit = await open_pg_store(pg_url + "?pool_max=3", signing_key=KEY, max_size=1, min_size=1)
+    try:
+        assert await _count(pg_url, count, name) == 1
+        await asyncio.gather(*(explicit.list_tenants() for _ in range(10)))
+        assert await _count(pg_url, count, name) == 1
+    finally:
+        await explicit.close()
