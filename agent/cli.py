@@ -121,18 +121,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     loaded = _config(args)
     policy = load_policy(loaded.policy_path)
+    from agent.profiles import check_files, check_profile
+
     problems: list[str] = []
     for what, path in (("signing key", loaded.key_path), ("site secret", loaded.secret_path)):
         if not path.exists():
             problems.append(f"{path}: {what} missing")
-        elif path.stat().st_mode & 0o077:
-            problems.append(f"{path}: {what} is readable by others; chmod 600 it")
-    if args.profile:
-        from agent.profiles import check_profile
-
-        problems += [
-            f"{loaded.path}: {v.key}: {v.message}" for v in check_profile(loaded.config, args.profile)
-        ]
+    violations = check_files(loaded) + (check_profile(loaded.config, args.profile) if args.profile else [])
+    problems += [f"{loaded.path}: {v.key}: {v.message}" for v in violations]
     if problems:
         for line in problems:
             _err(line)
