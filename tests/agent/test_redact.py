@@ -411,6 +411,12 @@ def test_no_generated_finding_survives_in_any_allowed_field(
     pii: tuple[str, str], pre: str, b: str, a: str, post: str, action: str, field: str
 ) -> None:
     kind, raw = pii
+    if (
+        kind == "card"
+        and len(raw) == 13
+        and re.search(r"(?i)(?:sku|ean|gtin|upc|barcode|isbn|article)\W*$", pre)
+    ):
+        pre += " x"  # documented exception: a 13-digit number right after "ean" etc. is a barcode
     if action == "generalize" and kind in ("ipv4", "ipv6"):
         action = "mask"  # a network address (x.y.z.0) equals its own /24 prefix; checked separately
     if kind == "card" and action == "drop":
