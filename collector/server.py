@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -23,7 +24,7 @@ from grpc_status import rpc_status
 from collector import enroll
 from collector.errors import Conflict, NotFound
 from collector.ingest import IngestSettings, Kind, Observer, Rejected, ingest
-from collector.store import Store
+from collector.store import UNATTRIBUTED, Refusal, Store
 from hushmetric.errors import ContractError
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
 from hushmetric.wire import envelope_from_proto
@@ -54,6 +55,38 @@ def _retry_status(rejected: Rejected, retry_after: float) -> grpc.Status:
     return result
 
 
+def _lenient(parse: Callable[[bytes], object]) -> Callable[[bytes], object | None]:
+    """A request deserializer that yields None for bytes that are not the expected protobuf message,
+    so the servicer answers INVALID_ARGUMENT (and counts it) instead of gRPC answering UNKNOWN."""
+
+    def deserialize(data: bytes) -> object | None:
+        try:
+            return parse(data)
+        except DecodeError:
+            return None
+
+    return deserialize
+
+
+def _add_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """``add_IngestServicer_to_server`` with lenient request deserializers."""
+    handlers = {
+        "Submit": grpc.unary_unary_rpc_method_handler(
+            servicer.Submit,
+            request_deserializer=_lenient(ingest_pb2.Envelope.FromString),
+            response_serializer=ingest_pb2.SubmitReply.SerializeToString,
+        ),
+        "Enroll": grpc.unary_unary_rpc_method_handler(
+            servicer.Enroll,
+            request_deserializer=_lenient(ingest_pb2.EnrollRequest.FromString),
+            response_serializer=ingest_pb2.EnrollReply.SerializeToString,
+        ),
+    }
+    name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
+
+
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
     """Maps requests to :mod:`collector.ingest` and :mod:`collector.enroll`, results to replies."""
 
@@ -71,8 +104,18 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self._observer = observer
 
     async def Submit(  # gRPC method names are CamelCase
-        self, request: ingest_pb2.Envelope, context: grpc.aio.ServicerContext
+        self, request: ingest_pb2.Envelope | None, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.SubmitReply:
+        if request is None:  # not a protobuf Envelope at all
+            await self._store.record_refusal(Refusal(UNATTRIBUTED, "malformed"), now=self._clock())
+            if self._observer is not None:
+                self._observer("malformed", UNATTRIBUTED, 0.0)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "malformed: the request is not a protobuf Envelope",
+                trailing_metadata=(("hush-reason", "malformed"),),
+            )
+            raise AssertionError("abort returns by raising")  # pragma: no cover
         outcome = await ingest(
             self._store,
             envelope_from_proto(request),
@@ -91,8 +134,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         raise AssertionError("abort returns by raising")  # pragma: no cover
 
     async def Enroll(  # gRPC method names are CamelCase
-        self, request: ingest_pb2.EnrollRequest, context: grpc.aio.ServicerContext
+        self, request: ingest_pb2.EnrollRequest | None, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.EnrollReply:
+        if request is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not an EnrollRequest")
+            raise AssertionError("abort returns by raising")  # pragma: no cover
         try:
             key = await enroll.redeem(
                 self._store, request.token, request.agent, bytes(request.public_key), now=self._clock()
@@ -127,7 +173,7 @@ async def serve(
         ]
     )
     servicer = IngestServicer(store, settings=settings, clock=clock, observer=observer)
-    ingest_pb2_grpc.add_IngestServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated
+    _add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
