@@ -315,6 +315,8 @@ class Agent:
             outbox.put(self.conn, sealed)
             journal.release(self.conn, state.start, state.end)
             journal.mark_released(self.conn, state.start)
+        left = ledger.remaining(self.conn, self.policy, period)
+        self.metrics.budget(spent=ledger.cap_of(self.policy) - left, left=left)
         log.info(
             "window released",
             extra={"fields": {"seq": seq, "window_start": state.start, "rows": sealed.rows}},

@@ -61,6 +61,7 @@ policy = "policy.toml"          # what may leave, how it is redacted and noised
 state_dir = "state"             # journal, privacy ledger, outbox, egress ledger (SQLite)
 key_file = "agent.key"          # Ed25519 signing key, mode 0600
 secret_file = "site.secret"     # HMAC key for pseudonyms, mode 0600
+# metrics_listen = "127.0.0.1:9464"   # Prometheus /metrics (keep it on loopback or a private address)
 
 [collector]
 endpoints = {endpoints}         # the only places this agent ever sends to

@@ -10,6 +10,7 @@ counts.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -75,7 +76,9 @@ REASONS: dict[str, Kind] = {
 }
 
 DEFAULT_MAX_BATCH_BYTES = 4 << 20
-Observer = Callable[[str], None]  # called with "accepted", "duplicate" or a refusal reason
+# Called once per submission with its outcome ("accepted", "duplicate" or a refusal reason), the tenant
+# (from the key registry, never from the unverified payload: "-" when unknown) and the seconds spent.
+Observer = Callable[[str, str, float], None]
 
 
 class IngestSettings(msgspec.Struct, frozen=True):
@@ -223,6 +226,7 @@ async def ingest(
 ) -> Outcome:
     """Decide on one envelope; store it or count and audit the refusal. Never raises for bad input."""
     ctx = _Context()
+    started = time.perf_counter()
     try:
         outcome: Outcome = await _decide(store, envelope, now, settings or IngestSettings(), ctx)
     except _Refuse as refusal:
@@ -231,8 +235,9 @@ async def ingest(
             Refusal(ctx.tenant, outcome.reason, ctx.agent, ctx.seq, ctx.key_id), now=now
         )
     if observer is not None:
+        elapsed = time.perf_counter() - started
         if isinstance(outcome, Stored):
-            observer("duplicate" if outcome.duplicate else "accepted")
+            observer("duplicate" if outcome.duplicate else "accepted", outcome.tenant, elapsed)
         else:
-            observer(outcome.reason)
+            observer(outcome.reason, ctx.tenant, elapsed)
     return outcome
