@@ -37,7 +37,7 @@ bench: $(STAMP)  ## throughput ratios against baselines measured in the same run
 	$(BIN)/python -m bench
 
 proof: $(STAMP)  ## long fault, misuse and privacy families with a table of figures
-	HUSH_PROOF=long $(BIN)/python -m pytest -q -p no:cacheprovider -m 'slow or not slow' tests/proof
+	HUSH_PROOF=long HUSH_PROOF_OUT=$${HUSH_PROOF_OUT:-build/proof-figures.json} $(BIN)/python -m pytest -q -s -p no:cacheprovider -m 'slow or not slow' tests/proof
 
 airgap-bundle: $(STAMP)  ## offline installer: wheelhouse + install.sh + SHA256SUMS + units
 	$(BIN)/python packaging/airgap.py
