@@ -333,6 +333,7 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
             FAMILY,
             category,
             runs=led.attempts[category],
+            faults=0 if category == "bundle re-import" else led.attempts[category],
             refused=led.refused[category],
         )
     hostile_attempts = sum(n for k, n in led.attempts.items() if k != "bundle re-import")
@@ -342,6 +343,7 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
         FAMILY,
         "TOTAL hostile",
         runs=hostile_attempts,
+        faults=hostile_attempts,
         refused=hostile_refused,
         seconds=elapsed,
         stored=len(extra),
