@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("tenant_arg", nargs="?", metavar="TENANT", help="the tenant (or --tenant)")
         p.add_argument("--tenant", help=argparse.SUPPRESS)
         p.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
+        if name == "report":
+            p.add_argument("--totals", action="store_true", help="table: totals only, no per-window rows")
         p.add_argument("--since", metavar="DATE|RFC3339")
         p.add_argument("--until", metavar="DATE|RFC3339")
         p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")

@@ -184,7 +184,8 @@ async def reports_cmd(ctx: Context) -> int:
                 "bytes_per_day": q.bytes_per_day,
             }
             report = kpi_report(rows, privacy, usage, tenant=a.tenant, since=since, until=until, quota=limits)
-    text = render(report, a.format)  # type: ignore[arg-type]  # report is KpiReport | FunnelReport
+    windows = not getattr(a, "totals", False)
+    text = render(report, a.format, windows=windows)  # type: ignore[arg-type]  # KpiReport | FunnelReport
     data = text if isinstance(text, bytes) else text.encode()
     if a.out:
         try:

@@ -76,14 +76,18 @@ CSV_FIELDS_KPI = (
 CSV_FIELDS_FUNNEL = ("row", "tenant", "name", "detail", "value", "std", "ci_low", "ci_high", "method", "flag")
 
 
-def render(report: Report, fmt: Format) -> str | bytes:
-    """Render a report; ``json`` gives bytes, the rest str. ValueError for an unknown format."""
+def render(report: Report, fmt: Format, *, windows: bool = True) -> str | bytes:
+    """Render a report; ``json`` gives bytes, the rest str. ValueError for an unknown format.
+
+    ``windows=False`` leaves the per-window rows out of the KPI table (totals, quota and privacy
+    only): the compact view for a terminal. Other formats always carry everything.
+    """
     if fmt == "json":
         return msgspec.json.encode(report)
     if fmt == "csv":
         return _kpi_csv(report) if isinstance(report, KpiReport) else _funnel_csv(report)
     if fmt == "table":
-        return _kpi_table(report) if isinstance(report, KpiReport) else _funnel_table(report)
+        return _kpi_table(report, windows=windows) if isinstance(report, KpiReport) else _funnel_table(report)
     if fmt == "html":
         # Imported here: render_html uses this module's formatting helpers.
         from collector.render_html import render_html
@@ -196,7 +200,7 @@ def _series_name(s: Series) -> tuple[str, str]:
     return term_text(s.metric), term_text(dims_label(s.dims))
 
 
-def _kpi_table(r: KpiReport) -> str:
+def _kpi_table(r: KpiReport, *, windows: bool = True) -> str:
     out = [
         f"KPI report · tenant {term_text(r.tenant)} · {r.since or 'start'} .. {r.until or 'now'}",
         f"values with {r.confidence:.0%} intervals from the declared DP noise; counts shown clipped at 0",
@@ -219,7 +223,9 @@ def _kpi_table(r: KpiReport) -> str:
                     term_text(agents, 24),
                 ]
             )
-    if rows:
+    if rows and not windows:
+        out.append(f"{len(rows)} per-window values (leave out --totals to list them)")
+    elif rows:
         out += _table(["metric", "stat", "dims", "window", "value", "95% interval", "agents"], rows, {4})
     else:
         out.append("no released metrics in the range")

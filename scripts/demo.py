@@ -134,7 +134,7 @@ def main() -> int:
         run("hush-agent", "run", "--once", "--config", cfg)
 
         say("KPI report (values with 95 % intervals from the recorded noise scale)")
-        run("hush-collector", "report", TENANT, "--format", "table", "--db", db)
+        run("hush-collector", "report", TENANT, "--totals", "--db", db)
         html = root / "report.html"
         run("hush-collector", "report", TENANT, "--format", "html", "--out", str(html), "--db", db)
 
