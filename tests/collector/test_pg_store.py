@@ -603,3 +603,14 @@ async def test_pool_size_and_statement_timeout_come_from_options_or_the_url(pg_u
         assert await _count(pg_url, count, name) == 1
     finally:
         await explicit.close()
+
+
+async def test_a_database_from_a_newer_collector_is_refused(pg_url: str) -> None:
+    await (await open_pg_store(pg_url, signing_key=KEY, create=True)).close()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", current_version() + 1)
+    finally:
+        await conn.close()
+    with pytest.raises(Unavailable, match=f"schema v{current_version() + 1}, newer than this collector"):
+        await open_pg_store(pg_url, signing_key=KEY)
