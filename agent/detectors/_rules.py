@@ -113,8 +113,49 @@ _EMAIL = re.compile(
 )
 
 
+# Unit and file suffixes that follow "@" in logs without being mail domains: "getty@tty1.service",
+# "rabbit@localhost.log".
+_NOT_TLD = frozenset(
+    [
+        "service",
+        "socket",
+        "target",
+        "timer",
+        "mount",
+        "slice",
+        "scope",
+        "device",
+        "path",
+        "log",
+        "txt",
+        "conf",
+        "cfg",
+        "ini",
+        "json",
+        "yaml",
+        "yml",
+        "xml",
+        "html",
+        "py",
+        "js",
+        "gz",
+        "tgz",
+        "tar",
+        "zip",
+        "lock",
+        "pid",
+        "sock",
+        "tmp",
+        "bak",
+        "swp",
+    ]
+)
+
+
 def _email(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
+    if m.group().rsplit(".", 1)[1].lower() in _NOT_TLD:
+        return None
     if start and text[start - 1] == ":":
         token_start = max(text.rfind(" ", 0, start), text.rfind("\t", 0, start)) + 1
         if "://" in text[token_start:start]:
@@ -149,8 +190,19 @@ _API_KEY = re.compile(
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/_=-])")
 
 
+# Segments between separators that read as words ("usr", "Premium", "TrustedRoot", "ECC") or short
+# tags ("R3", "2011"): a token made only of those is an identifier or a path, not random.
+_WORDY = re.compile(r"(?:[A-Z]?[a-z]{2,})+|[A-Z]{2,}|[A-Za-z0-9]{0,4}")
+_SEGMENTS = re.compile(r"[/_-]")
+
+
 def _random_token(text: str, m: re.Match[str]) -> Span | None:
-    return m.span() if looks_random(m.group().rstrip("=")) else None
+    token = m.group()
+    if token[0] == "/":
+        return None  # an absolute path
+    if _SEGMENTS.search(token) and all(_WORDY.fullmatch(seg) for seg in _SEGMENTS.split(token)):
+        return None  # "AffirmTrust_Premium_ECC", "GlobalSign_Root_CA_-_R3", "share/man/man7"
+    return m.span() if looks_random(token.rstrip("=")) else None
 
 
 # `password=…`, `api_key: …`, `Authorization: Bearer …`: the value is a secret whatever it looks like.
@@ -368,7 +420,8 @@ def _ipv6(text: str, m: re.Match[str]) -> Span | None:
     return (start, end) if ipv6_ok(cand) else None
 
 
-_IPV4 = re.compile(r"(?<![A-Za-z0-9_.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![A-Za-z0-9_]|\.[0-9])")
+# Not followed by "-digit": "1.2.5.1-2" is a package version.
+_IPV4 = re.compile(r"(?<![A-Za-z0-9_.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![A-Za-z0-9_]|[.-][0-9])")
 _VERSION_BEFORE = re.compile(r"(?i)(?:version|ver\.?|release|build|rv:)\s*$")
 
 
