@@ -1,14 +1,15 @@
 """Ingest throughput of the collector (SQLite; PostgreSQL with one and two replicas) against a bare gRPC echo.
 
-The same signed envelopes (20 agents, 10 rows per batch, chained seqs) are submitted by one client
-process with 32 calls in flight to: a bare ``Ingest`` echo server (decodes the request, replies, no
-checks, no storage) — the baseline —, a collector on SQLite, a collector on PostgreSQL, and two
-collector replicas sharing one PostgreSQL database (calls alternate between them, as behind a load
-balancer). Every server is its own process running :func:`collector.server.serve`, the code
-``hush-collector serve`` runs. Printed: batches/s of each and its ratio to the echo measured in the
-same run. PostgreSQL rows are skipped with a note when no server answers at 127.0.0.1:5432. No
-assertions. Run: ``python -m bench.bench_ingest [N]`` (N batches per configuration, default 1500;
-``HUSH_BENCH_ROUNDS`` rounds, default 2, best kept).
+The same signed envelopes (20 agents of 1 tenant, then of 4 tenants; 10 rows per batch, chained
+seqs) are submitted by one client process with 32 calls in flight to: a bare ``Ingest`` echo
+server (decodes the request, replies; no checks, no storage) — the baseline —, a collector on
+SQLite, a collector on PostgreSQL, and two collector replicas sharing one PostgreSQL database
+(calls alternate between them, as behind a load balancer). Every server is its own process
+running :func:`collector.server.serve`, the code ``hush-collector serve`` runs. Printed: batches/s
+of each and its ratio to the echo measured in the same run. PostgreSQL rows are skipped with a
+note when no server answers at 127.0.0.1:5432. No assertions.
+Run: ``python -m bench.bench_ingest [N]`` (N batches per configuration, default 1500;
+``HUSH_BENCH_ROUNDS`` rounds, default 2, the best kept).
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ IN_FLIGHT = 32
 PG_SERVER = "postgresql://{user}@127.0.0.1:5432"
 
 
-def envelopes(n: int, now: float) -> tuple[list[ingest_pb2.Envelope], list[tuple[str, bytes]]]:
+Agents = list[tuple[str, str, bytes]]  # (tenant, agent, public key)
+
+
+def envelopes(n: int, now: float, tenants: int = 1) -> tuple[list[ingest_pb2.Envelope], Agents]:
     keys = [nacl.signing.SigningKey(bytes([i + 1]) * 32) for i in range(AGENTS)]
     prev = [""] * AGENTS
     out = []
@@ -58,7 +62,7 @@ def envelopes(n: int, now: float) -> tuple[list[ingest_pb2.Envelope], list[tuple
         payload = encode_batch(
             Batch(
                 v=1,
-                tenant="acme",
+                tenant=f"t{a % tenants}",
                 agent=f"edge-{a:02d}",
                 seq=i // AGENTS + 1,
                 prev=prev[a],
@@ -75,7 +79,7 @@ def envelopes(n: int, now: float) -> tuple[list[ingest_pb2.Envelope], list[tuple
         )
         prev[a] = payload_digest(payload)
         out.append(envelope_to_proto(dsse.sign(payload, dsse.BATCH_PAYLOAD_TYPE, keys[a])))
-    return out, [(f"edge-{a:02d}", bytes(k.verify_key)) for a, k in enumerate(keys)]
+    return out, [(f"t{a % tenants}", f"edge-{a:02d}", bytes(k.verify_key)) for a, k in enumerate(keys)]
 
 
 # -- servers (each in its own process: ``python -m bench.bench_ingest --serve KIND DB KEY``) ---------
@@ -179,10 +183,11 @@ async def _drive(addresses: Sequence[str], batch: Sequence[ingest_pb2.Envelope])
 # -- databases -------------------------------------------------------------------------------------
 
 
-async def _setup(store: Store, agents: list[tuple[str, bytes]], now: float) -> None:
-    await store.create_tenant("acme", now=now)
-    for agent, public_key in agents:
-        await store.add_key("acme", agent, public_key, now=now)
+async def _setup(store: Store, agents: Agents, now: float) -> None:
+    for tenant in sorted({t for t, _, _ in agents}):
+        await store.create_tenant(tenant, now=now)
+    for tenant, agent, public_key in agents:
+        await store.add_key(tenant, agent, public_key, now=now)
 
 
 async def _pg_admin() -> tuple[str, asyncpg.Connection] | None:
@@ -209,7 +214,7 @@ def _line(label: str, rates: list[float], failures: int, echo: float | None) -> 
 class _Bench:
     """One configuration per method; each returns (batches/s, failed calls) for a fresh database."""
 
-    def __init__(self, tmp: Path, batch: list[ingest_pb2.Envelope], agents: list[tuple[str, bytes]]) -> None:
+    def __init__(self, tmp: Path, batch: list[ingest_pb2.Envelope], agents: Agents) -> None:
         self.tmp, self.batch, self.agents, self.now = tmp, batch, agents, time.time()
         self.key_file = tmp / "collector.key"
         generate_signing_key(self.key_file)
@@ -250,42 +255,51 @@ class _Bench:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def _bench(n: int, rounds: int) -> None:
-    batch, agents = envelopes(n, time.time())
-    print(
-        f"{n} batches of {ROWS} rows from {AGENTS} agents of one tenant, {IN_FLIGHT} calls in flight; "
-        f"best of {rounds} rounds (machines here are shared and noisy)",
-        flush=True,
-    )
-    admin = await _pg_admin()
+async def _scenario(n: int, rounds: int, tenants: int, admin: tuple[str, asyncpg.Connection] | None) -> None:
+    batch, agents = envelopes(n, time.time(), tenants)
+    print(f"\n{n} batches of {ROWS} rows from {AGENTS} agents of {tenants} tenant(s):", flush=True)
     results: dict[str, list[float]] = {}
     failed: dict[str, int] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="hush-bench-") as tmp:
-            bench = _Bench(Path(tmp), batch, agents)
-            configs: list[tuple[str, Callable[[], Awaitable[tuple[float, int]]]]] = [
-                ("bare gRPC echo (baseline)", bench.echo),
-                ("collector, SQLite", bench.sqlite),
-            ]
-            if admin is not None:
-                pg = admin
-                configs += [
-                    ("collector, PostgreSQL x1", lambda: bench.postgres(pg, 1)),
-                    ("collector, PostgreSQL x2", lambda: bench.postgres(pg, 2)),
-                ]
-            for _ in range(rounds):  # interleaved, so a noisy moment hits every configuration alike
-                for label, run in configs:
-                    rate, failures = await run()
-                    results.setdefault(label, []).append(rate)
-                    failed[label] = failed.get(label, 0) + failures
-    finally:
+    with tempfile.TemporaryDirectory(prefix="hush-bench-") as tmp:
+        bench = _Bench(Path(tmp), batch, agents)
+        configs: list[tuple[str, Callable[[], Awaitable[tuple[float, int]]]]] = [
+            ("bare gRPC echo (baseline)", bench.echo),
+            ("collector, SQLite", bench.sqlite),
+        ]
         if admin is not None:
-            await admin[1].close()
+            pg = admin
+            configs += [
+                ("collector, PostgreSQL x1", lambda: bench.postgres(pg, 1)),
+                ("collector, PostgreSQL x2", lambda: bench.postgres(pg, 2)),
+            ]
+        for _ in range(rounds):  # interleaved, so a noisy moment hits every configuration alike
+            for label, run in configs:
+                rate, failures = await run()
+                results.setdefault(label, []).append(rate)
+                failed[label] = failed.get(label, 0) + failures
     echo = max(results["bare gRPC echo (baseline)"])
     for label, rates in results.items():
         _line(label, rates, failed[label], None if label.startswith("bare") else echo)
     if admin is None:
         print("collector, PostgreSQL: skipped (no server answers at 127.0.0.1:5432)")
+
+
+async def _bench(n: int, rounds: int) -> None:
+    print(
+        f"{IN_FLIGHT} calls in flight from one client process; best of {rounds} rounds, interleaved "
+        f"(machines here are shared and noisy); {os.cpu_count()} CPUs shared by the client, the "
+        "servers and PostgreSQL, so a second replica adds throughput only where CPU is left over. "
+        "One tenant's ingests queue on its day/month meter rows until COMMIT (a durable WAL flush); "
+        "different tenants commit in parallel.",
+        flush=True,
+    )
+    admin = await _pg_admin()
+    try:
+        for tenants in (1, 4):
+            await _scenario(n, rounds, tenants, admin)
+    finally:
+        if admin is not None:
+            await admin[1].close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
