@@ -58,8 +58,10 @@ def features(text: str) -> int:
             f |= LONG
         if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text or "BEGIN" in text:
             f |= KEYWORD
-    if (f & (COLON | DOT) or "-" in text) and (
-        text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2
+    if (
+        len(text) >= 14
+        and (f & (COLON | DOT) or "-" in text)
+        and (text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2)
     ):
         f |= MACLIKE
     return f
@@ -198,8 +200,6 @@ _SEGMENTS = re.compile(r"[/_-]")
 
 def _random_token(text: str, m: re.Match[str]) -> Span | None:
     token = m.group()
-    if token[0] == "/":
-        return None  # an absolute path
     if _SEGMENTS.search(token) and all(_WORDY.fullmatch(seg) for seg in _SEGMENTS.split(token)):
         return None  # "AffirmTrust_Premium_ECC", "GlobalSign_Root_CA_-_R3", "share/man/man7"
     return m.span() if looks_random(token.rstrip("=")) else None

@@ -89,6 +89,7 @@ def test_names_in_priority_order() -> None:
         ('{"db_password": "s3cr3t-Value"}', [("secret", "s3cr3t-Value")]),
         ("Authorization: Bearer abc123.def456-ghi", [("secret", "abc123.def456-ghi")]),
         ("cookie d8fNYvvDbzDZST6IaXqA2h9Uz0T1SaQ6", [("secret", "d8fNYvvDbzDZST6IaXqA2h9Uz0T1SaQ6")]),
+        ("cookie /J/MRBjxf1cZZAK7tsXkJA/LpUmU8s1C4", [("secret", "/J/MRBjxf1cZZAK7tsXkJA/LpUmU8s1C4")]),
         ("postgres://bob:s3cret@db.local:5432/x", [("url_credentials", "bob:s3cret")]),
     ],
 )
