@@ -57,7 +57,7 @@ from hushmetric.errors import ConfigError
 from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339
 
-__all__ = ["PgOptions", "PgStore", "is_pg_url", "open_pg_store"]
+__all__ = ["PgOptions", "PgStore", "is_pg_url", "open_pg_store", "pg_initialised"]
 
 T = TypeVar("T")
 Connection = Any  # asyncpg ships no type information
@@ -148,6 +148,22 @@ async def open_pg_store(
         msgspec.structs.replace(options, **{k: v for k, v in given.items() if v is not None}), url
     )
     return await PgStore.open(clean, options, signing_key=signing_key, create=create, migrate=migrate)
+
+
+async def pg_initialised(url: str) -> bool:
+    """Whether the database exists and holds a collector schema (``init`` uses it to refuse making
+    a new audit key for a database whose log another key already signs). Unavailable if unreachable."""
+    clean, options = split_options(url)
+    try:
+        conn = await asyncpg.connect(clean, timeout=options.connect_timeout)
+    except asyncpg.InvalidCatalogNameError:
+        return False
+    except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+        raise _unavailable(f"cannot reach database {redact_url(url)}", exc) from exc
+    try:
+        return bool(await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"))
+    finally:
+        await conn.close()
 
 
 class PgStore:

@@ -24,7 +24,7 @@ import pytest
 from collector import audit
 from collector.errors import Conflict, NotFound, Unavailable
 from collector.pg_schema import current_version, pg_migrations
-from collector.pg_store import PgStore, open_pg_store
+from collector.pg_store import PgStore, open_pg_store, pg_initialised
 from collector.schema import MIGRATIONS
 from collector.sqlite_store import SqliteStore
 from collector.store import (
@@ -614,3 +614,12 @@ async def test_a_database_from_a_newer_collector_is_refused(pg_url: str) -> None
         await conn.close()
     with pytest.raises(Unavailable, match=f"schema v{current_version() + 1}, newer than this collector"):
         await open_pg_store(pg_url, signing_key=KEY)
+
+
+async def test_pg_initialised_tells_init_whether_a_schema_exists(pg_url: str) -> None:
+    assert not await pg_initialised(pg_url + "_missing")
+    assert not await pg_initialised(pg_url)
+    await (await open_pg_store(pg_url, signing_key=KEY, create=True)).close()
+    assert await pg_initialised(pg_url)
+    with pytest.raises(Unavailable, match="cannot reach database"):
+        await pg_initialised("postgresql://postgres@127.0.0.1:9/x?connect_timeout=2s")
