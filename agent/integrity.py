@@ -1,0 +1,468 @@
+"""Start-up integrity check of the agent's state: detect, quarantine, salvage, and block releases
+until an operator acknowledges — never start silently with an under-counted privacy ledger.
+
+What can go wrong with ``state/agent.db`` (and its ``-wal``) between runs, and what happens:
+
+- **Unreadable** (truncated, garbage pages, not a database; ``PRAGMA quick_check`` fails or
+  reading raises): the files are moved aside to ``agent.db.corrupt-<ts>`` (``-wal``/``-shm`` too),
+  every row still readable is copied into a fresh ``agent.db`` (journal, outbox, ledger…: an
+  acknowledged event or a signed batch that can be read is not thrown away), and the ledger is
+  marked unverified.
+- **Readable but inconsistent**: :func:`agent.ledger.verify` fails (running total ≠ sum of charges).
+- **Rolled back**: SQLite silently ignores a truncated or corrupt WAL from the first bad frame on,
+  and a restored backup is older than the truth — committed charges vanish without any error. To
+  catch it, :func:`record_head` writes ``ledger.head`` (total ρ/ε/δ, releases and last seq, spend
+  per period) next to the database after every release, atomically; a database whose ledger is
+  *behind* its head was rolled back. (``agent.db`` gone while the head remains counts too.)
+
+In each case a ``LEDGER_UNVERIFIED`` marker (JSON: when, why, what was quarantined) is written into
+the state directory, and :attr:`IntegrityReport.blocked` stays true — the runtime refuses releases,
+keeping the windows in the journal — until ``hush-agent ledger --acknowledge-reset --note TEXT``
+(:func:`acknowledge_reset`) restores the ledger to at least the last head (a ``reset`` charge per
+period for what is missing; without a readable head, the whole cap of the current period) and
+removes the marker. Over-counting is the safe direction; under-counting never happens silently.
+
+Pure stdlib + :mod:`agent.ledger`; synchronous; called once before :func:`agent.state.open_state`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from agent import ledger
+from agent.policy import Policy
+from agent.release import Release
+from agent.state import STATE_FILE
+
+__all__ = [
+    "HEAD_FILE",
+    "MARKER",
+    "Head",
+    "IntegrityReport",
+    "acknowledge_reset",
+    "check_state",
+    "is_blocked",
+    "read_head",
+    "record_head",
+    "salvage",
+]
+
+log = logging.getLogger("hush.agent.integrity")
+
+MARKER = "LEDGER_UNVERIFIED"
+HEAD_FILE = "ledger.head"
+_SLACK = 1e-9
+_SIDE = ("", "-wal", "-shm")
+
+
+class Head(msgspec.Struct, frozen=True):
+    """The ledger's high-water mark, written after every release."""
+
+    releases: int
+    rho: float
+    epsilon: float
+    delta: float
+    last_seq: int
+    periods: dict[str, tuple[float, float, float]] = {}  # period -> (rho, epsilon, delta) charged
+    at: float = 0.0
+
+
+class IntegrityReport(msgspec.Struct, frozen=True):
+    ok: bool  # nothing wrong found now
+    blocked: bool  # releases must wait for ``acknowledge_reset`` (marker present)
+    quarantined: list[str] = []  # files moved aside (new names)
+    salvaged: dict[str, int] = {}  # table -> rows copied into the fresh database
+    problems: list[str] = []
+
+    def message(self) -> str:
+        if self.ok and not self.blocked:
+            return "state integrity ok"
+        parts = list(self.problems)
+        if self.quarantined:
+            parts.append("quarantined " + ", ".join(self.quarantined))
+        if self.salvaged:
+            parts.append(f"salvaged {sum(self.salvaged.values())} readable rows into a fresh database")
+        if self.blocked:
+            parts.append(
+                "releases are BLOCKED until an operator runs "
+                "`hush-agent ledger --acknowledge-reset --note TEXT`"
+            )
+        return "; ".join(parts)
+
+
+# -- the head ---------------------------------------------------------------------------------------
+
+_head_decoder = msgspec.json.Decoder(Head)
+
+
+def record_head(state_dir: Path, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> Head:
+    """Write ``ledger.head`` from the committed ledger (call after each release's COMMIT)."""
+    total = ledger.total(conn)
+    row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM privacy_charge").fetchone()
+    periods = {
+        str(p): (float(r), float(e), float(d))
+        for p, r, e, d in conn.execute(
+            "SELECT period, SUM(rho), SUM(epsilon), SUM(delta) FROM privacy_charge GROUP BY period"
+        )
+    }
+    head = Head(total.releases, total.rho, total.epsilon, total.delta, int(row[0]), periods, clock())
+    _write_atomic(state_dir / HEAD_FILE, msgspec.json.encode(head))
+    return head
+
+
+def read_head(state_dir: Path) -> Head | None:
+    """The recorded head; None when there is none. Raises ``ValueError`` when it is unreadable."""
+    path = state_dir / HEAD_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return _head_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path.name} is unreadable: {exc}") from exc
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+# -- the check --------------------------------------------------------------------------------------
+
+
+def is_blocked(state_dir: Path) -> bool:
+    return (state_dir / MARKER).exists()
+
+
+def _mark(state_dir: Path, reasons: list[str], quarantined: list[str], now: float) -> None:
+    path = state_dir / MARKER
+    previous: list[object] = []
+    if path.exists():
+        try:
+            previous = list(json.loads(path.read_text()).get("history", []))
+        except (OSError, ValueError, AttributeError):
+            previous = []
+    doc = {"at": now, "reasons": reasons, "quarantined": quarantined}
+    _write_atomic(path, json.dumps({**doc, "history": [*previous, doc]}, indent=2).encode() + b"\n")
+
+
+def _quick_check(db: Path) -> list[str]:
+    """Problems reading ``db`` (empty when it is sound)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        return [f"cannot open {db.name}: {exc}"]
+    try:
+        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            return [f"{db.name} failed quick_check: {'; '.join(rows[:5])}"]
+        # quick_check does not read every row's content: decode what the ledger needs, too
+        conn.execute("SELECT COUNT(*), SUM(rho), SUM(epsilon), SUM(delta) FROM privacy_charge").fetchone()
+        conn.execute("SELECT * FROM privacy_total").fetchall()
+        conn.execute("SELECT COUNT(*), SUM(length(envelope)) FROM outbox").fetchone()
+        conn.execute("SELECT COUNT(*), SUM(length(body)) FROM journal_blocks").fetchone()
+    except sqlite3.Error as exc:
+        return [f"{db.name} is unreadable: {exc}"]
+    finally:
+        conn.close()
+    return []
+
+
+def _quarantine(db: Path, now: float) -> list[str]:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    moved = []
+    for side in _SIDE:
+        src = db.with_name(db.name + side)
+        if src.exists():
+            dst = src.with_name(f"{src.name}.corrupt-{stamp}")
+            src.replace(dst)
+            moved.append(dst.name)
+    return moved
+
+
+def salvage(src: Path, dst: Path) -> dict[str, int]:
+    """Copy every readable row of every readable table of ``src`` into a new database ``dst``.
+
+    Schema comes from ``src``'s ``sqlite_master`` when readable (else ``dst`` stays empty and the
+    caller's schemas create the tables). Rows are read in rowid order, in pages; a page that cannot
+    be read is skipped by probing further rowids. Returns rows copied per table.
+    """
+    copied: dict[str, int] = {}
+    if not src.exists():
+        return copied
+    try:
+        source = sqlite3.connect(src, timeout=30)  # a scratch copy: WAL recovery may write to it
+    except sqlite3.Error:
+        return copied
+    target = sqlite3.connect(dst, isolation_level=None)
+    try:
+        try:
+            schema = source.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type = 'index'"
+            ).fetchall()
+        except sqlite3.Error:
+            schema = []
+        target.execute("BEGIN")
+        for kind, name, sql in schema:
+            if str(name).startswith("sqlite_"):
+                continue
+            try:
+                target.execute(str(sql))
+            except sqlite3.Error:
+                continue
+            if kind == "table":
+                copied[str(name)] = _copy_rows(source, target, str(name))
+        target.execute("COMMIT")
+    finally:
+        source.close()
+        target.close()
+    return copied
+
+
+def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: str) -> int:
+    quoted = '"' + table.replace('"', '""') + '"'
+    n = 0
+    last = -(1 << 62)
+    step = 1
+    misses = 0
+    while misses < 64:
+        try:
+            rows = source.execute(
+                f"SELECT rowid, * FROM {quoted} WHERE rowid > ? ORDER BY rowid LIMIT 256", (last,)
+            ).fetchall()
+        except sqlite3.Error:
+            last += step  # skip past what cannot be read
+            step *= 2
+            misses += 1
+            continue
+        if not rows:
+            break
+        step, misses = 1, 0
+        width = len(rows[0]) - 1
+        marks = ", ".join("?" * width)
+        for row in rows:
+            try:
+                target.execute(f"INSERT OR IGNORE INTO {quoted} VALUES ({marks})", tuple(row[1:]))
+                n += 1
+            except sqlite3.Error:
+                continue
+        last = int(rows[-1][0])
+    return n
+
+
+def _salvage_quarantined(state_dir: Path, moved: list[str], db: Path) -> dict[str, int]:
+    """Salvage from copies of the quarantined files (database and its WAL under matching names, so
+    SQLite applies the WAL's valid frames); the quarantined originals stay untouched."""
+    work = Path(tempfile.mkdtemp(prefix=".salvage-", dir=state_dir))
+    try:
+        for name in moved:
+            base = name.rsplit(".corrupt-", 1)[0]
+            if base in (STATE_FILE, STATE_FILE + "-wal"):
+                shutil.copyfile(state_dir / name, work / base.replace(STATE_FILE, "s.db"))
+        return salvage(work / "s.db", db)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_state(state_dir: Path, *, clock: Callable[[], float] = time.time) -> IntegrityReport:
+    """Check ``state_dir`` before the agent opens it; quarantine, salvage and mark as needed.
+
+    Never raises for damaged state (only for a state directory it cannot write to); the report says
+    what was found and whether releases are blocked.
+    """
+    now = clock()
+    db = state_dir / STATE_FILE
+    problems: list[str] = []
+    quarantined: list[str] = []
+    salvaged: dict[str, int] = {}
+    if not state_dir.exists():
+        return IntegrityReport(ok=True, blocked=False)
+    try:
+        head = read_head(state_dir)
+    except ValueError as exc:
+        problems.append(str(exc))
+        head = None
+        quarantined += _quarantine(state_dir / HEAD_FILE, now)
+    if db.exists():
+        unreadable = _quick_check(db)
+        if unreadable:
+            problems += unreadable
+            moved = _quarantine(db, now)
+            quarantined += moved
+            salvaged = _salvage_quarantined(state_dir, moved, db)
+        else:
+            problems += _ledger_problems(db, head)
+    elif head is not None and head.releases > 0:
+        problems.append(f"{STATE_FILE} is missing but {HEAD_FILE} records {head.releases} releases")
+    elif (db.with_name(STATE_FILE + "-wal")).exists():
+        problems.append(f"{STATE_FILE}-wal exists without {STATE_FILE}")
+        quarantined += _quarantine(db, now)
+    if problems:
+        _mark(state_dir, problems, quarantined, now)
+        log.error(
+            "state integrity: %s",
+            "; ".join(problems),
+            extra={"fields": {"quarantined": quarantined, "salvaged": salvaged}},
+        )
+    blocked = is_blocked(state_dir)
+    return IntegrityReport(not problems, blocked, quarantined, salvaged, problems)
+
+
+def _ledger_problems(db: Path, head: Head | None) -> list[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        check = ledger.verify(conn)
+        total = ledger.total(conn)
+        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM privacy_charge").fetchone()
+        last_seq = int(row[0])
+    except sqlite3.Error as exc:
+        return [f"{db.name}: cannot read the privacy ledger: {exc}"]
+    finally:
+        conn.close()
+    problems = [f"privacy ledger inconsistent: {p}" for p in check.problems]
+    if head is not None:
+        behind = []
+        if total.releases < head.releases:
+            behind.append(f"{head.releases - total.releases} releases")
+        for name in ("rho", "epsilon", "delta"):
+            have, want = getattr(total, name), getattr(head, name)
+            if have < want * (1 - _SLACK) - 1e-15:
+                behind.append(f"{name} {want - have:.6g}")
+        if last_seq < head.last_seq:
+            behind.append(f"seq {last_seq} < {head.last_seq}")
+        if behind:
+            problems.append(
+                f"privacy ledger is behind {HEAD_FILE} ({', '.join(behind)}): "
+                "committed charges were lost (truncated WAL or restored backup)"
+            )
+    return problems
+
+
+# -- the operator's acknowledgement -----------------------------------------------------------------
+
+
+def acknowledge_reset(
+    state_dir: Path,
+    conn: sqlite3.Connection,
+    policy: Policy,
+    *,
+    note: str,
+    clock: Callable[[], float] = time.time,
+) -> list[str]:
+    """Bring the ledger back to at least its last head, remove the marker; returns what was charged.
+
+    For each period of the head the database is short of, a ``reset`` charge (negative seq, no
+    batch) makes up the difference; without a readable head, the current period's whole cap is
+    charged (nothing more may be released today). The acknowledgement and ``note`` are appended to
+    ``integrity.log``. Runs in one transaction on ``conn`` (the opened state).
+    """
+    if not note.strip():
+        raise ValueError("an acknowledgement needs a note (who, why)")
+    now = clock()
+    try:
+        head = read_head(state_dir)
+    except ValueError:
+        head = None
+    have = {
+        str(p): (float(r), float(e), float(d))
+        for p, r, e, d in conn.execute(
+            "SELECT period, SUM(rho), SUM(epsilon), SUM(delta) FROM privacy_charge GROUP BY period"
+        )
+    }
+    wanted = dict(head.periods) if head is not None else {}
+    current = ledger.period_of(policy, int(now))
+    if head is None:
+        cap = ledger.cap_of(policy)
+        zcdp = policy.budget.mechanism == "zcdp"
+        wanted[current] = (cap if zcdp else 0.0, 0.0 if zcdp else cap, 0.0)
+    done: list[str] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT COALESCE(MIN(seq), 0) FROM privacy_charge").fetchone()
+        seq = min(int(row[0]), 0)
+        for period, (rho, eps, delta) in sorted(wanted.items()):
+            got = have.get(period, (0.0, 0.0, 0.0))
+            missing = (max(rho - got[0], 0.0), max(eps - got[1], 0.0), max(delta - got[2], 0.0))
+            if not any(m > 0 and not math.isclose(m, 0.0, abs_tol=1e-15) for m in missing):
+                continue
+            seq -= 1
+            ledger.charge(
+                conn,
+                period=period,
+                release=Release(0, 0, [], missing[0] or None, missing[1] or None, missing[2] or None),
+                seq=seq,
+                clock=lambda: now,
+            )
+            ledger.refuse(conn, period=period, window_start=0, reason="ledger_reset", clock=lambda: now)
+            done.append(f"{period}: rho {missing[0]:.6g} epsilon {missing[1]:.6g} delta {missing[2]:.6g}")
+        # The running total may have been lost (or kept) apart from the charges: a total above the
+        # charges is spent budget whose period is unknown — charged to the current period — and the
+        # total is then rebuilt from the charges, so that ``ledger.verify`` holds again.
+        sums = conn.execute(
+            "SELECT COALESCE(SUM(rho), 0), COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0)"
+            " FROM privacy_charge"
+        ).fetchone()
+        kept = ledger.total(conn)
+        extra = (
+            max(kept.rho - sums[0], 0.0),
+            max(kept.epsilon - sums[1], 0.0),
+            max(kept.delta - sums[2], 0.0),
+        )
+        if any(
+            x > _SLACK * max(abs(k), 1e-300)
+            for x, k in zip(extra, (kept.rho, kept.epsilon, kept.delta), strict=True)
+        ):
+            seq -= 1
+            ledger.charge(
+                conn,
+                period=current,
+                release=Release(0, 0, [], extra[0] or None, extra[1] or None, extra[2] or None),
+                seq=seq,
+                clock=lambda: now,
+            )
+            done.append(
+                f"{current}: rho {extra[0]:.6g} epsilon {extra[1]:.6g} delta {extra[2]:.6g} (running total)"
+            )
+        conn.execute(
+            "INSERT OR IGNORE INTO privacy_total (id, rho, epsilon, delta, releases) VALUES (1, 0, 0, 0, 0)"
+        )
+        conn.execute(
+            "UPDATE privacy_total SET rho = (SELECT COALESCE(SUM(rho), 0) FROM privacy_charge),"
+            " epsilon = (SELECT COALESCE(SUM(epsilon), 0) FROM privacy_charge),"
+            " delta = (SELECT COALESCE(SUM(delta), 0) FROM privacy_charge),"
+            " releases = (SELECT COUNT(*) FROM privacy_charge) WHERE id = 1"
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    with (state_dir / "integrity.log").open("a", encoding="utf-8") as out:
+        out.write(
+            json.dumps({"at": now, "action": "acknowledge_reset", "note": note, "charged": done}) + "\n"
+        )
+    (state_dir / MARKER).unlink(missing_ok=True)
+    record_head(state_dir, conn, clock=clock)
+    return done

@@ -1,0 +1,184 @@
+"""Start-up integrity check of the collector's SQLite database: detect, quarantine, salvage, say so.
+
+``hush-collector serve`` calls :func:`check_db` before opening the store. A database that SQLite
+cannot read through (``PRAGMA quick_check`` fails, or reading a table raises — a truncated file,
+garbage pages, not a database at all) is moved aside to ``<db>.corrupt-<ts>`` (its ``-wal`` and
+``-shm`` too), every row that can still be read is copied into a fresh database under the original
+name, and the report says what was lost, table by table, so the operator can restore from a backup.
+The collector then starts on the salvaged database.
+
+Why this is safe for the guarantees: the key registry, tenants and quotas live in small early pages
+and usually survive; a batch whose row was lost is simply absent (agents removed it from their outbox
+when it was acknowledged, so it is not re-sent, and nothing is metered twice); a lost audit entry
+breaks the audit chain, which ``audit verify`` then reports. The quarantined original stays on disk.
+
+Synchronous stdlib sqlite3: it runs before the event loop opens the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["DbCheck", "check_db", "salvage"]
+
+log = logging.getLogger("hush.collector.integrity")
+
+_SIDE = ("", "-wal", "-shm")
+
+
+class DbCheck(msgspec.Struct, frozen=True):
+    ok: bool
+    quarantined: list[str] = []  # files moved aside (new names)
+    salvaged: dict[str, int] = {}  # table -> rows copied into the fresh database
+    unreadable: dict[str, int] = {}  # table -> rows the original claimed but could not be read
+    problems: list[str] = []
+
+    def message(self) -> str:
+        if self.ok:
+            return "database integrity ok"
+        parts = list(self.problems)
+        if self.quarantined:
+            parts.append("quarantined " + ", ".join(self.quarantined))
+        parts.append(
+            f"serving a salvaged database ({sum(self.salvaged.values())} rows kept"
+            + (
+                ", lost: " + ", ".join(f"{t} {n}" for t, n in sorted(self.unreadable.items()) if n)
+                if any(self.unreadable.values())
+                else ""
+            )
+            + "); restore from a backup if one is newer"
+        )
+        return "; ".join(parts)
+
+
+def _problems(db: Path) -> list[str]:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        return [f"cannot open {db.name}: {exc}"]
+    try:
+        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            return [f"{db.name} failed quick_check: {'; '.join(rows[:5])}"]
+        tables = [str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:  # quick_check does not decode every record: read them all once
+            quoted = '"' + table.replace('"', '""') + '"'
+            for _ in conn.execute(f"SELECT * FROM {quoted}"):
+                pass
+    except sqlite3.Error as exc:
+        return [f"{db.name} is unreadable: {exc}"]
+    finally:
+        conn.close()
+    return []
+
+
+def salvage(src: Path, dst: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Copy every readable row of ``src`` into a new database ``dst`` (schema from ``src``).
+
+    Returns (rows copied per table, rows lost per table where ``src`` still knew its row count).
+    """
+    copied: dict[str, int] = {}
+    lost: dict[str, int] = {}
+    if not src.exists():
+        return copied, lost
+    try:
+        source = sqlite3.connect(src, timeout=30)  # a scratch copy: WAL recovery may write to it
+    except sqlite3.Error:
+        return copied, lost
+    target = sqlite3.connect(dst, isolation_level=None)
+    try:
+        try:
+            schema = source.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type = 'index'"
+            ).fetchall()
+        except sqlite3.Error:
+            schema = []
+        target.execute("BEGIN")
+        for kind, name, sql in schema:
+            if str(name).startswith("sqlite_"):
+                continue
+            try:
+                target.execute(str(sql))
+            except sqlite3.Error:
+                continue
+            if kind == "table":
+                copied[str(name)] = n = _copy_rows(source, target, str(name))
+                try:
+                    quoted = '"' + str(name).replace('"', '""') + '"'
+                    claimed = int(source.execute(f"SELECT MAX(rowid) FROM {quoted}").fetchone()[0] or 0)
+                    lost[str(name)] = max(claimed - n, 0) if str(name) not in ("buckets",) else 0
+                except sqlite3.Error:
+                    lost[str(name)] = -1
+        target.execute("COMMIT")
+    finally:
+        source.close()
+        target.close()
+    return copied, lost
+
+
+def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: str) -> int:
+    quoted = '"' + table.replace('"', '""') + '"'
+    n = 0
+    last = -(1 << 62)
+    step = 1
+    misses = 0
+    while misses < 64:
+        try:
+            rows = source.execute(
+                f"SELECT rowid, * FROM {quoted} WHERE rowid > ? ORDER BY rowid LIMIT 256", (last,)
+            ).fetchall()
+        except sqlite3.Error:
+            last += step  # skip past what cannot be read
+            step *= 2
+            misses += 1
+            continue
+        if not rows:
+            break
+        step, misses = 1, 0
+        marks = ", ".join("?" * (len(rows[0]) - 1))
+        for row in rows:
+            try:
+                target.execute(f"INSERT OR IGNORE INTO {quoted} VALUES ({marks})", tuple(row[1:]))
+                n += 1
+            except sqlite3.Error:
+                continue
+        last = int(rows[-1][0])
+    return n
+
+
+def check_db(db: Path, *, clock: Callable[[], float] = time.time) -> DbCheck:
+    """Check ``db`` before serving; quarantine and salvage it when it cannot be read. Never raises for
+    a damaged database (a missing one is left to the store's own "run init first" error)."""
+    if not db.exists():
+        return DbCheck(ok=True)
+    problems = _problems(db)
+    if not problems:
+        return DbCheck(ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+    moved: list[str] = []
+    for side in _SIDE:
+        src = db.with_name(db.name + side)
+        if src.exists():
+            dst = src.with_name(f"{src.name}.corrupt-{stamp}")
+            src.replace(dst)
+            moved.append(dst.name)
+    work = Path(tempfile.mkdtemp(prefix=".salvage-", dir=db.parent))
+    try:
+        for name in moved:
+            base = name.rsplit(".corrupt-", 1)[0]
+            if base in (db.name, db.name + "-wal"):
+                shutil.copyfile(db.parent / name, work / base.replace(db.name, "s.db"))
+        copied, lost = salvage(work / "s.db", db)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = DbCheck(False, moved, copied, lost, problems)
+    log.error("database integrity: %s", report.message())
+    return report
