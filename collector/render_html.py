@@ -199,7 +199,10 @@ def _points_table(s: Series) -> str:
         )
     caption = f"{s.metric} · {s.stat} · {dims_label(s.dims)}"
     table = _table(caption, ["window", "agents", "value", "95% interval", "interval"], rows, {2, 3})
-    return f"<details><summary>{esc(f'{len(s.points)} window(s)')}</summary>{table}</details>"
+    label = f"{len(s.points)} window(s)"
+    if s.dims:  # several series of one metric (buckets, dimension values) must be told apart
+        label = f"{dims_label(s.dims)} · {label}"
+    return f"<details><summary>{esc(label)}</summary>{table}</details>"
 
 
 def _kpi_metrics(r: KpiReport, ids: _Ids) -> list[str]:
