@@ -251,6 +251,12 @@ async def test_current_runtime_on_damaged_state(tmp_path: Path, figures: Figures
         try:
             existing = _existing_rho(collector, agent)
             damage(agent, rng)
+            empty = tmp_path / f"{case}-empty.jsonl"
+            empty.write_bytes(b"")
+            run = agent.run_once(empty)  # the daemon's start-up path, on no input
+            if run.code != 0:
+                outcomes[case] = "traceback" if "Traceback" in run.err else f"refuses (exit {run.code})"
+                continue
             out = agent.cli("ledger", "--json")
             if out.code != 0:
                 outcomes[case] = "traceback" if "Traceback" in out.err else f"refuses (exit {out.code})"
@@ -261,7 +267,7 @@ async def test_current_runtime_on_damaged_state(tmp_path: Path, figures: Figures
                 silent += 1
                 outcomes[case] = f"starts, ledger {spent:.4g} < batches {existing:.4g}"
             else:
-                outcomes[case] = "ok"
+                outcomes[case] = "blocked" if blocked else "ok"
         finally:
             await collector.stop()
     figures.record(
