@@ -210,7 +210,7 @@ class Redactor:
                     continue
             attrs[key] = new
         if dropped:
-            self._count("dropped_key", dropped)
+            self._counts["dropped_key"] = self._counts.get("dropped_key", 0) + dropped
             changed = True
         unit = event.unit
         units = self._clean_units
@@ -227,7 +227,7 @@ class Redactor:
                 units.add(unit)
         if not changed:
             return event
-        return Event(name=name, ts=event.ts, unit=unit, value=event.value, attrs=attrs)
+        return Event(name, event.ts, unit, event.value, attrs)
 
     def _value(self, value: AttrValue, rule: AttrRule) -> AttrValue | None:
         """The redacted value, the same object when nothing changed, or None when it is dropped."""

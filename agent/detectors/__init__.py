@@ -58,6 +58,10 @@ class Detector(Protocol):
 
 DETECTOR_NAMES: tuple[str, ...] = tuple(dict.fromkeys(d.name for d in BUILTIN))
 
+# Letters (at most 12, with '_', '-', ' ') then at most 6 digits: shorter than any built-in secret or
+# key (20+), too few digits for a card, phone, SSN or IBAN (7+), and no '@', ':' or '.'.
+_TRIVIAL = re.compile(r"[A-Za-z_ -]{0,12}[0-9]{0,6}")
+
 
 class Scanner:
     """Runs detectors in priority order over a text, gated by cheap features of the text."""
@@ -68,6 +72,7 @@ class Scanner:
         self._names = tuple(self._rank)
         self._always = any(d.trigger == 0 for d in self._detectors)
         self._plan = tuple((d.trigger, d.min_len, self._rank[d.name], d) for d in self._detectors)
+        self._builtin = all(d in BUILTIN for d in self._detectors)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -79,6 +84,8 @@ class Scanner:
 
     def scan(self, text: str) -> list[Finding]:
         n = len(text)
+        if self._builtin and _TRIVIAL.fullmatch(text) is not None:
+            return []  # "user-48213", "GET", "eu-west": too short and too plain for any finding
         feats = features(text) if n >= 6 else 0
         if not feats and not self._always:
             return []
