@@ -4,12 +4,13 @@ Both run over the same events in the same process, interleaved, best of ``repeat
 in process CPU time (so other load on a shared machine inflates neither side); the ratio (redact
 events/s divided by decode events/s) is comparable across machines.
 
-Run: ``python -m bench.bench_redact [N]`` or call ``bench_redact()``. The agent's whole-pipeline
-target is a ratio of at least 0.10; redaction is one stage of it.
+Run: ``python -m bench.bench_redact [N]``, ``make bench`` or call ``bench_redact()``. The agent's
+whole-pipeline target is a ratio of at least 0.10; redaction is one stage of it.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -117,8 +118,9 @@ def bench_redact(n: int = 200_000, repeat: int = 5) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    n = int(args[0]) if args else 200_000
+    """Print the figures; N from ``argv``, else ``HUSH_BENCH_EVENTS`` (default 200,000)."""
+    args = argv or []
+    n = int(args[0]) if args else int(os.environ.get("HUSH_BENCH_EVENTS", "200000"))
     r = bench_redact(n)
     print(
         f"redact_many: {r['redact_eps']:,.0f} events/s; "
@@ -128,4 +130,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
