@@ -35,7 +35,12 @@ QUOTA_FLAGS = (
 
 async def _init(ctx: Context) -> int:
     path = sqlite_path(ctx.db)
-    existed = path is not None and path.exists()
+    if path is not None:
+        existed = path.exists()
+    else:
+        from collector.pg_store import pg_initialised  # asyncpg is an optional extra ([postgres])
+
+        existed = await pg_initialised(ctx.db)
     if ctx.key_path.exists():
         key = load_signing_key(ctx.key_path)
     elif existed:

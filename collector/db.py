@@ -10,7 +10,6 @@ from pathlib import Path
 
 import nacl.signing
 
-from collector.errors import Unavailable
 from collector.store import Store
 from hushmetric.errors import ConfigError
 
@@ -43,7 +42,9 @@ async def open_store(
 ) -> Store:
     path = sqlite_path(url)
     if path is None:
-        raise Unavailable("the PostgreSQL store is not available in this version; use a SQLite file")
+        from collector.pg_store import open_pg_store  # asyncpg is an optional extra ([postgres])
+
+        return await open_pg_store(url, signing_key=signing_key, create=create)
     from collector.sqlite_store import SqliteStore  # the backend is chosen at run time
 
     return await SqliteStore.open(path, signing_key=signing_key, create=create)

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from collector import enroll
-from collector.errors import Conflict, NotFound
+from collector.errors import Conflict, NotFound, Unavailable
 from collector.ingest import IngestSettings, Kind, Observer, Rejected, ingest
 from collector.store import UNATTRIBUTED, Refusal, Store
 from hushmetric.errors import ContractError
@@ -116,13 +116,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 trailing_metadata=(("hush-reason", "malformed"),),
             )
             raise AssertionError("abort returns by raising")  # pragma: no cover
-        outcome = await ingest(
-            self._store,
-            envelope_from_proto(request),
-            now=self._clock(),
-            settings=self._settings,
-            observer=self._observer,
-        )
+        try:
+            outcome = await ingest(
+                self._store,
+                envelope_from_proto(request),
+                now=self._clock(),
+                settings=self._settings,
+                observer=self._observer,
+            )
+        except Unavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+            raise AssertionError("abort returns by raising") from exc
         if not isinstance(outcome, Rejected):
             return ingest_pb2.SubmitReply(seq=outcome.seq, duplicate=outcome.duplicate)
         code, _ = _STATUS[outcome.kind]
@@ -149,6 +153,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "enroll token is unknown, used or expired")
         except Conflict as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.message)
+        except Unavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
         return ingest_pb2.EnrollReply(tenant=key.tenant, key_id=key.key_id)
 
 

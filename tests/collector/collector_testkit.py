@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import nacl.signing
+import pytest
 
 from hushmetric import dsse
 from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
@@ -24,7 +25,7 @@ from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
 
 T0 = parse_rfc3339("2026-03-10T12:00:00Z")
-STORE_KINDS = ["sqlite"]  # extend with "postgres" when the PostgreSQL store lands
+STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @dataclass

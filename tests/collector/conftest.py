@@ -33,8 +33,17 @@ def audit_key() -> nacl.signing.SigningKey:
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, audit_key: nacl.signing.SigningKey
 ) -> AsyncIterator[Store]:
-    if request.param != "sqlite":  # pragma: no cover - only SQLite exists yet
-        pytest.skip(f"no {request.param} store")
+    if request.param == "postgres":
+        from collector.pg_store import open_pg_store
+        from tests.pg import temp_database
+
+        async with temp_database() as url:
+            s = await open_pg_store(url, signing_key=audit_key, create=True)
+            try:
+                yield s
+            finally:
+                await s.close()
+        return
     s = await SqliteStore.open(tmp_path / "collector.db", signing_key=audit_key, create=True)
     try:
         yield s
