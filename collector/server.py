@@ -9,9 +9,11 @@ calls on shutdown.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -34,6 +36,8 @@ __all__ = ["ENVELOPE_OVERHEAD", "IngestServicer", "serve"]
 #: Room for the protobuf framing and signatures on top of the largest allowed payload.
 ENVELOPE_OVERHEAD = 64 << 10
 _GRACE_SECONDS = 10.0
+_READINESS_SECONDS = 5.0
+log = logging.getLogger("hush.collector")
 
 _STATUS: dict[Kind, tuple[grpc.StatusCode, int]] = {
     "invalid_argument": (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
@@ -158,6 +162,31 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         return ingest_pb2.EnrollReply(tenant=key.tenant, key_id=key.key_id)
 
 
+async def _track_readiness(
+    store: Store, health_servicer: Any, names: tuple[str, ...], every: float, stop: asyncio.Event
+) -> None:
+    serving = True
+    while not stop.is_set():
+        await asyncio.sleep(every)
+        try:
+            await store.ping()
+            ok = True
+        except Unavailable:
+            ok = False
+        if ok != serving:
+            serving = ok
+            status = (
+                health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            log.warning(
+                "database %s: health %s",
+                "reachable" if ok else "unreachable",
+                "SERVING" if ok else "NOT_SERVING",
+            )
+            for name in names:
+                await health_servicer.set(name, status)
+
+
 async def serve(
     store: Store,
     listen: str,
@@ -168,8 +197,13 @@ async def serve(
     observer: Observer | None = None,
     clock: Callable[[], float] = time.time,
     grace_seconds: float = _GRACE_SECONDS,
+    readiness_seconds: float = _READINESS_SECONDS,
 ) -> None:
-    """Serve until ``stop`` is set, then refuse new calls and give in-flight ones ``grace_seconds``."""
+    """Serve until ``stop`` is set, then refuse new calls and give in-flight ones ``grace_seconds``.
+
+    gRPC health reports SERVING while the store answers a ping and NOT_SERVING while it does not
+    (a load balancer then routes around this replica); the server itself keeps running.
+    """
     settings = settings or IngestSettings()
     largest = max(settings.default_max_batch_bytes, await store.largest_batch_limit() or 0)
     server = grpc.aio.server(
@@ -195,7 +229,12 @@ async def serve(
         for name in ("", service):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         on_bound(f"{host}:{port}")
+        readiness = asyncio.create_task(
+            _track_readiness(store, health_servicer, ("", service), readiness_seconds, stop),
+            name="readiness",
+        )
         await stop.wait()
+        readiness.cancel()
         await health_servicer.enter_graceful_shutdown()
     finally:
         await server.stop(grace_seconds)

@@ -109,6 +109,12 @@ class SqliteStore:
     async def close(self) -> None:
         await self._db.close()
 
+    async def ping(self) -> None:
+        try:
+            await self._db.execute_fetchall("SELECT 1")
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection is closed
+            raise Unavailable(f"database unusable: {exc}") from exc
+
     async def _migrate(self) -> None:
         async with self._tx() as db:
             await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

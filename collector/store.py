@@ -136,6 +136,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Readiness: one round trip to the database; raises Unavailable when it cannot be used."""
+        ...
+
     # -- tenants -------------------------------------------------------------------------------
     async def create_tenant(self, name: str, *, now: float) -> Tenant:
         """Raises Conflict if the name exists (also when deleted: names are never reused)."""

@@ -4,6 +4,8 @@ concurrency against a quota, enrollment, health and reflection."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import grpc
 import msgspec
@@ -14,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from collector import enroll
+from collector.server import serve
+from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
 from hushmetric import dsse
 from hushmetric.batch import payload_digest
@@ -300,3 +304,37 @@ async def test_clients_giving_up_mid_call_leave_the_store_consistent(
     [day] = await store.usage("acme")
     assert day.batches == 40 and day.rows == 80
     assert len(await store.released_rows("acme", None, None)) == 80
+
+
+async def test_health_turns_not_serving_while_the_database_is_unusable(
+    tmp_path: Path, audit_key: Any
+) -> None:
+    """Readiness follows the store: a load balancer routes around a replica that lost its database."""
+    store = await SqliteStore.open(tmp_path / "c.db", signing_key=audit_key, create=True)
+    stop = asyncio.Event()
+    bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(
+            store,
+            "127.0.0.1:0",
+            stop=stop,
+            on_bound=bound.set_result,
+            grace_seconds=1.0,
+            readiness_seconds=0.05,
+        )
+    )
+    address = await asyncio.wait_for(bound, 10)
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="hushmetric.v1.Ingest")
+        assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
+        await store.close()  # the database is gone for this replica
+        status = None
+        for _ in range(200):  # bounded: 200 × 50 ms
+            status = (await health.Check(request)).status
+            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    stop.set()
+    await asyncio.wait_for(task, 10)
