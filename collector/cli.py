@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     cmd("init", "create the database and the collector's audit signing key (0600)")
+    cmd("migrate", "bring the database to the current schema version (also done at every start)")
     cmd("pubkey", "print the collector's public key (base64)")
     p = cmd("serve", "serve the gRPC ingest service until SIGTERM/SIGINT")
     p.add_argument("--listen", metavar="HOST:PORT", help="address; port 0 picks a free one (printed first)")

@@ -5,8 +5,12 @@ maps errors to exit codes and prints them; everything here returns an exit statu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import msgspec
 
@@ -14,7 +18,7 @@ from collector import commands_ops as ops
 from collector import enroll
 from collector.cmdkit import Context, check_duration, check_id, json_line, open_for, signing_key
 from collector.db import open_store, sqlite_path
-from collector.errors import Conflict, NotFound
+from collector.errors import Conflict, NotFound, Unavailable
 from collector.store import TenantState, day_of
 from collector.tables import keys_table, tenants_table
 from hushmetric.errors import ConfigError
@@ -56,6 +60,42 @@ async def _init(ctx: Context) -> int:
         await store.close()
     ctx.say(f"initialised {ctx.db} (audit key {ctx.key_path})")
     return 0
+
+
+async def _migrate(ctx: Context) -> int:
+    """Bring an existing database to the current schema (also done at every start) and say so."""
+    from collector.schema import MIGRATIONS
+
+    newest = MIGRATIONS[-1][0]
+    path = sqlite_path(ctx.db)
+    if path is None:
+        from collector.pg_store import open_pg_store  # asyncpg is an optional extra ([postgres])
+
+        pg = await open_pg_store(ctx.db, migrate=False)
+        try:
+            before, after = await pg.migrate(create=False)
+        finally:
+            await pg.close()
+    else:
+        if not path.exists():
+            raise Unavailable(f"database {path} does not exist; run `hush-collector init` first")
+        before = await asyncio.to_thread(_sqlite_version, path)
+        async with open_for(ctx, signed=False):
+            after = newest
+    if before == after:
+        ctx.say(f"{ctx.db}: schema v{after}, up to date")
+    else:
+        ctx.say(f"{ctx.db}: schema v{before} -> v{after}")
+    return 0
+
+
+def _sqlite_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        try:
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        except sqlite3.DatabaseError:
+            return 0
+    return int(row[0] or 0)
 
 
 async def _pubkey(ctx: Context) -> int:
@@ -188,6 +228,7 @@ async def _quota(ctx: Context) -> int:
 
 _COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "init": _init,
+    "migrate": _migrate,
     "pubkey": _pubkey,
     "serve": ops.serve_cmd,
     "tenant": _tenant,

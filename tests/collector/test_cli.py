@@ -41,6 +41,13 @@ def test_missing_database_is_unavailable(tmp_path: Path) -> None:
     one_line_error(Hush(tmp_path)("tenant", "list"), 4, r"does not exist; run `hush-collector init`")
 
 
+def test_migrate_reports_the_schema_version(tmp_path: Path) -> None:
+    h = Hush(tmp_path)
+    one_line_error(h("migrate"), 4, r"does not exist; run `hush-collector init`")
+    h.ok("init")
+    assert h.ok("migrate").strip().endswith("schema v1, up to date")
+
+
 def test_db_from_environment(tmp_path: Path) -> None:
     h = Hush(tmp_path)
     assert h("init", db=False, env={"HUSH_COLLECTOR_DB": str(tmp_path / "env.db")}).code == 0
