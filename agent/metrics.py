@@ -67,6 +67,13 @@ class AgentMetrics:
         if now is not None and depth.oldest_created is not None:
             self.outbox_age.set(max(0.0, now - depth.oldest_created))
 
+    def sent_or_failed(self, code: str) -> None:
+        """From the sender: "OK" per acknowledged batch, else the gRPC code of a failed attempt."""
+        if code == "OK":
+            self.sent.inc()
+        else:
+            self.failed.labels(code).inc()
+
     def budget(self, spent: float, left: float) -> None:
         self.budget_spent.set(spent)
         self.budget_left.set(left)

@@ -149,7 +149,14 @@ class Agent:
         )
         self.sender: Sender | None = None
         if self.cfg.collector.endpoints:
-            self.sender = Sender(self.conn, self.cfg.collector, executor=self._db, clock=clock)
+            self.sender = Sender(
+                self.conn,
+                self.cfg.collector,
+                executor=self._db,
+                clock=clock,
+                base_dir=loaded.base,
+                on_result=self.metrics.sent_or_failed,
+            )
 
     # -- lifetime -------------------------------------------------------------------------------
 

@@ -312,7 +312,11 @@ class Sender:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         batch_limit: int = BATCH_LIMIT,
+        on_result: Callable[[str], None] | None = None,
     ) -> None:
+        # on_result: told "OK" for every acknowledged batch and the gRPC code name of every failed
+        # attempt (metrics hook; must not block).
+        self._on_result = on_result or (lambda _code: None)
         self._cfg = cfg
         self._endpoints = list(cfg.endpoints)
         self._timeout = _duration(cfg, "timeout")
@@ -469,6 +473,7 @@ class Sender:
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 name = code.name if code is not None else "UNKNOWN"
+                self._on_result(name)
                 reason = _one_line(exc.details()) or name
                 kind = _CLASS.get(code, _TRANSPORT)
                 if kind == _THROTTLED and _TOO_LARGE in reason and _retry_delay(exc) is None:
@@ -526,6 +531,7 @@ class Sender:
                     )
 
         await self._db.call(commit)
+        self._on_result("OK")
         self._counts["duplicates" if duplicate else "delivered"] += 1
         self._backoff.reset()
         self._refused_backoff.reset()
