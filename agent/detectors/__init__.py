@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
+from agent.detectors._checks import ipv4_ok, ipv6_ok
 from agent.detectors._rules import BUILTIN, RegexDetector, features
 
 __all__ = [
@@ -90,11 +91,14 @@ class Scanner:
         if not feats and not self._always:
             return []
         spans: list[tuple[int, int, int]] = []
+        covered: list[tuple[int, int]] = []
         for trigger, min_len, rank, det in self._plan:
             if n < min_len or (trigger and not trigger & feats):
                 continue
-            for start, end in det.find(text):
+            found = det.find(text, covered) if isinstance(det, RegexDetector) else det.find(text)
+            for start, end in found:
                 spans.append((start, end, rank))
+                covered.append((start, end))
         if not spans:
             return []
         return _merge(spans, self._names)
@@ -131,6 +135,8 @@ def normalize(detector: str, raw: str) -> str:
         return _NON_ALNUM.sub("", raw).upper()
     if detector == "mac":
         return _NON_ALNUM.sub("", raw).lower()
+    if detector == "ipv4" and ipv4_ok(raw):
+        return raw  # no leading zeros, so already canonical
     if detector in ("ipv4", "ipv6"):
         try:
             return str(ipaddress.ip_address(raw.split("%", 1)[0]))
@@ -141,14 +147,30 @@ def normalize(detector: str, raw: str) -> str:
 
 def generalize(detector: str, raw: str) -> str | None:
     """The coarse form of a finding (IPv4 → /24, IPv6 → /48), or None when it has none."""
-    if detector not in ("ipv4", "ipv6"):
+    if detector == "ipv4":
+        parts = raw.split(".")
+        if len(parts) == 4 and all(p.isdigit() and p.isascii() for p in parts) and ipv4_ok(raw):
+            return f"{parts[0]}.{parts[1]}.{parts[2]}.0/24"
         return None
-    try:
-        addr = ipaddress.ip_address(raw.split("%", 1)[0])
-    except ValueError:
+    if detector == "ipv6":
+        return _ipv6_prefix48(raw.split("%", 1)[0])
+    return None
+
+
+def _ipv6_prefix48(text: str) -> str | None:
+    """``a:b:c::/48`` in RFC 5952 form, as ``ipaddress`` writes it; None when ``text`` is not IPv6."""
+    if not ipv6_ok(text):
         return None
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+    head, sep, tail = text.partition("::")
+    left = head.split(":") if head else []
+    right = tail.split(":") if tail else []
+    if right and "." in right[-1]:
+        right[-1:] = ["0", "0"]  # an embedded IPv4 takes the last two groups, never the first three
+    groups = left + ["0"] * (8 - len(left) - len(right)) + right if sep else left
+    first = [format(int(g, 16), "x") for g in groups[:3]]
+    while first and first[-1] == "0":
+        first.pop()
+    return (":".join(first) + "::/48") if first else "::/48"
 
 
 def scan_all(texts: Iterable[str], scanner: Scanner | None = None) -> list[list[Finding]]:

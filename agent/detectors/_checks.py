@@ -85,10 +85,17 @@ def ipv6_ok(text: str) -> bool:
     return not (addr.is_unspecified or addr.is_loopback)
 
 
+_C_LOG2_C = [0.0] + [c * math.log2(c) for c in range(1, 513)]
+
+
 def shannon_bits(text: str) -> float:
-    """Shannon entropy in bits per character."""
+    """Shannon entropy in bits per character: log2(n) - sum(c·log2 c)/n over character counts c."""
     n = len(text)
-    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+    if n == 0:
+        return 0.0
+    table = _C_LOG2_C
+    total = sum(table[c] if c < 513 else c * math.log2(c) for c in Counter(text).values())
+    return math.log2(n) - total / n
 
 
 def looks_random(token: str) -> bool:

@@ -81,7 +81,9 @@ class RegexDetector:
     trigger: int = 0
     min_len: int = 0
 
-    def find(self, text: str) -> list[Span]:
+    def find(self, text: str, covered: list[Span] | None = None) -> list[Span]:
+        """Spans found in ``text``. Candidates lying wholly inside a ``covered`` span (found by a
+        detector of higher priority) are skipped without validation: they would merge into it."""
         search = self.pattern.search
         m = search(text)
         if m is None:
@@ -90,12 +92,16 @@ class RegexDetector:
         out: list[Span] = []
         n = len(text)
         while m is not None:
-            span = m.span() if check is None else check(text, m)
-            if span is None:
-                pos = m.start() + 1
+            start, end = m.span()
+            if covered and any(s <= start and end <= e for s, e in covered):
+                pos = end
             else:
-                out.append(span)
-                pos = max(span[1], m.start() + 1)
+                span = (start, end) if check is None else check(text, m)
+                if span is None:
+                    pos = start + 1
+                else:
+                    out.append(span)
+                    pos = max(span[1], start + 1)
             m = search(text, pos) if pos < n else None
         return out
 
@@ -168,10 +174,10 @@ def _email(text: str, m: re.Match[str]) -> Span | None:
 # scheme://user:password@host — the finding is the user-info (user and password), the host stays.
 _URL_CREDS = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,20}://([^\s:/@?#]+:[^\s/@?#]+)@")
 
-_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_JWT = re.compile(r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 
 _API_KEY = re.compile(
-    r"(?<![A-Za-z0-9_])(?:"
+    r"(?:"
     r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"
     r"|(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}"
     r"|gh[pousr]_[A-Za-z0-9]{30,}"
@@ -187,6 +193,11 @@ _API_KEY = re.compile(
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)",
     re.DOTALL,
 )
+
+
+def _api_key(text: str, m: re.Match[str]) -> Span | None:
+    return m.span() if m.group().startswith("-") or _word_start(text, m.start()) else None
+
 
 # Long tokens of base64/base62 alphabet; validated by the entropy rule.
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/_=-])")
@@ -212,7 +223,7 @@ _SECRET_KEY = re.compile(
     r"(?<![a-z0-9])(?:pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
     r"|(?:access|auth|refresh|session|bearer|id|api)?[_-]?token)$"
 )
-_BEARER = re.compile(r"(?<![A-Za-z0-9])(?:[Bb]earer|BEARER|[Bb]asic|BASIC)\s+([A-Za-z0-9._~+/=-]{8,})")
+_BEARER = re.compile(r"(?:[Bb]earer|BEARER|[Bb]asic|BASIC)\s+([A-Za-z0-9._~+/=-]{8,})")
 _PLACEHOLDER = re.compile(
     r"(?i)^(?:\*+|x+|\.+|<[^>]*>|\[[^\]]*\]|null|none|nil|true|false|redacted|hidden|unset)$"
 )
@@ -235,6 +246,8 @@ def _assigned(text: str, m: re.Match[str]) -> Span | None:
 
 def _bearer(text: str, m: re.Match[str]) -> Span | None:
     # A credential has digits or symbols, or is long and mixed-case; "Bearer authentication" is not.
+    if not _word_start(text, m.start()):
+        return None
     token = m.group(1)
     if token.isalpha() and (len(token) < 16 or token.islower() or token.istitle()):
         return None
@@ -243,7 +256,7 @@ def _bearer(text: str, m: re.Match[str]) -> Span | None:
 
 # --- numbers: cards, IBAN, SSN, phones ----------------------------------------------------------------
 
-_CARD = re.compile(r"(?<![A-Za-z0-9_.+-])[0-9](?:[ -]?[0-9]){11,18}(?![0-9A-Za-z_]|[.-][0-9])")
+_CARD = re.compile(r"[0-9](?<![A-Za-z0-9_.+-][0-9])(?:[ -]?[0-9]){11,18}(?![0-9A-Za-z_]|[.-][0-9])")
 
 
 _BARCODE_BEFORE = re.compile(r"(?i)(?:sku|ean|gtin|upc|barcode|isbn|article)\W{0,3}$")
@@ -292,11 +305,15 @@ def _card(text: str, m: re.Match[str]) -> Span | None:
     return None
 
 
-_IBAN = re.compile(r"(?i)(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]){11,30}")
+# Found from its check digits (a digit class the engine scans for quickly); the country code is
+# the two letters before them, at a word start.
+_IBAN = re.compile(
+    r"[0-9](?<=[A-Za-z]{2}[0-9])(?<![A-Za-z0-9][A-Za-z]{2}[0-9])[0-9](?:[ -]?[A-Za-z0-9]){11,30}"
+)
 
 
 def _iban(text: str, m: re.Match[str]) -> Span | None:
-    start = m.start()
+    start = m.start() - 2
     length = IBAN_LENGTHS.get(text[start : start + 2].upper())
     if length is None:
         return None
@@ -314,23 +331,31 @@ def _iban(text: str, m: re.Match[str]) -> Span | None:
     return (start, i) if iban_ok("".join(chars)) else None
 
 
-_SSN = re.compile(r"(?<![A-Za-z0-9_.-])([0-9]{3})([- ])([0-9]{2})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])")
-_SSN_CONTEXT = re.compile(
-    r"(?i)(?<![A-Za-z0-9])(?:ssn|ss#|social security(?: number| no\.?| #)?)\W{0,4}([0-9]{9})(?![0-9])"
+_SSN = re.compile(
+    r"([0-9](?<![A-Za-z0-9_.-][0-9])[0-9]{2})([- ])([0-9]{2})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])"
 )
+_SSN_CONTEXT = re.compile(r"(?i)(?:ssn|ss#|social security(?: number| no\.?| #)?)\W{0,4}([0-9]{9})(?![0-9])")
 
 
 def _ssn(text: str, m: re.Match[str]) -> Span | None:
     return m.span() if ssn_ok(m.group(1), m.group(3), m.group(4)) else None
 
 
+def _word_start(text: str, start: int) -> bool:
+    """Nothing alphanumeric (or ``_``) right before ``start``: the check a leading lookbehind would do,
+    kept out of patterns whose first character class then lets the regex engine skip ahead fast."""
+    return start == 0 or not (text[start - 1].isalnum() or text[start - 1] == "_")
+
+
 def _ssn_context(text: str, m: re.Match[str]) -> Span | None:
+    if not _word_start(text, m.start()):
+        return None
     d = m.group(1)
     return m.span(1) if ssn_ok(d[:3], d[3:5], d[5:]) else None
 
 
 _PHONE = re.compile(
-    r"(?<![A-Za-z0-9_+./-])\+?\(?[0-9]"
+    r"[+(0-9](?<![A-Za-z0-9_+./-][+(0-9])(?:(?<=\+)\(?[0-9]|(?<=\()[0-9]|(?<=[0-9]))"
     r"(?:[0-9]|[ .-](?=[0-9(])|\((?=[0-9])|\)(?=[ .-]?[0-9])){5,24}"
     r"(?P<x>\s?(?:x|ext\.?|extension)\s?[0-9]{1,6})?"
     r"(?![0-9A-Za-z_]|[.-][0-9])"
@@ -346,29 +371,41 @@ _DATEISH = re.compile(
 
 def _phone(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
-    if m.group("x") is not None and _phone_ok(text, start, m.start("x")):
+    if m.group("x") is not None and _phone_ok(text[start : m.start("x")]) == _YES:
         return m.span()
-    context = _PHONE_CONTEXT.search(text, max(0, start - 30), start) is not None
+    context: bool | None = None  # a phone word before the number; looked up only when it decides
     for end in _cuts(text, start, m.end() if m.group("x") is None else m.start("x"), " ()"):
-        if _phone_ok(text, start, end, context):
+        verdict = _phone_ok(text[start:end])
+        if verdict == _MAYBE:
+            if context is None:
+                head = text[max(0, start - 30) : start]
+                context = _PHONE_CONTEXT.search(head) is not None
+            if context:
+                return (start, end)
+        elif verdict == _YES:
             return (start, end)
     return None
 
 
-def _phone_ok(text: str, start: int, end: int, context: bool = False) -> bool:
-    core = text[start:end]
+_NO, _YES, _MAYBE = 0, 1, 2  # _MAYBE: a phone only with a phone word before it
+
+
+def _phone_ok(core: str) -> int:
     if "." in core:
         quad = _QUAD.search(core)
         if quad is not None and ipv4_ok(quad.group()):
-            return False  # an address with numbers around it, not a phone ("+61.438.089.995" is one)
+            return _NO  # an address with numbers around it, not a phone ("+61.438.089.995" is one)
     n = sum(1 for ch in core if "0" <= ch <= "9")
     opens = core.count("(")
     if opens != core.count(")") or opens > 1 or n > 15 or n < 7:
-        return False
+        return _NO
     if core[0] == "+":
-        return n >= 8
-    if context:
-        return True
+        return _YES if n >= 8 else _MAYBE
+    return _YES if _phone_shape(core, n) else _MAYBE
+
+
+def _phone_shape(core: str, n: int) -> bool:
+    """A national or ``00`` number that needs no phone word before it."""
     if core[0] == "(":
         return 10 <= n <= 12
     if _DATEISH.match(core):
@@ -391,8 +428,8 @@ def _phone_ok(text: str, start: int, end: int, context: bool = False) -> bool:
 # --- network identifiers --------------------------------------------------------------------------------
 
 _MAC = re.compile(
-    r"(?<![A-Za-z0-9_:.-])(?:[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}"
-    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![A-Za-z0-9_]|[:.-][0-9A-Fa-f])"
+    r"[0-9A-Fa-f](?<![A-Za-z0-9_:.-][0-9A-Fa-f])(?:[0-9A-Fa-f]([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}"
+    r"|[0-9A-Fa-f]{3}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![A-Za-z0-9_]|[:.-][0-9A-Fa-f])"
 )
 
 # IPv6 is found from its colons (a literal the regex engine scans for quickly): the tail from the first
@@ -421,7 +458,9 @@ def _ipv6(text: str, m: re.Match[str]) -> Span | None:
 
 
 # Not followed by "-digit": "1.2.5.1-2" is a package version.
-_IPV4 = re.compile(r"(?<![A-Za-z0-9_.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![A-Za-z0-9_]|[.-][0-9])")
+_IPV4 = re.compile(
+    r"[0-9](?<![A-Za-z0-9_.][0-9])[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![A-Za-z0-9_]|[.-][0-9])"
+)
 _VERSION_BEFORE = re.compile(r"(?i)(?:version|ver\.?|release|build|rv:)\s*$")
 
 
@@ -429,7 +468,8 @@ def _ipv4(text: str, m: re.Match[str]) -> Span | None:
     if not ipv4_ok(m.group()):
         return None
     start = m.start()
-    if _VERSION_BEFORE.search(text, max(0, start - 12), start):
+    head = text[max(0, start - 12) : start]
+    if ("er" in head or "ld" in head or "se" in head or "v:" in head) and _VERSION_BEFORE.search(head):
         return None
     if start >= 2 and text[start - 1] == "/" and text[start - 2].isalnum():
         return None  # a product token, "Chrome/120.0.0.0", not an address ("http://10.0.0.1" still is)
@@ -440,7 +480,7 @@ def _ipv4(text: str, m: re.Match[str]) -> Span | None:
 BUILTIN: tuple[RegexDetector, ...] = (
     RegexDetector("url_credentials", _URL_CREDS, _group(1), trigger=URL),
     RegexDetector("jwt", _JWT, trigger=JWT, min_len=20),
-    RegexDetector("api_key", _API_KEY, trigger=LONG | KEYWORD, min_len=16),
+    RegexDetector("api_key", _API_KEY, _api_key, trigger=LONG | KEYWORD, min_len=16),
     RegexDetector("email", _EMAIL, _email, trigger=AT),
     RegexDetector("iban", _IBAN, _iban, trigger=DIGITS, min_len=15),
     RegexDetector("card", _CARD, _card, trigger=DIGITS, min_len=12),
