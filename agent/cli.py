@@ -364,17 +364,56 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from agent.policy import load_policy
     from agent.release import expected_error
+    from agent.tune import suggest_budget
 
     loaded = _config(args)
     policy = load_policy(loaded.policy_path)
     rows = expected_error(policy)
+    suggestion = suggest_budget(policy, args.target, args.metric or ()) if args.target is not None else None
     if args.json:
-        _print_json(rows)
+        _print_json({"expected": rows, "suggestion": suggestion})
         return EXIT_OK
-    _out(f"expected error per window at {policy.budget.mechanism} budget (95 % half-width):")
+    measure = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
+    _out(
+        f"expected error per released entry, per window, at {measure} {rows and _fmt(_window_budget(policy))}"
+    )
+    head = ("metric", "stat", "noised", "mechanism", "std", "95% ±", "threshold")
+    _out("{:<22} {:<14} {:<16} {:<9} {:>10} {:>10} {:>9}".format(*head))
     for r in rows:
-        _out("  " + " ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(r).items()))
+        threshold = "-" if r.threshold is None else f"{r.threshold:.0f}"
+        _out(
+            f"{r.metric:<22} {r.stat:<14} {r.basis:<16} {r.mechanism:<9} "
+            f"{_fmt(r.std):>10} {_fmt(r.half_width_95):>10} {threshold:>9}"
+        )
+    _out("threshold: distinct units a value of an open dimension needs before it can appear")
+    if suggestion is not None:
+        _out("")
+        if suggestion.needed_per_window == float("inf"):
+            _out(
+                f"no budget reaches ±{_fmt(suggestion.target)}: loosen the bounds (max_contributions, upper)"
+            )
+            return EXIT_FAILED
+        _out(
+            f"for ±{_fmt(suggestion.target)} on {', '.join(suggestion.metrics)}: "
+            f"{suggestion.measure} {_fmt(suggestion.needed_per_window)} per window, i.e. "
+            f"[budget] {suggestion.measure} = {_fmt(suggestion.needed_per_period)} per {suggestion.period} "
+            f"(now {_fmt(suggestion.current_per_window)} per window)"
+        )
+        if suggestion.missing_now:
+            _out(f"over the target at the current budget: {', '.join(suggestion.missing_now)}")
+        else:
+            _out("every one of them already meets the target at the current budget")
     return EXIT_OK
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _window_budget(policy: Any) -> float:
+    from agent.policy import per_window_budget
+
+    return per_window_budget(policy)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -462,7 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, "outbox, last delivery, egress state, budget, dead letters")
     p.add_argument("--json", action="store_true")
 
-    p = add("tune", cmd_tune, "expected error of every metric at the policy's budget")
+    p = add("tune", cmd_tune, "expected error of every metric, and the budget a target error needs")
+    p.add_argument(
+        "--target", type=float, metavar="ERROR", help="wanted 95%% half-width, in the metrics' units"
+    )
+    p.add_argument(
+        "--metric", action="append", metavar="NAME", help="apply --target to this metric (repeatable)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = add("demo-data", cmd_demo_data, "write the seeded demo dataset as JSON lines")

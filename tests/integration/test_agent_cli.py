@@ -120,7 +120,10 @@ def test_pii_in_input_never_reaches_agent_state_or_bundle(tmp_path: Path) -> Non
 
 def test_tune_and_key_show(tmp_path: Path) -> None:
     agent = init_agent(tmp_path / "site")
-    rows = agent.json("tune")
-    assert rows and all(r["half_width_95"] > 0 for r in rows)
+    doc = agent.json("tune", "--target", "5", "--metric", "signup")
+    assert doc["expected"] and all(r["half_width_95"] > 0 for r in doc["expected"])
+    assert doc["suggestion"]["needed_per_period"] > 0 and doc["suggestion"]["metrics"] == ["signup"]
+    text = agent.ok("tune", "--target", "5")
+    assert "[budget] rho = " in text and "per day" in text
     public, key_id = agent.ok("key", "show").split()
     assert len(key_id) == 64 and len(public) == 44
