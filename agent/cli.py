@@ -416,6 +416,58 @@ def _window_budget(policy: Any) -> float:
     return per_window_budget(policy)
 
 
+def cmd_attest(args: argparse.Namespace) -> int:
+    """Sign (or verify) a statement of what this agent released under which policy."""
+    from agent import attest
+    from agent.policy import load_policy
+    from agent.runtime import open_agent_state
+    from hushmetric.keys import load_signing_key, read_public_key_arg
+
+    if args.verify:
+        try:
+            data = Path(args.verify).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror or exc}", path=args.verify) from exc
+        if args.public_key:
+            public = read_public_key_arg(args.public_key)
+        else:
+            public = bytes(load_signing_key(_config(args).key_path).verify_key)
+        statement = attest.verify(data, public)
+        if args.json:
+            _print_json(statement)
+        else:
+            spent = sum(p.spent for p in statement.periods)
+            _out(
+                f"ok: attestation by {statement.agent} (tenant {statement.tenant}) at {statement.created}; "
+                f"policy {statement.policy.name} {statement.policy.digest[:16]}; "
+                f"{len(statement.periods)} periods, {statement.policy.mechanism} spent {spent:.4g}; "
+                f"{statement.egress.batches} batches out, egress head {statement.egress.head[:16]}"
+            )
+        return EXIT_OK
+    loaded = _config(args)
+    policy = load_policy(loaded.policy_path)
+    key = load_signing_key(loaded.key_path)
+    conn = open_agent_state(loaded)
+    try:
+        statement = attest.build(
+            conn,
+            policy,
+            tenant=loaded.config.tenant,
+            agent=loaded.config.agent,
+            public_key=bytes(key.verify_key),
+            now=time.time(),
+        )
+    finally:
+        conn.close()
+    data = attest.sign(statement, key)
+    if args.out:
+        Path(args.out).write_bytes(data + b"\n")
+        _out(f"wrote a signed attestation to {args.out} (verify: hush-agent attest --verify {args.out})")
+    else:
+        sys.stdout.write(data.decode() + "\n")
+    return EXIT_OK
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from agent.sources.demo import write_dataset
 
@@ -509,6 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", action="append", metavar="NAME", help="apply --target to this metric (repeatable)"
     )
     p.add_argument("--json", action="store_true")
+
+    p = add("attest", cmd_attest, "sign a statement of what was released under which policy, for auditors")
+    p.add_argument("--out", metavar="FILE", help="write the DSSE JSON envelope here (default: stdout)")
+    p.add_argument("--verify", metavar="FILE", help="verify an attestation instead of making one")
+    p.add_argument("--public-key", metavar="B64|@FILE", help="with --verify: the agent's key (default: own)")
+    p.add_argument("--json", action="store_true", help="with --verify: print the verified statement")
 
     p = add("demo-data", cmd_demo_data, "write the seeded demo dataset as JSON lines")
     p.add_argument("--out", required=True)

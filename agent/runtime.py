@@ -33,7 +33,7 @@ from typing import TypeVar
 import msgspec
 import nacl.signing
 
-from agent import deadletter, egress, journal, ledger, outbox
+from agent import attest, deadletter, egress, journal, ledger, outbox
 from agent.aggregate import WindowAggregator, WindowState
 from agent.config import FileSource, LoadedConfig, StdinSource
 from agent.decode import Decoder
@@ -56,7 +56,7 @@ __all__ = ["Agent", "RunReport", "load_secret", "open_agent_state"]
 log = logging.getLogger("hush.agent")
 T = TypeVar("T")
 
-SCHEMAS = (journal.SCHEMA, deadletter.SCHEMA, ledger.SCHEMA, outbox.SCHEMA, egress.SCHEMA)
+SCHEMAS = (journal.SCHEMA, deadletter.SCHEMA, ledger.SCHEMA, outbox.SCHEMA, egress.SCHEMA, attest.SCHEMA)
 QUEUE_CHUNKS = 64  # chunks waiting between sources and the ingest loop; beyond this, sources block
 GROUP_COMMIT_BYTES = 8 << 20  # one journal transaction takes at most this much input
 TICK_SECONDS = 1.0
@@ -247,6 +247,7 @@ class Agent:
             if chunk.offset_key is not None and chunk.offset is not None:
                 offsets[chunk.offset_key] = chunk.offset
         max_rows = self.cfg.limits.dead_letter_max
+        counts = self.redactor.take_counts()
 
         def commit() -> None:
             with transaction(self.conn):
@@ -255,13 +256,14 @@ class Agent:
                     journal.set_offset(self.conn, key, offset)
                 if letters:
                     deadletter.add(self.conn, letters, max_rows=max_rows)
+                if counts:
+                    attest.add_redactions(self.conn, counts)
 
         await self._on_db(commit)
         # Durable now: only from here on may the source forget these inputs.
         for chunk in chunks:
             if chunk.ack is not None:
                 chunk.ack()
-        counts = self.redactor.take_counts()
         self._redactions.update(counts)
         self._redactions_total.update(counts)
         self.metrics.redacted(counts)

@@ -24,6 +24,17 @@ def test_init_writes_a_config_that_runs_as_is(tmp_path: Path) -> None:
     periods = agent.json("ledger")
     assert sum(p["releases"] for p in periods) == report["windows_released"]
     assert all(p["spent"] <= p["cap"] * (1 + 1e-9) for p in periods)
+    # an auditor-ready statement of the same, signed with the agent key
+    statement = tmp_path / "attestation.json"
+    agent.ok("attest", "--out", str(statement))
+    verified = agent.json("attest", "--verify", str(statement))
+    assert verified["redactions"] == report["redactions"]
+    assert sum(p["releases"] for p in verified["periods"]) == report["windows_released"]
+    data = bytearray(statement.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    statement.write_bytes(bytes(data))
+    tampered = agent("attest", "--verify", str(statement))
+    assert tampered.code in (1, 2) and "Traceback" not in tampered.err
     status = agent.json("status")
     assert status["outbox_batches"] == report["windows_released"] and not status["egress_stopped"]
 
