@@ -44,6 +44,8 @@ Known gaps (each a deliberate trade against false positives, see ``agent/detecto
 - obfuscated addresses ("alice at example dot com"), non-ASCII e-mail, national ids other than the
   US SSN, and postal addresses or names are not detected;
 - a password containing ``/`` or ``@`` inside a URL's user-info is not recognised as one;
+- ``user@host.log``, ``getty@tty1.service`` and other names ending in a file or unit suffix that is
+  not a top-level domain (log, txt, json, service, …) are not taken for e-mail addresses;
 - a 13-digit number (only old Visa cards have 13 digits) right after "sku", "ean", "gtin", "upc",
   "barcode", "isbn" or "article" is taken for an EAN-13 barcode, not a card;
 - overlapping findings merge into one, named after the detector with the highest priority; its

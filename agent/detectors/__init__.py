@@ -171,9 +171,3 @@ def _ipv6_prefix48(text: str) -> str | None:
     while first and first[-1] == "0":
         first.pop()
     return (":".join(first) + "::/48") if first else "::/48"
-
-
-def scan_all(texts: Iterable[str], scanner: Scanner | None = None) -> list[list[Finding]]:
-    """Convenience for tests and tools: scan several texts with one scanner."""
-    sc = scanner or Scanner()
-    return [sc.scan(t) for t in texts]

@@ -123,8 +123,8 @@ _EMAIL = re.compile(
 
 # Unit and file suffixes that follow "@" in logs without being mail domains: "getty@tty1.service",
 # "rabbit@localhost.log".
-_NOT_TLD = frozenset(
-    [
+_NOT_TLD = frozenset(  # none of these is delegated as a top-level domain
+    {
         "service",
         "socket",
         "target",
@@ -144,19 +144,17 @@ _NOT_TLD = frozenset(
         "yml",
         "xml",
         "html",
-        "py",
         "js",
         "gz",
         "tgz",
         "tar",
-        "zip",
         "lock",
         "pid",
         "sock",
         "tmp",
         "bak",
         "swp",
-    ]
+    }
 )
 
 
