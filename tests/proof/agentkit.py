@@ -630,7 +630,9 @@ class Mosquitto:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {self.workdir}/\nautosave_interval 1\nmax_queued_messages 0\n"
-            f"log_dest file {self.workdir}/mosquitto.log\n",
+            f"log_dest file {self.workdir}/mosquitto.log\n" + ("user root\n" if os.geteuid() == 0 else ""),
+            # as root, mosquitto drops to user "mosquitto", which cannot write the 0700 tmp dir:
+            # no persistence file, and a restart would silently forget every queued message
             encoding="utf-8",
         )
         self.starts += 1
