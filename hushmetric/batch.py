@@ -35,10 +35,10 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Label = Annotated[str, msgspec.Meta(max_length=256)]
 Hex64 = Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")]
 Timestamp = Annotated[str, msgspec.Meta(min_length=20, max_length=40)]
-# Finite bounds: NaN and infinities are refused here, not by the database (NaN would be stored as NULL).
+# NaN is refused here, not by the database (SQLite would store it as NULL); scales and privacy
+# figures are also finite. A row value may be infinite (the contract's property tests round-trip it).
 _FLOAT_MAX = 1.7976931348623157e308
 NonNegative = Annotated[float, msgspec.Meta(ge=0, le=_FLOAT_MAX)]
-Finite = Annotated[float, msgspec.Meta(ge=-_FLOAT_MAX, le=_FLOAT_MAX)]
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -66,7 +66,7 @@ class Row(msgspec.Struct, frozen=True):
     metric: Name
     stat: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     dims: Annotated[dict[Name, Label], msgspec.Meta(max_length=16)]
-    value: Finite
+    value: float  # NaN is refused by decode_batch
     noise: Noise
 
 
@@ -104,6 +104,9 @@ def decode_batch(payload: bytes) -> Batch:
         raise ContractError("malformed batch: nested too deeply") from exc
     if batch.v != CONTRACT_VERSION:
         raise ContractError(f"unsupported batch version {batch.v}")
+    for i, row in enumerate(batch.rows):
+        if row.value != row.value:  # NaN
+            raise ContractError(f"malformed batch: NaN value - at `$.rows[{i}].value`")
     return batch
 
 
