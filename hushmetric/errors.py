@@ -26,10 +26,17 @@ class ConfigError(HushError):
     code = "config"
 
     def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        message, key = _one_line(message), _one_line(key) if key else key  # messages quote file contents
         where = ": ".join(p for p in (path, key) if p)
         super().__init__(f"{where}: {message}" if where else message)
         self.path = path
         self.key = key
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """One short line whatever the input held: newlines escaped, long quotes cut."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ContractError(HushError):
