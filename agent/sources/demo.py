@@ -127,19 +127,32 @@ class DemoSource:
 
 
 def write_dataset(
-    path: Path, *, seed: int = 7, users: int = 400, days: int = 2, start: str | float = "2026-01-05T00:00:00Z"
+    path: Path,
+    *,
+    seed: int = 7,
+    users: int = 400,
+    days: int = 2,
+    start: str | float = "2026-01-05T00:00:00Z",
+    pii_rate: float | None = None,
 ) -> int:
     """Write the dataset as JSON lines to ``path``; returns the number of lines."""
     n = 0
     with path.open("wb") as out:
-        for line in generate_lines(seed, users, days, start):
+        for line in generate_lines(seed, users, days, start, pii_rate=pii_rate):
             out.write(line)
             n += 1
     return n
 
 
-def generate_lines(seed: int, users: int, days: int, start: str | float) -> Iterator[bytes]:
-    """Every event of the dataset as one JSON line (ending in ``\\n``), in timestamp order."""
+def generate_lines(
+    seed: int, users: int, days: int, start: str | float, *, pii_rate: float | None = None
+) -> Iterator[bytes]:
+    """Every event of the dataset as one JSON line (ending in ``\\n``), in timestamp order.
+
+    ``pii_rate``: the share of API request messages that carry personal data. Default (None): the
+    demo's own mix, two in three — dense on purpose, to show redaction at work. Benchmarks also use
+    a production-like rate such as 0.05.
+    """
     t0 = parse_rfc3339(start) if isinstance(start, str) else float(start)
     end = t0 + days * 86400
     rng = random.Random(seed)
@@ -150,7 +163,7 @@ def generate_lines(seed: int, users: int, days: int, start: str | float) -> Iter
     for index, signup in enumerate(signups):
         while heap and heap[0][0] <= signup:
             yield heapq.heappop(heap)[2]
-        for ts, event in _user(rng, index, signup):
+        for ts, event in _user(rng, index, signup, pii_rate):
             if ts < end:
                 seq += 1
                 heapq.heappush(heap, (ts, seq, encode(event) + b"\n"))
@@ -158,7 +171,9 @@ def generate_lines(seed: int, users: int, days: int, start: str | float) -> Iter
         yield heapq.heappop(heap)[2]
 
 
-def _user(rng: random.Random, index: int, signup: float) -> Iterator[tuple[float, dict[str, Any]]]:
+def _user(
+    rng: random.Random, index: int, signup: float, pii_rate: float | None
+) -> Iterator[tuple[float, dict[str, Any]]]:
     unit = f"usr_{index:06x}{rng.getrandbits(24):06x}"
     plan, plan_lift = _pick3(rng, _PLANS)
     region = _pick(rng, _REGIONS)
@@ -176,14 +191,16 @@ def _user(rng: random.Random, index: int, signup: float) -> Iterator[tuple[float
         yield ts, {"name": stage, "ts": ts, "unit": unit, "value": round(ts - previous, 3), "attrs": attrs}
         for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
             at = round(ts + rng.uniform(-min(60.0, ts - previous), 120.0), 3)
-            yield at, _api_request(rng, unit, at, stage, email)
+            yield at, _api_request(rng, unit, at, stage, email, pii_rate)
         if stage == "run_started" and rng.random() < 0.15:
             at = round(ts + rng.uniform(5.0, 300.0), 3)
             yield at, _error(rng, unit, at, email)
         previous = ts
 
 
-def _api_request(rng: random.Random, unit: str, at: float, stage: str, email: str) -> dict[str, Any]:
+def _api_request(
+    rng: random.Random, unit: str, at: float, stage: str, email: str, pii_rate: float | None
+) -> dict[str, Any]:
     method, endpoint = _STAGE_ENDPOINT[stage]
     status = _pick(rng, _STATUSES)
     latency = 120.0 * math.exp(rng.gauss(0.0, 0.7)) * (8.0 if rng.random() < 0.03 else 1.0)
@@ -198,13 +215,15 @@ def _api_request(rng: random.Random, unit: str, at: float, stage: str, email: st
             "method": method,
             "status": status,
             "client_ip": ip,
-            "message": _message(rng, f"{method} {endpoint}", status, email, ip),
+            "message": _message(rng, f"{method} {endpoint}", status, email, ip, pii_rate),
         },
     }
 
 
-def _message(rng: random.Random, request: str, status: str, email: str, ip: str) -> str:
-    choice = rng.randrange(12)
+def _message(
+    rng: random.Random, request: str, status: str, email: str, ip: str, pii_rate: float | None
+) -> str:
+    choice = _template(rng, pii_rate)
     if choice < 4:
         return f"{request} {status} in handler"
     return (
@@ -217,6 +236,13 @@ def _message(rng: random.Random, request: str, status: str, email: str, ip: str)
         f"invoice sent to {email}, IBAN {_iban(rng)}, call back {_phone(rng)}",
         f"support callback at {_phone(rng)}, SSN on file {_ssn(rng)}, device {_mac(rng)}",
     )[choice - 4]
+
+
+def _template(rng: random.Random, pii_rate: float | None) -> int:
+    """Index of a message template: 0-3 are clean, 4-11 carry personal data."""
+    if pii_rate is None:
+        return rng.randrange(12)  # the demo's own mix: 8 in 12 carry personal data
+    return rng.randrange(4, 12) if rng.random() < pii_rate else 0
 
 
 def _error(rng: random.Random, unit: str, at: float, email: str) -> dict[str, Any]:
