@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -604,10 +603,6 @@ def accounting(
         max_sigma=rel.max_sigma,
         problems=problems,
     )
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # -- a private Mosquitto ----------------------------------------------------------------------------

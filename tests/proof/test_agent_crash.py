@@ -114,6 +114,8 @@ async def _kill_loop(
 async def _finish(agent: AgentDir, feed: Feed, empty: Path) -> None:
     """Run the daemon until the last handed-over event is journaled, stop it, release the rest."""
     agent.start()
+    # let it get past start-up: a SIGTERM before its handlers are installed ends it like a kill
+    await asyncio.sleep(3)
     await _wait_for(
         lambda: (
             (agent.journal_max_ts() or 0) >= feed.last_ts

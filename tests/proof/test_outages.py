@@ -83,6 +83,8 @@ async def _finish(agent: AgentDir, last_ts: float, empty: Path, *, delivered: bo
     """Run the daemon until the last event is journaled, stop it, release the last window."""
     if not agent.alive():
         agent.start()
+        # let it get past start-up: a SIGTERM before its handlers are installed ends it like a kill
+        await asyncio.sleep(3)
     await _wait_for(
         lambda: (agent.journal_max_ts() or 0) >= last_ts or window_start(last_ts) in agent.released_starts(),
         120,
