@@ -63,6 +63,8 @@ TICK_SECONDS = 1.0
 # Events stamped further ahead of the agent's clock are refused: one far-future timestamp would
 # otherwise push the event-time watermark ahead and close every open window at once.
 MAX_FUTURE_SKEW = 300.0
+# Windows close by wall clock only after input has been idle this long (see Agent._tick).
+IDLE_BEFORE_WALL_CLOCK = 2 * TICK_SECONDS
 # `run --once` drains a live source (MQTT) until it has delivered nothing for this long.
 ONCE_IDLE_SECONDS = 3.0
 
@@ -140,6 +142,7 @@ class Agent:
         self.report = RunReport()
         self._redactions: Counter[str] = Counter()  # since the last release: goes into its batch
         self._redactions_total: Counter[str] = Counter()
+        self._last_input = time.monotonic()  # when process() last took input (monotonic clock)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hush-state")
         self.conn = open_agent_state(loaded)
         self.aggregator = WindowAggregator(
@@ -230,6 +233,7 @@ class Agent:
 
     async def process(self, chunks: Sequence[Chunk]) -> None:
         """Decode, redact, journal (one transaction), acknowledge, aggregate, release what is ready."""
+        self._last_input = time.monotonic()
         now = self.clock()
         kept: list[Event] = []
         letters: list[DeadLetter] = []
@@ -401,11 +405,17 @@ class Agent:
                     task.cancel()
 
     async def _tick(self, stop: asyncio.Event) -> None:
-        """Close windows by wall clock too, so an idle source does not hold a window open forever."""
+        """Close windows by wall clock too, so an idle source does not hold a window open forever.
+
+        Only while input is idle: a source that is busy (draining a backlog after an outage, say)
+        closes windows through the event-time watermark as its events arrive. Closing them by wall
+        clock then would turn the rest of the backlog — already acknowledged — into late events.
+        """
         while not stop.is_set():
             await asyncio.sleep(TICK_SECONDS)
-            self.metrics.outbox(await self._on_db(partial(outbox.depth, self.conn)))
-            await self.release(self.aggregator.ready(self.clock()))
+            self.metrics.outbox(await self._on_db(partial(outbox.depth, self.conn)), now=self.clock())
+            if time.monotonic() - self._last_input >= IDLE_BEFORE_WALL_CLOCK:
+                await self.release(self.aggregator.ready(self.clock()))
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -16,8 +16,8 @@ the MQTT broker restarted. Everything is delivered afterwards, in order, each ba
    on restart the backlog is older than the policy's lateness. Expected: every event accounted for.
    Found: the daemon's wall-clock tick closes those windows (and the empty ones between) one second
    after start, before the source has read them, so the rest of the backlog — committed offsets,
-   i.e. acknowledged — is dropped as late. ``xfail(strict=True)`` until the runtime fix lands (see
-   the test's docstring).
+   i.e. acknowledged — was dropped as late. Fixed: windows close by wall clock only while input is
+   idle (``agent/runtime.py``, ``Agent._tick``).
 4. **Broker restarts.** The daemon reads from a private ``mosquitto`` (persistence on, its own port;
    the shared broker is never touched), which is restarted (SIGTERM, as a service manager would)
    several times while a QoS 1 publisher keeps publishing and retries what was not PUBACKed.
@@ -327,13 +327,10 @@ BACKLOG_EVENTS = pick(1_500_000, 2_000_000)
 BACKLOG_SECONDS = 600
 
 
-@pytest.mark.xfail(
-    reason="defect: the wall-clock tick closes windows a catching-up source has not read yet", strict=True
-)
 async def test_backlog_after_agent_outage_is_not_dropped_as_late(tmp_path: Path, figures: Figures) -> None:
     """The agent restarts on a file that grew by ``BACKLOG_SECONDS`` of events while it was down.
 
-    Defect (``agent/runtime.py``, ``Agent._tick``): ``self.aggregator.ready(self.clock())`` hands out
+    Defect found here and fixed (``agent/runtime.py``, ``Agent._tick``): ``ready(self.clock())`` handed out
     every window up to ``now - lateness`` one tick after start, while the source is still reading the
     backlog; every later backlog event is then "late" and dropped after its offset was committed.
     Fix: close windows by wall clock only when the sources are idle — record
