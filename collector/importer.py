@@ -46,6 +46,16 @@ async def _manifest_key(store: Store, envelope: dsse.Envelope) -> KeyRecord | No
     return None
 
 
+async def _foreign_signer(store: Store, envelope: dsse.Envelope, manifest_key: KeyRecord) -> bool:
+    """Whether a signature on ``envelope`` is by a registered key of another tenant or agent than the
+    manifest's (keys of the same agent — before and after a rotation — are fine)."""
+    for sig in envelope.signatures[: dsse.MAX_SIGNATURES]:
+        record = await store.get_key(sig.keyid) if len(sig.keyid) == 64 else None
+        if record is not None and (record.tenant, record.agent) != (manifest_key.tenant, manifest_key.agent):
+            return True
+    return False
+
+
 async def import_bundle(
     store: Store, data: bytes, *, now: float, settings: IngestSettings | None = None
 ) -> ImportReport:
@@ -82,6 +92,10 @@ async def import_bundle(
         return await refuse_all("bundle_malformed", exc.message, key.tenant)
     if manifest.tenant != key.tenant or manifest.agent != key.agent:
         return await refuse_all("bundle_mismatch", "manifest names another tenant or agent", key.tenant)
+    if len(manifest.batches) > bundle.MAX_BUNDLE_MEMBERS:
+        return await refuse_all(
+            "bundle_malformed", f"manifest lists more than {bundle.MAX_BUNDLE_MEMBERS} batches", key.tenant
+        )
     listed = {entry.file for entry in manifest.batches}
     for extra in sorted(set(parsed.files) - listed):
         await store.record_refusal(Refusal(key.tenant, "bundle_mismatch", key.agent), now=now)
@@ -104,6 +118,12 @@ async def import_bundle(
         except ContractError:
             await store.record_refusal(Refusal(key.tenant, "malformed", key.agent, entry.seq), now=now)
             report.refuse("malformed")
+            continue
+        if await _foreign_signer(store, envelope, key):
+            # A bundle carries one agent's batches. A genuine batch of another agent (or tenant)
+            # smuggled into it would otherwise be stored under that other agent on this import.
+            await store.record_refusal(Refusal(key.tenant, "bundle_mismatch", key.agent, entry.seq), now=now)
+            report.refuse("bundle_mismatch")
             continue
         outcome = await ingest(store, envelope, now=now, settings=settings)
         if isinstance(outcome, Rejected):
