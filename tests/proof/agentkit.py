@@ -354,14 +354,16 @@ class AgentDir:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, once_input: Path | None = None) -> None:
+        """The daemon (``run``), or with ``once_input`` a ``run --once --input FILE`` to kill."""
         assert self.proc is None or self.proc.poll() is not None
         self.starts += 1
         err = self.root / f"run-{self.starts}.err"
         self.logs.append(err)
+        once = [] if once_input is None else ["--once", "--input", str(once_input)]
         with err.open("wb") as fe:
             self.proc = subprocess.Popen(
-                [*_argv("hush-agent", "agent.cli"), "run", "--config", str(self.config)],
+                [*_argv("hush-agent", "agent.cli"), "run", *once, "--config", str(self.config)],
                 cwd=self.root,
                 stdout=subprocess.DEVNULL,
                 stderr=fe,

@@ -26,10 +26,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiomqtt
@@ -55,6 +58,8 @@ FAMILY = "1 agent crash"
 BROKER = ("127.0.0.1", 1883)
 MQTT_KILLS, MQTT_SECONDS = pick(14, 150), pick(25.0, 600.0)
 FILE_KILLS, FILE_SECONDS = pick(8, 60), pick(14.0, 240.0)
+RELEASE_KILLS = pick(10, 60)  # run --once over many windows, killed mid-release / mid-delivery
+WINDOWS_PER_FILE = pick(40, 60)
 
 
 @dataclass
@@ -301,3 +306,119 @@ async def test_kill9_agent_fed_from_a_file(tmp_path: Path, figures: Figures, col
         if agent.alive():
             agent.kill9()
         await collector.stop()
+
+
+def _above(count: Callable[[AgentDir], int], before: int, agent: AgentDir) -> bool:
+    return count(agent) > before
+
+
+def _charges(agent: AgentDir) -> int:
+    try:
+        with agent.read() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM privacy_charge").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
+def _stored(collector: Collector, agent: AgentDir) -> int:
+    return int(collector.query("SELECT COUNT(*) FROM batches WHERE agent = ?", (agent.agent,))[0][0])
+
+
+async def test_kill9_agent_mid_release_and_delivery(
+    tmp_path: Path, figures: Figures, collector: Collector
+) -> None:
+    """Many releases under fire: ``run --once`` over inputs of 40–60 one-minute windows (event times in
+    the past: no wall-clock tick in ``run --once``) is killed at random moments — while it releases
+    (charge + seal + outbox + journal in one transaction) and while it delivers. A killed input is
+    run again (its offset was committed with its events) until it completes, then the next one."""
+    started = time.monotonic()
+    rng = random.Random(103)
+    canaries = Canaries.make(rng)
+    address = await collector.start()
+    agent = AgentDir(tmp_path / "agent", agent="agent-release")
+    agent.init(sources="", endpoint=address)
+    agent.register(collector)
+    per_window: Counter[int] = Counter()
+    base = (int(time.time()) // 60) * 60 - (4 * RELEASE_KILLS + 4) * WINDOWS_PER_FILE * 60
+    injected = completed = files = i = rounds = 0
+    path: Path | None = None
+    try:
+        while injected < RELEASE_KILLS:
+            if path is None:  # the next input: 8 events per window
+                first = base + files * WINDOWS_PER_FILE * 60
+                stamps = [first + k * 60 / 8 for k in range(WINDOWS_PER_FILE * 8)]
+                path = tmp_path / f"in{files}.jsonl"
+                path.write_bytes(event_lines(i, stamps, canaries, "rel"))
+                per_window.update(window_start(ts) for ts in stamps)
+                i += len(stamps)
+                files += 1
+            rounds += 1
+            assert rounds <= 4 * RELEASE_KILLS, "the kills keep missing the runs"
+            charges, stored = _charges(agent), _stored(collector, agent)
+            agent.start(once_input=path)
+            mode = rounds % 3
+            if mode == 0:  # anywhere: start-up, reading, releasing, delivering
+                await asyncio.sleep(rng.uniform(0.1, 1.0))
+            else:  # once releases (1) or deliveries (2) of this run have begun
+                if mode == 1:
+                    probe = partial(_above, _charges, charges, agent)
+                else:
+                    probe = partial(_above, partial(_stored, collector), stored, agent)
+                deadline = time.monotonic() + 20
+                while not probe() and agent.alive() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(rng.uniform(0.0, 0.15))
+            if agent.kill9():
+                injected += 1
+            else:
+                assert agent.proc is not None and agent.proc.returncode == 0, agent.logs[-1].read_text()
+                completed += 1
+                path = None
+        if path is not None:  # finish the input that was killed last
+            done = agent.run_once(path)
+            assert done.code == 0, done.err
+        empty = tmp_path / "empty.jsonl"
+        empty.write_bytes(b"")
+        final = agent.run_once(empty)
+        assert final.code == 0 and json.loads(final.out)["outbox_depth"] == 0, final
+        acc = accounting(per_window, collector, agent)
+        hits, nfiles, nbytes = scan_files([collector.workdir, agent.state, *agent.logs], canaries)
+    finally:
+        if agent.alive():
+            agent.kill9()
+        await collector.stop()
+    figures.record(
+        FAMILY,
+        "run --once killed mid-release/delivery",
+        runs=agent.starts + 2,
+        faults=injected,
+        lost=acc.lost,
+        duplicated=acc.extra + acc.twice,
+        crashes=len(agent.tracebacks()),
+        seconds=time.monotonic() - started,
+        published=acc.published,
+        accounted=acc.accounted,
+        batches=acc.batches,
+        inputs=files,
+        completed_runs=completed,
+        twice_under_two_seqs=acc.twice,
+        ledger_rho=f"{acc.ledger_rho:.6g}",
+        batches_rho=f"{acc.batches_rho:.6g}",
+        uncharged=acc.uncharged,
+        charged_without_batch=acc.charges_without_batch,
+    )
+    figures.record(
+        "8b egress scan",
+        "after run --once kills",
+        runs=1,
+        faults=injected,
+        lost=len(hits),
+        files=nfiles,
+        bytes=nbytes,
+    )
+    assert not hits, hits
+    assert not acc.problems, acc.problems[:20]
+    assert acc.lost == 0 and acc.extra == 0 and acc.twice == 0 and acc.uncharged == 0
+    assert acc.ledger_rho >= acc.batches_rho * (1 - 1e-9)
+    assert acc.redelivered == 0  # offsets commit with the events
+    assert not agent.tracebacks(), agent.tracebacks()
