@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from collector.store import (
+    BATCH_COLUMNS,
     Accepted,
     BatchCommit,
     CommitOutcome,
@@ -30,12 +31,12 @@ from collector.store import (
     Conflicting,
     Duplicate,
     Quota,
+    batch_values,
     day_of,
     month_of,
     seconds_to_next_day,
     seconds_to_next_month,
 )
-from hushmetric.timefmt import parse_rfc3339
 
 __all__ = ["Rollback", "affected", "commit"]
 
@@ -207,28 +208,10 @@ async def commit(db: Connection, b: BatchCommit, quota: Quota, now: float) -> Co
     day = day_of(now)
     await _recheck(db, b)
     batch_id = await db.fetchval(
-        "INSERT INTO batches (tenant, agent, seq, key_id, digest, prev, created, received, window_start, "
-        "window_end, window_start_epoch, policy, unit, epsilon, delta, rho, nbytes, nrows) "
+        f"INSERT INTO batches ({BATCH_COLUMNS}) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
         "ON CONFLICT (tenant, agent, seq) DO NOTHING RETURNING id",
-        b.tenant,
-        b.agent,
-        b.seq,
-        b.key_id,
-        b.digest,
-        b.prev,
-        b.created,
-        now,
-        b.window_start,
-        b.window_end,
-        parse_rfc3339(b.window_start),
-        b.policy,
-        b.unit,
-        b.epsilon,
-        b.delta,
-        b.rho,
-        b.nbytes,
-        len(b.rows),
+        *batch_values(b, now),
     )
     if batch_id is None:
         digest = await db.fetchval(

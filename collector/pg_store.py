@@ -43,6 +43,8 @@ from collector.pg_url import (
     with_database,
 )
 from collector.store import (
+    KEY_COLUMNS,
+    QUOTA_FIELDS,
     BatchCommit,
     CommitOutcome,
     KeyRecord,
@@ -68,16 +70,6 @@ _MIGRATE_LOCK = 0x6875_7368_6D69_6772  # "hushmigr": one migrator at a time
 _ATTEMPTS = 4
 _json = msgspec.json.Encoder()
 _details = msgspec.json.Decoder(dict[str, audit.Detail])
-_QUOTA_FIELDS = (
-    "batches_per_second",
-    "burst",
-    "rows_per_day",
-    "rows_per_month",
-    "bytes_per_day",
-    "max_batch_bytes",
-    "max_age_seconds",
-)
-_KEY_COLS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
 _TENANT_COLS = "name, state, created, updated"
 
 #: Failures that mean "the database cannot be used right now", as opposed to a bug or bad input.
@@ -473,7 +465,7 @@ class PgStore:
         if await db.fetchval("SELECT 1 FROM keys WHERE key_id = $1", kid) is not None:
             raise Conflict(f"key {kid} is already registered")
         await db.execute(
-            f"INSERT INTO keys ({_KEY_COLS}) VALUES ($1, $2, $3, $4, 'active', $5, NULL, NULL)",
+            f"INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, 'active', $5, NULL, NULL)",
             kid,
             tenant,
             agent,
@@ -494,7 +486,7 @@ class PgStore:
     async def set_key_state(self, key_id: str, state: KeyState, *, now: float) -> KeyRecord:
         async def work(db: Connection) -> KeyRecord:
             await self._admin(db)
-            row = await db.fetchrow(f"SELECT {_KEY_COLS} FROM keys WHERE key_id = $1", key_id)
+            row = await db.fetchrow(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = $1", key_id)
             if row is None:
                 raise NotFound("key", key_id)
             key = _key_record(row)
@@ -526,15 +518,15 @@ class PgStore:
         return await self._write(work)
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        rows = await self._fetch(f"SELECT {_KEY_COLS} FROM keys WHERE key_id = $1", key_id)
+        rows = await self._fetch(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = $1", key_id)
         return _key_record(rows[0]) if rows else None
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         if tenant is None:
-            rows = await self._fetch(f"SELECT {_KEY_COLS} FROM keys ORDER BY tenant, agent, added")
+            rows = await self._fetch(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY tenant, agent, added")
         else:
             rows = await self._fetch(
-                f"SELECT {_KEY_COLS} FROM keys WHERE tenant = $1 ORDER BY agent, added", tenant
+                f"SELECT {KEY_COLUMNS} FROM keys WHERE tenant = $1 ORDER BY agent, added", tenant
             )
         return [_key_record(r) for r in rows]
 
@@ -593,17 +585,17 @@ class PgStore:
             await self._admin(db)
             if await self._get_tenant(db, quota.tenant) is None:
                 raise NotFound("tenant", quota.tenant)
-            values = [getattr(quota, f) for f in _QUOTA_FIELDS]
-            update = ", ".join(f"{f} = excluded.{f}" for f in _QUOTA_FIELDS)
+            values = [getattr(quota, f) for f in QUOTA_FIELDS]
+            update = ", ".join(f"{f} = excluded.{f}" for f in QUOTA_FIELDS)
             await db.execute(
-                f"INSERT INTO quotas (tenant, {', '.join(_QUOTA_FIELDS)}) "
+                f"INSERT INTO quotas (tenant, {', '.join(QUOTA_FIELDS)}) "
                 f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant) DO UPDATE SET {update}",
                 quota.tenant,
                 *values,
             )
             await db.execute("DELETE FROM buckets WHERE name = $1", f"tenant:{quota.tenant}")
             await self._audit(
-                db, "quota.set", quota.tenant, dict(zip(_QUOTA_FIELDS, values, strict=True)), now
+                db, "quota.set", quota.tenant, dict(zip(QUOTA_FIELDS, values, strict=True)), now
             )
             return quota
 
@@ -611,13 +603,13 @@ class PgStore:
 
     async def get_quota(self, tenant: str) -> Quota:
         rows = await self._fetch(
-            f"SELECT {', '.join('q.' + f for f in _QUOTA_FIELDS)}, q.tenant IS NOT NULL "
+            f"SELECT {', '.join('q.' + f for f in QUOTA_FIELDS)}, q.tenant IS NOT NULL "
             "FROM tenants t LEFT JOIN quotas q ON q.tenant = t.name WHERE t.name = $1",
             tenant,
         )
         if not rows:
             raise NotFound("tenant", tenant)
-        return _quota(tenant, rows[0][: len(_QUOTA_FIELDS)] if rows[0][-1] else None)
+        return _quota(tenant, rows[0][: len(QUOTA_FIELDS)] if rows[0][-1] else None)
 
     async def largest_batch_limit(self) -> int | None:
         rows = await self._fetch("SELECT MAX(max_batch_bytes) FROM quotas")

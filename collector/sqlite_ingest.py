@@ -13,6 +13,7 @@ import aiosqlite
 import msgspec
 
 from collector.store import (
+    BATCH_COLUMNS,
     Accepted,
     BatchCommit,
     CommitOutcome,
@@ -20,12 +21,12 @@ from collector.store import (
     Conflicting,
     Duplicate,
     Quota,
+    batch_values,
     day_of,
     month_of,
     seconds_to_next_day,
     seconds_to_next_month,
 )
-from hushmetric.timefmt import parse_rfc3339
 
 __all__ = ["Rollback", "commit"]
 
@@ -165,30 +166,10 @@ async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: fl
     day = day_of(now)
     await _recheck(db, b)
     cur = await db.execute(
-        "INSERT INTO batches (tenant, agent, seq, key_id, digest, prev, created, received, window_start, "
-        "window_end, window_start_epoch, policy, unit, epsilon, delta, rho, nbytes, nrows) "
+        f"INSERT INTO batches ({BATCH_COLUMNS}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (tenant, agent, seq) DO NOTHING",
-        (
-            b.tenant,
-            b.agent,
-            b.seq,
-            b.key_id,
-            b.digest,
-            b.prev,
-            b.created,
-            now,
-            b.window_start,
-            b.window_end,
-            parse_rfc3339(b.window_start),
-            b.policy,
-            b.unit,
-            b.epsilon,
-            b.delta,
-            b.rho,
-            b.nbytes,
-            len(b.rows),
-        ),
+        batch_values(b, now),
     )
     if cur.rowcount != 1:
         row = await _one(

@@ -26,6 +26,8 @@ from collector.model import BatchPrivacy, StoredRow, UsageDay
 from collector.schema import MIGRATIONS, statements
 from collector.sqlite_ingest import Rollback, commit
 from collector.store import (
+    KEY_COLUMNS,
+    QUOTA_FIELDS,
     BatchCommit,
     CommitOutcome,
     KeyRecord,
@@ -44,18 +46,9 @@ __all__ = ["SqliteStore"]
 _BUSY_TIMEOUT_MS = 15_000
 _json = msgspec.json.Encoder()
 _details = msgspec.json.Decoder(dict[str, audit.Detail])
-_QUOTA_FIELDS = (
-    "batches_per_second",
-    "burst",
-    "rows_per_day",
-    "rows_per_month",
-    "bytes_per_day",
-    "max_batch_bytes",
-    "max_age_seconds",
-)
 
 
-_QUOTA_UPDATE = ", ".join(f"{f} = excluded.{f}" for f in _QUOTA_FIELDS)
+_QUOTA_UPDATE = ", ".join(f"{f} = excluded.{f}" for f in QUOTA_FIELDS)
 
 
 P = ParamSpec("P")
@@ -250,7 +243,6 @@ class SqliteStore:
         return [Tenant(r[0], r[1], r[2], r[3]) for r in rows]
 
     # -- keys ----------------------------------------------------------------------------------
-    _KEY_COLS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
 
     @staticmethod
     def _key_record(r: sqlite3.Row) -> KeyRecord:
@@ -264,7 +256,7 @@ class SqliteStore:
         if existing:
             raise Conflict(f"key {kid} is already registered")
         await db.execute(
-            f"INSERT INTO keys ({self._KEY_COLS}) VALUES (?, ?, ?, ?, 'active', ?, NULL, NULL)",
+            f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, 'active', ?, NULL, NULL)",
             (kid, tenant, agent, public_key, now),
         )
         await self._audit(db, "key.add", tenant, {"key_id": kid, "agent": agent, "via": via}, now)
@@ -280,7 +272,7 @@ class SqliteStore:
     async def set_key_state(self, key_id: str, state: KeyState, *, now: float) -> KeyRecord:
         async with self._tx() as db:
             rows = list(
-                await db.execute_fetchall(f"SELECT {self._KEY_COLS} FROM keys WHERE key_id = ?", (key_id,))
+                await db.execute_fetchall(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
             )
             if not rows:
                 raise NotFound("key", key_id)
@@ -311,15 +303,15 @@ class SqliteStore:
             return key
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        rows = await self._read(f"SELECT {self._KEY_COLS} FROM keys WHERE key_id = ?", (key_id,))
+        rows = await self._read(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
         return self._key_record(rows[0]) if rows else None
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         if tenant is None:
-            rows = await self._read(f"SELECT {self._KEY_COLS} FROM keys ORDER BY tenant, agent, added")
+            rows = await self._read(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY tenant, agent, added")
         else:
             rows = await self._read(
-                f"SELECT {self._KEY_COLS} FROM keys WHERE tenant = ? ORDER BY agent, added", (tenant,)
+                f"SELECT {KEY_COLUMNS} FROM keys WHERE tenant = ? ORDER BY agent, added", (tenant,)
             )
         return [self._key_record(r) for r in rows]
 
@@ -370,15 +362,15 @@ class SqliteStore:
         async with self._tx() as db:
             if await self._tenant(db, quota.tenant) is None:
                 raise NotFound("tenant", quota.tenant)
-            values = [getattr(quota, f) for f in _QUOTA_FIELDS]
+            values = [getattr(quota, f) for f in QUOTA_FIELDS]
             await db.execute(
-                f"INSERT INTO quotas (tenant, {', '.join(_QUOTA_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO quotas (tenant, {', '.join(QUOTA_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 f"ON CONFLICT (tenant) DO UPDATE SET {_QUOTA_UPDATE}",
                 (quota.tenant, *values),
             )
             await db.execute("DELETE FROM buckets WHERE name = ?", (f"tenant:{quota.tenant}",))
             await self._audit(
-                db, "quota.set", quota.tenant, dict(zip(_QUOTA_FIELDS, values, strict=True)), now
+                db, "quota.set", quota.tenant, dict(zip(QUOTA_FIELDS, values, strict=True)), now
             )
             return quota
 
@@ -388,7 +380,7 @@ class SqliteStore:
                 raise NotFound("tenant", tenant)
             rows = list(
                 await self._db.execute_fetchall(
-                    f"SELECT {', '.join(_QUOTA_FIELDS)} FROM quotas WHERE tenant = ?", (tenant,)
+                    f"SELECT {', '.join(QUOTA_FIELDS)} FROM quotas WHERE tenant = ?", (tenant,)
                 )
             )
         return Quota(tenant, *rows[0]) if rows else Quota(tenant)

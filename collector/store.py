@@ -19,8 +19,12 @@ import msgspec
 from collector.audit import AuditEntry, Detail
 from collector.model import BatchPrivacy, StoredRow, UsageDay
 from hushmetric.batch import Row
+from hushmetric.timefmt import parse_rfc3339
 
 __all__ = [
+    "BATCH_COLUMNS",
+    "KEY_COLUMNS",
+    "QUOTA_FIELDS",
     "UNATTRIBUTED",
     "Accepted",
     "BatchCommit",
@@ -35,6 +39,7 @@ __all__ = [
     "Store",
     "Tenant",
     "TenantState",
+    "batch_values",
     "day_of",
     "month_of",
     "seconds_to_next_day",
@@ -119,6 +124,23 @@ class CommitRefused(msgspec.Struct, frozen=True, tag="refused"):
 
 
 CommitOutcome = Accepted | Duplicate | Conflicting | CommitRefused
+
+# Column vocabulary both store implementations share (the schema is one, in collector.schema).
+QUOTA_FIELDS: tuple[str, ...] = Quota.__struct_fields__[1:]  # every limit, without the tenant
+KEY_COLUMNS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
+BATCH_COLUMNS = (
+    "tenant, agent, seq, key_id, digest, prev, created, received, window_start, "
+    "window_end, window_start_epoch, policy, unit, epsilon, delta, rho, nbytes, nrows"
+)
+
+
+def batch_values(b: BatchCommit, received: float) -> tuple[object, ...]:
+    """The values of :data:`BATCH_COLUMNS` for one batch, in order."""
+    return (
+        b.tenant, b.agent, b.seq, b.key_id, b.digest, b.prev, b.created, received,
+        b.window_start, b.window_end, parse_rfc3339(b.window_start), b.policy, b.unit,
+        b.epsilon, b.delta, b.rho, b.nbytes, len(b.rows),
+    )  # fmt: skip
 
 
 class Refusal(msgspec.Struct, frozen=True):
