@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     _print_json(report)
                 else:
                     _print_run_report(report)
-                if report.windows_refused and not report.windows_released:
+                if (report.windows_refused or report.windows_held) and not report.windows_released:
                     return EXIT_FAILED
                 return EXIT_OK
             if loaded.config.metrics_listen:
@@ -185,6 +185,9 @@ def _print_run_report(report: Any) -> None:
     _out(f"windows released  {report.windows_released} ({report.rows_released} rows)")
     if report.windows_refused:
         _out(f"windows refused   {report.windows_refused} (privacy budget exhausted)")
+    if report.windows_held:
+        held = report.windows_held
+        _out(f"windows held      {held} (ledger unverified: see `hush-agent ledger --acknowledge-reset`)")
     _out(f"batches delivered {report.batches_sent}")
     _out(f"left in outbox    {report.outbox_depth}")
     if report.delivery_error:
@@ -219,6 +222,19 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
     loaded = _config(args)
     policy = load_policy(loaded.policy_path)
+    if args.acknowledge_reset:
+        from agent import integrity
+
+        if not args.note.strip():
+            raise ConfigError("--acknowledge-reset needs --note TEXT (who and why)", key="--note")
+        integrity.check_state(loaded.state_dir)
+        conn = open_agent_state(loaded)
+        try:
+            charged = integrity.acknowledge_reset(loaded.state_dir, conn, policy, note=args.note)
+        finally:
+            conn.close()
+        _out("ledger acknowledged; " + ("; ".join(charged) if charged else "nothing missing to charge"))
+        return EXIT_OK
     conn = open_agent_state(loaded)
     try:
         rows = ledger.summary(conn, policy)
@@ -534,6 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ledger", cmd_ledger, "privacy budget spent and left per period")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--acknowledge-reset",
+        action="store_true",
+        help="after a state integrity failure: restore the ledger to its last head and unblock releases",
+    )
+    p.add_argument("--note", default="", help="who acknowledges and why (recorded; with --acknowledge-reset)")
 
     p = add("egress", cmd_egress, "what left this site; `stop` / `resume` is the local kill switch")
     p.add_argument("action", nargs="?", choices=["stop", "resume"], help="stop or resume all egress")

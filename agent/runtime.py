@@ -33,7 +33,7 @@ from typing import TypeVar
 import msgspec
 import nacl.signing
 
-from agent import attest, deadletter, egress, journal, ledger, outbox
+from agent import attest, deadletter, egress, integrity, journal, ledger, outbox
 from agent.aggregate import WindowAggregator, WindowState
 from agent.config import FileSource, LoadedConfig, StdinSource
 from agent.decode import Decoder
@@ -78,6 +78,7 @@ class RunReport(msgspec.Struct):
     redactions: dict[str, int] = {}
     windows_released: int = 0
     windows_refused: int = 0
+    windows_held: int = 0  # not released: the ledger awaits an operator's acknowledgement
     rows_released: int = 0
     batches_sent: int = 0
     outbox_depth: int = 0
@@ -143,7 +144,11 @@ class Agent:
         self._redactions: Counter[str] = Counter()  # since the last release: goes into its batch
         self._redactions_total: Counter[str] = Counter()
         self._last_input = time.monotonic()  # when process() last took input (monotonic clock)
+        self._held_warned = False
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hush-state")
+        self.integrity = integrity.check_state(loaded.state_dir)
+        if not self.integrity.ok or self.integrity.blocked:
+            log.error("state integrity: %s", self.integrity.message())
         self.conn = open_agent_state(loaded)
         self.aggregator = WindowAggregator(
             self.policy,
@@ -280,6 +285,17 @@ class Agent:
     # -- release --------------------------------------------------------------------------------
 
     async def release(self, states: Sequence[WindowState]) -> None:
+        if states and integrity.is_blocked(self.loaded.state_dir):
+            # The ledger could not be verified at start: nothing is released (the windows stay in
+            # the journal) until an operator acknowledges. Said once per run, loudly.
+            self.report.windows_held += len(states)
+            if not self._held_warned:
+                self._held_warned = True
+                log.error(
+                    "releases blocked: the privacy ledger could not be verified; windows are kept in "
+                    "the journal. Run `hush-agent ledger --acknowledge-reset --note TEXT`, then restart."
+                )
+            return
         for state in states:
             redactions = dict(self._redactions)
             self._redactions.clear()
@@ -296,6 +312,8 @@ class Agent:
 
     def _release_one(self, state: WindowState, redactions: dict[str, int]) -> Sealed | None:
         """Runs on the state thread. Returns the sealed batch, or None when the budget refused it."""
+        if integrity.is_blocked(self.loaded.state_dir):  # held in the journal until acknowledged
+            return None
         period = ledger.period_of(self.policy, state.start)
         budget = per_window_budget(self.policy)
         if ledger.remaining(self.conn, self.policy, period) < budget * (1 - 1e-9):
@@ -328,6 +346,7 @@ class Agent:
             outbox.put(self.conn, sealed)
             journal.release(self.conn, state.start, state.end)
             journal.mark_released(self.conn, state.start)
+        integrity.record_head(self.loaded.state_dir, self.conn)
         left = ledger.remaining(self.conn, self.policy, period)
         self.metrics.budget(spent=ledger.cap_of(self.policy) - left, left=left)
         log.info(

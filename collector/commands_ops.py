@@ -10,6 +10,7 @@ from pathlib import Path
 from collector import audit
 from collector.cmdkit import Context, check_bound, check_day, open_for, signing_key
 from collector.config import CollectorConfig, load_config, seconds
+from collector.db import sqlite_path
 from collector.errors import AuditError, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
@@ -132,6 +133,13 @@ async def serve_cmd(ctx: Context) -> int:
         ctx.say(address)
         print(f"hush-collector: serving {ctx.db} on {address}", file=ctx.err, flush=True)
 
+    db_file = sqlite_path(ctx.db)
+    if db_file is not None:  # a SQLite file: check it, quarantine what is unreadable, then serve
+        from collector.integrity import check_db
+
+        check = await asyncio.to_thread(check_db, db_file)
+        if not check.ok:
+            print(f"hush-collector: {check.message()}", file=ctx.err, flush=True)
     try:
         async with open_for(ctx) as store:
             try:
