@@ -117,7 +117,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from agent.policy import load_policy, policy_digest
+    from agent.policy import load_policy, policy_digest, used_attrs
 
     loaded = _config(args)
     policy = load_policy(loaded.policy_path)
@@ -133,6 +133,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for line in problems:
             _err(line)
         return EXIT_USAGE
+    unused = sorted(set(policy.attrs) - used_attrs(policy))
+    if unused:
+        sys.stderr.write(
+            f"note: allowed attributes no metric uses are dropped at the edge: {', '.join(unused)}\n"
+        )
     suffix = f", conforms to profile {args.profile}" if args.profile else ""
     _out(
         f"ok: {loaded.path} and {loaded.policy_path} ({len(policy.metrics)} metrics, "
@@ -177,11 +182,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_run_report(report: Any) -> None:
-    red = ", ".join(f"{k} {v}" for k, v in sorted(report.redactions.items())) or "none"
+    from agent.detectors import DETECTOR_NAMES
+
+    found = {k: v for k, v in report.redactions.items() if k in DETECTOR_NAMES}
+    other = {k: v for k, v in report.redactions.items() if k not in DETECTOR_NAMES}
     _out(f"events accepted   {report.events}")
     _out(f"dead letters      {report.dead_letters}")
     _out(f"late (dropped)    {report.late}")
-    _out(f"redactions        {red}")
+    _out("pii findings      " + (", ".join(f"{k} {v}" for k, v in sorted(found.items())) or "none"))
+    if other:  # dropped_key: not allowed, or allowed but used by no metric (data minimisation)
+        _out("attrs dropped     " + ", ".join(f"{k} {v}" for k, v in sorted(other.items())))
     _out(f"windows released  {report.windows_released} ({report.rows_released} rows)")
     if report.windows_refused:
         _out(f"windows refused   {report.windows_refused} (privacy budget exhausted)")
@@ -329,13 +339,15 @@ def _read_input(name: str) -> Any:
 def cmd_redact(args: argparse.Namespace) -> int:
     """A dry run of the redaction stage: what each event (or text line) would look like after it."""
     from agent.decode import Decoder
-    from agent.policy import load_policy
+    from agent.policy import load_policy, minimised
     from agent.redact import Redactor
     from agent.runtime import load_secret
 
     loaded = _config(args)
     policy = load_policy(loaded.policy_path)
-    redactor = Redactor(policy, load_secret(loaded.secret_path))
+    # Events are shown as the pipeline keeps them (minimised policy); --text lines are scanned as a
+    # free-text value, whatever the policy's attributes.
+    redactor = Redactor(minimised(policy), load_secret(loaded.secret_path))
     decoder = Decoder(loaded.config.limits)
     encoder = msgspec.json.Encoder()
     refused = 0

@@ -39,7 +39,7 @@ from agent.config import FileSource, LoadedConfig, StdinSource
 from agent.decode import Decoder
 from agent.metrics import AgentMetrics
 from agent.model import DeadLetter, Event
-from agent.policy import Policy, load_policy, per_window_budget, policy_digest
+from agent.policy import Policy, load_policy, minimised, per_window_budget, policy_digest
 from agent.redact import Redactor
 from agent.release import release_window
 from agent.seal import Sealed, seal
@@ -137,7 +137,8 @@ class Agent:
         self.policy: Policy = load_policy(loaded.policy_path)
         self.digest = policy_digest(self.policy)
         self.key: nacl.signing.SigningKey = load_signing_key(loaded.key_path)
-        self.redactor = Redactor(self.policy, load_secret(loaded.secret_path))
+        # Redact with the minimised policy: allowed attributes no metric uses are dropped first.
+        self.redactor = Redactor(minimised(self.policy), load_secret(loaded.secret_path))
         self.decoder = Decoder(self.cfg.limits)
         self.metrics = metrics or AgentMetrics()
         self.report = RunReport()

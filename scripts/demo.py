@@ -130,6 +130,21 @@ def main() -> int:
         print(f"enrolled key {key_id[:16]}…")
         run("hush-agent", "validate", "--config", cfg)
 
+        say("redaction at the edge: three raw log lines through the agent's detectors (dry run)")
+        samples = "\n".join(
+            [
+                "payment method updated for dana.reyes@example.com: card 4111 1111 1111 1111",
+                "invoice to ops@example.org, IBAN DE89 3704 0044 0532 0130 00, call +1 415 555 0142",
+                "webhook to postgres://app:s3cr3tPass@db.internal:5432/prod failed from 203.0.113.7",
+            ]
+        )
+        redacted = subprocess.run(
+            [str(BIN / "hush-agent"), "redact", "--text", "--config", cfg],
+            input=samples, text=True, capture_output=True, check=True,
+        )  # fmt: skip
+        for before, after in zip(samples.splitlines(), redacted.stdout.splitlines(), strict=True):
+            print(f"  raw:  {before}\n  kept: {after}")
+
         say("agent: run --once over the seeded demo dataset (evaluator journey + operational logs with PII)")
         run("hush-agent", "run", "--once", "--config", cfg)
 

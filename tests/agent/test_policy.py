@@ -80,3 +80,26 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         load_policy(write(tmp_path, "version = = 1"))
     with pytest.raises(ConfigError, match="file not found"):
         load_policy(tmp_path / "nope.toml")
+
+
+def test_minimised_keeps_only_attributes_some_metric_uses(tmp_path: Path) -> None:
+    from agent.policy import minimised, used_attrs
+
+    text = MINIMAL.replace("[attrs.plan]", '[attrs.message]\nkind = "text"\n[attrs.plan]')
+    policy = load_policy(write(tmp_path, text))
+    assert set(policy.attrs) == {"plan", "message"} and used_attrs(policy) == {"plan"}
+    lean = minimised(policy)
+    assert set(lean.attrs) == {"plan"} and lean.metrics == policy.metrics
+    assert policy_digest(policy) != policy_digest(lean)  # batches carry the digest of the policy as written
+
+
+def test_pipeline_redactor_drops_unused_attributes_before_scanning(tmp_path: Path) -> None:
+    from agent.model import Event
+    from agent.policy import minimised
+    from agent.redact import Redactor
+
+    text = MINIMAL.replace("[attrs.plan]", '[attrs.message]\nkind = "text"\n[attrs.plan]')
+    redactor = Redactor(minimised(load_policy(write(tmp_path, text))), b"s" * 32)
+    out = redactor.redact(Event("signup", 1.0, "u1", None, {"plan": "free", "message": "mail a@example.org"}))
+    assert out is not None and out.attrs == {"plan": "free"}
+    assert redactor.take_counts() == {"dropped_key": 1}  # never scanned: no email finding counted
