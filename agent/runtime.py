@@ -181,11 +181,9 @@ class Agent:
     async def recover(self) -> int:
         """Rebuild open windows from the journal after a restart; returns the events replayed."""
         replayed = 0
-
-        def read_all() -> list[list[Event]]:
-            return list(journal.replay(self.conn))
-
-        for events in await self._on_db(read_all):
+        chunks = journal.replay(self.conn)  # a generator: each step runs on the state thread
+        # One chunk in memory at a time, however large the journal grew during an outage.
+        while (events := await self._on_db(lambda: next(chunks, None))) is not None:
             self.aggregator.add(events)
             replayed += len(events)
         if replayed:
