@@ -164,7 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     _print_json(report)
                 else:
                     _print_run_report(report)
-                if (report.windows_refused or report.windows_held) and not report.windows_released:
+                if report.windows_failed or (
+                    (report.windows_refused or report.windows_held) and not report.windows_released
+                ):
                     return EXIT_FAILED
                 return EXIT_OK
             if loaded.config.metrics_listen:
@@ -198,6 +200,9 @@ def _print_run_report(report: Any) -> None:
     if report.windows_held:
         held = report.windows_held
         _out(f"windows held      {held} (ledger unverified: see `hush-agent ledger --acknowledge-reset`)")
+    if report.windows_failed:
+        failed = report.windows_failed
+        _out(f"windows failed    {failed} (see the log; kept in the journal for the next start)")
     _out(f"batches delivered {report.batches_sent}")
     _out(f"left in outbox    {report.outbox_depth}")
     if report.delivery_error:

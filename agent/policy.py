@@ -133,6 +133,10 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _PERIOD_SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400}
+# Wire limits of a released row (hushmetric.batch.Row): checked here so a policy cannot ask for
+# releases the contract would refuse.
+_MAX_DIM_VALUE = 256
+_MAX_DIMS = 15  # 16 on the wire, one kept for the histogram's "bucket"
 
 
 def _check(policy: Policy, path: str) -> Policy:
@@ -172,6 +176,20 @@ def _check(policy: Policy, path: str) -> Policy:
                 )
             if isinstance(spec, list) and not spec:
                 raise ConfigError("declared values must not be empty", path=path, key=f"{key}.dims.{dim}")
+            if isinstance(spec, list) and max(len(v) for v in spec) > _MAX_DIM_VALUE:
+                raise ConfigError(
+                    f"declared values are at most {_MAX_DIM_VALUE} characters (the wire limit)",
+                    path=path,
+                    key=f"{key}.dims.{dim}",
+                )
+            if policy.attrs[dim].max_length > _MAX_DIM_VALUE:
+                raise ConfigError(
+                    f"an attribute used as a dimension keeps at most {_MAX_DIM_VALUE} characters",
+                    path=path,
+                    key=f"attrs.{dim}.max_length",
+                )
+        if len(m.dims) > _MAX_DIMS:
+            raise ConfigError(f"at most {_MAX_DIMS} dimensions per metric", path=path, key=f"{key}.dims")
     return policy
 
 

@@ -79,6 +79,7 @@ class RunReport(msgspec.Struct):
     windows_released: int = 0
     windows_refused: int = 0
     windows_held: int = 0  # not released: the ledger awaits an operator's acknowledgement
+    windows_failed: int = 0  # not released because of an error (logged); retried at the next start
     rows_released: int = 0
     batches_sent: int = 0
     outbox_depth: int = 0
@@ -298,7 +299,17 @@ class Agent:
         for state in states:
             redactions = dict(self._redactions)
             self._redactions.clear()
-            sealed = await self._on_db(partial(self._release_one, state, redactions))
+            try:
+                sealed = await self._on_db(partial(self._release_one, state, redactions))
+            except Exception as exc:  # a bug or a contract check must not stop the daemon
+                # Nothing was committed: the window's events stay in the journal and the release is
+                # tried again at the next start. Logged with the error only, never event content.
+                self.report.windows_failed += 1
+                log.error(
+                    "window release failed; its events stay in the journal",
+                    extra={"fields": {"window_start": state.start, "error": f"{type(exc).__name__}: {exc}"}},
+                )
+                continue
             if sealed is None:
                 self.report.windows_refused += 1
                 self.metrics.window_refused()
