@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any, Protocol, cast
 
@@ -133,16 +133,19 @@ class Decoder:
 
     # -- fast paths ------------------------------------------------------------------------------------
 
+    def _fast(self, decode: Callable[[bytes], object], data: bytes) -> list[Event] | None:
+        """One typed decode of the whole input; None sends it to the slow path, which classifies."""
+        try:
+            raws = cast("list[_Raw]", decode(data))
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return None
+        return self._convert(raws)
+
     def _decode_lines(self, data: bytes, source: str, now: float) -> tuple[list[Event], list[DeadLetter]]:
         limit = self._limits.max_event_bytes
         if _lines_within(data, limit):
-            try:
-                raws = cast("list[_Raw]", self._lines.decode_lines(data))
-            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # slow path classifies
-                pass
-            else:
-                if (events := self._convert(raws)) is not None:
-                    return events, []
+            if (events := self._fast(self._lines.decode_lines, data)) is not None:
+                return events, []
             # One object pretty-printed over several lines?
             if data.count(b"\n", 0, len(data.rstrip())) and data.lstrip()[:1] == b"{":
                 try:
@@ -155,14 +158,9 @@ class Decoder:
         return self._slow(lines, source, now)
 
     def _decode_array(self, data: bytes, source: str, now: float) -> tuple[list[Event], list[DeadLetter]]:
-        if len(data) <= self._limits.max_event_bytes:
-            try:
-                raws = cast("list[_Raw]", self._many.decode(data))
-            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # slow path classifies
-                pass
-            else:
-                if (events := self._convert(raws)) is not None:
-                    return events, []
+        small = len(data) <= self._limits.max_event_bytes
+        if small and (events := self._fast(self._many.decode, data)) is not None:
+            return events, []
         try:
             items = self._split.decode(data)
         except msgspec.ValidationError:  # the value is JSON but not an array (cannot happen after "[")
@@ -173,14 +171,9 @@ class Decoder:
             return [], [self._letter("json", "JSON nested too deeply", data, source, now)]
         except UnicodeDecodeError:
             return [], [self._letter("not_utf8", "input is not valid UTF-8", data, source, now)]
-        if all(len(item) <= self._limits.max_event_bytes for item in items):
-            try:
-                raws = cast("list[_Raw]", self._many.decode(data))
-            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # slow path classifies
-                pass
-            else:
-                if (events := self._convert(raws)) is not None:
-                    return events, []
+        fits = all(len(item) <= self._limits.max_event_bytes for item in items)
+        if fits and (events := self._fast(self._many.decode, data)) is not None:
+            return events, []
         return self._slow([bytes(item) for item in items], source, now)
 
     @staticmethod

@@ -44,6 +44,7 @@ from agent import ledger
 from agent.policy import Policy
 from agent.release import Release
 from agent.state import STATE_FILE
+from hushmetric.salvage import salvage as salvage_rows
 
 __all__ = [
     "HEAD_FILE",
@@ -204,73 +205,8 @@ def _quarantine(db: Path, now: float) -> list[str]:
 
 
 def salvage(src: Path, dst: Path) -> dict[str, int]:
-    """Copy every readable row of every readable table of ``src`` into a new database ``dst``.
-
-    Schema comes from ``src``'s ``sqlite_master`` when readable (else ``dst`` stays empty and the
-    caller's schemas create the tables). Rows are read in rowid order, in pages; a page that cannot
-    be read is skipped by probing further rowids. Returns rows copied per table.
-    """
-    copied: dict[str, int] = {}
-    if not src.exists():
-        return copied
-    try:
-        source = sqlite3.connect(src, timeout=30)  # a scratch copy: WAL recovery may write to it
-    except sqlite3.Error:
-        return copied
-    target = sqlite3.connect(dst, isolation_level=None)
-    try:
-        try:
-            schema = source.execute(
-                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type = 'index'"
-            ).fetchall()
-        except sqlite3.Error:
-            schema = []
-        target.execute("BEGIN")
-        for kind, name, sql in schema:
-            if str(name).startswith("sqlite_"):
-                continue
-            try:
-                target.execute(str(sql))
-            except sqlite3.Error:
-                continue
-            if kind == "table":
-                copied[str(name)] = _copy_rows(source, target, str(name))
-        target.execute("COMMIT")
-    finally:
-        source.close()
-        target.close()
-    return copied
-
-
-def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: str) -> int:
-    quoted = '"' + table.replace('"', '""') + '"'
-    n = 0
-    last = -(1 << 62)
-    step = 1
-    misses = 0
-    while misses < 64:
-        try:
-            rows = source.execute(
-                f"SELECT rowid, * FROM {quoted} WHERE rowid > ? ORDER BY rowid LIMIT 256", (last,)
-            ).fetchall()
-        except sqlite3.Error:
-            last += step  # skip past what cannot be read
-            step *= 2
-            misses += 1
-            continue
-        if not rows:
-            break
-        step, misses = 1, 0
-        width = len(rows[0]) - 1
-        marks = ", ".join("?" * width)
-        for row in rows:
-            try:
-                target.execute(f"INSERT OR IGNORE INTO {quoted} VALUES ({marks})", tuple(row[1:]))
-                n += 1
-            except sqlite3.Error:
-                continue
-        last = int(rows[-1][0])
-    return n
+    """Copy every readable row of ``src`` into a new database ``dst``; rows copied per table."""
+    return salvage_rows(src, dst).copied
 
 
 def _salvage_quarantined(state_dir: Path, moved: list[str], db: Path) -> dict[str, int]:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import msgspec
 
+from hushmetric.salvage import salvage as salvage_rows
+
 __all__ = ["DbCheck", "check_db", "salvage"]
 
 log = logging.getLogger("hush.collector.integrity")
@@ -84,74 +86,10 @@ def salvage(src: Path, dst: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Copy every readable row of ``src`` into a new database ``dst`` (schema from ``src``).
 
     Returns (rows copied per table, rows lost per table where ``src`` still knew its row count).
+    Rate-limit buckets are rewritten in place, so their highest rowid says nothing about losses.
     """
-    copied: dict[str, int] = {}
-    lost: dict[str, int] = {}
-    if not src.exists():
-        return copied, lost
-    try:
-        source = sqlite3.connect(src, timeout=30)  # a scratch copy: WAL recovery may write to it
-    except sqlite3.Error:
-        return copied, lost
-    target = sqlite3.connect(dst, isolation_level=None)
-    try:
-        try:
-            schema = source.execute(
-                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type = 'index'"
-            ).fetchall()
-        except sqlite3.Error:
-            schema = []
-        target.execute("BEGIN")
-        for kind, name, sql in schema:
-            if str(name).startswith("sqlite_"):
-                continue
-            try:
-                target.execute(str(sql))
-            except sqlite3.Error:
-                continue
-            if kind == "table":
-                copied[str(name)] = n = _copy_rows(source, target, str(name))
-                try:
-                    quoted = '"' + str(name).replace('"', '""') + '"'
-                    claimed = int(source.execute(f"SELECT MAX(rowid) FROM {quoted}").fetchone()[0] or 0)
-                    lost[str(name)] = max(claimed - n, 0) if str(name) not in ("buckets",) else 0
-                except sqlite3.Error:
-                    lost[str(name)] = -1
-        target.execute("COMMIT")
-    finally:
-        source.close()
-        target.close()
-    return copied, lost
-
-
-def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: str) -> int:
-    quoted = '"' + table.replace('"', '""') + '"'
-    n = 0
-    last = -(1 << 62)
-    step = 1
-    misses = 0
-    while misses < 64:
-        try:
-            rows = source.execute(
-                f"SELECT rowid, * FROM {quoted} WHERE rowid > ? ORDER BY rowid LIMIT 256", (last,)
-            ).fetchall()
-        except sqlite3.Error:
-            last += step  # skip past what cannot be read
-            step *= 2
-            misses += 1
-            continue
-        if not rows:
-            break
-        step, misses = 1, 0
-        marks = ", ".join("?" * (len(rows[0]) - 1))
-        for row in rows:
-            try:
-                target.execute(f"INSERT OR IGNORE INTO {quoted} VALUES ({marks})", tuple(row[1:]))
-                n += 1
-            except sqlite3.Error:
-                continue
-        last = int(rows[-1][0])
-    return n
+    rows = salvage_rows(src, dst)
+    return rows.copied, {t: (0 if t == "buckets" else n) for t, n in rows.lost.items()}
 
 
 def check_db(db: Path, *, clock: Callable[[], float] = time.time) -> DbCheck:
