@@ -459,16 +459,14 @@ def _ipv6(text: str, m: re.Match[str]) -> Span | None:
 _IPV4 = re.compile(
     r"[0-9](?<![A-Za-z0-9_.][0-9])[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![A-Za-z0-9_]|[.-][0-9])"
 )
-_VERSION_BEFORE = re.compile(r"(?i)(?:version|ver\.?|release|build|rv:)\s*$")
 
 
 def _ipv4(text: str, m: re.Match[str]) -> Span | None:
     if not ipv4_ok(m.group()):
         return None
     start = m.start()
-    head = text[max(0, start - 12) : start]
-    if ("er" in head or "ld" in head or "se" in head or "v:" in head) and _VERSION_BEFORE.search(head):
-        return None
+    # No "version 1.2.3.4" exemption: a word before a dotted quad is no proof it is not an address,
+    # and masking a four-part version number costs less than letting an address through.
     if start >= 2 and text[start - 1] == "/" and text[start - 2].isalnum():
         return None  # a product token, "Chrome/120.0.0.0", not an address ("http://10.0.0.1" still is)
     return m.span()

@@ -97,12 +97,17 @@ def test_finds(text: str, expected: list[tuple[str, str]]) -> None:
     assert found(text) == expected
 
 
+@pytest.mark.parametrize("word", ["version", "Ver", "release", "build", "rv:"])
+def test_a_dotted_quad_after_a_version_word_is_still_an_address(word: str) -> None:
+    # Privacy over precision: "ver 10.0.0.1" may be a version, but an address must never slip through.
+    assert found(f"{word} 10.0.0.1") == [("ipv4", "10.0.0.1")]
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "version 1.2.3",
         "v2.10.4-rc1",
-        "release 1.2.3.4",
         "build 10.0.19041.1",
         "build 20240517.3",
         "Chrome/120.0.0.0 Safari/537.36",
