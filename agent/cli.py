@@ -191,9 +191,13 @@ def _print_run_report(report: Any) -> None:
     _out(f"events accepted   {report.events}")
     _out(f"dead letters      {report.dead_letters}")
     _out(f"late (dropped)    {report.late}")
-    _out("pii findings      " + (", ".join(f"{k} {v}" for k, v in sorted(found.items())) or "none"))
     if other:  # dropped_key: not allowed, or allowed but used by no metric (data minimisation)
-        _out("attrs dropped     " + ", ".join(f"{k} {v}" for k, v in sorted(other.items())))
+        _out(
+            "attrs dropped     "
+            + ", ".join(f"{k} {v}" for k, v in sorted(other.items()))
+            + " (unused or not allowed)"
+        )
+    _out("pii in kept attrs " + (", ".join(f"{k} {v}" for k, v in sorted(found.items())) or "none found"))
     _out(f"windows released  {report.windows_released} ({report.rows_released} rows)")
     if report.windows_refused:
         _out(f"windows refused   {report.windows_refused} (privacy budget exhausted)")
