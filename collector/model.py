@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import msgspec
 
-__all__ = ["BatchPrivacy", "StoredRow", "UsageDay"]
+__all__ = ["BatchPrivacy", "StoredRow", "UsageDay", "usage_days"]
 
 
 class StoredRow(msgspec.Struct, frozen=True):
@@ -54,3 +57,39 @@ class UsageDay(msgspec.Struct, frozen=True):
     duplicates: int
     refused: dict[str, int]
     gaps: int
+
+
+def usage_days(
+    meter: Iterable[Sequence[Any]], refusals: Iterable[Sequence[Any]], gaps: Iterable[Sequence[Any]]
+) -> list[UsageDay]:
+    """Merge the three metering reads into one record per (tenant, day), sorted.
+
+    ``meter`` rows are (tenant, day, batches, rows, bytes, duplicates); ``refusals`` rows (tenant,
+    day, reason, count); ``gaps`` rows (tenant, day, open chain gaps). Shared by both stores.
+    """
+    days: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def slot(tenant: str, day: str) -> dict[str, Any]:
+        return days.setdefault(
+            (tenant, day), {"batches": 0, "rows": 0, "bytes": 0, "duplicates": 0, "refused": {}, "gaps": 0}
+        )
+
+    for t, d, batches, rows, nbytes, duplicates in meter:
+        slot(t, d).update(batches=batches, rows=rows, bytes=nbytes, duplicates=duplicates)
+    for t, d, reason, count in refusals:
+        slot(t, d)["refused"][reason] = count
+    for t, d, open_gaps in gaps:
+        slot(t, d)["gaps"] = open_gaps
+    return [
+        UsageDay(
+            t,
+            d,
+            v["batches"],
+            v["rows"],
+            v["bytes"],
+            v["duplicates"],
+            dict(sorted(v["refused"].items())),
+            v["gaps"],
+        )
+        for (t, d), v in sorted(days.items())
+    ]

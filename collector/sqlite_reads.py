@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from collector.model import BatchPrivacy, StoredRow, UsageDay
+from collector.model import BatchPrivacy, StoredRow, UsageDay, usage_days
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = ["batch_privacy", "released_rows", "usage"]
@@ -36,37 +36,17 @@ async def usage(read: Read, tenant: str | None, since: str | None, until: str | 
         where.append("day <= ?")
         params.append(until)
     cond = " AND ".join(where)
-    days: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def slot(t: str, d: str) -> dict[str, Any]:
-        return days.setdefault(
-            (t, d), {"batches": 0, "rows": 0, "bytes": 0, "duplicates": 0, "refused": {}, "gaps": 0}
-        )
-
-    for r in await read(
-        f"SELECT tenant, day, batches, rows, bytes, duplicates FROM meter_day WHERE {cond}", params
-    ):
-        slot(r[0], r[1]).update(batches=r[2], rows=r[3], bytes=r[4], duplicates=r[5])
-    for r in await read(f"SELECT tenant, day, reason, count FROM refusals WHERE {cond}", params):
-        slot(r[0], r[1])["refused"][r[2]] = r[3]
-    for r in await read(
-        f"SELECT tenant, day, COUNT(*) FROM chain_events WHERE resolved = 0 AND {cond} GROUP BY tenant, day",
-        params,
-    ):
-        slot(r[0], r[1])["gaps"] = r[2]
-    return [
-        UsageDay(
-            t,
-            d,
-            v["batches"],
-            v["rows"],
-            v["bytes"],
-            v["duplicates"],
-            dict(sorted(v["refused"].items())),
-            v["gaps"],
-        )
-        for (t, d), v in sorted(days.items())
-    ]
+    return usage_days(
+        await read(
+            f"SELECT tenant, day, batches, rows, bytes, duplicates FROM meter_day WHERE {cond}", params
+        ),
+        await read(f"SELECT tenant, day, reason, count FROM refusals WHERE {cond}", params),
+        await read(
+            "SELECT tenant, day, COUNT(*) FROM chain_events "
+            f"WHERE resolved = 0 AND {cond} GROUP BY tenant, day",
+            params,
+        ),
+    )
 
 
 def _window(since: str | None, until: str | None) -> tuple[str, list[Any]]:
