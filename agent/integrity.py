@@ -44,6 +44,7 @@ from agent import ledger
 from agent.policy import Policy
 from agent.release import Release
 from agent.state import STATE_FILE
+from hushmetric.salvage import problems as sqlite_problems
 from hushmetric.salvage import salvage as salvage_rows
 
 __all__ = [
@@ -170,26 +171,13 @@ def _mark(state_dir: Path, reasons: list[str], quarantined: list[str], now: floa
     _write_atomic(path, json.dumps({**doc, "history": [*previous, doc]}, indent=2).encode() + b"\n")
 
 
+# quick_check does not decode every record: read what the ledger and delivery depend on, too.
+_CHECKED_TABLES = ("privacy_charge", "privacy_total", "outbox", "journal_blocks")
+
+
 def _quick_check(db: Path) -> list[str]:
     """Problems reading ``db`` (empty when it is sound)."""
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
-    except sqlite3.Error as exc:
-        return [f"cannot open {db.name}: {exc}"]
-    try:
-        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
-        if rows != ["ok"]:
-            return [f"{db.name} failed quick_check: {'; '.join(rows[:5])}"]
-        # quick_check does not read every row's content: decode what the ledger needs, too
-        conn.execute("SELECT COUNT(*), SUM(rho), SUM(epsilon), SUM(delta) FROM privacy_charge").fetchone()
-        conn.execute("SELECT * FROM privacy_total").fetchall()
-        conn.execute("SELECT COUNT(*), SUM(length(envelope)) FROM outbox").fetchone()
-        conn.execute("SELECT COUNT(*), SUM(length(body)) FROM journal_blocks").fetchone()
-    except sqlite3.Error as exc:
-        return [f"{db.name} is unreadable: {exc}"]
-    finally:
-        conn.close()
-    return []
+    return sqlite_problems(db, _CHECKED_TABLES)
 
 
 def _quarantine(db: Path, now: float) -> list[str]:

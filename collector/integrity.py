@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import msgspec
 
+from hushmetric.salvage import problems as sqlite_problems
 from hushmetric.salvage import salvage as salvage_rows
 
 __all__ = ["DbCheck", "check_db", "salvage"]
@@ -61,27 +61,6 @@ class DbCheck(msgspec.Struct, frozen=True):
         return "; ".join(parts)
 
 
-def _problems(db: Path) -> list[str]:
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
-    except sqlite3.Error as exc:
-        return [f"cannot open {db.name}: {exc}"]
-    try:
-        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
-        if rows != ["ok"]:
-            return [f"{db.name} failed quick_check: {'; '.join(rows[:5])}"]
-        tables = [str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:  # quick_check does not decode every record: read them all once
-            quoted = '"' + table.replace('"', '""') + '"'
-            for _ in conn.execute(f"SELECT * FROM {quoted}"):
-                pass
-    except sqlite3.Error as exc:
-        return [f"{db.name} is unreadable: {exc}"]
-    finally:
-        conn.close()
-    return []
-
-
 def salvage(src: Path, dst: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Copy every readable row of ``src`` into a new database ``dst`` (schema from ``src``).
 
@@ -97,7 +76,7 @@ def check_db(db: Path, *, clock: Callable[[], float] = time.time) -> DbCheck:
     a damaged database (a missing one is left to the store's own "run init first" error)."""
     if not db.exists():
         return DbCheck(ok=True)
-    problems = _problems(db)
+    problems = sqlite_problems(db)
     if not problems:
         return DbCheck(ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))

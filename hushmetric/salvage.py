@@ -1,4 +1,5 @@
-"""Salvage a damaged SQLite database: copy every row that can still be read into a fresh file.
+"""Check a SQLite database at start-up, and salvage a damaged one: copy every row that can still be
+read into a fresh file.
 
 Shared by the agent's and the collector's start-up integrity checks. Standard library only.
 """
@@ -6,11 +7,12 @@ Shared by the agent's and the collector's start-up integrity checks. Standard li
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
-__all__ = ["Salvaged", "salvage"]
+__all__ = ["Salvaged", "problems", "salvage"]
 
 _PAGE = 256  # rows read per query
 _MAX_MISSES = 64  # unreadable probes in a row before a table is given up
@@ -19,6 +21,29 @@ _MAX_MISSES = 64  # unreadable probes in a row before a table is given up
 class Salvaged(msgspec.Struct, frozen=True):
     copied: dict[str, int]  # rows copied per table
     lost: dict[str, int]  # rows the source claimed (by its highest rowid) but could not give; -1: unknown
+
+
+def problems(db: Path, tables: Sequence[str] | None = None) -> list[str]:
+    """What is wrong reading ``db`` (empty when it is sound): ``PRAGMA quick_check``, then every row
+    of ``tables`` (default: all), because quick_check does not decode every record."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        return [f"cannot open {db.name}: {exc}"]
+    try:
+        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            return [f"{db.name} failed quick_check: {'; '.join(rows[:5])}"]
+        if tables is None:
+            tables = [str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for _ in conn.execute(f"SELECT * FROM {_quote(table)}"):
+                pass
+    except sqlite3.Error as exc:
+        return [f"{db.name} is unreadable: {exc}"]
+    finally:
+        conn.close()
+    return []
 
 
 def salvage(src: Path, dst: Path) -> Salvaged:
