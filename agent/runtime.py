@@ -321,9 +321,10 @@ class Agent:
                 self.sender.notify()
 
     def _release_one(self, state: WindowState, redactions: dict[str, int]) -> Sealed | None:
-        """Runs on the state thread. Returns the sealed batch, or None when the budget refused it."""
-        if integrity.is_blocked(self.loaded.state_dir):  # held in the journal until acknowledged
-            return None
+        """Runs on the state thread. Returns the sealed batch, or None when the budget refused it.
+
+        Never called while releases are blocked: :meth:`release` checks that once per batch of windows.
+        """
         period = ledger.period_of(self.policy, state.start)
         budget = per_window_budget(self.policy)
         if ledger.remaining(self.conn, self.policy, period) < budget * (1 - 1e-9):
