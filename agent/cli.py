@@ -399,7 +399,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from agent.policy import load_policy
+    from agent.policy import load_policy, per_window_budget
     from agent.release import expected_error
     from agent.tune import suggest_budget
 
@@ -411,9 +411,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         _print_json({"expected": rows, "suggestion": suggestion})
         return EXIT_OK
     measure = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
-    _out(
-        f"expected error per released entry, per window, at {measure} {rows and _fmt(_window_budget(policy))}"
-    )
+    _out(f"expected error per released entry, per window, at {measure} {_fmt(per_window_budget(policy))}")
     head = ("metric", "stat", "noised", "mechanism", "std", "95% ±", "threshold")
     _out("{:<22} {:<14} {:<16} {:<9} {:>10} {:>10} {:>9}".format(*head))
     for r in rows:
@@ -445,12 +443,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
-
-
-def _window_budget(policy: Any) -> float:
-    from agent.policy import per_window_budget
-
-    return per_window_budget(policy)
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
