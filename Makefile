@@ -39,8 +39,8 @@ bench: $(STAMP)  ## throughput ratios against baselines measured in the same run
 proof: $(STAMP)  ## long fault, misuse and privacy families with a table of figures
 	HUSH_PROOF=long HUSH_PROOF_OUT=$${HUSH_PROOF_OUT:-build/proof-figures.json} $(BIN)/python -m pytest -q -s -p no:cacheprovider -m 'slow or not slow' tests/proof
 
-airgap-bundle: $(STAMP)  ## offline installer: wheelhouse + install.sh + SHA256SUMS + units
-	$(BIN)/python packaging/airgap.py
+airgap-bundle: $(STAMP)  ## signed offline installer: make airgap-bundle RELEASE_KEY=FILE
+	$(BIN)/python packaging/airgap.py $(if $(RELEASE_KEY),--release-key '$(RELEASE_KEY)')
 
 clean:  ## remove the venv and build leftovers
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,16 +1,22 @@
 """Build the offline installer: ``dist/hushmetric-airgap-<version>-<platform>.tar.gz``.
 
-    python packaging/airgap.py [--out-dir DIR] [--extra NAME]... [--project DIR]
+    python packaging/airgap.py --release-key FILE [--out-dir DIR] [--extra NAME]... [--project DIR]
+    python packaging/airgap.py --new-release-key FILE     # once: FILE (0600) and FILE.pub
 
 The bundle holds, under one top-level folder of the same name:
 
-``wheels/``            hushmetric and every runtime dependency as wheels, for this Python and platform
-``requirements.txt``   each wheel pinned by version and SHA-256 (``pip install --require-hashes``)
-``install.sh``         checks SHA256SUMS, creates a venv, installs with ``pip --no-index``
-``systemd/``           the hardened units (``packaging/systemd``)
-``profiles/``          the deployment profiles (``configs/profiles``)
-``BUNDLE``             version, Python and platform the wheels are for
-``SHA256SUMS``         ``sha256sum -c`` format, every file above
+``wheels/``               hushmetric and every runtime dependency as wheels, for this Python and platform
+``requirements.txt``      each wheel pinned by version and SHA-256 (``pip install --require-hashes``)
+``sbom.cdx.json``         CycloneDX SBOM of the wheelhouse (``cyclonedx-py requirements``)
+``install.sh``            checks signature and SHA256SUMS, creates a venv, installs with ``pip --no-index``
+``systemd/``              the hardened units (``packaging/systemd``)
+``profiles/``             the deployment profiles (``configs/profiles``)
+``BUNDLE``                version, Python and platform the wheels are for
+``SHA256SUMS``            ``sha256sum -c`` format, every file above
+``SHA256SUMS.dsse.json``  SHA256SUMS signed by the release key: a DSSE envelope (Ed25519), as batches are
+
+Beside the archive it writes ``<archive>.sha256`` and ``hushmetric-release.pub``, the release public
+key (base64, as ``hushmetric.keys`` writes keys): publish both apart from the bundle.
 
 Run it with the Python the isolated machine will run (same minor version and platform): the wheels are
 that interpreter's. Wheels come through pip's usual configuration and cache, so a second build reuses
@@ -18,7 +24,9 @@ what the first downloaded. Before packing, the wheelhouse is resolved once with 
 pip configuration at all, so a bundle that could not install offline is never written.
 
 This file runs as a script (``packaging/`` is not importable as a package: the name belongs to PyPI's
-``packaging``, which pip itself imports) and uses the standard library only.
+``packaging``, which pip itself imports). It signs with the project's own primitives
+(``hushmetric.dsse``, ``hushmetric.keys``, PyNaCl) and builds the SBOM with ``cyclonedx-bom`` (dev
+extra), so it runs in the project's venv: ``make airgap-bundle RELEASE_KEY=FILE``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -41,11 +50,33 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["BuildError", "BuildResult", "build", "main", "platform_tag"]
+if TYPE_CHECKING:
+    import nacl.signing
+
+__all__ = [
+    "COMPANION_KEY",
+    "RELEASE_PAYLOAD_TYPE",
+    "SBOM",
+    "SIGNATURE",
+    "BuildError",
+    "BuildResult",
+    "build",
+    "load_release_key",
+    "main",
+    "new_release_key",
+    "platform_tag",
+    "sign_sums",
+]
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
+# install.sh spells these out too; tests/packaging/test_airgap.py checks that both agree.
+RELEASE_PAYLOAD_TYPE = "application/vnd.hushmetric.sha256sums.v1+text"
+SIGNATURE = "SHA256SUMS.dsse.json"
+COMPANION_KEY = "hushmetric-release.pub"
+SBOM = "sbom.cdx.json"
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
 
@@ -60,6 +91,7 @@ class BuildResult:
     sha256: str
     wheels: int
     seconds: float
+    key_id: str  # of the release key that signed SHA256SUMS
 
 
 def platform_tag() -> str:
@@ -73,13 +105,16 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _pip(args: Sequence[str], *, env: dict[str, str] | None = None, what: str) -> str:
-    cmd = [sys.executable, "-m", "pip", *args]
+def _run(cmd: Sequence[str], *, env: dict[str, str] | None = None, what: str) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-        raise BuildError(f"{what} failed (pip exit {result.returncode}):\n{tail}")
+        raise BuildError(f"{what} failed (exit {result.returncode}):\n{tail}")
     return result.stdout
+
+
+def _pip(args: Sequence[str], *, env: dict[str, str] | None = None, what: str) -> str:
+    return _run([sys.executable, "-m", "pip", *args], env=env, what=what)
 
 
 def _offline_env() -> dict[str, str]:
@@ -186,6 +221,81 @@ def _requirements(wheels: Path, resolved: list[tuple[str, str]]) -> str:
     )
 
 
+_CREATE_KEY = "create one once with: python packaging/airgap.py --new-release-key FILE"
+
+
+def load_release_key(path: Path | None) -> nacl.signing.SigningKey:
+    """The release signing key, read as agent keys are (base64 seed, refused unless mode 0600)."""
+    if path is None:
+        raise BuildError(
+            f"no release key: pass --release-key FILE (make airgap-bundle RELEASE_KEY=FILE); {_CREATE_KEY}"
+        )
+    try:
+        from hushmetric.errors import ConfigError
+        from hushmetric.keys import load_signing_key
+    except ImportError as exc:  # run by a Python without the project installed
+        raise BuildError(f"signing needs hushmetric and PyNaCl ({exc}): use the project venv") from exc
+    if not path.exists():
+        raise BuildError(f"release key {path} does not exist; {_CREATE_KEY}")
+    try:
+        return load_signing_key(path)
+    except ConfigError as exc:
+        raise BuildError(f"release key {exc}") from exc
+
+
+def new_release_key(path: Path) -> tuple[str, str]:
+    """Create a release key in ``path`` (0600) and its public key in ``path.pub``; never overwrite one.
+
+    Returns (public key in base64, key id).
+    """
+    from hushmetric.keys import generate_signing_key, key_id, public_key_b64
+
+    try:  # O_EXCL: a release key that already signed bundles must not be replaced by accident
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError as exc:
+        raise BuildError(f"{path} exists; a release key is never overwritten") from exc
+    except OSError as exc:
+        raise BuildError(f"cannot create {path}: {exc.strerror or exc}") from exc
+    public = bytes(generate_signing_key(path).verify_key)
+    path.with_name(path.name + ".pub").write_text(public_key_b64(public) + "\n")
+    return public_key_b64(public), key_id(public)
+
+
+def sign_sums(sums: bytes, key: nacl.signing.SigningKey) -> bytes:
+    """SHA256SUMS as a DSSE envelope in JSON form, signed by ``key``; checked before it is returned.
+
+    The payload is SHA256SUMS itself, byte for byte: install.sh rebuilds this exact envelope from the
+    file and the key it trusts, so there is one canonical form and nothing else to parse.
+    """
+    from hushmetric import dsse
+    from hushmetric.keys import key_id
+
+    public = bytes(key.verify_key)
+    data = dsse.to_json(dsse.sign(sums, RELEASE_PAYLOAD_TYPE, key))
+    verified = dsse.verify(
+        dsse.from_json(data), RELEASE_PAYLOAD_TYPE, lambda kid: public if kid == key_id(public) else None
+    )
+    if verified.payload != sums:  # a self-check of the signer: never ship a signature that fails
+        raise BuildError("the signed SHA256SUMS does not read back as written")
+    return data
+
+
+def _sbom(root: Path, project: Path, mtime: int) -> None:
+    """CycloneDX JSON of the pinned wheelhouse: every wheel with its version, purl and SHA-256."""
+    if importlib.util.find_spec("cyclonedx_py") is None:
+        raise BuildError(
+            "the SBOM needs cyclonedx-bom, which this Python lacks: pip install cyclonedx-bom (dev extra)"
+        )
+    _run(
+        [sys.executable, "-m", "cyclonedx_py", "requirements", "--pyproject", str(project / "pyproject.toml"),
+         "--mc-type", "application", "--spec-version", "1.6", "--output-format", "JSON",
+         "--output-reproducible", "--output-file", str(root / SBOM), str(root / "requirements.txt")],
+        # Reproducible: no serial number, and the build time (not now) as the SBOM's timestamp.
+        env={**_offline_env(), "SOURCE_DATE_EPOCH": str(mtime), "PYTHONWARNINGS": "ignore"},
+        what="writing the SBOM (cyclonedx-py requirements)",
+    )  # fmt: skip
+
+
 def _tar(root: Path, out: Path, mtime: int) -> None:
     """A gzip'ed tar with sorted members, fixed owner and times: the same tree gives the same bytes."""
 
@@ -215,13 +325,18 @@ def _tar(root: Path, out: Path, mtime: int) -> None:
 def build(
     out_dir: Path,
     *,
+    release_key: Path | None,
     project: Path = PROJECT,
     extras: Sequence[str] = (),
     say: bool = True,
 ) -> BuildResult:
-    """Build the bundle into ``out_dir``; return where it is and what it holds."""
+    """Build the bundle into ``out_dir``, signed by ``release_key``; return where it is and what it holds."""
     started = time.monotonic()
     log = _say if say else (lambda _message: None)
+    key = load_release_key(release_key)  # before a minute of pip: a missing key fails at once
+    from hushmetric.keys import key_id, public_key_b64
+
+    public = bytes(key.verify_key)
     name, version = _project_version(project)
     stem = f"{name}-airgap-{version}-{platform_tag()}"
     units, profiles = HERE / "systemd", project / "configs" / "profiles"
@@ -234,10 +349,10 @@ def build(
         root = Path(tmp) / stem
         wheels = root / "wheels"
         wheels.mkdir(parents=True)
-        log(f"[1/5] wheelhouse: {name} {version} and its runtime dependencies for {platform_tag()}")
+        log(f"[1/6] wheelhouse: {name} {version} and its runtime dependencies for {platform_tag()}")
         _wheelhouse(project, wheels, extras, mtime)
         log(f"      {time.monotonic() - started:.1f} s")
-        log("[2/5] resolving the wheelhouse offline, as install.sh will")
+        log("[2/6] resolving the wheelhouse offline, as install.sh will")
         resolved = _resolve_offline(wheels, name, version, extras)
         (root / "requirements.txt").write_text(_requirements(wheels, resolved))
         count = len(list(wheels.glob("*.whl")))
@@ -245,7 +360,7 @@ def build(
         listing = ", ".join(f"{n} {v}" for n, v in resolved)
         log(f"      {count} wheels, {size / 1e6:.1f} MB, {time.monotonic() - started:.1f} s: {listing}")
 
-        log("[3/5] installer, systemd units and deployment profiles")
+        log("[3/6] installer, systemd units and deployment profiles")
         shutil.copy2(HERE / "install.sh", root / "install.sh")
         (root / "install.sh").chmod(0o755)
         shutil.copytree(units, root / "systemd")
@@ -256,21 +371,28 @@ def build(
             f"EXTRAS={','.join(extras)}\n"
         )
 
-        log("[4/5] SHA256SUMS")
+        log(f"[4/6] SBOM: {SBOM} (CycloneDX)")
+        _sbom(root, project, mtime)
+
+        log(f"[5/6] SHA256SUMS, signed by release key {key_id(public)} into {SIGNATURE}")
         sums = "".join(f"{_sha256(p)}  {p.relative_to(root).as_posix()}\n" for p in _files(root))
         (root / "SHA256SUMS").write_text(sums)
+        (root / SIGNATURE).write_bytes(sign_sums(sums.encode(), key))
 
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / f"{stem}.tar.gz"
-        log(f"[5/5] packing {out}")
+        log(f"[6/6] packing {out}")
         _tar(root, out, mtime)
     digest = _sha256(out)
     (out_dir / f"{out.name}.sha256").write_text(f"{digest}  {out.name}\n")
-    result = BuildResult(out, out.stat().st_size, digest, count, time.monotonic() - started)
+    (out_dir / COMPANION_KEY).write_text(public_key_b64(public) + "\n")
+    result = BuildResult(out, out.stat().st_size, digest, count, time.monotonic() - started, key_id(public))
     log(
         f"done: {out} ({result.size / 1e6:.1f} MB, {count} wheels) in {result.seconds:.1f} s\n"
-        f"      sha256 {digest} (also in {out.name}.sha256: publish it apart from the bundle)\n"
-        f"      install: tar xzf {out.name} && sudo ./{stem}/install.sh --prefix /opt/hushmetric"
+        f"      sha256 {digest} (also in {out.name}.sha256)\n"
+        f"      release key {result.key_id} (public key in {out_dir / COMPANION_KEY}): publish both apart\n"
+        f"      install: tar xzf {out.name} && sudo ./{stem}/install.sh --release-key @{COMPANION_KEY} "
+        "--prefix /opt/hushmetric"
     )
     return result
 
@@ -278,13 +400,26 @@ def build(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
+        "--release-key", type=Path, help="signing key for SHA256SUMS (base64 Ed25519 seed, mode 0600)"
+    )
+    parser.add_argument(
+        "--new-release-key", type=Path, metavar="FILE", help="create a release key in FILE and FILE.pub; stop"
+    )
+    parser.add_argument(
         "--out-dir", type=Path, default=PROJECT / "dist", help="where to write (default: dist/)"
     )
     parser.add_argument("--extra", action="append", default=[], help="also bundle an extra, e.g. postgres")
     parser.add_argument("--project", type=Path, default=PROJECT, help="project to bundle (default: this one)")
     args = parser.parse_args(argv)
     try:
-        build(args.out_dir, project=args.project.resolve(), extras=args.extra)
+        if args.new_release_key is not None:
+            public, kid = new_release_key(args.new_release_key)
+            print(
+                f"release key {kid} in {args.new_release_key} (mode 0600: keep it offline and backed up)\n"
+                f"public key  {public} in {args.new_release_key}.pub (publish it apart from the bundles)"
+            )
+            return 0
+        build(args.out_dir, release_key=args.release_key, project=args.project.resolve(), extras=args.extra)
     except BuildError as exc:
         print(f"airgap: error: {exc}", file=sys.stderr)
         return 1
