@@ -582,6 +582,35 @@ def test_openssl_without_ed25519_raw_verify_is_refused(
     )
 
 
+def _docs_recipe() -> str:
+    """The shell lines docs/operations.md gives for checking a bundle with OpenSSL alone."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text[text.index("## Offline installer: verifying the release signature") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    return section[start : section.index("```\n", start)]
+
+
+def test_docs_recipe_checks_a_bundle_with_openssl_alone(
+    extracted: Path, release: Release, tmp_path: Path
+) -> None:
+    """The documented check that runs nothing from the bundle: it passes, and a flipped byte in
+    SHA256SUMS, in the signature or in a wheel fails it."""
+    recipe = _docs_recipe().replace("/etc/hushmetric/hushmetric-release.pub", f"{release.key}.pub")
+    assert f"{release.key}.pub" in recipe
+    ok = run(["sh", "-c", recipe], cwd=extracted)
+    assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout, ok.stdout + ok.stderr
+    assert "bundle verified" in ok.stdout
+    for name, alter in [
+        ("sums", lambda b: flip(b / "SHA256SUMS", 0)),
+        ("signature", _flip_signature),
+        ("wheel", lambda b: flip(_wheel(b, "msgspec"), -1)),
+    ]:
+        bundle = copy_bundle(extracted, tmp_path / name)
+        alter(bundle)
+        bad = run(["sh", "-c", recipe], cwd=bundle)
+        assert bad.returncode != 0 and "bundle verified" not in bad.stdout, (name, bad.stdout)
+
+
 def test_added_wheel_is_refused(extracted: Path, release: Release, tmp_path: Path) -> None:
     bundle = copy_bundle(extracted, tmp_path / "bundle")
     (bundle / "wheels" / "evil-1.0-py3-none-any.whl").write_bytes(b"PK")
