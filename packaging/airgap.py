@@ -288,7 +288,7 @@ def _sbom(root: Path, project: Path, mtime: int) -> None:
         )
     _run(
         [sys.executable, "-m", "cyclonedx_py", "requirements", "--pyproject", str(project / "pyproject.toml"),
-         "--mc-type", "application", "--spec-version", "1.6", "--output-format", "JSON",
+         "--mc-type", "application", "--spec-version", "1.6", "--output-format", "JSON", "--validate",
          "--output-reproducible", "--output-file", str(root / SBOM), str(root / "requirements.txt")],
         # Reproducible: no serial number, and the build time (not now) as the SBOM's timestamp.
         env={**_offline_env(), "SOURCE_DATE_EPOCH": str(mtime), "PYTHONWARNINGS": "ignore"},

@@ -114,7 +114,7 @@ key_id=$("$openssl" dgst -sha256 -r < "$work/key.raw" | cut -c1-64)
 # base64 characters, so the PEM body is the prefix's base64 followed by the key's own.
 printf '%s\n' '-----BEGIN PUBLIC KEY-----' "MCowBQYDK2VwAyEA$key" '-----END PUBLIC KEY-----' > "$work/key.pem"
 
-[ "$(wc -c < "$envelope")" -le 65536 ] \
+[ "$(wc -c < "$envelope" | tr -d ' ')" -le 1048576 ] \
     || die "$envelope is larger than a signature can be: the bundle was altered; do not install it"
 signer=$(sed -n 's/^{"payload":"[A-Za-z0-9+/=]*","payloadType":"[^"]*","signatures":\[{"keyid":"\([0-9a-f]\{64\}\)",.*/\1/p' "$envelope" | head -1)
 [ -n "$signer" ] || die "$envelope is not a release signature: the bundle was altered or damaged; do not install it"
@@ -137,6 +137,8 @@ if ! verified=$("$openssl" pkeyutl -verify -pubin -inkey "$work/key.pem" -rawin 
     esac
 fi
 printf '    signed by release key %s (from %s)\n' "$key_id" "$key_from"
+[ "$key_from" != "$companion" ] \
+    || printf '    note: this key came with the bundle, so it shows the bundle is intact, not who made it: compare its id with the one published by your vendor\n'
 
 # --- every file against SHA256SUMS --------------------------------------------------------------
 step "verifying the bundle against SHA256SUMS"

@@ -547,6 +547,7 @@ def test_companion_key_beside_the_bundle_is_used(
     result = run(install_cmd(bundle, tmp_path / "p", "--python", str(fake)), cwd=tmp_path)
     companion = tmp_path / "hushmetric-release.pub"
     assert f"signed by release key {release.key_id} (from {companion})" in result.stdout, result.stderr
+    assert "note: this key came with the bundle" in result.stdout
     refused(result, "'9.1 linux-x86_64'", tmp_path / "p")
 
 
