@@ -224,17 +224,24 @@ def _requirements(wheels: Path, resolved: list[tuple[str, str]]) -> str:
 _CREATE_KEY = "create one once with: python packaging/airgap.py --new-release-key FILE"
 
 
+def _need_hushmetric() -> None:
+    """Keys and signatures come from the project itself: refuse clearly where it is not importable."""
+    try:
+        import hushmetric.keys  # noqa: F401  -- imported for the check only
+    except ImportError as exc:  # run by a Python without the project installed
+        raise BuildError(f"signing needs hushmetric and PyNaCl ({exc}): use the project venv") from exc
+
+
 def load_release_key(path: Path | None) -> nacl.signing.SigningKey:
     """The release signing key, read as agent keys are (base64 seed, refused unless mode 0600)."""
     if path is None:
         raise BuildError(
             f"no release key: pass --release-key FILE (make airgap-bundle RELEASE_KEY=FILE); {_CREATE_KEY}"
         )
-    try:
-        from hushmetric.errors import ConfigError
-        from hushmetric.keys import load_signing_key
-    except ImportError as exc:  # run by a Python without the project installed
-        raise BuildError(f"signing needs hushmetric and PyNaCl ({exc}): use the project venv") from exc
+    _need_hushmetric()
+    from hushmetric.errors import ConfigError
+    from hushmetric.keys import load_signing_key
+
     if not path.exists():
         raise BuildError(f"release key {path} does not exist; {_CREATE_KEY}")
     try:
@@ -248,6 +255,7 @@ def new_release_key(path: Path) -> tuple[str, str]:
 
     Returns (public key in base64, key id).
     """
+    _need_hushmetric()
     from hushmetric.keys import generate_signing_key, key_id, public_key_b64
 
     try:  # O_EXCL: a release key that already signed bundles must not be replaced by accident
@@ -256,8 +264,12 @@ def new_release_key(path: Path) -> tuple[str, str]:
         raise BuildError(f"{path} exists; a release key is never overwritten") from exc
     except OSError as exc:
         raise BuildError(f"cannot create {path}: {exc.strerror or exc}") from exc
-    public = bytes(generate_signing_key(path).verify_key)
-    path.with_name(path.name + ".pub").write_text(public_key_b64(public) + "\n")
+    try:
+        public = bytes(generate_signing_key(path).verify_key)
+        path.with_name(path.name + ".pub").write_text(public_key_b64(public) + "\n")
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # no half-made key left to sign with
+        raise BuildError(f"cannot write the release key {path}: {exc.strerror or exc}") from exc
     return public_key_b64(public), key_id(public)
 
 
@@ -390,7 +402,8 @@ def build(
     log(
         f"done: {out} ({result.size / 1e6:.1f} MB, {count} wheels) in {result.seconds:.1f} s\n"
         f"      sha256 {digest} (also in {out.name}.sha256)\n"
-        f"      release key {result.key_id} (public key in {out_dir / COMPANION_KEY}): publish both apart\n"
+        f"      release key {result.key_id}, public key in {out_dir / COMPANION_KEY}\n"
+        "      publish the .sha256 and the public key apart from the bundle\n"
         f"      install: tar xzf {out.name} && sudo ./{stem}/install.sh --release-key @{COMPANION_KEY} "
         "--prefix /opt/hushmetric"
     )

@@ -68,7 +68,7 @@ step "hushmetric $version offline installer (CPython $want_python, $want_platfor
 # Checked with this machine's OpenSSL, not with code from the bundle: the wheels (PyNaCl among them)
 # and every hash in the bundle are trusted only once this signature holds. The envelope must be the
 # exact bytes the builder writes, rebuilt here from SHA256SUMS, the trusted key's id and the
-# signature: no JSON chosen by an attacker is parsed, and any changed byte is refused.
+# signature: only two fixed-shape fields are read from it, and any changed byte is refused.
 payload_type=application/vnd.hushmetric.sha256sums.v1+text
 envelope=SHA256SUMS.dsse.json
 pinned=$prefix/hushmetric-release.pub
@@ -79,7 +79,7 @@ if [ -n "$release_key" ]; then
     key_from=--release-key
 elif [ -f "$pinned" ]; then
     release_key=@$pinned
-    key_from="the key pinned by the last install, $pinned"
+    key_from="$pinned, pinned by the last install,"
 elif [ -f "$companion" ]; then
     release_key=@$companion
     key_from=$companion
@@ -119,7 +119,7 @@ printf '%s\n' '-----BEGIN PUBLIC KEY-----' "MCowBQYDK2VwAyEA$key" '-----END PUBL
 signer=$(sed -n 's/^{"payload":"[A-Za-z0-9+/=]*","payloadType":"[^"]*","signatures":\[{"keyid":"\([0-9a-f]\{64\}\)",.*/\1/p' "$envelope" | head -1)
 [ -n "$signer" ] || die "$envelope is not a release signature: the bundle was altered or damaged; do not install it"
 [ "$signer" = "$key_id" ] \
-    || die "the bundle is signed by release key $signer, not by the key from $key_from ($key_id): a wrong key, or a bundle from someone else; do not install it"
+    || die "the bundle is signed by release key $signer, but the release key from $key_from is $key_id: a wrong key, or a bundle from someone else; do not install it"
 sig=$(sed -n 's/.*"sig":"\([A-Za-z0-9+/]\{86\}==\)"}\]}$/\1/p' "$envelope" | head -1)
 [ -n "$sig" ] || die "$envelope is not a release signature: the bundle was altered or damaged; do not install it"
 payload=$("$openssl" base64 -A < SHA256SUMS)
@@ -136,7 +136,7 @@ if ! verified=$("$openssl" pkeyutl -verify -pubin -inkey "$work/key.pem" -rawin 
         *) die "$openssl could not check the release signature: $(printf '%s\n' "$verified" | head -1)" ;;
     esac
 fi
-printf '    signed by release key %s (from %s)\n' "$key_id" "$key_from"
+printf '    signed by release key %s (from %s)\n' "$key_id" "${key_from%,}"
 [ "$key_from" != "$companion" ] \
     || printf '    note: this key came with the bundle, so it shows the bundle is intact, not who made it: compare its id with the one published by your vendor\n'
 
