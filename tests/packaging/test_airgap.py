@@ -20,6 +20,7 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -449,7 +450,8 @@ def _flip_signature(bundle: Path) -> None:
 # Each: what is altered, and the words of the refusal. Wheels are caught by SHA256SUMS, SHA256SUMS and
 # the envelope by the signature or by the envelope not being the one the builder writes. Where the
 # byte is one of a digest, a key id or a signature, which check speaks first depends on the value.
-TAMPERING = {
+Alter = Callable[[Path], None]
+TAMPERING: dict[str, tuple[Alter, str]] = {
     "project wheel, first byte": (lambda b: flip(_wheel(b, "hushmetric"), 0), "checksum mismatch"),
     "largest wheel, middle byte": (
         lambda b: flip(_wheel(b, "opendp"), _wheel(b, "opendp").stat().st_size // 2),
@@ -605,11 +607,12 @@ def test_docs_recipe_checks_a_bundle_with_openssl_alone(
     ok = run(["sh", "-c", recipe], cwd=extracted)
     assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout, ok.stdout + ok.stderr
     assert "bundle verified" in ok.stdout
-    for name, alter in [
+    alterations: list[tuple[str, Alter]] = [
         ("sums", lambda b: flip(b / "SHA256SUMS", 0)),
         ("signature", _flip_signature),
         ("wheel", lambda b: flip(_wheel(b, "msgspec"), -1)),
-    ]:
+    ]
+    for name, alter in alterations:
         bundle = copy_bundle(extracted, tmp_path / name)
         alter(bundle)
         bad = run(["sh", "-c", recipe], cwd=bundle)
