@@ -336,6 +336,66 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """The outbox quarantine: list it, put batches back (`retry`), or discard one with a note (`drop`)."""
+    from agent import egress, outbox
+    from agent.runtime import open_agent_state
+    from agent.state import transaction
+
+    loaded = _config(args)
+    if args.action != "quarantine" and (args.seq is None) == (not getattr(args, "all", False)):
+        raise ConfigError(
+            f"`outbox {args.action}` needs a SEQ" + (" or --all" if args.action == "retry" else "")
+        )
+    conn = open_agent_state(loaded)
+    try:
+        if args.action == "quarantine":
+            held = outbox.quarantined(conn)
+            if args.json:
+                _print_json(held)
+                return EXIT_OK
+            _out(f"{len(held)} quarantined batches" + (":" if held else ""))
+            for q in held:
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(q.at))
+                _out(f"{q.seq:>8}  {when}  {q.rows} rows  {q.nbytes} bytes  {q.code}: {q.reason}")
+            return EXIT_OK
+        if args.action == "retry":
+            with transaction(conn):
+                seqs = (
+                    outbox.requeue_all(conn)
+                    if args.all
+                    else ([args.seq] if outbox.requeue(conn, args.seq) else [])
+                )
+            if not seqs:
+                _err(f"batch {args.seq} is not in the quarantine")
+                return EXIT_FAILED
+            _out(f"put back into the outbox: {', '.join(map(str, seqs))} (sent on the next delivery)")
+            return EXIT_OK
+        if not args.note.strip():
+            raise ConfigError(
+                "`outbox drop` needs --note TEXT (who and why; kept in the egress ledger)", key="--note"
+            )
+        with transaction(conn):
+            gone = outbox.discard(conn, args.seq)
+            if gone is not None:
+                egress.record_drop(
+                    conn,
+                    seq=gone.seq,
+                    digest=gone.digest,
+                    nbytes=gone.nbytes,
+                    rows=gone.rows,
+                    note=args.note,
+                    at=time.time(),
+                )
+        if gone is None:
+            _err(f"batch {args.seq} is not in the quarantine")
+            return EXIT_FAILED
+        _out(f"dropped batch {gone.seq} (sha256:{gone.digest[:16]}); recorded in the egress ledger")
+        return EXIT_OK
+    finally:
+        conn.close()
+
+
 def _read_input(name: str) -> Any:
     if name == "-":
         return sys.stdin.buffer
@@ -579,6 +639,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dead-letter", cmd_dead_letter, "inputs refused by the decoder, newest first")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = add("outbox", cmd_outbox, "batches the collector refused for good: list, retry or drop them")
+    p.add_argument("action", choices=["quarantine", "retry", "drop"], help="quarantine lists them")
+    p.add_argument("seq", nargs="?", type=int, metavar="SEQ", help="the batch (retry, drop)")
+    p.add_argument("--all", action="store_true", help="retry: every quarantined batch")
+    p.add_argument("--note", default="", help="drop: who and why (recorded in the egress ledger)")
     p.add_argument("--json", action="store_true")
 
     p = add("redact", cmd_redact, "dry run: print input as it would look after redaction")

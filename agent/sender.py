@@ -1,24 +1,33 @@
 """Deliver the outbox to the collector over gRPC (``hushmetric.v1.Ingest/Submit``), strictly in seq order.
 
-What happens to a batch depends on the collector's answer:
+What happens to a batch depends on the collector's answer. The collector names the reason of every
+refusal in the ``hush-reason`` trailing metadata (:data:`collector.ingest.REASONS`); the sender
+classifies by that reason first and by the status code only when the reason is absent or new to it
+(:func:`classify`):
 
-============================  ==========================================================================
-OK, or OK with duplicate      acknowledged: one transaction removes it from the outbox and appends it to
-                              the egress ledger (``grpc:HOST:PORT``)
-UNAVAILABLE, DEADLINE, other  transport trouble: fail over to the next configured endpoint, in order;
-                              after a full round, capped jittered exponential back-off, then start over
-                              from the first endpoint
-RESOURCE_EXHAUSTED            quota or rate limit: wait what ``google.rpc.RetryInfo`` asks (back-off when
-                              absent), then resend the same bytes to the same endpoint
-PERMISSION_DENIED,            refused for a reason only an operator can fix (suspended tenant, unknown or
-UNAUTHENTICATED,              revoked key, clock skew / too old): keep the outbox, log the reason once,
-FAILED_PRECONDITION,          back off long (``refused_retry_max``); no failover — every endpoint is the
-UNIMPLEMENTED, NOT_FOUND      same collector
-INVALID_ARGUMENT,             a poison batch: resending the same bytes can never succeed, and holding it
-ALREADY_EXISTS, or "larger    would block every later batch. It is moved to the outbox quarantine (kept,
-than max" (gRPC's size cap)   never dropped; listed by status; ``outbox.requeue`` puts it back), logged,
-                              and delivery continues with the next seq.
-============================  ==========================================================================
+===============================  =====================================================================
+OK, or OK with duplicate         acknowledged: one transaction removes it from the outbox and appends it
+                                 to the egress ledger (``grpc:HOST:PORT``)
+UNAVAILABLE, DEADLINE, other     transport trouble: fail over to the next configured endpoint, in order;
+                                 after a full round, capped jittered exponential back-off, then start
+                                 over from the first endpoint
+rate_limited, quota_*            throttled: wait what ``google.rpc.RetryInfo`` asks (back-off when
+(RESOURCE_EXHAUSTED)             absent), then resend the same bytes to the same endpoint
+tenant_suspended,                held: refused for a reason that is not about this batch and that time or
+tenant_deleted, future_dated,    an operator fixes (resume the tenant, fix a clock); every later batch
+unknown reason of PERMISSION_    would be refused the same way, so the batch stays at the head, the
+DENIED / UNAUTHENTICATED /       reason is logged once and the sender backs off long
+FAILED_PRECONDITION /            (``refused_retry_max``); no failover — every endpoint is one collector
+UNIMPLEMENTED / NOT_FOUND
+malformed, payload_type,         permanent: these exact bytes can never be accepted (the payload, its
+too_large, bad_signature,        ``created`` time and its signatures are fixed), so holding the batch
+unknown_key, revoked_key,        would block every later one forever. It moves to the outbox quarantine
+retired_key, tenant_mismatch,    (kept, never dropped silently; listed by ``status`` and ``outbox
+agent_mismatch, conflict,        quarantine``; ``outbox retry`` puts it back after the cause is fixed,
+too_old; INVALID_ARGUMENT,       ``outbox drop`` removes it with a note in the egress ledger) and
+ALREADY_EXISTS without reason;   delivery continues with the next seq. The collector records the
+"larger than max" (gRPC's cap)   skipped seq as a chain gap, never as a refusal of later batches.
+===============================  =====================================================================
 
 Nothing is sent while the egress kill switch is engaged; it is checked before every send. The sender
 only ever dials ``cfg.endpoints`` (the egress allow-list). All SQLite work runs on one worker thread
@@ -70,6 +79,7 @@ __all__ = [
     "channel_credentials",
     "channel_for",
     "channel_options",
+    "classify",
 ]
 
 log = logging.getLogger("agent.sender")
@@ -94,20 +104,64 @@ MAX_RETRY_INFO = 3600.0  # a collector asking for more than an hour is capped to
 _DETAILS_KEY = "grpc-status-details-bin"
 _TOO_LARGE = "larger than max"  # gRPC's RESOURCE_EXHAUSTED for a message over the receive limit
 
-_TRANSPORT = "transport"
-_THROTTLED = "throttled"
-_REFUSED = "refused"
-_POISON = "poison"
-_CLASS: dict[grpc.StatusCode, str] = {
-    grpc.StatusCode.RESOURCE_EXHAUSTED: _THROTTLED,
-    grpc.StatusCode.PERMISSION_DENIED: _REFUSED,
-    grpc.StatusCode.UNAUTHENTICATED: _REFUSED,
-    grpc.StatusCode.FAILED_PRECONDITION: _REFUSED,
-    grpc.StatusCode.UNIMPLEMENTED: _REFUSED,
-    grpc.StatusCode.NOT_FOUND: _REFUSED,
-    grpc.StatusCode.INVALID_ARGUMENT: _POISON,
-    grpc.StatusCode.ALREADY_EXISTS: _POISON,
+Verdict = Literal["transport", "throttled", "held", "permanent"]
+
+#: What each refusal reason of the collector (``hush-reason``) means for the refused batch, and why.
+_BY_REASON: dict[str, Verdict] = {
+    # The bytes are not a batch this collector can ever take: resending them cannot change that.
+    "malformed": "permanent",
+    "payload_type": "permanent",
+    "too_large": "permanent",  # over the tenant's max batch size: a signed batch cannot shrink
+    "bad_signature": "permanent",  # the signature over these exact bytes does not verify
+    "conflict": "permanent",  # a different batch already holds this seq at the collector
+    # About the key that signed these bytes; the signature cannot be swapped without re-signing.
+    "unknown_key": "permanent",  # not registered (after `key add`, `outbox retry` sends it again)
+    "revoked_key": "permanent",  # revocation is final for everything that key signed
+    "retired_key": "permanent",  # created after its key was retired; ``created`` is signed
+    "tenant_mismatch": "permanent",  # the signed header names a tenant/agent the key is not bound to
+    "agent_mismatch": "permanent",
+    "too_old": "permanent",  # older than the tenant's max age: it only gets older
+    # Not about this batch: every later batch would be refused alike, so the head batch waits.
+    "future_dated": "held",  # the agent's clock runs ahead; time or NTP fixes it
+    "tenant_suspended": "held",  # until an operator resumes the tenant
+    "tenant_deleted": "held",  # nothing of the tenant is taken; quarantining everything gains nothing
+    # Time fixes these; RetryInfo says when.
+    "rate_limited": "throttled",
+    "quota_rows_day": "throttled",
+    "quota_rows_month": "throttled",
+    "quota_bytes_day": "throttled",
 }
+#: By status code, for answers without a reason we know (an older or newer collector, a proxy).
+_BY_CODE: dict[grpc.StatusCode, Verdict] = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "throttled",
+    grpc.StatusCode.PERMISSION_DENIED: "held",
+    grpc.StatusCode.UNAUTHENTICATED: "held",
+    grpc.StatusCode.FAILED_PRECONDITION: "held",
+    grpc.StatusCode.UNIMPLEMENTED: "held",
+    grpc.StatusCode.NOT_FOUND: "held",
+    grpc.StatusCode.INVALID_ARGUMENT: "permanent",
+    grpc.StatusCode.ALREADY_EXISTS: "permanent",
+}
+_REASON_KEY = "hush-reason"
+_TRANSPORT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def classify(code: grpc.StatusCode | None, reason: str | None) -> Verdict:
+    """What to do with a batch the collector did not acknowledge (pure; see the module's table).
+
+    ``reason`` is the collector's ``hush-reason``; a reason we do not know falls back to the code, and
+    a code we do not know is transport trouble. Only ``transport`` fails over to another endpoint: the
+    other verdicts are answers of the collector itself, which every endpoint fronts."""
+    if code is None or code in _TRANSPORT_CODES:
+        return "transport"  # whatever a proxy or the storage layer put into the metadata
+    return _BY_REASON.get(reason or "") or _BY_CODE.get(code) or "transport"
+
+
+def _reason_of(exc: grpc.aio.AioRpcError) -> str | None:
+    for key, value in exc.trailing_metadata() or ():
+        if key == _REASON_KEY and isinstance(value, str):
+            return value
+    return None
 
 
 def channel_options(server_name: str | None = None) -> list[tuple[str, Any]]:
@@ -314,8 +368,9 @@ class Sender:
         batch_limit: int = BATCH_LIMIT,
         on_result: Callable[[str], None] | None = None,
     ) -> None:
-        # on_result: told "OK" for every acknowledged batch and the gRPC code name of every failed
-        # attempt (metrics hook; must not block).
+        # on_result: told "OK" for every acknowledged batch, the gRPC code name of every failed
+        # attempt, and "QUARANTINED" for every batch moved to the quarantine (metrics hook; must not
+        # block).
         self._on_result = on_result or (lambda _code: None)
         self._cfg = cfg
         self._endpoints = list(cfg.endpoints)
@@ -475,18 +530,18 @@ class Sender:
                 name = code.name if code is not None else "UNKNOWN"
                 self._on_result(name)
                 reason = _one_line(exc.details()) or name
-                kind = _CLASS.get(code, _TRANSPORT)
-                if kind == _THROTTLED and _TOO_LARGE in reason and _retry_delay(exc) is None:
-                    kind = _POISON  # gRPC's own size limit: this batch will never fit, quota or not
-                if kind == _TRANSPORT:
+                kind = classify(code, _reason_of(exc))
+                if kind == "throttled" and _TOO_LARGE in reason and _retry_delay(exc) is None:
+                    kind = "permanent"  # gRPC's own receive limit: this batch will never fit
+                if kind == "transport":
                     await self._drop(endpoint)
                     last = _Outcome("transport", f"{name}: {endpoint}: {reason}", name)
                     continue  # fail over to the next endpoint
                 self._current = i
-                if kind == _POISON:
+                if kind == "permanent":
                     await self._quarantine(batch, name, reason)
                     return None
-                if kind == _THROTTLED:
+                if kind == "throttled":
                     self._set_state("throttled", reason, code=name)
                     return _Outcome("throttled", f"{name}: {reason}", name, _retry_delay(exc))
                 self._set_state("refused", reason, code=name)
@@ -545,6 +600,7 @@ class Sender:
                 outbox.quarantine(conn, batch.seq, code=code, reason=reason, at=at)
 
         await self._db.call(move)
+        self._on_result("QUARANTINED")
         self._counts["quarantined"] += 1
         log.error(
             "batch %d refused by the collector (%s: %s); kept in the outbox quarantine",
