@@ -105,6 +105,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             token=args.token,
             agent=loaded.config.agent,
             public_key=public,
+            base_dir=loaded.base,
         )
     )
     if tenant != loaded.config.tenant:
@@ -114,6 +115,45 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         )
     _out(kid)
     return EXIT_OK
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Dial every collector endpoint with the configured TLS settings and ask gRPC health: the quick
+    check after setting up TLS, mutual TLS or a firewall. Sends no batch."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from agent.sender import channel_credentials, channel_for, explain_transport
+    from hushmetric.timefmt import parse_duration
+
+    loaded = _config(args)
+    cfg = loaded.config.collector
+    if not cfg.endpoints:
+        raise ConfigError("no collector endpoints to probe", key="collector.endpoints")
+    channel_credentials(cfg, loaded.base)  # unreadable TLS files: a config error, before any dial
+    mode = ("mutual TLS" if cfg.client_cert else "TLS") if cfg.tls else "plaintext"
+
+    async def one(endpoint: str) -> str | None:
+        async with channel_for(cfg, endpoint, base_dir=loaded.base) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=parse_duration(cfg.timeout))
+            except grpc.aio.AioRpcError as exc:
+                details = " ".join((exc.details() or "").split())
+                return explain_transport(details, cfg, endpoint)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            return "reachable, but not serving (its storage is unavailable)"
+        return None
+
+    failed = 0
+    for endpoint in cfg.endpoints:
+        problem = _run_async(one(endpoint))
+        if problem is None:
+            _out(f"ok: {endpoint} ({mode})")
+        else:
+            failed += 1
+            _err(f"{endpoint}: {problem}")
+    return EXIT_UNAVAILABLE if failed else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -129,6 +169,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             problems.append(f"{path}: {what} missing")
     violations = check_files(loaded) + (check_profile(loaded.config, args.profile) if args.profile else [])
     problems += [f"{loaded.path}: {v.key}: {v.message}" for v in violations]
+    if not problems and loaded.config.collector.tls:
+        from agent.sender import channel_credentials
+
+        try:  # the TLS files named in [collector] can be read and look like PEM
+            channel_credentials(loaded.config.collector, loaded.base)
+        except ConfigError as exc:
+            problems.append(f"{loaded.path}: {exc}")
     if problems:
         for line in problems:
             _err(line)
@@ -607,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("validate", cmd_validate, "check config and policy (and a deployment profile)")
     p.add_argument("--profile", choices=["saas", "vpc", "on-prem", "air-gap"])
+
+    add("probe", cmd_probe, "dial each collector endpoint with the TLS settings and check its health")
 
     p = add("run", cmd_run, "run the pipeline (daemon, or --once over finite input)")
     p.add_argument(

@@ -80,6 +80,7 @@ __all__ = [
     "channel_for",
     "channel_options",
     "classify",
+    "explain_transport",
 ]
 
 log = logging.getLogger("agent.sender")
@@ -307,21 +308,75 @@ def _duration(cfg: CollectorConfig, key: str) -> float:
     return float(seconds)
 
 
+def _read_tls_file(value: str, base_dir: Path | None, key: str, what: str) -> bytes:
+    path = Path(value)
+    path = path if path.is_absolute() or base_dir is None else base_dir / path
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror or exc}", path=str(path), key=key) from exc
+
+
 def channel_credentials(cfg: CollectorConfig, base_dir: Path | None = None) -> Any:
-    """TLS credentials for ``cfg`` (None without TLS); a relative ``ca_file`` is resolved in ``base_dir``."""
+    """TLS credentials for ``cfg`` (None without TLS). Relative ``ca_file``, ``client_cert`` and
+    ``client_key`` are resolved in ``base_dir`` (the config file's directory)."""
     if not cfg.tls:
         return None
-    root: bytes | None = None
-    if cfg.ca_file:
-        ca = Path(cfg.ca_file)
-        ca = ca if ca.is_absolute() or base_dir is None else base_dir / ca
-        try:
-            root = ca.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read CA file: {exc.strerror or exc}", path=str(ca), key="collector.ca_file"
-            ) from exc
-    return grpc.ssl_channel_credentials(root_certificates=root)
+    root = _read_tls_file(cfg.ca_file, base_dir, "collector.ca_file", "CA file") if cfg.ca_file else None
+    if (cfg.client_cert is None) != (cfg.client_key is None):
+        missing = "collector.client_key" if cfg.client_key is None else "collector.client_cert"
+        raise ConfigError("client_cert and client_key go together (mutual TLS)", key=missing)
+    chain = key = None
+    if cfg.client_cert is not None and cfg.client_key is not None:
+        chain = _read_tls_file(cfg.client_cert, base_dir, "collector.client_cert", "client certificate")
+        key = _read_tls_file(cfg.client_key, base_dir, "collector.client_key", "client key")
+        if b"-----BEGIN CERTIFICATE-----" not in chain:
+            raise ConfigError("not a PEM certificate", key="collector.client_cert")
+        if b"PRIVATE KEY-----" not in key:
+            raise ConfigError("not a PEM private key", key="collector.client_key")
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+
+
+# What gRPC's C core says when a connection fails, and what it means for an operator (first match).
+_TLS_HINTS: tuple[tuple[str, str], ...] = (
+    ("certificate has expired", "the collector's certificate has expired (or the agent's clock is wrong)"),
+    ("certificate is not yet valid", "the collector's certificate is not valid yet (check the clocks)"),
+    (
+        "Hostname Verification",
+        "the collector's certificate is not valid for the name {name} (collector.server_name)",
+    ),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "the collector's certificate is not signed by a CA this agent trusts ({ca})",
+    ),
+    ("WRONG_VERSION_NUMBER", "the collector does not speak TLS on this port (plaintext? see collector.tls)"),
+)
+
+
+def explain_transport(details: str, cfg: CollectorConfig, endpoint: str) -> str:
+    """One line an operator can act on, for gRPC's description of a failed connection (pure)."""
+    for needle, hint in _TLS_HINTS:
+        if needle in details:
+            name = cfg.server_name or endpoint.rpartition(":")[0]
+            ca = (
+                f"collector.ca_file {cfg.ca_file}"
+                if cfg.ca_file
+                else "the system trust store; set collector.ca_file"
+            )
+            return "TLS handshake failed: " + hint.format(name=name, ca=ca)
+    if "Socket closed" in details and "failed to connect" in details:
+        if not cfg.tls:
+            return "the collector closed the connection: does it require TLS? (collector.tls = true)"
+        if cfg.client_cert is None:
+            return (
+                "the collector closed the TLS connection: it may require a client certificate "
+                "(mutual TLS: set collector.client_cert and collector.client_key)"
+            )
+        return (
+            "the collector closed the TLS connection: it does not accept this agent's client certificate "
+            "(collector.client_cert: issued by the CA the collector trusts, and not expired?)"
+        )
+    return details
 
 
 def _dial(cfg: CollectorConfig, credentials: Any, endpoint: str) -> grpc.aio.Channel:
@@ -534,6 +589,7 @@ class Sender:
                 if kind == "throttled" and _TOO_LARGE in reason and _retry_delay(exc) is None:
                     kind = "permanent"  # gRPC's own receive limit: this batch will never fit
                 if kind == "transport":
+                    reason = _one_line(explain_transport(reason, self._cfg, endpoint))
                     await self._drop(endpoint)
                     last = _Outcome("transport", f"{name}: {endpoint}: {reason}", name)
                     continue  # fail over to the next endpoint
