@@ -147,9 +147,13 @@ async def serve_cmd(ctx: Context) -> int:
         warning = plaintext_warning(listen, insecure=a.insecure or config.insecure)
         if warning:
             print(f"hush-collector: {warning}", file=ctx.err, flush=True)
-    transport = (
-        "plaintext" if server_tls is None else "mutual TLS" if server_tls.client_ca is not None else "TLS"
-    )
+    if server_tls is not None:
+        mode = "mutual TLS" if server_tls.client_ca is not None else "TLS"
+        print(
+            f"hush-collector: {mode} on the gRPC port (certificates reload on change or SIGHUP)",
+            file=ctx.err,
+            flush=True,
+        )
     settings = IngestSettings(
         max_clock_skew_seconds=seconds(config, "max_clock_skew", path=cfg_path),
         default_max_batch_bytes=config.default_max_batch_bytes,
@@ -175,7 +179,7 @@ async def serve_cmd(ctx: Context) -> int:
 
     def bound(address: str) -> None:
         ctx.say(address)
-        print(f"hush-collector: serving {ctx.db} on {address} ({transport})", file=ctx.err, flush=True)
+        print(f"hush-collector: serving {ctx.db} on {address}", file=ctx.err, flush=True)
 
     db_file = sqlite_path(ctx.db)
     if db_file is not None:  # a SQLite file: check it, quarantine what is unreadable, then serve

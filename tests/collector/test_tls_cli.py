@@ -49,6 +49,8 @@ def test_selfsigned_then_serve_mutual_tls_from_a_config_file(hush: Hush, tmp_pat
     )
     pki = conf / "pki"
     with serving(hush, "--config", str(conf / "collector.toml")) as served:
+        assert served.proc.stderr is not None
+        assert "mutual TLS on the gRPC port" in served.proc.stderr.readline()
         root = (pki / "ca.pem").read_bytes()
         mtls = grpc.ssl_channel_credentials(
             root, (pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes()
@@ -97,4 +99,3 @@ def test_plaintext_beyond_loopback_needs_insecure_and_warns(hush: Hush) -> None:
         _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "WARNING: serving plaintext gRPC on 0.0.0.0:0 (--insecure)" in err
-    assert "(plaintext)" in err
