@@ -390,10 +390,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from agent.state import transaction
 
     loaded = _config(args)
-    if args.action != "quarantine" and (args.seq is None) == (not getattr(args, "all", False)):
-        raise ConfigError(
-            f"`outbox {args.action}` needs a SEQ" + (" or --all" if args.action == "retry" else "")
-        )
+    if args.action == "retry" and (args.seq is None) == (not args.all):
+        raise ConfigError("`outbox retry` needs a SEQ or --all (not both)")
+    if args.action == "drop" and (args.seq is None or args.all):
+        raise ConfigError("`outbox drop` needs one SEQ (each drop is recorded on its own)")
     conn = open_agent_state(loaded)
     try:
         if args.action == "quarantine":

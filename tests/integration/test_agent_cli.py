@@ -177,6 +177,7 @@ def test_outbox_quarantine_is_listed_in_status_and_retried_or_dropped_with_a_not
     missing = agent("outbox", "retry", "999")
     assert missing.code == 1 and "not in the quarantine" in missing.err and "Traceback" not in missing.err
     assert "needs a SEQ" in agent("outbox", "retry").err
+    assert "needs one SEQ" in agent("outbox", "drop", "--all", "--note", "x").err
 
     assert "dropped batch" in agent.ok("outbox", "drop", str(first), "--note", "ops-7: too old to matter")
     drops = [e for e in agent.json("egress") if e["kind"] == "drop"]
