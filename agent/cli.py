@@ -105,6 +105,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             token=args.token,
             agent=loaded.config.agent,
             public_key=public,
+            base_dir=loaded.base,
         )
     )
     if tenant != loaded.config.tenant:
@@ -114,6 +115,45 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         )
     _out(kid)
     return EXIT_OK
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Dial every collector endpoint with the configured TLS settings and ask gRPC health: the quick
+    check after setting up TLS, mutual TLS or a firewall. Sends no batch."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from agent.sender import channel_credentials, channel_for, explain_transport
+    from hushmetric.timefmt import parse_duration
+
+    loaded = _config(args)
+    cfg = loaded.config.collector
+    if not cfg.endpoints:
+        raise ConfigError("no collector endpoints to probe", key="collector.endpoints")
+    channel_credentials(cfg, loaded.base)  # unreadable TLS files: a config error, before any dial
+    mode = ("mutual TLS" if cfg.client_cert else "TLS") if cfg.tls else "plaintext"
+
+    async def one(endpoint: str) -> str | None:
+        async with channel_for(cfg, endpoint, base_dir=loaded.base) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=parse_duration(cfg.timeout))
+            except grpc.aio.AioRpcError as exc:
+                details = " ".join((exc.details() or "").split())
+                return explain_transport(details, cfg, endpoint)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            return "reachable, but not serving (its storage is unavailable)"
+        return None
+
+    failed = 0
+    for endpoint in cfg.endpoints:
+        problem = _run_async(one(endpoint))
+        if problem is None:
+            _out(f"ok: {endpoint} ({mode})")
+        else:
+            failed += 1
+            _err(f"{endpoint}: {problem}")
+    return EXIT_UNAVAILABLE if failed else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -129,6 +169,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             problems.append(f"{path}: {what} missing")
     violations = check_files(loaded) + (check_profile(loaded.config, args.profile) if args.profile else [])
     problems += [f"{loaded.path}: {v.key}: {v.message}" for v in violations]
+    if not problems and loaded.config.collector.tls:
+        from agent.sender import channel_credentials
+
+        try:  # the TLS files named in [collector] can be read and look like PEM
+            channel_credentials(loaded.config.collector, loaded.base)
+        except ConfigError as exc:
+            problems.append(f"{loaded.path}: {exc}")
     if problems:
         for line in problems:
             _err(line)
@@ -334,6 +381,66 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.at))
         _out(f"{stamp} {d.reason:<16} {d.source} {d.size}B sha256:{d.sha256[:16]} {d.detail}")
     return EXIT_OK
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """The outbox quarantine: list it, put batches back (`retry`), or discard one with a note (`drop`)."""
+    from agent import egress, outbox
+    from agent.runtime import open_agent_state
+    from agent.state import transaction
+
+    loaded = _config(args)
+    if args.action == "retry" and (args.seq is None) == (not args.all):
+        raise ConfigError("`outbox retry` needs a SEQ or --all (not both)")
+    if args.action == "drop" and (args.seq is None or args.all):
+        raise ConfigError("`outbox drop` needs one SEQ (each drop is recorded on its own)")
+    conn = open_agent_state(loaded)
+    try:
+        if args.action == "quarantine":
+            held = outbox.quarantined(conn)
+            if args.json:
+                _print_json(held)
+                return EXIT_OK
+            _out(f"{len(held)} quarantined batches" + (":" if held else ""))
+            for q in held:
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(q.at))
+                _out(f"{q.seq:>8}  {when}  {q.rows} rows  {q.nbytes} bytes  {q.code}: {q.reason}")
+            return EXIT_OK
+        if args.action == "retry":
+            with transaction(conn):
+                seqs = (
+                    outbox.requeue_all(conn)
+                    if args.all
+                    else ([args.seq] if outbox.requeue(conn, args.seq) else [])
+                )
+            if not seqs:
+                _err(f"batch {args.seq} is not in the quarantine")
+                return EXIT_FAILED
+            _out(f"put back into the outbox: {', '.join(map(str, seqs))} (sent on the next delivery)")
+            return EXIT_OK
+        if not args.note.strip():
+            raise ConfigError(
+                "`outbox drop` needs --note TEXT (who and why; kept in the egress ledger)", key="--note"
+            )
+        with transaction(conn):
+            gone = outbox.discard(conn, args.seq)
+            if gone is not None:
+                egress.record_drop(
+                    conn,
+                    seq=gone.seq,
+                    digest=gone.digest,
+                    nbytes=gone.nbytes,
+                    rows=gone.rows,
+                    note=args.note,
+                    at=time.time(),
+                )
+        if gone is None:
+            _err(f"batch {args.seq} is not in the quarantine")
+            return EXIT_FAILED
+        _out(f"dropped batch {gone.seq} (sha256:{gone.digest[:16]}); recorded in the egress ledger")
+        return EXIT_OK
+    finally:
+        conn.close()
 
 
 def _read_input(name: str) -> Any:
@@ -548,6 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("validate", cmd_validate, "check config and policy (and a deployment profile)")
     p.add_argument("--profile", choices=["saas", "vpc", "on-prem", "air-gap"])
 
+    add("probe", cmd_probe, "dial each collector endpoint with the TLS settings and check its health")
+
     p = add("run", cmd_run, "run the pipeline (daemon, or --once over finite input)")
     p.add_argument(
         "--once", action="store_true", help="read finite sources to the end, release, deliver, exit"
@@ -579,6 +688,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dead-letter", cmd_dead_letter, "inputs refused by the decoder, newest first")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = add("outbox", cmd_outbox, "batches the collector refused for good: list, retry or drop them")
+    p.add_argument("action", choices=["quarantine", "retry", "drop"], help="quarantine lists them")
+    p.add_argument("seq", nargs="?", type=int, metavar="SEQ", help="the batch (retry, drop)")
+    p.add_argument("--all", action="store_true", help="retry: every quarantined batch")
+    p.add_argument("--note", default="", help="drop: who and why (recorded in the egress ledger)")
     p.add_argument("--json", action="store_true")
 
     p = add("redact", cmd_redact, "dry run: print input as it would look after redaction")

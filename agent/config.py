@@ -69,8 +69,11 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The only destinations the agent will ever send to (egress allow-list).
     endpoints: list[str] = []
     tls: bool = False
-    ca_file: str | None = None
-    server_name: str | None = None  # TLS name override
+    ca_file: str | None = None  # PEM CA bundle that signed the collector's certificate (default: system)
+    server_name: str | None = None  # the name the collector's certificate must carry (default: the host)
+    # Mutual TLS: this agent's certificate chain and its key (0600), when the collector asks for one.
+    client_cert: str | None = None
+    client_key: str | None = None
     timeout: str = "10s"  # per-RPC deadline
     # Back-off after a transport failure (collector down, deadline): capped, jittered, doubling.
     retry_initial: str = "1s"

@@ -3,7 +3,9 @@
 Every batch the collector acknowledged, and every batch written into an air-gap bundle, is appended
 as a ``batch`` entry (time, destination, seq, payload digest, bytes, rows). ``egress stop`` and
 ``egress resume`` are appended as ``stop``/``resume`` entries; the switch's state *is* the latest of
-those entries, so it cannot disagree with what the ledger shows.
+those entries, so it cannot disagree with what the ledger shows. A quarantined batch an operator
+discards (``outbox drop SEQ --note``) is appended as a ``drop`` entry (destination ``""``, the note as
+reason): it did not leave, but its seq will never reach the collector, and the ledger says why.
 
 Each entry carries the previous entry's hash and its own: SHA-256 over the canonical JSON array of
 its fields (index, at, kind, destination, seq, digest, nbytes, rows, reason, prev). Editing,
@@ -39,6 +41,7 @@ __all__ = [
     "head",
     "is_stopped",
     "record",
+    "record_drop",
     "resume",
     "state",
     "stop",
@@ -69,7 +72,7 @@ CREATE TABLE IF NOT EXISTS egress_head (
 );
 """
 
-Kind = Literal["batch", "stop", "resume"]
+Kind = Literal["batch", "stop", "resume", "drop"]
 _COLUMNS = "idx, at, kind, destination, seq, digest, nbytes, rows, reason, prev, hash"
 
 
@@ -77,12 +80,12 @@ class EgressEntry(msgspec.Struct, frozen=True):
     index: int  # 1, 2, 3… position in the ledger
     at: float  # epoch seconds
     kind: Kind
-    destination: str  # "grpc:HOST:PORT", "bundle:FILE" for batches; "" for stop/resume
-    seq: int | None  # batch seq; None for stop/resume
+    destination: str  # "grpc:HOST:PORT", "bundle:FILE" for batches; "" for stop/resume/drop
+    seq: int | None  # batch seq (also of a dropped batch); None for stop/resume
     digest: str  # hex SHA-256 of the batch payload; "" for stop/resume
     nbytes: int  # payload bytes
     rows: int
-    reason: str  # why egress was stopped; "" otherwise
+    reason: str  # why egress was stopped, or the operator's note on a drop; "" otherwise
     prev: str  # hash of the previous entry; "" for the first
     hash: str
 
@@ -157,9 +160,20 @@ def record(
     )
 
 
+def record_drop(
+    conn: sqlite3.Connection, *, seq: int, digest: str, nbytes: int, rows: int, note: str, at: float
+) -> EgressEntry:
+    """Append a ``drop`` entry: quarantined batch ``seq`` was discarded by an operator (did not leave)."""
+    return _append(
+        conn, at=at, kind="drop", seq=seq, digest=digest, nbytes=nbytes, rows=rows, reason=note.strip()[:500]
+    )
+
+
 def state(conn: sqlite3.Connection) -> EgressState:
+    # Only stop/resume entries are switch changes (a drop is not).
     row = conn.execute(
-        "SELECT kind, reason, at FROM egress_ledger WHERE kind != 'batch' ORDER BY idx DESC LIMIT 1"
+        "SELECT kind, reason, at FROM egress_ledger WHERE kind != 'batch' AND kind != 'drop'"
+        " ORDER BY idx DESC LIMIT 1"
     ).fetchone()
     if row is None:
         return EgressState(False, "", None)
@@ -235,6 +249,8 @@ def format_entry(e: EgressEntry) -> str:
         what = f"batch {e.seq} -> {e.destination}  {e.rows} rows  {e.nbytes} bytes  sha256:{e.digest[:16]}"
     elif e.kind == "stop":
         what = f"EGRESS STOPPED: {e.reason}"
+    elif e.kind == "drop":
+        what = f"batch {e.seq} DROPPED from quarantine (not sent): {e.reason}  sha256:{e.digest[:16]}"
     else:
         what = "egress resumed"
     return f"{e.index:>6}  {when}  {what}  [{e.hash[:12]}]"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
 from agent.config import CollectorConfig
-from agent.sender import channel_for
+from agent.sender import channel_for, explain_transport
 from hushmetric.errors import HushError
 from hushmetric.timefmt import parse_duration
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
@@ -14,10 +16,17 @@ __all__ = ["enroll"]
 
 
 async def enroll(
-    cfg: CollectorConfig, endpoint: str, *, token: str, agent: str, public_key: bytes
+    cfg: CollectorConfig,
+    endpoint: str,
+    *,
+    token: str,
+    agent: str,
+    public_key: bytes,
+    base_dir: Path | None = None,
 ) -> tuple[str, str]:
-    """Returns (tenant, key id). Raises HushError with the collector's reason on refusal."""
-    async with channel_for(cfg, endpoint) as channel:
+    """Returns (tenant, key id). Raises HushError with the collector's reason on refusal.
+    ``base_dir`` (the config file's directory) resolves relative TLS file names, as the sender does."""
+    async with channel_for(cfg, endpoint, base_dir=base_dir) as channel:
         stub = ingest_pb2_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]  # generated stub
         try:
             reply = await stub.Enroll(
@@ -26,5 +35,8 @@ async def enroll(
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name.lower()
-            raise HushError(f"enrollment refused by {endpoint}: {code}: {exc.details()}", code=code) from exc
+            details = " ".join((exc.details() or "").split())
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                details = explain_transport(details, cfg, endpoint)
+            raise HushError(f"enrollment refused by {endpoint}: {code}: {details}", code=code) from exc
     return reply.tenant, reply.key_id

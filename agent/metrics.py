@@ -38,6 +38,11 @@ class AgentMetrics:
         self.failed = Counter(
             "hush_agent_batches_failed", "Send attempts that failed, by code", ["code"], registry=r
         )
+        self.quarantined = Counter(
+            "hush_agent_batches_quarantined",
+            "Batches the collector refused for good, moved to the outbox quarantine",
+            registry=r,
+        )
         self.budget_left = Gauge(
             "hush_agent_budget_left", "Privacy budget left in the current period", registry=r
         )
@@ -68,9 +73,12 @@ class AgentMetrics:
             self.outbox_age.set(max(0.0, now - depth.oldest_created))
 
     def sent_or_failed(self, code: str) -> None:
-        """From the sender: "OK" per acknowledged batch, else the gRPC code of a failed attempt."""
+        """From the sender: "OK" per acknowledged batch, "QUARANTINED" per batch it moved to the
+        quarantine, else the gRPC code of a failed attempt."""
         if code == "OK":
             self.sent.inc()
+        elif code == "QUARANTINED":
+            self.quarantined.inc()
         else:
             self.failed.labels(code).inc()
 

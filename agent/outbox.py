@@ -11,11 +11,15 @@ together, and the sender can commit an acknowledgement together with its egress-
   exactly what was signed.
 - **Overflow policy "backpressure".** :func:`is_full` tells the pipeline to stop releasing and to
   stop taking events from its sources until the sender (or an export) makes room. Nothing is dropped.
-- **Quarantine.** A batch the collector refuses as malformed (INVALID_ARGUMENT) or as conflicting
-  with a different batch under the same seq (ALREADY_EXISTS) would block every later batch forever.
-  The sender moves it to ``outbox_quarantine`` with the reason, so it stays on disk and is listed by
-  status, and delivery continues with the next seq. :func:`requeue` puts it back (e.g. after a
-  collector fix). Quarantined batches are not exported and do not count towards ``is_full``.
+- **Quarantine.** A batch the collector refuses for good (malformed, conflicting with another batch
+  under the same seq, too old, signed by a revoked, retired or unknown key: see
+  :func:`agent.sender.classify`) would block every later batch forever. The sender moves it to
+  ``outbox_quarantine`` with the collector's answer, so it stays on disk, is listed by ``status``
+  and ``outbox quarantine``, and delivery continues with the next seq. :func:`requeue` puts it back
+  (after the cause is fixed, e.g. the key registered); :func:`discard` removes it for good and
+  returns what it removed, so the caller can record it in the egress ledger in the same
+  transaction. Quarantined batches are not exported, but they do count towards :func:`is_full`: a
+  collector that refuses everything must not fill the disk behind the operator's back.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "OutboxError",
     "Quarantined",
     "depth",
+    "discard",
     "get",
     "is_full",
     "next_seq",
@@ -43,8 +48,10 @@ __all__ = [
     "put",
     "quarantine",
     "quarantined",
+    "quarantined_one",
     "remove",
     "requeue",
+    "requeue_all",
 ]
 
 SCHEMA = """
@@ -178,9 +185,13 @@ def depth(conn: sqlite3.Connection) -> OutboxDepth:
 
 
 def is_full(conn: sqlite3.Connection, cfg: OutboxConfig) -> bool:
-    """True when the outbox holds ``max_batches`` batches or ``max_bytes`` payload bytes."""
+    """True when the outbox and its quarantine together hold ``max_batches`` batches or ``max_bytes``
+    payload bytes (both are on this site's disk until someone acts)."""
     d = depth(conn)
-    return d.count >= cfg.max_batches or d.bytes >= cfg.max_bytes
+    q_count, q_bytes = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM outbox_quarantine"
+    ).fetchone()
+    return d.count + int(q_count) >= cfg.max_batches or d.bytes + int(q_bytes) >= cfg.max_bytes
 
 
 def quarantine(conn: sqlite3.Connection, seq: int, *, code: str, reason: str, at: float) -> bool:
@@ -201,6 +212,30 @@ def quarantined(conn: sqlite3.Connection) -> list[Quarantined]:
         "SELECT seq, digest, nbytes, rows, code, reason, at FROM outbox_quarantine ORDER BY seq"
     ).fetchall()
     return [Quarantined(*r) for r in rows]
+
+
+def quarantined_one(conn: sqlite3.Connection, seq: int) -> Quarantined | None:
+    row = conn.execute(
+        "SELECT seq, digest, nbytes, rows, code, reason, at FROM outbox_quarantine WHERE seq = ?", (seq,)
+    ).fetchone()
+    return None if row is None else Quarantined(*row)
+
+
+def discard(conn: sqlite3.Connection, seq: int) -> Quarantined | None:
+    """Remove quarantined batch ``seq`` for good; returns what was removed (None if not there).
+    The caller records it (egress ledger ``drop`` entry) in the same transaction."""
+    found = quarantined_one(conn, seq)
+    if found is not None:
+        conn.execute("DELETE FROM outbox_quarantine WHERE seq = ?", (seq,))
+    return found
+
+
+def requeue_all(conn: sqlite3.Connection) -> list[int]:
+    """Move every quarantined batch back into the outbox; returns their seqs, lowest first."""
+    seqs = [int(r[0]) for r in conn.execute("SELECT seq FROM outbox_quarantine ORDER BY seq")]
+    for seq in seqs:
+        requeue(conn, seq)
+    return seqs
 
 
 def requeue(conn: sqlite3.Connection, seq: int) -> bool:

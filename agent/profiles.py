@@ -18,8 +18,9 @@ on-prem    at least one endpoint; endpoints inside the customer network (loopbac
 air-gap    no collector endpoint at all (bundle export only); MQTT brokers on loopback only;
            metrics on loopback only
 all        metrics never on a wildcard or public address; key and secret files distinct and
-           outside shared temporary directories; ``ca_file``/``server_name`` only with TLS; MQTT
-           credentials never over a non-loopback connection without TLS
+           outside shared temporary directories; ``ca_file``/``server_name``/``client_cert``/
+           ``client_key`` only with TLS, client certificate and key together; MQTT credentials
+           never over a non-loopback connection without TLS
 ========== ===================================================================================
 """
 
@@ -128,6 +129,8 @@ def check_files(loaded: LoadedConfig) -> list[Violation]:
     owned by the agent's user, mode 0600 or stricter). Missing files are not reported here."""
     config = loaded.config
     files = [("key_file", loaded.key_path), ("secret_file", loaded.secret_path)]
+    if config.collector.client_key is not None:
+        files.append(("collector.client_key", loaded.at(config.collector.client_key)))
     for i, source in enumerate(config.sources):
         if isinstance(source, MqttSource) and source.password_file is not None:
             files.append((f"sources[{i}].password_file", loaded.at(source.password_file)))
@@ -163,6 +166,12 @@ def _common(config: AgentConfig) -> list[Violation]:
             out.append(Violation("collector.ca_file", "has no effect without collector.tls = true"))
         if collector.server_name is not None:
             out.append(Violation("collector.server_name", "has no effect without collector.tls = true"))
+        for key in ("client_cert", "client_key"):
+            if getattr(collector, key) is not None:
+                out.append(Violation(f"collector.{key}", "has no effect without collector.tls = true"))
+    if (collector.client_cert is None) != (collector.client_key is None):
+        missing = "client_key" if collector.client_key is None else "client_cert"
+        out.append(Violation(f"collector.{missing}", "client_cert and client_key go together (mutual TLS)"))
     for i, source in enumerate(config.sources):
         if not isinstance(source, MqttSource) or source.tls:
             continue

@@ -1,24 +1,33 @@
 """Deliver the outbox to the collector over gRPC (``hushmetric.v1.Ingest/Submit``), strictly in seq order.
 
-What happens to a batch depends on the collector's answer:
+What happens to a batch depends on the collector's answer. The collector names the reason of every
+refusal in the ``hush-reason`` trailing metadata (:data:`collector.ingest.REASONS`); the sender
+classifies by that reason first and by the status code only when the reason is absent or new to it
+(:func:`classify`):
 
-============================  ==========================================================================
-OK, or OK with duplicate      acknowledged: one transaction removes it from the outbox and appends it to
-                              the egress ledger (``grpc:HOST:PORT``)
-UNAVAILABLE, DEADLINE, other  transport trouble: fail over to the next configured endpoint, in order;
-                              after a full round, capped jittered exponential back-off, then start over
-                              from the first endpoint
-RESOURCE_EXHAUSTED            quota or rate limit: wait what ``google.rpc.RetryInfo`` asks (back-off when
-                              absent), then resend the same bytes to the same endpoint
-PERMISSION_DENIED,            refused for a reason only an operator can fix (suspended tenant, unknown or
-UNAUTHENTICATED,              revoked key, clock skew / too old): keep the outbox, log the reason once,
-FAILED_PRECONDITION,          back off long (``refused_retry_max``); no failover — every endpoint is the
-UNIMPLEMENTED, NOT_FOUND      same collector
-INVALID_ARGUMENT,             a poison batch: resending the same bytes can never succeed, and holding it
-ALREADY_EXISTS, or "larger    would block every later batch. It is moved to the outbox quarantine (kept,
-than max" (gRPC's size cap)   never dropped; listed by status; ``outbox.requeue`` puts it back), logged,
-                              and delivery continues with the next seq.
-============================  ==========================================================================
+===============================  =====================================================================
+OK, or OK with duplicate         acknowledged: one transaction removes it from the outbox and appends it
+                                 to the egress ledger (``grpc:HOST:PORT``)
+UNAVAILABLE, DEADLINE, other     transport trouble: fail over to the next configured endpoint, in order;
+                                 after a full round, capped jittered exponential back-off, then start
+                                 over from the first endpoint
+rate_limited, quota_*            throttled: wait what ``google.rpc.RetryInfo`` asks (back-off when
+(RESOURCE_EXHAUSTED)             absent), then resend the same bytes to the same endpoint
+tenant_suspended,                held: refused for a reason that is not about this batch and that time or
+tenant_deleted, future_dated,    an operator fixes (resume the tenant, fix a clock); every later batch
+unknown reason of PERMISSION_    would be refused the same way, so the batch stays at the head, the
+DENIED / UNAUTHENTICATED /       reason is logged once and the sender backs off long
+FAILED_PRECONDITION /            (``refused_retry_max``); no failover — every endpoint is one collector
+UNIMPLEMENTED / NOT_FOUND
+malformed, payload_type,         permanent: these exact bytes can never be accepted (the payload, its
+too_large, bad_signature,        ``created`` time and its signatures are fixed), so holding the batch
+unknown_key, revoked_key,        would block every later one forever. It moves to the outbox quarantine
+retired_key, tenant_mismatch,    (kept, never dropped silently; listed by ``status`` and ``outbox
+agent_mismatch, conflict,        quarantine``; ``outbox retry`` puts it back after the cause is fixed,
+too_old; INVALID_ARGUMENT,       ``outbox drop`` removes it with a note in the egress ledger) and
+ALREADY_EXISTS without reason;   delivery continues with the next seq. The collector records the
+"larger than max" (gRPC's cap)   skipped seq as a chain gap, never as a refusal of later batches.
+===============================  =====================================================================
 
 Nothing is sent while the egress kill switch is engaged; it is checked before every send. The sender
 only ever dials ``cfg.endpoints`` (the egress allow-list). All SQLite work runs on one worker thread
@@ -70,6 +79,8 @@ __all__ = [
     "channel_credentials",
     "channel_for",
     "channel_options",
+    "classify",
+    "explain_transport",
 ]
 
 log = logging.getLogger("agent.sender")
@@ -94,20 +105,64 @@ MAX_RETRY_INFO = 3600.0  # a collector asking for more than an hour is capped to
 _DETAILS_KEY = "grpc-status-details-bin"
 _TOO_LARGE = "larger than max"  # gRPC's RESOURCE_EXHAUSTED for a message over the receive limit
 
-_TRANSPORT = "transport"
-_THROTTLED = "throttled"
-_REFUSED = "refused"
-_POISON = "poison"
-_CLASS: dict[grpc.StatusCode, str] = {
-    grpc.StatusCode.RESOURCE_EXHAUSTED: _THROTTLED,
-    grpc.StatusCode.PERMISSION_DENIED: _REFUSED,
-    grpc.StatusCode.UNAUTHENTICATED: _REFUSED,
-    grpc.StatusCode.FAILED_PRECONDITION: _REFUSED,
-    grpc.StatusCode.UNIMPLEMENTED: _REFUSED,
-    grpc.StatusCode.NOT_FOUND: _REFUSED,
-    grpc.StatusCode.INVALID_ARGUMENT: _POISON,
-    grpc.StatusCode.ALREADY_EXISTS: _POISON,
+Verdict = Literal["transport", "throttled", "held", "permanent"]
+
+#: What each refusal reason of the collector (``hush-reason``) means for the refused batch, and why.
+_BY_REASON: dict[str, Verdict] = {
+    # The bytes are not a batch this collector can ever take: resending them cannot change that.
+    "malformed": "permanent",
+    "payload_type": "permanent",
+    "too_large": "permanent",  # over the tenant's max batch size: a signed batch cannot shrink
+    "bad_signature": "permanent",  # the signature over these exact bytes does not verify
+    "conflict": "permanent",  # a different batch already holds this seq at the collector
+    # About the key that signed these bytes; the signature cannot be swapped without re-signing.
+    "unknown_key": "permanent",  # not registered (after `key add`, `outbox retry` sends it again)
+    "revoked_key": "permanent",  # revocation is final for everything that key signed
+    "retired_key": "permanent",  # created after its key was retired; ``created`` is signed
+    "tenant_mismatch": "permanent",  # the signed header names a tenant/agent the key is not bound to
+    "agent_mismatch": "permanent",
+    "too_old": "permanent",  # older than the tenant's max age: it only gets older
+    # Not about this batch: every later batch would be refused alike, so the head batch waits.
+    "future_dated": "held",  # the agent's clock runs ahead; time or NTP fixes it
+    "tenant_suspended": "held",  # until an operator resumes the tenant
+    "tenant_deleted": "held",  # nothing of the tenant is taken; quarantining everything gains nothing
+    # Time fixes these; RetryInfo says when.
+    "rate_limited": "throttled",
+    "quota_rows_day": "throttled",
+    "quota_rows_month": "throttled",
+    "quota_bytes_day": "throttled",
 }
+#: By status code, for answers without a reason we know (an older or newer collector, a proxy).
+_BY_CODE: dict[grpc.StatusCode, Verdict] = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "throttled",
+    grpc.StatusCode.PERMISSION_DENIED: "held",
+    grpc.StatusCode.UNAUTHENTICATED: "held",
+    grpc.StatusCode.FAILED_PRECONDITION: "held",
+    grpc.StatusCode.UNIMPLEMENTED: "held",
+    grpc.StatusCode.NOT_FOUND: "held",
+    grpc.StatusCode.INVALID_ARGUMENT: "permanent",
+    grpc.StatusCode.ALREADY_EXISTS: "permanent",
+}
+_REASON_KEY = "hush-reason"
+_TRANSPORT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def classify(code: grpc.StatusCode | None, reason: str | None) -> Verdict:
+    """What to do with a batch the collector did not acknowledge (pure; see the module's table).
+
+    ``reason`` is the collector's ``hush-reason``; a reason we do not know falls back to the code, and
+    a code we do not know is transport trouble. Only ``transport`` fails over to another endpoint: the
+    other verdicts are answers of the collector itself, which every endpoint fronts."""
+    if code is None or code in _TRANSPORT_CODES:
+        return "transport"  # whatever a proxy or the storage layer put into the metadata
+    return _BY_REASON.get(reason or "") or _BY_CODE.get(code) or "transport"
+
+
+def _reason_of(exc: grpc.aio.AioRpcError) -> str | None:
+    for key, value in exc.trailing_metadata() or ():
+        if key == _REASON_KEY and isinstance(value, str):
+            return value
+    return None
 
 
 def channel_options(server_name: str | None = None) -> list[tuple[str, Any]]:
@@ -253,21 +308,75 @@ def _duration(cfg: CollectorConfig, key: str) -> float:
     return float(seconds)
 
 
+def _read_tls_file(value: str, base_dir: Path | None, key: str, what: str) -> bytes:
+    path = Path(value)
+    path = path if path.is_absolute() or base_dir is None else base_dir / path
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror or exc}", path=str(path), key=key) from exc
+
+
 def channel_credentials(cfg: CollectorConfig, base_dir: Path | None = None) -> Any:
-    """TLS credentials for ``cfg`` (None without TLS); a relative ``ca_file`` is resolved in ``base_dir``."""
+    """TLS credentials for ``cfg`` (None without TLS). Relative ``ca_file``, ``client_cert`` and
+    ``client_key`` are resolved in ``base_dir`` (the config file's directory)."""
     if not cfg.tls:
         return None
-    root: bytes | None = None
-    if cfg.ca_file:
-        ca = Path(cfg.ca_file)
-        ca = ca if ca.is_absolute() or base_dir is None else base_dir / ca
-        try:
-            root = ca.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read CA file: {exc.strerror or exc}", path=str(ca), key="collector.ca_file"
-            ) from exc
-    return grpc.ssl_channel_credentials(root_certificates=root)
+    root = _read_tls_file(cfg.ca_file, base_dir, "collector.ca_file", "CA file") if cfg.ca_file else None
+    if (cfg.client_cert is None) != (cfg.client_key is None):
+        missing = "collector.client_key" if cfg.client_key is None else "collector.client_cert"
+        raise ConfigError("client_cert and client_key go together (mutual TLS)", key=missing)
+    chain = key = None
+    if cfg.client_cert is not None and cfg.client_key is not None:
+        chain = _read_tls_file(cfg.client_cert, base_dir, "collector.client_cert", "client certificate")
+        key = _read_tls_file(cfg.client_key, base_dir, "collector.client_key", "client key")
+        if b"-----BEGIN CERTIFICATE-----" not in chain:
+            raise ConfigError("not a PEM certificate", key="collector.client_cert")
+        if b"PRIVATE KEY-----" not in key:
+            raise ConfigError("not a PEM private key", key="collector.client_key")
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+
+
+# What gRPC's C core says when a connection fails, and what it means for an operator (first match).
+_TLS_HINTS: tuple[tuple[str, str], ...] = (
+    ("certificate has expired", "the collector's certificate has expired (or the agent's clock is wrong)"),
+    ("certificate is not yet valid", "the collector's certificate is not valid yet (check the clocks)"),
+    (
+        "Hostname Verification",
+        "the collector's certificate is not valid for the name {name} (collector.server_name)",
+    ),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "the collector's certificate is not signed by a CA this agent trusts ({ca})",
+    ),
+    ("WRONG_VERSION_NUMBER", "the collector does not speak TLS on this port (plaintext? see collector.tls)"),
+)
+
+
+def explain_transport(details: str, cfg: CollectorConfig, endpoint: str) -> str:
+    """One line an operator can act on, for gRPC's description of a failed connection (pure)."""
+    for needle, hint in _TLS_HINTS:
+        if needle in details:
+            name = cfg.server_name or endpoint.rpartition(":")[0]
+            ca = (
+                f"collector.ca_file {cfg.ca_file}"
+                if cfg.ca_file
+                else "the system trust store; set collector.ca_file"
+            )
+            return "TLS handshake failed: " + hint.format(name=name, ca=ca)
+    if "Socket closed" in details and "failed to connect" in details:
+        if not cfg.tls:
+            return "the collector closed the connection: does it require TLS? (collector.tls = true)"
+        if cfg.client_cert is None:
+            return (
+                "the collector closed the TLS connection: it may require a client certificate "
+                "(mutual TLS: set collector.client_cert and collector.client_key)"
+            )
+        return (
+            "the collector closed the TLS connection: it does not accept this agent's client certificate "
+            "(collector.client_cert: issued by the CA the collector trusts, and not expired?)"
+        )
+    return details
 
 
 def _dial(cfg: CollectorConfig, credentials: Any, endpoint: str) -> grpc.aio.Channel:
@@ -314,8 +423,9 @@ class Sender:
         batch_limit: int = BATCH_LIMIT,
         on_result: Callable[[str], None] | None = None,
     ) -> None:
-        # on_result: told "OK" for every acknowledged batch and the gRPC code name of every failed
-        # attempt (metrics hook; must not block).
+        # on_result: told "OK" for every acknowledged batch, the gRPC code name of every failed
+        # attempt, and "QUARANTINED" for every batch moved to the quarantine (metrics hook; must not
+        # block).
         self._on_result = on_result or (lambda _code: None)
         self._cfg = cfg
         self._endpoints = list(cfg.endpoints)
@@ -475,18 +585,19 @@ class Sender:
                 name = code.name if code is not None else "UNKNOWN"
                 self._on_result(name)
                 reason = _one_line(exc.details()) or name
-                kind = _CLASS.get(code, _TRANSPORT)
-                if kind == _THROTTLED and _TOO_LARGE in reason and _retry_delay(exc) is None:
-                    kind = _POISON  # gRPC's own size limit: this batch will never fit, quota or not
-                if kind == _TRANSPORT:
+                kind = classify(code, _reason_of(exc))
+                if kind == "throttled" and _TOO_LARGE in reason and _retry_delay(exc) is None:
+                    kind = "permanent"  # gRPC's own receive limit: this batch will never fit
+                if kind == "transport":
+                    reason = _one_line(explain_transport(reason, self._cfg, endpoint))
                     await self._drop(endpoint)
                     last = _Outcome("transport", f"{name}: {endpoint}: {reason}", name)
                     continue  # fail over to the next endpoint
                 self._current = i
-                if kind == _POISON:
+                if kind == "permanent":
                     await self._quarantine(batch, name, reason)
                     return None
-                if kind == _THROTTLED:
+                if kind == "throttled":
                     self._set_state("throttled", reason, code=name)
                     return _Outcome("throttled", f"{name}: {reason}", name, _retry_delay(exc))
                 self._set_state("refused", reason, code=name)
@@ -545,6 +656,7 @@ class Sender:
                 outbox.quarantine(conn, batch.seq, code=code, reason=reason, at=at)
 
         await self._db.call(move)
+        self._on_result("QUARANTINED")
         self._counts["quarantined"] += 1
         log.error(
             "batch %d refused by the collector (%s: %s); kept in the outbox quarantine",

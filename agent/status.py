@@ -25,7 +25,9 @@ class Status(msgspec.Struct, frozen=True):
     budget_spent: float | None
     budget_left: float | None
     dead_letters: int
-    quarantined: int  # batches the collector refused as malformed: kept, not sent, see docs/operations.md
+    quarantined: (
+        int  # batches the collector refused for good: kept, not sent (`hush-agent outbox quarantine`)
+    )
 
 
 def collect_status(loaded: LoadedConfig, *, now: float) -> Status:
@@ -64,7 +66,7 @@ def format_status(s: Status) -> list[str]:
     def ago(seconds: float | None) -> str:
         return "-" if seconds is None else f"{seconds:.0f}s ago"
 
-    hint = " (refused by the collector as malformed; see docs/operations.md)" if s.quarantined else ""
+    hint = " (refused by the collector for good: `hush-agent outbox quarantine`)" if s.quarantined else ""
     budget = "-" if s.budget_period is None else f"{s.budget_left:.4f} left of period {s.budget_period}"
     return [
         f"agent        {s.agent} (tenant {s.tenant})",

@@ -62,6 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="HOST:PORT", help="address; port 0 picks a free one (printed first)")
     p.add_argument("--config", metavar="FILE", help="TOML settings (flags win)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here")
+    p.add_argument(
+        "--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS 1.2+ (reloads on change)"
+    )
+    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--client-ca", metavar="FILE", help="mutual TLS: agents must present a certificate of this CA"
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext on a non-loopback address (behind a TLS proxy)",
+    )
+
+    tls = sub.add_parser("tls", help="certificates for trying TLS").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = tls.add_parser(
+        "selfsigned",
+        help="write a throw-away CA, a server and a client certificate (keys 0600)",
+        description="write a throw-away CA, a server certificate (localhost, 127.0.0.1 and --name) and a "
+        "client certificate for mutual TLS into --out; for trials, not production",
+    )
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument(
+        "--name", action="append", metavar="DNS|IP", help="another name of the server (repeatable)"
+    )
+    p.add_argument("--days", type=int, default=30, help="validity (default 30)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
 
     tenant = sub.add_parser("tenant", help="tenant lifecycle").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -167,6 +195,10 @@ def main(
     env = os.environ if environ is None else environ
     ctx = commands.Context(args=args, env=env, out=out, err=err)
     try:
+        if args.command == "tls":  # needs no database: not one of the store commands
+            from collector.commands_ops import tls_cmd
+
+            return asyncio.run(tls_cmd(ctx))
         return asyncio.run(commands.run(ctx))
     except HushError as exc:
         print(f"hush-collector: {exc.message}", file=err)

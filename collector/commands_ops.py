@@ -15,11 +15,12 @@ from collector.errors import AuditError, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
 from collector.tables import format_usage
+from collector.tls import ServerTls
 from hushmetric.errors import ConfigError
 from hushmetric.keys import read_public_key_arg
 from hushmetric.timefmt import format_rfc3339
 
-__all__ = ["audit_cmd", "import_cmd", "reports_cmd", "serve_cmd", "usage_cmd"]
+__all__ = ["audit_cmd", "import_cmd", "reports_cmd", "serve_cmd", "tls_cmd", "usage_cmd"]
 
 
 async def usage_cmd(ctx: Context) -> int:
@@ -97,6 +98,32 @@ async def import_cmd(ctx: Context) -> int:
     return 1 if failed else 0
 
 
+def _server_tls(ctx: Context, config: CollectorConfig, cfg_path: str | None) -> ServerTls | None:
+    """TLS files from the flags (relative to the working directory) or else from the config file
+    (relative to its directory); None for plaintext."""
+    a = ctx.args
+    base = Path(cfg_path).resolve().parent if cfg_path else Path()
+
+    def pick(flag: str | None, key: str) -> Path | None:
+        if flag:
+            return Path(flag)
+        value = getattr(config, key)
+        return None if value is None else base / value
+
+    cert, key, client_ca = (
+        pick(a.tls_cert, "tls_cert"),
+        pick(a.tls_key, "tls_key"),
+        pick(a.client_ca, "client_ca"),
+    )
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together (or tls_cert and tls_key in the config)")
+    if cert is None or key is None:
+        if client_ca is not None:
+            raise ConfigError("mutual TLS needs --tls-cert and --tls-key too", key="--client-ca")
+        return None
+    return ServerTls(cert, key, client_ca)
+
+
 async def serve_cmd(ctx: Context) -> int:
     a = ctx.args
     config = load_config(Path(a.config)) if a.config else CollectorConfig()
@@ -108,6 +135,25 @@ async def serve_cmd(ctx: Context) -> int:
     listen = a.listen or config.listen
     if not listen:
         raise ConfigError("--listen HOST:PORT is required (or `listen` in the config file)")
+    server_tls = _server_tls(ctx, config, cfg_path)
+    credentials, reloader = None, None
+    if server_tls is not None:
+        from collector.tls import server_credentials
+
+        credentials, reloader = server_credentials(server_tls)
+    else:
+        from collector.tls import plaintext_warning
+
+        warning = plaintext_warning(listen, insecure=a.insecure or config.insecure)
+        if warning:
+            print(f"hush-collector: {warning}", file=ctx.err, flush=True)
+    if server_tls is not None:
+        mode = "mutual TLS" if server_tls.client_ca is not None else "TLS"
+        print(
+            f"hush-collector: {mode} on the gRPC port (certificates reload on change or SIGHUP)",
+            file=ctx.err,
+            flush=True,
+        )
     settings = IngestSettings(
         max_clock_skew_seconds=seconds(config, "max_clock_skew", path=cfg_path),
         default_max_batch_bytes=config.default_max_batch_bytes,
@@ -117,6 +163,8 @@ async def serve_cmd(ctx: Context) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if reloader is not None:  # certificates also reload by themselves when their files change
+        loop.add_signal_handler(signal.SIGHUP, reloader.request)
     metrics_addr = a.metrics_listen or config.metrics_listen
     observer = None
     metrics = None
@@ -151,11 +199,12 @@ async def serve_cmd(ctx: Context) -> int:
                     settings=settings,
                     observer=observer,
                     grace_seconds=grace,
+                    credentials=credentials,
                 )
             except OSError as exc:
                 raise Unavailable(f"cannot listen on {listen}: {exc}") from exc
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if metrics is not None:
             metrics.stop()
@@ -203,4 +252,24 @@ async def reports_cmd(ctx: Context) -> int:
         print(f"wrote {a.command} report ({a.format}, {len(data)} bytes) to {a.out}", file=ctx.err)
         return 0
     ctx.out.write(data.decode() + ("" if data.endswith(b"\n") else "\n"))
+    return 0
+
+
+async def tls_cmd(ctx: Context) -> int:
+    """``tls selfsigned``: a throw-away CA, a server and a client certificate to try (mutual) TLS."""
+    from collector.pki import write_selfsigned
+
+    a = ctx.args
+    out = Path(a.out)
+    written = await asyncio.to_thread(write_selfsigned, out, names=a.name or (), days=a.days, force=a.force)
+    for path in written:
+        ctx.say(str(path))
+    print(
+        f"hush-collector: wrote a throw-away CA and certificates valid {a.days} days (keys 0600); try:\n"
+        f"  hush-collector serve --listen 127.0.0.1:7443 --tls-cert {out / 'server.pem'} "
+        f"--tls-key {out / 'server.key'} --client-ca {out / 'ca.pem'}\n"
+        f'  agent.toml [collector]: tls = true, ca_file = "{out / "ca.pem"}", '
+        f'client_cert = "{out / "client.pem"}", client_key = "{out / "client.key"}"',
+        file=ctx.err,
+    )
     return 0

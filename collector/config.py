@@ -9,6 +9,9 @@ Example::
     max_clock_skew = "5m"
     default_max_batch_bytes = 4194304
     shutdown_grace = "10s"
+    tls_cert = "server.pem"     # TLS on the gRPC port (paths relative to this file's directory)
+    tls_key = "server.key"
+    client_ca = "agents-ca.pem"  # mutual TLS: agents must present a certificate from this CA
 
 Errors name the file and the key.
 """
@@ -35,6 +38,11 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_clock_skew: str = "5m"
     default_max_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 4 << 20
     shutdown_grace: str = "10s"
+    # Native TLS: certificate chain and key (both or neither); client_ca turns on mutual TLS.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
+    insecure: bool = False  # allow plaintext on an address other hosts can reach (behind a TLS proxy)
 
 
 def seconds(config: CollectorConfig, key: str, *, path: str | None = None) -> int:

@@ -198,8 +198,13 @@ async def serve(
     clock: Callable[[], float] = time.time,
     grace_seconds: float = _GRACE_SECONDS,
     readiness_seconds: float = _READINESS_SECONDS,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then refuse new calls and give in-flight ones ``grace_seconds``.
+
+    With ``credentials`` (:func:`collector.tls.server_credentials`) the port speaks TLS, or mutual TLS
+    when they require client certificates; without, plaintext (the caller decides whether that is
+    acceptable for ``listen``: :func:`collector.tls.plaintext_warning`).
 
     gRPC health reports SERVING while the store answers a ping and NOT_SERVING while it does not
     (a load balancer then routes around this replica); the server itself keeps running.
@@ -221,7 +226,10 @@ async def serve(
         (service, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     host, _, _ = listen.rpartition(":")
-    port = server.add_insecure_port(listen)
+    if credentials is not None:
+        port = server.add_secure_port(listen, credentials)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

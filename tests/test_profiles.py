@@ -50,9 +50,17 @@ def test_shipped_collector_config_decodes(profile: str) -> None:
         assert not path.exists(), "saas: the vendor runs the collector"
         return
     config = load_collector_config(path)
-    # plain gRPC: reachable from this host only; TLS terminates in a proxy beside it (see README)
-    assert config.listen is not None and classify_host(config.listen.rpartition(":")[0]) == "loopback"
-    assert config.db is not None and config.db.startswith("/var/lib/hushmetric/collector/")
+    assert config.listen is not None and config.db is not None
+    assert config.db.startswith("/var/lib/hushmetric/collector/")
+    if profile == "air-gap":  # no agent connects: loopback only, plaintext is fine there
+        assert classify_host(config.listen.rpartition(":")[0]) == "loopback"
+        assert config.tls_cert is None
+        return
+    # reachable by agents, so the collector serves mutual TLS itself and never plaintext
+    assert not config.insecure
+    assert None not in (config.tls_cert, config.tls_key, config.client_ca)
+    agent = load_config(PROFILE_DIR / profile / "agent.toml").config.collector
+    assert agent.tls and agent.client_cert and agent.client_key  # and its agents present certificates
 
 
 def test_shipped_profiles_are_not_interchangeable() -> None:
@@ -269,3 +277,25 @@ def test_check_files_reports_group_or_world_access(tmp_path: Path) -> None:
 def test_check_files_ignores_missing_files(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").write_text('tenant = "t"\nagent = "a"\n')
     assert check_files(load_config(tmp_path / "agent.toml")) == []
+
+
+def test_client_certificate_settings_need_tls_and_each_other() -> None:
+    no_tls = saas(tls=False, client_cert="a.pem", client_key="a.key")
+    assert keys(check_profile(no_tls, "saas")) == [
+        "collector.client_cert",
+        "collector.client_key",
+        "collector.tls",
+    ]
+    assert keys(check_profile(saas(client_cert="a.pem"), "saas")) == ["collector.client_key"]
+    assert check_profile(saas(client_cert="a.pem", client_key="a.key"), "saas") == []
+
+
+def test_a_client_key_readable_by_others_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text(
+        'tenant = "t"\nagent = "a"\n[collector]\nendpoints = ["h.example.com:443"]\ntls = true\n'
+        'client_cert = "tls/a.pem"\nclient_key = "tls/a.key"\n'
+    )
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "a.key").write_text("key")
+    os.chmod(tmp_path / "tls" / "a.key", 0o644)
+    assert keys(check_files(load_config(tmp_path / "agent.toml"))) == ["collector.client_key"]

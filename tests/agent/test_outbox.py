@@ -143,3 +143,30 @@ def test_quarantine_keeps_the_batch_out_of_the_way_and_requeue_restores_it(conn:
         assert not outbox.requeue(conn, 2)
     assert outbox.pending(conn, 10) == made
     assert outbox.quarantined(conn) == []
+
+
+def test_quarantined_batches_count_towards_backpressure(conn: sqlite3.Connection) -> None:
+    release(conn, 3)
+    with transaction(conn):
+        outbox.quarantine(conn, 1, code="FAILED_PRECONDITION", reason="too_old: old", at=5.0)
+        outbox.quarantine(conn, 2, code="FAILED_PRECONDITION", reason="too_old: old", at=5.0)
+    assert outbox.depth(conn).count == 1
+    assert outbox.is_full(conn, OutboxConfig(max_batches=3))  # 1 waiting + 2 quarantined
+    assert not outbox.is_full(conn, OutboxConfig(max_batches=4))
+
+
+def test_discard_returns_what_it_removed_and_requeue_all_restores_in_seq_order(
+    conn: sqlite3.Connection,
+) -> None:
+    made = release(conn, 4)
+    with transaction(conn):
+        for seq in (3, 1, 2):
+            outbox.quarantine(conn, seq, code="UNAUTHENTICATED", reason="revoked_key: k", at=float(seq))
+    with transaction(conn):
+        gone = outbox.discard(conn, 2)
+        assert outbox.discard(conn, 2) is None
+    assert gone is not None and (gone.seq, gone.digest, gone.code) == (2, made[1].digest, "UNAUTHENTICATED")
+    with transaction(conn):
+        assert outbox.requeue_all(conn) == [1, 3]
+    assert [s.seq for s in outbox.pending(conn, 10)] == [1, 3, 4]
+    assert outbox.pending(conn, 10)[0] == made[0]  # same bytes as signed

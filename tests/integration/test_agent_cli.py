@@ -72,7 +72,11 @@ def test_run_once_on_input_file_releases_exact_counts_and_resumes(tmp_path: Path
     assert report["events"] == 43 and report["dead_letters"] == 2
     assert report["windows_released"] == 2
     dead = agent.json("dead-letter")
-    assert sum(dead["counts"].values()) == 2 and {d["reason"] for d in dead["recent"]} <= {"json", "type", "missing"}
+    assert sum(dead["counts"].values()) == 2 and {d["reason"] for d in dead["recent"]} <= {
+        "json",
+        "type",
+        "missing",
+    }
     # raw input never reaches the dead-letter store: only a digest and a reason
     assert "not json" not in agent.state_db.read_bytes().decode("latin-1")
     # a second run over the same file resumes at the committed offset: nothing twice
@@ -139,3 +143,49 @@ def test_tune_and_key_show(tmp_path: Path) -> None:
     assert "[budget] rho = " in text and "per day" in text
     public, key_id = agent.ok("key", "show").split()
     assert len(key_id) == 64 and len(public) == 44
+
+
+def test_outbox_quarantine_is_listed_in_status_and_retried_or_dropped_with_a_note(tmp_path: Path) -> None:
+    from agent import outbox
+    from agent.config import load_config
+    from agent.runtime import open_agent_state
+    from agent.state import transaction
+
+    agent = init_agent(tmp_path / "site")
+    agent.set_policy(exact_policy())
+    path = tmp_path / "e.jsonl"
+    path.write_text(events_jsonl([{"name": "click", "ts": T + h * 3600, "unit": "u"} for h in range(2)]))
+    agent.ok("run", "--once", "--input", str(path))
+    conn = open_agent_state(load_config(agent.config))
+    try:
+        seqs = [b.seq for b in outbox.pending(conn, 10)]
+        assert len(seqs) >= 2
+        with transaction(conn):  # what the sender does on a permanent refusal
+            for seq in seqs[:2]:
+                outbox.quarantine(conn, seq, code="FAILED_PRECONDITION", reason="too_old: batch is old", at=T)
+    finally:
+        conn.close()
+    first, second = seqs[:2]
+    assert agent.json("status")["quarantined"] == 2
+    assert "quarantined  2 (refused by the collector for good" in agent.ok("status")
+    listed = agent.ok("outbox", "quarantine")
+    assert listed.startswith("2 quarantined batches") and "FAILED_PRECONDITION: too_old" in listed
+    assert [q["seq"] for q in agent.json("outbox", "quarantine")] == [first, second]
+
+    no_note = agent("outbox", "drop", str(first))
+    assert no_note.code == 2 and "--note" in no_note.err and len(no_note.err.strip().splitlines()) == 1
+    missing = agent("outbox", "retry", "999")
+    assert missing.code == 1 and "not in the quarantine" in missing.err and "Traceback" not in missing.err
+    assert "needs a SEQ" in agent("outbox", "retry").err
+    assert "needs one SEQ" in agent("outbox", "drop", "--all", "--note", "x").err
+
+    assert "dropped batch" in agent.ok("outbox", "drop", str(first), "--note", "ops-7: too old to matter")
+    drops = [e for e in agent.json("egress") if e["kind"] == "drop"]
+    assert [(d["seq"], d["reason"]) for d in drops] == [(first, "ops-7: too old to matter")]
+    assert "DROPPED from quarantine" in agent.ok("egress")
+    assert agent.ok("egress", "--verify").startswith("ok: ")
+    assert agent.json("status")["egress_stopped"] is False  # a drop is not a kill-switch change
+
+    assert f"put back into the outbox: {second}" in agent.ok("outbox", "retry", "--all")
+    status = agent.json("status")
+    assert status["quarantined"] == 0 and status["outbox_batches"] == len(seqs) - 1
