@@ -88,7 +88,9 @@ class SqliteStore:
         try:
             await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
+            # FULL: in WAL mode NORMAL may lose the last transactions on power loss, and an
+            # acknowledged batch (and its metering) must survive it, as the threat model says.
+            await db.execute("PRAGMA synchronous = FULL")
             await db.execute("PRAGMA foreign_keys = ON")
             await store._migrate()
         except sqlite3.DatabaseError as exc:
