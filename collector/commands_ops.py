@@ -70,12 +70,13 @@ async def import_cmd(ctx: Context) -> int:
     async with open_for(ctx) as store:
         for name in ctx.args.files:
             try:
-                data = await asyncio.to_thread(Path(name).read_bytes)
+                fh = await asyncio.to_thread(Path(name).open, "rb")
             except FileNotFoundError as exc:
                 raise NotFound("file", name) from exc
             except OSError as exc:
                 raise Unavailable(f"cannot read {name}: {exc.strerror or exc}") from exc
-            report = await import_bundle(store, data, now=ctx.clock())
+            with fh:  # streamed: the importer checks the size first and reads one member at a time
+                report = await import_bundle(store, fh, now=ctx.clock())
             refused = sum(report.refused.values())
             reasons = ", ".join(f"{r}={n}" for r, n in sorted(report.refused.items()))
             line = f"{name}: accepted {report.accepted}, duplicate {report.duplicate}, refused {refused}"

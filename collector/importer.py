@@ -1,10 +1,14 @@
 """Air-gap import: verify a bundle's signed manifest and file hashes, then ingest each batch exactly
 as online ingest would. Idempotent: a second import of the same bundle yields duplicates only.
+
+A bundle file is streamed: :func:`hushmetric.bundle.read_bundle` bounds it before reading and hands
+the batch files over one at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import BinaryIO
 
 import msgspec
 
@@ -57,8 +61,10 @@ async def _foreign_signer(store: Store, envelope: dsse.Envelope, manifest_key: K
 
 
 async def import_bundle(
-    store: Store, data: bytes, *, now: float, settings: IngestSettings | None = None
+    store: Store, data: bytes | BinaryIO, *, now: float, settings: IngestSettings | None = None
 ) -> ImportReport:
+    """Import one bundle: its bytes, or a seekable binary file kept open for the call (then read
+    one member at a time, never whole)."""
     report = ImportReport()
 
     async def refuse_all(

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
 from collector.importer import import_bundle
 from collector.store import Store
 from hushmetric import bundle
+from hushmetric.errors import ContractError
 from hushmetric.timefmt import format_rfc3339
 from tests.collector.collector_testkit import Agent, Clock
 
@@ -38,3 +46,117 @@ async def test_a_second_import_is_all_duplicates(store: Store, clock: Clock, acm
     again = await import_bundle(store, data, now=clock.now)
     assert (first.accepted, first.duplicate, first.refused) == (3, 0, {})
     assert (again.accepted, again.duplicate, again.refused) == (0, 3, {})
+
+
+# -- hostile tar forms (issue 10, defect 1): sparse members expand far beyond their bytes ----------
+
+EXPANDED = 1 << 20  # what each sparse member claims once its hole is filled in
+SPARSE_MEMBERS = 200
+
+
+def _checksummed(header: bytearray) -> bytes:
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    return bytes(header)
+
+
+def gnu_sparse_member(name: str) -> bytes:
+    """A GNU old-style sparse member ('S'), built from raw header bytes (tarfile cannot write one):
+    one 512-byte block stored, a hole of EXPANDED - 512 bytes before it."""
+    info = tarfile.TarInfo(name)
+    info.size = 512
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    assert len(header) == 512
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:398] = b"%011o\x00" % (EXPANDED - 512)  # sparse[0].offset
+    header[398:410] = b"%011o\x00" % 512  # sparse[0].numbytes
+    header[482] = 0  # no extension blocks
+    header[483:495] = b"%011o\x00" % EXPANDED  # realsize
+    return _checksummed(header) + b"x" * 512
+
+
+def pax_sparse_member(name: str) -> bytes:
+    """A PAX 1.0 sparse member: GNU.sparse.* records, then a data block holding the map (one entry)
+    before the one stored block."""
+    data_map = f"1\n{EXPANDED - 512}\n512\n".encode().ljust(512, b"\x00")
+    info = tarfile.TarInfo(f"GNUSparseFile.0/{name.rsplit('/', 1)[-1]}")
+    info.size = len(data_map) + 512
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": name,
+        "GNU.sparse.realsize": str(EXPANDED),
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data_map + b"x" * 512))
+    return _strip_end(out.getvalue())
+
+
+def _strip_end(tar: bytes) -> bytes:
+    """The members of a tar without its end-of-archive zero blocks (so members can be concatenated)."""
+    end = len(tar)
+    while end >= 512 and tar[end - 512 : end] == bytes(512):
+        end -= 512
+    return tar[:end]
+
+
+def sparse_bundle(acme: Agent, form: str, members: int = SPARSE_MEMBERS) -> bytes:
+    good = bundle.write_bundle(
+        [(1, acme.next())], tenant="acme", agent=acme.agent, created="2026-03-10T12:00:00Z", key=acme.key
+    )
+    make = gnu_sparse_member if form == "gnu" else pax_sparse_member
+    body = b"".join(make(f"batches/{100 + i}.dsse.json") for i in range(members))
+    return _strip_end(good) + body + bytes(1024)
+
+
+@pytest.mark.parametrize("form", ["gnu", "pax"])
+def test_both_sparse_forms_are_what_they_claim(acme: Agent, form: str) -> None:
+    """The crafted members really are sparse to tarfile (else the tests below prove nothing)."""
+    data = sparse_bundle(acme, form, members=1)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.getmember("batches/100.dsse.json")
+        assert member.isreg() and member.issparse() and member.size == EXPANDED
+        assert len(data) < EXPANDED
+
+
+@pytest.mark.parametrize("form", ["gnu", "pax"])
+async def test_a_sparse_bundle_is_refused_within_bounded_memory(
+    store: Store, clock: Clock, acme: Agent, form: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "sparse.tar"
+    path.write_bytes(sparse_bundle(acme, form))
+    with path.open("rb") as fh:
+        tracemalloc.start()
+        try:
+            report = await import_bundle(store, fh, now=clock.now)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert report.refused == {"bundle_malformed": 1}
+    assert report.error is not None and "sparse" in report.error
+    # 200 members of 1 MiB each once expanded; the fixed importer never expands one
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB"
+    assert sum(day.batches for day in await store.usage("acme", None, None)) == 0
+
+
+def test_member_sizes_must_fit_in_the_file(acme: Agent) -> None:
+    good = bundle.write_bundle(
+        [(1, acme.next())], tenant="acme", agent=acme.agent, created="2026-03-10T12:00:00Z", key=acme.key
+    )
+    at = good.index(b"batches/1.dsse.json")
+    assert at % 512 == 0  # the member's header block
+    header = bytearray(good[at : at + 512])
+    header[124:136] = b"%011o\x00" % (8 << 20)  # claims 8 MiB; the file holds a few KiB
+    forged = good[:at] + _checksummed(header) + good[at + 512 :]
+    with pytest.raises(ContractError, match=r"truncated or corrupt|more bytes than the file holds"):
+        bundle.read_bundle(forged)
+
+
+def test_a_bundle_file_is_capped_before_reading(acme: Agent) -> None:
+    data = bundle.write_bundle(
+        [(1, acme.next())], tenant="acme", agent=acme.agent, created="2026-03-10T12:00:00Z", key=acme.key
+    )
+    with pytest.raises(ContractError, match="larger than"):
+        bundle.read_bundle(io.BytesIO(data), max_bytes=len(data) - 1)
+    assert list(bundle.read_bundle(io.BytesIO(data), max_bytes=len(data)).files) == ["batches/1.dsse.json"]
