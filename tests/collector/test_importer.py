@@ -11,7 +11,7 @@ import pytest
 
 from collector.importer import import_bundle
 from collector.store import Store
-from hushmetric import bundle
+from hushmetric import bundle, dsse
 from hushmetric.errors import ContractError
 from hushmetric.timefmt import format_rfc3339
 from tests.collector.collector_testkit import Agent, Clock
@@ -160,3 +160,28 @@ def test_a_bundle_file_is_capped_before_reading(acme: Agent) -> None:
     with pytest.raises(ContractError, match="larger than"):
         bundle.read_bundle(io.BytesIO(data), max_bytes=len(data) - 1)
     assert list(bundle.read_bundle(io.BytesIO(data), max_bytes=len(data)).files) == ["batches/1.dsse.json"]
+
+
+async def test_a_decoy_manifest_signature_under_another_tenants_key_decides_nothing(
+    store: Store, clock: Clock, acme: Agent
+) -> None:
+    other = Agent("globex", "g1")
+    await store.create_tenant("globex", now=clock.now)
+    await store.add_key("globex", "g1", other.public_key, now=clock.now)
+    data = bundle.write_bundle(
+        [(1, acme.next())], tenant="acme", agent=acme.agent, created="2026-03-10T12:00:00Z", key=acme.key
+    )
+    parsed = bundle.read_bundle(data)
+    signed = parsed.manifest_envelope
+    decoy = dsse.Envelope(
+        signed.payload, signed.payload_type, (dsse.Signature(bytes(64), other.key_id), *signed.signatures)
+    )
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, body in [("manifest.json", dsse.to_json(decoy)), *parsed.files.items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    report = await import_bundle(store, out.getvalue(), now=clock.now)
+    assert (report.accepted, report.refused, report.tenant) == (1, {}, "acme")
+    assert not [u for u in await store.usage() if u.tenant == "globex"]

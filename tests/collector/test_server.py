@@ -21,6 +21,7 @@ from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
 from hushmetric import dsse
 from hushmetric.batch import payload_digest
+from hushmetric.timefmt import format_rfc3339
 from hushmetric.v1 import ingest_pb2
 from hushmetric.wire import envelope_to_proto
 from tests.collector.collector_testkit import Agent, Clock, Server, flip
@@ -338,3 +339,56 @@ async def test_health_turns_not_serving_while_the_database_is_unusable(
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_decoy_signature_under_another_tenants_key_decides_nothing(
+    server: Server, store: Store, clock: Clock
+) -> None:
+    """Issue 10, defect 2: limits, state, metering and refusals follow the key whose signature
+    verified, never the first registered key id in the envelope (key ids are public)."""
+    big, small = Agent("big", "b1"), Agent("small", "s1")
+    for a in (big, small):
+        await store.create_tenant(a.tenant, now=clock())
+        await store.add_key(a.tenant, a.agent, a.public_key, now=clock())
+    await store.set_quota(
+        Quota("small", max_batch_bytes=1024, rows_per_day=3, max_age_seconds=3600), now=clock()
+    )
+    await store.set_tenant_state("big", "suspended", now=clock())
+
+    def decoyed(envelope: dsse.Envelope) -> dsse.Envelope:  # big's key id first, a signature that fails
+        decoy = dsse.Signature(bytes(64), big.key_id)
+        return dsse.Envelope(envelope.payload, envelope.payload_type, (decoy, *envelope.signatures))
+
+    # big is suspended: its key id in front changes nothing for small's good batch
+    assert (await server.submit(decoyed(small.next(rows=2)))).seq == 1
+    err = await refused(server, decoyed(small.sign(small.payload(rows=40))))
+    assert (err.code(), reason(err)) == (INVALID, "too_large")  # small's 1 KiB, not big's default
+    old = small.payload(rows=1, created=format_rfc3339(clock.now - 7200))
+    err = await refused(server, decoyed(small.sign(old)))
+    assert reason(err) == "too_old"  # small's max age
+    err = await refused(server, decoyed(small.next(rows=2)))
+    assert reason(err) == "quota_rows_day"  # small's 3 rows a day, 2 used
+    err = await refused(server, decoyed(small.sign(b"\xc1 junk")))
+    assert reason(err) == "malformed"
+    # a decoy alone is a bad signature charged to no tenant; two verifying keys of two tenants conflict
+    err = await refused(
+        server, dsse.Envelope(old, dsse.BATCH_PAYLOAD_TYPE, (dsse.Signature(bytes(64), big.key_id),))
+    )
+    assert (err.code(), reason(err)) == (UNAUTH, "bad_signature")
+    both = small.payload(seq=9)
+    cosigned = dsse.Envelope(
+        both, dsse.BATCH_PAYLOAD_TYPE, (*big.sign(both).signatures, *small.sign(both).signatures)
+    )
+    err = await refused(server, cosigned)
+    assert (err.code(), reason(err)) == (DENIED, "signer_mismatch")
+    usage = {(u.tenant, r): n for u in await store.usage() for r, n in u.refused.items()}
+    assert usage == {
+        ("small", "too_large"): 1,
+        ("small", "too_old"): 1,
+        ("small", "quota_rows_day"): 1,
+        ("small", "malformed"): 1,
+        ("-", "bad_signature"): 1,
+        ("-", "signer_mismatch"): 1,
+    }
+    metered = {u.tenant: (u.batches, u.rows) for u in await store.usage()}
+    assert metered.get("small") == (1, 2) and metered.get("big", (0, 0)) == (0, 0)
