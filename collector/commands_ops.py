@@ -14,6 +14,7 @@ from collector.db import sqlite_path
 from collector.errors import AuditError, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
+from collector.pg_url import redact_url
 from collector.tables import format_usage
 from hushmetric.errors import ConfigError
 from hushmetric.keys import read_public_key_arg
@@ -132,7 +133,7 @@ async def serve_cmd(ctx: Context) -> int:
 
     def bound(address: str) -> None:
         ctx.say(address)
-        print(f"hush-collector: serving {ctx.db} on {address}", file=ctx.err, flush=True)
+        print(f"hush-collector: serving {redact_url(ctx.db)} on {address}", file=ctx.err, flush=True)
 
     db_file = sqlite_path(ctx.db)
     if db_file is not None:  # a SQLite file: check it, quarantine what is unreadable, then serve

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 
 from hushmetric import bundle, dsse
 from tests.collector.collector_testkit import Agent, Hush, Served, one_line_error, serving
+from tests.pg import temp_database
 
 
 @pytest.fixture
@@ -303,3 +307,37 @@ def test_kill_switch_and_config_file_across_processes(hush: Hush, tmp_path: Path
         assert stub.Submit(envelope_to_proto(agent.next()), timeout=10).seq == 2
     usage = json.loads(hush.ok("usage", "--tenant", "acme", "--format", "json"))
     assert [(u["batches"], u["refused"]) for u in usage] == [(2, {"tenant_suspended": 1})]
+
+
+@pytest.mark.postgres
+async def test_init_migrate_and_serve_never_print_the_database_password(tmp_path: Path) -> None:
+    """Issue 10: the URL is shown with its password masked (trust auth on loopback ignores it)."""
+    secret = "s3cret-pw-42"
+    async with temp_database() as url:
+        scheme, rest = url.split("://", 1)
+        user, host = rest.split("@", 1)
+        with_password = f"{scheme}://{user}:{secret}@{host}"
+        env = {"HUSH_COLLECTOR_DB": with_password, "HUSH_COLLECTOR_KEY": str(tmp_path / "c.key")}
+        hush = Hush(tmp_path)
+        seen = []
+        for args in (("init",), ("migrate",)):
+            r = hush(*args, db=False, env=env)
+            assert r.code == 0, r
+            seen.append(r.out + r.err)
+        assert "***" in seen[0]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "serve", "--listen", "127.0.0.1:0"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        seen.append(address + out + err)
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", address), seen
+    assert "serving postgresql://" in seen[-1], seen
+    assert not [s for s in seen if secret in s], seen
