@@ -173,9 +173,17 @@ async def _key(ctx: Context) -> int:
 
 
 async def _enroll_token(ctx: Context) -> int:
-    ttl = check_duration(ctx.args.ttl, "--ttl")
+    a = ctx.args
+    ttl = check_duration(a.ttl, "--ttl")
+    if a.agent is not None:
+        check_id(a.agent, "--agent")
+    if a.rotate and a.agent is None:
+        raise ConfigError("a rotation token is for one agent: name it with --agent ID", key="--rotate")
     async with open_for(ctx) as store:
-        ctx.say(await enroll.issue_token(store, ctx.args.tenant, ttl_seconds=ttl, now=ctx.clock()))
+        token = await enroll.issue_token(
+            store, a.tenant, ttl_seconds=ttl, now=ctx.clock(), agent=a.agent, rotate=a.rotate
+        )
+    ctx.say(token)
     return 0
 
 

@@ -153,6 +153,7 @@ async def serve_cmd(ctx: Context) -> int:
                     settings=settings,
                     observer=observer,
                     grace_seconds=grace,
+                    max_concurrent_rpcs=config.max_concurrent_rpcs,
                 )
             except OSError as exc:
                 raise Unavailable(f"cannot listen on {listen}: {exc}") from exc

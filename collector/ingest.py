@@ -253,17 +253,23 @@ async def ingest(
     now: float,
     settings: IngestSettings | None = None,
     observer: Observer | None = None,
+    unattributed: Callable[[Refusal, float], None] | None = None,
 ) -> Outcome:
-    """Decide on one envelope; store it or count and audit the refusal. Never raises for bad input."""
+    """Decide on one envelope; store it or count and audit the refusal. Never raises for bad input.
+
+    ``unattributed`` (the server's :class:`~collector.ingest_refusals.RefusalBuffer`), when given,
+    takes the refusals no verified key is behind instead of the store: junk costs no write each."""
     ctx = _Context()
     started = time.perf_counter()
     try:
         outcome: Outcome = await _decide(store, envelope, now, settings or IngestSettings(), ctx)
     except _Refuse as refusal:
         outcome = refusal.rejected
-        await store.record_refusal(
-            Refusal(ctx.tenant, outcome.reason, ctx.agent, ctx.seq, ctx.key_id), now=now
-        )
+        record = Refusal(ctx.tenant, outcome.reason, ctx.agent, ctx.seq, ctx.key_id)
+        if unattributed is not None and record.tenant == UNATTRIBUTED:
+            unattributed(record, now)
+        else:
+            await store.record_refusal(record, now=now)
     if observer is not None:
         elapsed = time.perf_counter() - started
         if isinstance(outcome, Stored):

@@ -17,6 +17,8 @@ import grpc
 import nacl.signing
 import pytest
 
+from collector.ingest_refusals import RefusalBuffer
+from collector.store import Store
 from hushmetric import dsse
 from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
 from hushmetric.keys import key_id
@@ -96,9 +98,15 @@ class Server:
     address: str
     channel: grpc.aio.Channel
     stub: ingest_pb2_grpc.IngestStub
+    refusals: RefusalBuffer  # unattributed refusals held in memory by the server
+    store: Store
 
     async def submit(self, envelope: dsse.Envelope) -> Any:
         return await self.stub.Submit(envelope_to_proto(envelope))
+
+    async def flush(self) -> int:
+        """Write the refusals the server holds in memory now (it does so every few seconds)."""
+        return await self.refusals.flush(self.store)
 
 
 def flip(data: bytes, index: int) -> bytes:

@@ -16,6 +16,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
+from collector.schema import MIGRATIONS
 from hushmetric import bundle, dsse
 from tests.collector.collector_testkit import Agent, Hush, Served, one_line_error, serving
 from tests.pg import temp_database
@@ -49,7 +50,7 @@ def test_migrate_reports_the_schema_version(tmp_path: Path) -> None:
     h = Hush(tmp_path)
     one_line_error(h("migrate"), 4, r"does not exist; run `hush-collector init`")
     h.ok("init")
-    assert h.ok("migrate").strip().endswith("schema v1, up to date")
+    assert h.ok("migrate").strip().endswith(f"schema v{MIGRATIONS[-1][0]}, up to date")
 
 
 def test_db_from_environment(tmp_path: Path) -> None:
@@ -116,6 +117,10 @@ def test_enroll_token(hush: Hush) -> None:
     assert re.fullmatch(r"hmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n", out)
     one_line_error(hush("enroll-token", "acme", "--ttl", "soon"), 2, "--ttl")
     one_line_error(hush("enroll-token", "nope"), 3, "not found")
+    bound = hush.ok("enroll-token", "acme", "--agent", "edge-1", "--rotate")
+    assert re.fullmatch(r"hmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n", bound)
+    one_line_error(hush("enroll-token", "acme", "--rotate"), 2, "--rotate.*--agent")
+    one_line_error(hush("enroll-token", "acme", "--agent", "bad agent"), 2, "--agent")
 
 
 def test_quota_set_show(hush: Hush) -> None:
@@ -189,6 +194,8 @@ def test_serve_config_errors_name_file_and_key(hush: Hush, tmp_path: Path) -> No
     (tmp_path / "typo.toml").write_text('lisen = "127.0.0.1:0"\n')
     one_line_error(hush("serve", "--config", "typo.toml"), 2, r"typo\.toml.*lisen")
     one_line_error(hush("serve"), 2, "--listen")
+    (tmp_path / "rpcs.toml").write_text('listen = "127.0.0.1:0"\nmax_concurrent_rpcs = 0\n')
+    one_line_error(hush("serve", "--config", "rpcs.toml"), 2, r"rpcs\.toml.*max_concurrent_rpcs")
 
 
 def test_import_bundle_is_idempotent_and_checks_bytes(hush: Hush, tmp_path: Path) -> None:
