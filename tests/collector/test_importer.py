@@ -14,7 +14,15 @@ from collector.store import Store
 from hushmetric import bundle, dsse
 from hushmetric.errors import ContractError
 from hushmetric.timefmt import format_rfc3339
-from tests.collector.collector_testkit import Agent, Clock
+from tests.collector.collector_testkit import (
+    EXPANDED,
+    Agent,
+    Clock,
+    checksummed,
+    gnu_sparse_member,
+    pax_sparse_member,
+    strip_end,
+)
 
 
 async def test_a_batch_of_another_agent_smuggled_into_a_bundle_is_refused(
@@ -50,55 +58,7 @@ async def test_a_second_import_is_all_duplicates(store: Store, clock: Clock, acm
 
 # -- hostile tar forms (issue 10, defect 1): sparse members expand far beyond their bytes ----------
 
-EXPANDED = 1 << 20  # what each sparse member claims once its hole is filled in
 SPARSE_MEMBERS = 200
-
-
-def _checksummed(header: bytearray) -> bytes:
-    header[148:156] = b" " * 8
-    header[148:156] = b"%06o\x00 " % sum(header)
-    return bytes(header)
-
-
-def gnu_sparse_member(name: str) -> bytes:
-    """A GNU old-style sparse member ('S'), built from raw header bytes (tarfile cannot write one):
-    one 512-byte block stored, a hole of EXPANDED - 512 bytes before it."""
-    info = tarfile.TarInfo(name)
-    info.size = 512
-    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
-    assert len(header) == 512
-    header[156:157] = tarfile.GNUTYPE_SPARSE
-    header[386:398] = b"%011o\x00" % (EXPANDED - 512)  # sparse[0].offset
-    header[398:410] = b"%011o\x00" % 512  # sparse[0].numbytes
-    header[482] = 0  # no extension blocks
-    header[483:495] = b"%011o\x00" % EXPANDED  # realsize
-    return _checksummed(header) + b"x" * 512
-
-
-def pax_sparse_member(name: str) -> bytes:
-    """A PAX 1.0 sparse member: GNU.sparse.* records, then a data block holding the map (one entry)
-    before the one stored block."""
-    data_map = f"1\n{EXPANDED - 512}\n512\n".encode().ljust(512, b"\x00")
-    info = tarfile.TarInfo(f"GNUSparseFile.0/{name.rsplit('/', 1)[-1]}")
-    info.size = len(data_map) + 512
-    info.pax_headers = {
-        "GNU.sparse.major": "1",
-        "GNU.sparse.minor": "0",
-        "GNU.sparse.name": name,
-        "GNU.sparse.realsize": str(EXPANDED),
-    }
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(info, io.BytesIO(data_map + b"x" * 512))
-    return _strip_end(out.getvalue())
-
-
-def _strip_end(tar: bytes) -> bytes:
-    """The members of a tar without its end-of-archive zero blocks (so members can be concatenated)."""
-    end = len(tar)
-    while end >= 512 and tar[end - 512 : end] == bytes(512):
-        end -= 512
-    return tar[:end]
 
 
 def sparse_bundle(acme: Agent, form: str, members: int = SPARSE_MEMBERS) -> bytes:
@@ -107,7 +67,7 @@ def sparse_bundle(acme: Agent, form: str, members: int = SPARSE_MEMBERS) -> byte
     )
     make = gnu_sparse_member if form == "gnu" else pax_sparse_member
     body = b"".join(make(f"batches/{100 + i}.dsse.json") for i in range(members))
-    return _strip_end(good) + body + bytes(1024)
+    return strip_end(good) + body + bytes(1024)
 
 
 @pytest.mark.parametrize("form", ["gnu", "pax"])
@@ -148,7 +108,7 @@ def test_member_sizes_must_fit_in_the_file(acme: Agent) -> None:
     assert at % 512 == 0  # the member's header block
     header = bytearray(good[at : at + 512])
     header[124:136] = b"%011o\x00" % (8 << 20)  # claims 8 MiB; the file holds a few KiB
-    forged = good[:at] + _checksummed(header) + good[at + 512 :]
+    forged = good[:at] + checksummed(header) + good[at + 512 :]
     with pytest.raises(ContractError, match=r"truncated or corrupt|more bytes than the file holds"):
         bundle.read_bundle(forged)
 
