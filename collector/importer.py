@@ -12,8 +12,8 @@ from typing import BinaryIO
 
 import msgspec
 
-from collector.ingest import IngestSettings, Rejected, ingest, signers
-from collector.store import UNATTRIBUTED, KeyRecord, Refusal, Store
+from collector.ingest import IngestSettings, Rejected, ingest, signers, speaker
+from collector.store import UNATTRIBUTED, Refusal, Store
 from hushmetric import bundle, dsse
 from hushmetric.errors import ContractError
 
@@ -39,14 +39,6 @@ class ImportReport(msgspec.Struct):
 
     def refuse(self, reason: str, count: int = 1) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + count
-
-
-def _one_signer(verified: list[KeyRecord]) -> KeyRecord | None:
-    """The key that speaks for a manifest: all verifying keys must be one agent's (the active one is
-    preferred, as around a rotation); None when they belong to different tenants or agents."""
-    if len({(k.tenant, k.agent) for k in verified}) != 1:
-        return None
-    return min(verified, key=lambda k: {"active": 0, "retired": 1, "revoked": 2}[k.state])
 
 
 async def import_bundle(
@@ -78,7 +70,7 @@ async def import_bundle(
         return await refuse_all("bundle_unknown_key", "manifest is signed by an unknown key")
     if not verified:
         return await refuse_all("bundle_bad_signature", "manifest signature does not verify")
-    key = _one_signer(verified)
+    key = speaker(verified)
     if key is None:
         return await refuse_all("bundle_mismatch", "manifest is signed by keys of different agents")
     report.tenant = key.tenant

@@ -46,6 +46,7 @@ __all__ = [
     "Stored",
     "ingest",
     "signers",
+    "speaker",
 ]
 
 Kind = Literal[
@@ -187,6 +188,14 @@ async def signers(store: Store, envelope: dsse.Envelope) -> tuple[bool, list[Key
 _PREFERENCE = {"active": 0, "retired": 1, "revoked": 2}
 
 
+def speaker(verified: list[KeyRecord]) -> KeyRecord | None:
+    """The key that speaks for an envelope: the verifying keys must all be one agent's (the active
+    one is preferred, as around a rotation); None when they belong to different tenants or agents."""
+    if len({(k.tenant, k.agent) for k in verified}) != 1:
+        return None
+    return min(verified, key=lambda k: _PREFERENCE[k.state])
+
+
 async def _decide(
     store: Store, envelope: dsse.Envelope, now: float, s: IngestSettings, ctx: _Context
 ) -> Stored:
@@ -202,9 +211,9 @@ async def _decide(
         raise _Refuse("unknown_key", "signed by an unknown key")
     if not verified:
         raise _Refuse("bad_signature", "signature does not verify")
-    if len({(k.tenant, k.agent) for k in verified}) > 1:
+    key = speaker(verified)
+    if key is None:
         raise _Refuse("signer_mismatch", "signatures by keys of different tenants or agents")
-    key = min(verified, key=lambda k: _PREFERENCE[k.state])  # one agent's keys around a rotation
     ctx.tenant, ctx.agent, ctx.key_id = key.tenant, key.agent, key.key_id
     tenant = await store.get_tenant(key.tenant)
     if tenant is None or tenant.state != "active":
