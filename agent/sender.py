@@ -121,6 +121,7 @@ _BY_REASON: dict[str, Verdict] = {
     "retired_key": "permanent",  # created after its key was retired; ``created`` is signed
     "tenant_mismatch": "permanent",  # the signed header names a tenant/agent the key is not bound to
     "agent_mismatch": "permanent",
+    "signer_mismatch": "permanent",  # signed by keys of different tenants or agents: never acceptable
     "too_old": "permanent",  # older than the tenant's max age: it only gets older
     # Not about this batch: every later batch would be refused alike, so the head batch waits.
     "future_dated": "held",  # the agent's clock runs ahead; time or NTP fixes it

@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("enroll-token", "print a one-time token the Enroll RPC exchanges for a bound key")
     p.add_argument("tenant", metavar="TENANT")
     p.add_argument("--ttl", default="1h", metavar="DURATION", help="lifetime, e.g. 15m, 1h, 2d (default 1h)")
+    p.add_argument("--agent", metavar="ID", help="bind the token to this agent id (only it can enroll)")
+    p.add_argument(
+        "--rotate", action="store_true", help="with --agent: may add a key to an agent that already has one"
+    )
 
     quota = sub.add_parser("quota", help="tenant quotas").add_subparsers(
         dest="action", required=True, parser_class=_Parser

@@ -19,6 +19,7 @@ from collector import enroll
 from collector.cmdkit import Context, check_duration, check_id, json_line, open_for, signing_key
 from collector.db import open_store, sqlite_path
 from collector.errors import Conflict, NotFound, Unavailable
+from collector.pg_url import redact_url
 from collector.store import TenantState, day_of
 from collector.tables import keys_table, tenants_table
 from hushmetric.errors import ConfigError
@@ -48,7 +49,9 @@ async def _init(ctx: Context) -> int:
     if ctx.key_path.exists():
         key = load_signing_key(ctx.key_path)
     elif existed:
-        raise Conflict(f"{ctx.db} exists but its key {ctx.key_path} is missing; restore the key file")
+        raise Conflict(
+            f"{redact_url(ctx.db)} exists but its key {ctx.key_path} is missing; restore the key file"
+        )
     else:
         key = generate_signing_key(ctx.key_path)
     store = await open_store(ctx.db, signing_key=key, create=True)
@@ -58,7 +61,7 @@ async def _init(ctx: Context) -> int:
             await store.append_audit("collector.init", None, details, now=ctx.clock())
     finally:
         await store.close()
-    ctx.say(f"initialised {ctx.db} (audit key {ctx.key_path})")
+    ctx.say(f"initialised {redact_url(ctx.db)} (audit key {ctx.key_path})")  # never a password
     return 0
 
 
@@ -83,9 +86,9 @@ async def _migrate(ctx: Context) -> int:
         async with open_for(ctx, signed=False):
             after = newest
     if before == after:
-        ctx.say(f"{ctx.db}: schema v{after}, up to date")
+        ctx.say(f"{redact_url(ctx.db)}: schema v{after}, up to date")
     else:
-        ctx.say(f"{ctx.db}: schema v{before} -> v{after}")
+        ctx.say(f"{redact_url(ctx.db)}: schema v{before} -> v{after}")
     return 0
 
 
@@ -170,9 +173,17 @@ async def _key(ctx: Context) -> int:
 
 
 async def _enroll_token(ctx: Context) -> int:
-    ttl = check_duration(ctx.args.ttl, "--ttl")
+    a = ctx.args
+    ttl = check_duration(a.ttl, "--ttl")
+    if a.agent is not None:
+        check_id(a.agent, "--agent")
+    if a.rotate and a.agent is None:
+        raise ConfigError("a rotation token is for one agent: name it with --agent ID", key="--rotate")
     async with open_for(ctx) as store:
-        ctx.say(await enroll.issue_token(store, ctx.args.tenant, ttl_seconds=ttl, now=ctx.clock()))
+        token = await enroll.issue_token(
+            store, a.tenant, ttl_seconds=ttl, now=ctx.clock(), agent=a.agent, rotate=a.rotate
+        )
+    ctx.say(token)
     return 0
 
 

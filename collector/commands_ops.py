@@ -14,6 +14,7 @@ from collector.db import sqlite_path
 from collector.errors import AuditError, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
+from collector.pg_url import redact_url
 from collector.tables import format_usage
 from collector.tls import ServerTls
 from hushmetric.errors import ConfigError
@@ -71,12 +72,13 @@ async def import_cmd(ctx: Context) -> int:
     async with open_for(ctx) as store:
         for name in ctx.args.files:
             try:
-                data = await asyncio.to_thread(Path(name).read_bytes)
+                fh = await asyncio.to_thread(Path(name).open, "rb")
             except FileNotFoundError as exc:
                 raise NotFound("file", name) from exc
             except OSError as exc:
                 raise Unavailable(f"cannot read {name}: {exc.strerror or exc}") from exc
-            report = await import_bundle(store, data, now=ctx.clock())
+            with fh:  # streamed: the importer checks the size first and reads one member at a time
+                report = await import_bundle(store, fh, now=ctx.clock())
             refused = sum(report.refused.values())
             reasons = ", ".join(f"{r}={n}" for r, n in sorted(report.refused.items()))
             line = f"{name}: accepted {report.accepted}, duplicate {report.duplicate}, refused {refused}"
@@ -179,7 +181,7 @@ async def serve_cmd(ctx: Context) -> int:
 
     def bound(address: str) -> None:
         ctx.say(address)
-        print(f"hush-collector: serving {ctx.db} on {address}", file=ctx.err, flush=True)
+        print(f"hush-collector: serving {redact_url(ctx.db)} on {address}", file=ctx.err, flush=True)
 
     db_file = sqlite_path(ctx.db)
     if db_file is not None:  # a SQLite file: check it, quarantine what is unreadable, then serve
@@ -200,6 +202,7 @@ async def serve_cmd(ctx: Context) -> int:
                     observer=observer,
                     grace_seconds=grace,
                     credentials=credentials,
+                    max_concurrent_rpcs=config.max_concurrent_rpcs,
                 )
             except OSError as exc:
                 raise Unavailable(f"cannot listen on {listen}: {exc}") from exc

@@ -8,6 +8,7 @@ Example::
     metrics_listen = "127.0.0.1:9464"
     max_clock_skew = "5m"
     default_max_batch_bytes = 4194304
+    max_concurrent_rpcs = 256
     shutdown_grace = "10s"
     tls_cert = "server.pem"     # TLS on the gRPC port (paths relative to this file's directory)
     tls_key = "server.key"
@@ -37,6 +38,7 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metrics_listen: str | None = None
     max_clock_skew: str = "5m"
     default_max_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 4 << 20
+    max_concurrent_rpcs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256  # more: RESOURCE_EXHAUSTED
     shutdown_grace: str = "10s"
     # Native TLS: certificate chain and key (both or neither); client_ca turns on mutual TLS.
     tls_cert: str | None = None

@@ -1,6 +1,8 @@
 """One-time enrollment tokens: ``hmt_<id>_<secret>``. Only the SHA-256 of the secret is stored.
 
-The id finds the row; the secret's hash is compared in constant time by the store.
+The id finds the row; the secret's hash is compared in constant time by the store. A token may be
+bound to one agent id; a key for an agent that already has one is enrolled only with a token that
+says so (``rotate``), so a token holder cannot add a key to someone else's agent.
 """
 
 from __future__ import annotations
@@ -28,11 +30,28 @@ def parse_token(token: str) -> tuple[str, bytes]:
     return match.group(1), hashlib.sha256(match.group(2).encode("ascii")).digest()
 
 
-async def issue_token(store: Store, tenant: str, *, ttl_seconds: int, now: float) -> str:
+async def issue_token(
+    store: Store,
+    tenant: str,
+    *,
+    ttl_seconds: int,
+    now: float,
+    agent: str | None = None,
+    rotate: bool = False,
+) -> str:
+    """A new token for ``tenant``. Bound to ``agent`` when given (then only that agent id can use
+    it); ``rotate`` (which needs ``agent``) lets it add a key to an agent that already has one —
+    without it, a token holder can never add a key to an existing agent."""
+    if agent is not None and not _AGENT.match(agent):
+        raise ContractError("agent id must be 1..128 characters of [A-Za-z0-9._:@-]")
+    if rotate and agent is None:
+        raise ContractError("a rotation token must be bound to an agent id")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     digest = hashlib.sha256(secret.encode("ascii")).digest()
-    await store.create_enroll_token(tenant, token_id, digest, expires=now + ttl_seconds, now=now)
+    await store.create_enroll_token(
+        tenant, token_id, digest, expires=now + ttl_seconds, now=now, agent=agent, rotate=rotate
+    )
     return f"hmt_{token_id}_{secret}"
 
 

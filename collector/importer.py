@@ -1,17 +1,21 @@
 """Air-gap import: verify a bundle's signed manifest and file hashes, then ingest each batch exactly
 as online ingest would. Idempotent: a second import of the same bundle yields duplicates only.
+
+A bundle file is streamed: :func:`hushmetric.bundle.read_bundle` bounds it before reading and hands
+the batch files over one at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import BinaryIO
 
 import msgspec
 
-from collector.ingest import IngestSettings, Rejected, ingest
-from collector.store import UNATTRIBUTED, KeyRecord, Refusal, Store
+from collector.ingest import IngestSettings, Rejected, ingest, signers, speaker
+from collector.store import UNATTRIBUTED, Refusal, Store
 from hushmetric import bundle, dsse
-from hushmetric.errors import ContractError, SignatureError
+from hushmetric.errors import ContractError
 
 __all__ = ["BUNDLE_REASONS", "ImportReport", "import_bundle"]
 
@@ -37,28 +41,11 @@ class ImportReport(msgspec.Struct):
         self.refused[reason] = self.refused.get(reason, 0) + count
 
 
-async def _manifest_key(store: Store, envelope: dsse.Envelope) -> KeyRecord | None:
-    for sig in envelope.signatures[: dsse.MAX_SIGNATURES]:
-        if len(sig.keyid) == 64:
-            record = await store.get_key(sig.keyid)
-            if record is not None:
-                return record
-    return None
-
-
-async def _foreign_signer(store: Store, envelope: dsse.Envelope, manifest_key: KeyRecord) -> bool:
-    """Whether a signature on ``envelope`` is by a registered key of another tenant or agent than the
-    manifest's (keys of the same agent — before and after a rotation — are fine)."""
-    for sig in envelope.signatures[: dsse.MAX_SIGNATURES]:
-        record = await store.get_key(sig.keyid) if len(sig.keyid) == 64 else None
-        if record is not None and (record.tenant, record.agent) != (manifest_key.tenant, manifest_key.agent):
-            return True
-    return False
-
-
 async def import_bundle(
-    store: Store, data: bytes, *, now: float, settings: IngestSettings | None = None
+    store: Store, data: bytes | BinaryIO, *, now: float, settings: IngestSettings | None = None
 ) -> ImportReport:
+    """Import one bundle: its bytes, or a seekable binary file kept open for the call (then read
+    one member at a time, never whole)."""
     report = ImportReport()
 
     async def refuse_all(
@@ -73,21 +60,24 @@ async def import_bundle(
         parsed = bundle.read_bundle(data)
     except ContractError as exc:
         return await refuse_all("bundle_malformed", exc.message)
-    key = await _manifest_key(store, parsed.manifest_envelope)
-    if key is None:
+    envelope = parsed.manifest_envelope
+    if envelope.payload_type != dsse.MANIFEST_PAYLOAD_TYPE:
+        return await refuse_all("bundle_malformed", "manifest has the wrong payloadType")
+    # Like online ingest: only a signature that verifies decides whose bundle this is (a decoy
+    # signature under another tenant's public key id decides nothing, and is charged to no one).
+    known, verified = await signers(store, envelope)
+    if not known:
         return await refuse_all("bundle_unknown_key", "manifest is signed by an unknown key")
+    if not verified:
+        return await refuse_all("bundle_bad_signature", "manifest signature does not verify")
+    key = speaker(verified)
+    if key is None:
+        return await refuse_all("bundle_mismatch", "manifest is signed by keys of different agents")
     report.tenant = key.tenant
     if key.state == "revoked":
         return await refuse_all("bundle_revoked_key", f"manifest key {key.key_id} is revoked", key.tenant)
     try:
-        verified = dsse.verify(
-            parsed.manifest_envelope,
-            dsse.MANIFEST_PAYLOAD_TYPE,
-            lambda kid: key.public_key if kid == key.key_id else None,
-        )
-        manifest = bundle.decode_manifest(verified.payload)
-    except SignatureError:
-        return await refuse_all("bundle_bad_signature", "manifest signature does not verify", key.tenant)
+        manifest = bundle.decode_manifest(envelope.payload)  # verified above
     except ContractError as exc:
         return await refuse_all("bundle_malformed", exc.message, key.tenant)
     if manifest.tenant != key.tenant or manifest.agent != key.agent:
@@ -119,9 +109,11 @@ async def import_bundle(
             await store.record_refusal(Refusal(key.tenant, "malformed", key.agent, entry.seq), now=now)
             report.refuse("malformed")
             continue
-        if await _foreign_signer(store, envelope, key):
+        _, batch_signers = await signers(store, envelope)
+        if any((k.tenant, k.agent) != (key.tenant, key.agent) for k in batch_signers):
             # A bundle carries one agent's batches. A genuine batch of another agent (or tenant)
             # smuggled into it would otherwise be stored under that other agent on this import.
+            # Only verified signatures count: an unverifiable one under a foreign key id is ignored.
             await store.record_refusal(Refusal(key.tenant, "bundle_mismatch", key.agent, entry.seq), now=now)
             report.refuse("bundle_mismatch")
             continue

@@ -1,10 +1,13 @@
 """The ingest decision: from a DSSE envelope to a typed outcome with a reason code.
 
-Order: payloadType → key registry → tenant state → size → signature → decode → tenant/agent
-binding → key retirement → clock skew / max age → the store's one transaction (dedupe, chain,
-rate, quotas). Every refusal is counted by reason through :meth:`Store.record_refusal`. No gRPC in
-here: :mod:`collector.server` maps :data:`REASONS` to status codes, the importer maps them to
-counts.
+Order: payloadType → key registry → every signature by a registered key verified → tenant state →
+size → revocation → decode → tenant/agent binding → key retirement → clock skew / max age → the
+store's one transaction (dedupe, chain, rate, quotas). Tenant state, limits, metering and the
+attribution of a refusal all come from the key whose signature verified (all verifying keys must
+belong to one tenant and agent); before a signature verifies, a refusal is unattributed.
+
+Every refusal is counted by reason through :meth:`Store.record_refusal`. No gRPC in here:
+:mod:`collector.server` maps :data:`REASONS` to status codes, the importer maps them to counts.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ __all__ = [
     "Rejected",
     "Stored",
     "ingest",
+    "signers",
+    "speaker",
 ]
 
 Kind = Literal[
@@ -66,6 +71,7 @@ REASONS: dict[str, Kind] = {
     "tenant_deleted": "permission_denied",
     "tenant_mismatch": "permission_denied",
     "agent_mismatch": "permission_denied",
+    "signer_mismatch": "permission_denied",
     "conflict": "already_exists",
     "future_dated": "failed_precondition",
     "too_old": "failed_precondition",
@@ -149,6 +155,47 @@ class _Context(msgspec.Struct):
     key_id: str | None = None
 
 
+def _verifies(envelope: dsse.Envelope, sig: dsse.Signature, key: KeyRecord) -> bool:
+    """Whether ``sig`` alone is a valid signature of ``envelope`` by ``key``."""
+    one = dsse.Envelope(envelope.payload, envelope.payload_type, (sig,))
+    try:
+        dsse.verify(one, envelope.payload_type, lambda kid: key.public_key if kid == key.key_id else None)
+    except (SignatureError, ContractError):
+        return False
+    return True
+
+
+async def signers(store: Store, envelope: dsse.Envelope) -> tuple[bool, list[KeyRecord]]:
+    """(whether any signature names a registered key, the registered keys whose signature verifies).
+
+    Every signature is checked, not only the first that verifies: a signature under a key id that is
+    registered but does not verify (a decoy: key ids are public) must decide nothing, and several
+    verifying keys must agree on who sent the batch. At most :data:`dsse.MAX_SIGNATURES` are looked at.
+    """
+    records: dict[str, KeyRecord | None] = {}
+    verified: dict[str, KeyRecord] = {}
+    for sig in envelope.signatures[: dsse.MAX_SIGNATURES]:
+        if len(sig.keyid) != 64 or sig.keyid in verified:
+            continue
+        if sig.keyid not in records:
+            records[sig.keyid] = await store.get_key(sig.keyid)
+        record = records[sig.keyid]
+        if record is not None and _verifies(envelope, sig, record):
+            verified[sig.keyid] = record
+    return any(r is not None for r in records.values()), list(verified.values())
+
+
+_PREFERENCE = {"active": 0, "retired": 1, "revoked": 2}
+
+
+def speaker(verified: list[KeyRecord]) -> KeyRecord | None:
+    """The key that speaks for an envelope: the verifying keys must all be one agent's (the active
+    one is preferred, as around a rotation); None when they belong to different tenants or agents."""
+    if len({(k.tenant, k.agent) for k in verified}) != 1:
+        return None
+    return min(verified, key=lambda k: _PREFERENCE[k.state])
+
+
 async def _decide(
     store: Store, envelope: dsse.Envelope, now: float, s: IngestSettings, ctx: _Context
 ) -> Stored:
@@ -156,38 +203,30 @@ async def _decide(
         raise _Refuse("payload_type", f"payloadType must be {dsse.BATCH_PAYLOAD_TYPE}")
     if not envelope.signatures or len(envelope.signatures) > dsse.MAX_SIGNATURES:
         raise _Refuse("malformed", f"envelope must carry 1..{dsse.MAX_SIGNATURES} signatures")
-    keys: dict[str, KeyRecord] = {}
-    for sig in envelope.signatures:
-        if len(sig.keyid) == 64 and sig.keyid not in keys:
-            record = await store.get_key(sig.keyid)
-            if record is not None:
-                keys[sig.keyid] = record
-    if not keys:
+    # Who sent it is decided by verified signatures only; until then nothing is attributed to a
+    # tenant (a refusal is counted under UNATTRIBUTED), and no tenant's limits apply. The payload's
+    # size is bounded before this by the server's receive limit (the largest any tenant has).
+    known, verified = await signers(store, envelope)
+    if not known:
         raise _Refuse("unknown_key", "signed by an unknown key")
-    first = next(iter(keys.values()))
-    ctx.tenant, ctx.agent, ctx.key_id = first.tenant, first.agent, first.key_id
-    tenant = await store.get_tenant(first.tenant)
+    if not verified:
+        raise _Refuse("bad_signature", "signature does not verify")
+    key = speaker(verified)
+    if key is None:
+        raise _Refuse("signer_mismatch", "signatures by keys of different tenants or agents")
+    ctx.tenant, ctx.agent, ctx.key_id = key.tenant, key.agent, key.key_id
+    tenant = await store.get_tenant(key.tenant)
     if tenant is None or tenant.state != "active":
         state = tenant.state if tenant is not None else "deleted"
-        raise _Refuse(f"tenant_{state}", f"tenant {first.tenant!r} is {state}")
-    quota = await store.get_quota(first.tenant)
+        raise _Refuse(f"tenant_{state}", f"tenant {key.tenant!r} is {state}")
+    quota = await store.get_quota(key.tenant)  # limits of the verified key's tenant, never another's
     limit = quota.max_batch_bytes or s.default_max_batch_bytes
     if len(envelope.payload) > limit:
         raise _Refuse("too_large", f"payload of {len(envelope.payload)} bytes exceeds the limit of {limit}")
-    try:
-        verified = dsse.verify(
-            envelope, dsse.BATCH_PAYLOAD_TYPE, lambda kid: keys[kid].public_key if kid in keys else None
-        )
-    except SignatureError as exc:
-        raise _Refuse("bad_signature", "signature does not verify") from exc
-    except ContractError as exc:
-        raise _Refuse("malformed", exc.message) from exc
-    key = keys[verified.keyid]
-    ctx.tenant, ctx.agent, ctx.key_id = key.tenant, key.agent, key.key_id
     if key.state == "revoked":
         raise _Refuse("revoked_key", f"key {key.key_id} is revoked")
     try:
-        batch = decode_batch(verified.payload)
+        batch = decode_batch(envelope.payload)  # verified above
     except ContractError as exc:
         raise _Refuse("malformed", exc.message) from exc
     ctx.seq = batch.seq
@@ -204,7 +243,7 @@ async def _decide(
         raise _Refuse("future_dated", "batch is dated in the future beyond the allowed clock skew")
     if quota.max_age_seconds is not None and created < now - quota.max_age_seconds:
         raise _Refuse("too_old", f"batch is older than the tenant's max age of {quota.max_age_seconds}s")
-    match await store.commit_batch(_commit_record(batch, key, verified.payload), quota, now=now):
+    match await store.commit_batch(_commit_record(batch, key, envelope.payload), quota, now=now):
         case Accepted(gap=gap, fork=fork):
             return Stored(batch.tenant, batch.agent, batch.seq, gap=gap, fork=fork)
         case Duplicate():
@@ -223,17 +262,23 @@ async def ingest(
     now: float,
     settings: IngestSettings | None = None,
     observer: Observer | None = None,
+    unattributed: Callable[[Refusal, float], None] | None = None,
 ) -> Outcome:
-    """Decide on one envelope; store it or count and audit the refusal. Never raises for bad input."""
+    """Decide on one envelope; store it or count and audit the refusal. Never raises for bad input.
+
+    ``unattributed`` (the server's :class:`~collector.ingest_refusals.RefusalBuffer`), when given,
+    takes the refusals no verified key is behind instead of the store: junk costs no write each."""
     ctx = _Context()
     started = time.perf_counter()
     try:
         outcome: Outcome = await _decide(store, envelope, now, settings or IngestSettings(), ctx)
     except _Refuse as refusal:
         outcome = refusal.rejected
-        await store.record_refusal(
-            Refusal(ctx.tenant, outcome.reason, ctx.agent, ctx.seq, ctx.key_id), now=now
-        )
+        record = Refusal(ctx.tenant, outcome.reason, ctx.agent, ctx.seq, ctx.key_id)
+        if unattributed is not None and record.tenant == UNATTRIBUTED:
+            unattributed(record, now)
+        else:
+            await store.record_refusal(record, now=now)
     if observer is not None:
         elapsed = time.perf_counter() - started
         if isinstance(outcome, Stored):

@@ -56,9 +56,15 @@ def affected(status: str) -> int:
 
 
 async def _recheck(db: Connection, b: BatchCommit) -> None:
-    """Key and tenant state may have changed since the checks: a kill switch takes effect at once."""
+    """Key and tenant state may have changed since the checks: a kill switch takes effect at once.
+
+    ``FOR SHARE`` locks both rows until this transaction ends. Under READ COMMITTED a plain SELECT
+    would read the last committed state and let the batch commit after a concurrent revoke or
+    suspend committed; with the lock, the revoke waits for batches in flight, and a batch that
+    arrives during a revoke waits for it and then reads the new state. Batches share the lock."""
     row = await db.fetchrow(
-        "SELECT k.state, t.state FROM keys k JOIN tenants t ON t.name = k.tenant WHERE k.key_id = $1",
+        "SELECT k.state, t.state FROM keys k JOIN tenants t ON t.name = k.tenant WHERE k.key_id = $1 "
+        "FOR SHARE OF k, t",
         b.key_id,
     )
     if row is None:

@@ -8,7 +8,8 @@ and each sees the head the previous one committed. Admin mutations take that loc
 checks, so they are serialised too (check-then-insert cannot race).
 
 Failures: an unreachable or uninitialised database at start raises
-:class:`~collector.errors.Unavailable` naming the URL (password removed). While serving, a dropped
+:class:`~collector.errors.Unavailable` naming the URL (password removed). While serving, the
+messages never name it (they reach the server's log for every failed call), and a dropped
 connection, a server restart, a full server or a statement timeout surfaces as ``Unavailable`` (a
 retriable error) instead of a crash; work that certainly did not commit (the failure came before
 ``COMMIT``), deadlocks and serialisation failures are retried a few times with jittered back-off
@@ -53,7 +54,10 @@ from collector.store import (
     Refusal,
     Tenant,
     TenantState,
+    agent_has_key,
     day_of,
+    refusal_action,
+    token_details,
 )
 from hushmetric.errors import ConfigError
 from hushmetric.keys import key_id as compute_key_id
@@ -287,21 +291,21 @@ class PgStore:
                 db = await self._pool.acquire()
             except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:  # no connection: nothing was done
                 if attempt == _ATTEMPTS:
-                    raise _unavailable(f"cannot connect to database {self._where}", exc) from exc
+                    raise _unavailable("cannot connect to the database", exc) from exc
                 await self._backoff(attempt)
                 continue
             try:
                 return await self._once(db, work) if tx else await work(db)
             except _RETRY_TX as exc:
                 if attempt == _ATTEMPTS:
-                    raise _unavailable(f"database {self._where} is contended", exc) from exc
+                    raise _unavailable("the database is contended", exc) from exc
             except asyncpg.exceptions.QueryCanceledError as exc:
-                raise _unavailable(f"database {self._where} statement timed out", exc) from exc
+                raise _unavailable("a database statement timed out", exc) from exc
             except _UNAVAILABLE as exc:
                 with contextlib.suppress(Exception):  # asyncpg may have dropped it already
                     db.terminate()  # never hand this connection out again; the pool opens a new one
                 if attempt == _ATTEMPTS:
-                    raise _unavailable(f"database {self._where} is unavailable", exc) from exc
+                    raise _unavailable("the database is unavailable", exc) from exc
             finally:
                 # a broken connection is dropped by the pool; a release error never changes the outcome
                 with contextlib.suppress(Exception):
@@ -322,7 +326,7 @@ class PgStore:
         try:
             await tx.commit()
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
-            raise _unavailable(f"database {self._where} failed during commit", exc) from exc
+            raise _unavailable("the database failed during commit", exc) from exc
         return result
 
     @staticmethod
@@ -532,22 +536,32 @@ class PgStore:
 
     # -- enrollment ----------------------------------------------------------------------------
     async def create_enroll_token(
-        self, tenant: str, token_id: str, secret_hash: bytes, *, expires: float, now: float
+        self,
+        tenant: str,
+        token_id: str,
+        secret_hash: bytes,
+        *,
+        expires: float,
+        now: float,
+        agent: str | None = None,
+        rotate: bool = False,
     ) -> None:
         async def work(db: Connection) -> None:
             await self._admin(db)
             await self._active_tenant(db, tenant)
             await db.execute(
-                "INSERT INTO enroll_tokens (token_id, tenant, secret_hash, expires, created) "
-                "VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO enroll_tokens (token_id, tenant, secret_hash, expires, created, agent, rotate) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 token_id,
                 tenant,
                 secret_hash,
                 expires,
                 now,
+                agent,
+                int(rotate),
             )
             await self._audit(
-                db, "enroll.token", tenant, {"token_id": token_id, "expires": format_rfc3339(expires)}, now
+                db, "enroll.token", tenant, token_details(token_id, expires, agent, rotate), now
             )
 
         await self._write(work)
@@ -558,15 +572,21 @@ class PgStore:
         async def work(db: Connection) -> KeyRecord:
             await self._admin(db)
             row = await db.fetchrow(
-                "SELECT tenant, secret_hash, expires, used_at FROM enroll_tokens WHERE token_id = $1",
+                "SELECT tenant, secret_hash, expires, used_at, agent, rotate FROM enroll_tokens "
+                "WHERE token_id = $1",
                 token_id,
             )
             if row is None or not hmac.compare_digest(bytes(row[1]), secret_hash):
                 raise NotFound("enroll token", token_id)
-            tenant, _, expires, used_at = row
-            if used_at is not None or expires <= now:
+            tenant, _, expires, used_at, bound, rotate = row
+            if used_at is not None or expires <= now or (bound is not None and bound != agent):
                 raise NotFound("enroll token", token_id)
             await self._active_tenant(db, tenant)
+            has_key = await db.fetchval(
+                "SELECT 1 FROM keys WHERE tenant = $1 AND agent = $2 LIMIT 1", tenant, agent
+            )
+            if has_key is not None and not rotate:
+                raise Conflict(agent_has_key(agent))
             status = await db.execute(
                 "UPDATE enroll_tokens SET used_at = $1, key_id = $2 WHERE token_id = $3 AND used_at IS NULL",
                 now,
@@ -622,16 +642,17 @@ class PgStore:
         except Rollback as stop:
             return stop.outcome
 
-    async def record_refusal(self, refusal: Refusal, *, now: float) -> None:
+    async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
         day, minute = day_of(now), int(now // 60)
 
         async def work(db: Connection) -> None:
             await db.execute(
-                "INSERT INTO refusals (tenant, day, reason, count) VALUES ($1, $2, $3, 1) "
-                "ON CONFLICT (tenant, day, reason) DO UPDATE SET count = refusals.count + 1",
+                "INSERT INTO refusals (tenant, day, reason, count) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (tenant, day, reason) DO UPDATE SET count = refusals.count + excluded.count",
                 refusal.tenant,
                 day,
                 refusal.reason,
+                count,
             )
             status = await db.execute(
                 "INSERT INTO refusal_minutes (tenant, minute, reason) VALUES ($1, $2, $3) "
@@ -651,7 +672,7 @@ class PgStore:
                     "key_id": refusal.key_id,
                     "note": "first refusal for this reason in this minute; later ones are counted in usage",
                 }
-                await self._audit(db, "batch.refused", refusal.tenant, details, now)
+                await self._audit(db, refusal_action(refusal.reason), refusal.tenant, details, now)
 
         await self._write(work)
 

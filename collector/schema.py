@@ -132,7 +132,14 @@ CREATE TABLE audit (
 )
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
+# v2: an enrollment token may be bound to one agent id, and only a rotation token (``rotate``) may
+# enroll a further key for an agent that already has one.
+_V2 = """
+ALTER TABLE enroll_tokens ADD COLUMN agent TEXT;
+ALTER TABLE enroll_tokens ADD COLUMN rotate INTEGER NOT NULL DEFAULT 0
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2)]
 
 
 def statements(script: str) -> list[str]:

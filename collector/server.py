@@ -9,6 +9,7 @@ calls on shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -26,17 +27,22 @@ from grpc_status import rpc_status
 from collector import enroll
 from collector.errors import Conflict, NotFound, Unavailable
 from collector.ingest import IngestSettings, Kind, Observer, Rejected, ingest
+from collector.ingest_refusals import FailureLimiter, RefusalBuffer, peer_host
 from collector.store import UNATTRIBUTED, Refusal, Store
 from hushmetric.errors import ContractError
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
 from hushmetric.wire import envelope_from_proto
 
-__all__ = ["ENVELOPE_OVERHEAD", "IngestServicer", "serve"]
+__all__ = ["DEFAULT_MAX_CONCURRENT_RPCS", "ENVELOPE_OVERHEAD", "IngestServicer", "serve"]
 
 #: Room for the protobuf framing and signatures on top of the largest allowed payload.
 ENVELOPE_OVERHEAD = 64 << 10
 _GRACE_SECONDS = 10.0
 _READINESS_SECONDS = 5.0
+_FLUSH_SECONDS = 5.0
+#: Calls served at once; beyond it gRPC refuses with RESOURCE_EXHAUSTED instead of queueing without
+#: bound (each call may hold a database connection and up to a batch of memory).
+DEFAULT_MAX_CONCURRENT_RPCS = 256
 log = logging.getLogger("hush.collector")
 
 _STATUS: dict[Kind, tuple[grpc.StatusCode, int]] = {
@@ -49,12 +55,12 @@ _STATUS: dict[Kind, tuple[grpc.StatusCode, int]] = {
 }
 
 
-def _retry_status(rejected: Rejected, retry_after: float) -> grpc.Status:
+def _retry_status(message: str, retry_after: float) -> grpc.Status:
     seconds = math.floor(retry_after)
     delay = duration_pb2.Duration(seconds=seconds, nanos=int((retry_after - seconds) * 1e9))
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=rejected.message, details=[detail])
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[detail])
     result: grpc.Status = rpc_status.to_status(status)
     return result
 
@@ -101,17 +107,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         settings: IngestSettings | None = None,
         clock: Callable[[], float] = time.time,
         observer: Observer | None = None,
+        refusals: RefusalBuffer | None = None,
+        enroll_limiter: FailureLimiter | None = None,
     ) -> None:
         self._store = store
         self._settings = settings or IngestSettings()
         self._clock = clock
         self._observer = observer
+        # unattributed refusals wait in memory for serve()'s periodic flush (junk costs no write)
+        self.refusals = refusals or RefusalBuffer()
+        self._enroll_limiter = enroll_limiter or FailureLimiter()
 
     async def Submit(  # gRPC method names are CamelCase
         self, request: ingest_pb2.Envelope | None, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.SubmitReply:
         if request is None:  # not a protobuf Envelope at all
-            await self._store.record_refusal(Refusal(UNATTRIBUTED, "malformed"), now=self._clock())
+            self.refusals.add(Refusal(UNATTRIBUTED, "malformed"), self._clock())
             if self._observer is not None:
                 self._observer("malformed", UNATTRIBUTED, 0.0)
             await context.abort(
@@ -127,16 +138,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 now=self._clock(),
                 settings=self._settings,
                 observer=self._observer,
+                unattributed=self.refusals.add,
             )
         except Unavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+            await _storage_unavailable(context, exc)
             raise AssertionError("abort returns by raising") from exc
         if not isinstance(outcome, Rejected):
             return ingest_pb2.SubmitReply(seq=outcome.seq, duplicate=outcome.duplicate)
         code, _ = _STATUS[outcome.kind]
         metadata: tuple[tuple[str, str | bytes], ...] = (("hush-reason", outcome.reason),)
         if outcome.retry_after is not None and outcome.kind == "resource_exhausted":
-            status = _retry_status(outcome, outcome.retry_after)
+            status = _retry_status(outcome.message, outcome.retry_after)
             metadata = (*metadata, *status.trailing_metadata)
         await context.abort(code, f"{outcome.reason}: {outcome.message}", trailing_metadata=metadata)
         raise AssertionError("abort returns by raising")  # pragma: no cover
@@ -144,22 +156,60 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     async def Enroll(  # gRPC method names are CamelCase
         self, request: ingest_pb2.EnrollRequest | None, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.EnrollReply:
-        if request is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not an EnrollRequest")
-            raise AssertionError("abort returns by raising")  # pragma: no cover
+        now, peer = self._clock(), peer_host(context.peer())
+        wait = self._enroll_limiter.retry_after(peer, now)
+        if wait is not None:  # too many failures from this address: not even looked at
+            self.refusals.add(Refusal(UNATTRIBUTED, "enroll_rate_limited"), now)
+            message = "enroll_rate_limited: too many failed enrollments from this address"
+            status = _retry_status(message, wait)
+            metadata = (("hush-reason", "enroll_rate_limited"), *status.trailing_metadata)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message, trailing_metadata=metadata)
         try:
+            if request is None:
+                raise ContractError("the request is not an EnrollRequest")
             key = await enroll.redeem(
-                self._store, request.token, request.agent, bytes(request.public_key), now=self._clock()
+                self._store, request.token, request.agent, bytes(request.public_key), now=now
             )
         except ContractError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            failure = ("enroll_malformed", grpc.StatusCode.INVALID_ARGUMENT, exc.message)
         except NotFound:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "enroll token is unknown, used or expired")
+            failure = (
+                "enroll_token",
+                grpc.StatusCode.UNAUTHENTICATED,
+                "enroll token is unknown, used or expired",
+            )
         except Conflict as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.message)
+            failure = ("enroll_conflict", grpc.StatusCode.FAILED_PRECONDITION, exc.message)
         except Unavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
-        return ingest_pb2.EnrollReply(tenant=key.tenant, key_id=key.key_id)
+            await _storage_unavailable(context, exc)
+            raise AssertionError("abort returns by raising") from exc
+        else:
+            return ingest_pb2.EnrollReply(tenant=key.tenant, key_id=key.key_id)
+        reason, code, message = failure  # counted, audited (coalesced) and charged to the address
+        self._enroll_limiter.failed(peer, now)
+        self.refusals.add(Refusal(UNATTRIBUTED, reason), now)
+        await context.abort(code, message, trailing_metadata=(("hush-reason", reason),))
+        raise AssertionError("abort returns by raising")  # pragma: no cover
+
+
+async def _storage_unavailable(context: grpc.aio.ServicerContext, exc: Unavailable) -> None:
+    """Clients, signed or not, learn only that storage is unavailable; the detail goes to the log."""
+    log.warning("storage unavailable: %s", exc.message)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, "storage is unavailable; retry later")
+
+
+async def _flush_refusals(store: Store, refusals: RefusalBuffer, every: float, done: asyncio.Event) -> None:
+    """Write the buffered refusals every ``every`` seconds, and once more when ``done`` is set (never
+    cancelled mid-write: a write cut short would be counted again by the next flush)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), every)
+        try:
+            await refusals.flush(store)
+        except Unavailable as exc:  # kept in memory (bounded) for the next attempt
+            log.warning("refusal counts not written yet: %s", exc.message)
+        if done.is_set():
+            return
 
 
 async def _track_readiness(
@@ -199,6 +249,9 @@ async def serve(
     grace_seconds: float = _GRACE_SECONDS,
     readiness_seconds: float = _READINESS_SECONDS,
     credentials: grpc.ServerCredentials | None = None,
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+    refusals: RefusalBuffer | None = None,
+    flush_seconds: float = _FLUSH_SECONDS,
 ) -> None:
     """Serve until ``stop`` is set, then refuse new calls and give in-flight ones ``grace_seconds``.
 
@@ -207,17 +260,20 @@ async def serve(
     acceptable for ``listen``: :func:`collector.tls.plaintext_warning`).
 
     gRPC health reports SERVING while the store answers a ping and NOT_SERVING while it does not
-    (a load balancer then routes around this replica); the server itself keeps running.
+    (a load balancer then routes around this replica); the server itself keeps running. At most
+    ``max_concurrent_rpcs`` calls run at once (more are refused RESOURCE_EXHAUSTED by gRPC), and
+    unattributed refusals held in ``refusals`` are written every ``flush_seconds`` and at the end.
     """
     settings = settings or IngestSettings()
     largest = max(settings.default_max_batch_bytes, await store.largest_batch_limit() or 0)
     server = grpc.aio.server(
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", largest + ENVELOPE_OVERHEAD),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
-    servicer = IngestServicer(store, settings=settings, clock=clock, observer=observer)
+    servicer = IngestServicer(store, settings=settings, clock=clock, observer=observer, refusals=refusals)
     _add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -233,6 +289,10 @@ async def serve(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
+    stopped = asyncio.Event()
+    flusher = asyncio.create_task(
+        _flush_refusals(store, servicer.refusals, flush_seconds, stopped), name="refusal-flush"
+    )
     try:
         for name in ("", service):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -246,3 +306,5 @@ async def serve(
         await health_servicer.enter_graceful_shutdown()
     finally:
         await server.stop(grace_seconds)
+        stopped.set()  # the flusher writes what was refused until now, then ends
+        await flusher

@@ -36,7 +36,10 @@ from collector.store import (
     Refusal,
     Tenant,
     TenantState,
+    agent_has_key,
     day_of,
+    refusal_action,
+    token_details,
 )
 from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339
@@ -88,7 +91,9 @@ class SqliteStore:
         try:
             await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
+            # FULL: in WAL mode NORMAL may lose the last transactions on power loss, and an
+            # acknowledged batch (and its metering) must survive it, as the threat model says.
+            await db.execute("PRAGMA synchronous = FULL")
             await db.execute("PRAGMA foreign_keys = ON")
             await store._migrate()
         except sqlite3.DatabaseError as exc:
@@ -318,17 +323,25 @@ class SqliteStore:
     # -- enrollment ----------------------------------------------------------------------------
     @_whole
     async def create_enroll_token(
-        self, tenant: str, token_id: str, secret_hash: bytes, *, expires: float, now: float
+        self,
+        tenant: str,
+        token_id: str,
+        secret_hash: bytes,
+        *,
+        expires: float,
+        now: float,
+        agent: str | None = None,
+        rotate: bool = False,
     ) -> None:
         async with self._tx() as db:
             await self._active_tenant(db, tenant)
             await db.execute(
-                "INSERT INTO enroll_tokens (token_id, tenant, secret_hash, expires, created) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (token_id, tenant, secret_hash, expires, now),
+                "INSERT INTO enroll_tokens (token_id, tenant, secret_hash, expires, created, agent, rotate) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token_id, tenant, secret_hash, expires, now, agent, int(rotate)),
             )
             await self._audit(
-                db, "enroll.token", tenant, {"token_id": token_id, "expires": format_rfc3339(expires)}, now
+                db, "enroll.token", tenant, token_details(token_id, expires, agent, rotate), now
             )
 
     @_whole
@@ -338,16 +351,22 @@ class SqliteStore:
         async with self._tx() as db:
             rows = list(
                 await db.execute_fetchall(
-                    "SELECT tenant, secret_hash, expires, used_at FROM enroll_tokens WHERE token_id = ?",
+                    "SELECT tenant, secret_hash, expires, used_at, agent, rotate FROM enroll_tokens "
+                    "WHERE token_id = ?",
                     (token_id,),
                 )
             )
             if not rows or not hmac.compare_digest(bytes(rows[0][1]), secret_hash):
                 raise NotFound("enroll token", token_id)
-            tenant, _, expires, used_at = rows[0]
-            if used_at is not None or expires <= now:
+            tenant, _, expires, used_at, bound, rotate = rows[0]
+            if used_at is not None or expires <= now or (bound is not None and bound != agent):
                 raise NotFound("enroll token", token_id)
             await self._active_tenant(db, tenant)
+            has_key = await db.execute_fetchall(
+                "SELECT 1 FROM keys WHERE tenant = ? AND agent = ? LIMIT 1", (tenant, agent)
+            )
+            if list(has_key) and not rotate:
+                raise Conflict(agent_has_key(agent))
             cur = await db.execute(
                 "UPDATE enroll_tokens SET used_at = ?, key_id = ? WHERE token_id = ? AND used_at IS NULL",
                 (now, compute_key_id(public_key), token_id),
@@ -399,13 +418,13 @@ class SqliteStore:
             return stop.outcome
 
     @_whole
-    async def record_refusal(self, refusal: Refusal, *, now: float) -> None:
+    async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
         day, minute = day_of(now), int(now // 60)
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO refusals (tenant, day, reason, count) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (tenant, day, reason) DO UPDATE SET count = refusals.count + 1",
-                (refusal.tenant, day, refusal.reason),
+                "INSERT INTO refusals (tenant, day, reason, count) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (tenant, day, reason) DO UPDATE SET count = refusals.count + excluded.count",
+                (refusal.tenant, day, refusal.reason, count),
             )
             cur = await db.execute(
                 "INSERT INTO refusal_minutes (tenant, minute, reason) VALUES (?, ?, ?) "
@@ -422,7 +441,7 @@ class SqliteStore:
                     "key_id": refusal.key_id,
                     "note": "first refusal for this reason in this minute; later ones are counted in usage",
                 }
-                await self._audit(db, "batch.refused", refusal.tenant, details, now)
+                await self._audit(db, refusal_action(refusal.reason), refusal.tenant, details, now)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(

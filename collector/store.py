@@ -19,7 +19,7 @@ import msgspec
 from collector.audit import AuditEntry, Detail
 from collector.model import BatchPrivacy, StoredRow, UsageDay
 from hushmetric.batch import Row
-from hushmetric.timefmt import parse_rfc3339
+from hushmetric.timefmt import format_rfc3339, parse_rfc3339
 
 __all__ = [
     "BATCH_COLUMNS",
@@ -39,11 +39,14 @@ __all__ = [
     "Store",
     "Tenant",
     "TenantState",
+    "agent_has_key",
     "batch_values",
     "day_of",
     "month_of",
+    "refusal_action",
     "seconds_to_next_day",
     "seconds_to_next_month",
+    "token_details",
 ]
 
 TenantState = Literal["active", "suspended", "deleted"]
@@ -144,7 +147,8 @@ def batch_values(b: BatchCommit, received: float) -> tuple[object, ...]:
 
 
 class Refusal(msgspec.Struct, frozen=True):
-    """A refused submission, counted by tenant/day/reason and audited once per reason per minute."""
+    """A refused submission (or enrollment: reasons ``enroll_*``), counted by tenant/day/reason and
+    audited once per reason per minute."""
 
     tenant: str  # UNATTRIBUTED when unknown
     reason: str
@@ -190,16 +194,27 @@ class Store(Protocol):
 
     # -- enrollment ----------------------------------------------------------------------------
     async def create_enroll_token(
-        self, tenant: str, token_id: str, secret_hash: bytes, *, expires: float, now: float
+        self,
+        tenant: str,
+        token_id: str,
+        secret_hash: bytes,
+        *,
+        expires: float,
+        now: float,
+        agent: str | None = None,
+        rotate: bool = False,
     ) -> None:
-        """Store a one-time token (only a SHA-256 of its secret). Raises NotFound/Conflict for the tenant."""
+        """Store a one-time token (only a SHA-256 of its secret), bound to ``agent`` when given;
+        ``rotate`` lets it add a key to an agent that has one. Raises NotFound/Conflict for the tenant."""
         ...
 
     async def redeem_enroll_token(
         self, token_id: str, secret_hash: bytes, agent: str, public_key: bytes, *, now: float
     ) -> KeyRecord:
         """Atomically use the token and register the key. Raises NotFound for an unknown, used,
-        expired or mismatching token (one error for all, so nothing is learned by probing)."""
+        expired or mismatching token, or one bound to another agent (one error for all, so nothing
+        is learned by probing); Conflict when the agent already has a key and the token is not a
+        rotation token (the token is then not used)."""
         ...
 
     # -- quotas --------------------------------------------------------------------------------
@@ -222,8 +237,9 @@ class Store(Protocol):
         metering and chain events. Anything but Accepted leaves no trace except duplicate counters."""
         ...
 
-    async def record_refusal(self, refusal: Refusal, *, now: float) -> None:
-        """Count a refusal by tenant/day/reason; audit it once per (tenant, reason, minute)."""
+    async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
+        """Count ``count`` refusals like ``refusal`` by tenant/day/reason; audit once per (tenant,
+        reason, minute) — as ``enroll.refused`` for a failed enrollment, else ``batch.refused``."""
         ...
 
     # -- audit ---------------------------------------------------------------------------------
@@ -247,6 +263,25 @@ class Store(Protocol):
     async def batch_privacy(
         self, tenant: str, since: str | None, until: str | None
     ) -> list[BatchPrivacy]: ...
+
+
+def token_details(token_id: str, expires: float, agent: str | None, rotate: bool) -> dict[str, Detail]:
+    """The audit details of a new enrollment token (both stores write the same entry)."""
+    details: dict[str, Detail] = {"token_id": token_id, "expires": format_rfc3339(expires)}
+    if agent is not None:
+        details |= {"agent": agent, "rotate": rotate}
+    return details
+
+
+def agent_has_key(agent: str) -> str:
+    return (
+        f"agent {agent!r} already has a key; a token from `enroll-token --agent {agent} --rotate` can add one"
+    )
+
+
+def refusal_action(reason: str) -> str:
+    """The audit action of a refusal: failed enrollments are not batches."""
+    return "enroll.refused" if reason.startswith("enroll_") else "batch.refused"
 
 
 def day_of(now: float) -> str:

@@ -7,7 +7,8 @@ Layout::
 
 The manifest payload is JSON: ``{"v": 1, "tenant", "agent", "created", "batches": [{"file", "seq",
 "sha256"}]}`` where ``sha256`` is the hex digest of the batch file's bytes. Reading never extracts to
-disk and bounds member count and sizes: a bundle is hostile input.
+disk, accepts only plain regular members (never sparse ones) and bounds the file, member count and
+sizes, and the members' total against the file's length: a bundle is hostile input.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import hashlib
 import io
 import re
 import tarfile
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Iterator, Mapping, Sequence
+from tarfile import GNUTYPE_LONGLINK, GNUTYPE_LONGNAME, GNUTYPE_SPARSE, XGLTYPE, XHDTYPE
+from typing import Annotated, Any, BinaryIO
 
 import msgspec
 import nacl.signing
@@ -27,6 +29,7 @@ from hushmetric.errors import ContractError
 
 __all__ = [
     "MAX_BATCH_FILE_BYTES",
+    "MAX_BUNDLE_BYTES",
     "MAX_BUNDLE_MEMBERS",
     "Bundle",
     "Manifest",
@@ -39,6 +42,12 @@ __all__ = [
 MAX_BUNDLE_MEMBERS = 100_000
 MAX_BATCH_FILE_BYTES = 16 << 20
 MAX_MANIFEST_BYTES = 32 << 20
+#: The largest bundle file accepted, checked before anything is read. Reading holds one member at a
+#: time, so this bounds the work of an import rather than its memory.
+MAX_BUNDLE_BYTES = 4 << 30
+#: The largest PAX extended header or GNU long-name record (tarfile reads one whole).
+MAX_HEADER_BYTES = 64 << 10
+_HEADER_TYPES = (XHDTYPE, XGLTYPE, tarfile.SOLARIS_XHDTYPE, GNUTYPE_LONGNAME, GNUTYPE_LONGLINK)
 _BATCH_NAME = re.compile(r"^batches/(\d{1,19})\.dsse\.json$")
 
 
@@ -60,7 +69,7 @@ class Bundle(msgspec.Struct, frozen=True):
     """A parsed bundle. Nothing here is verified yet: the importer checks the manifest signature."""
 
     manifest_envelope: dsse.Envelope
-    files: dict[str, bytes]  # member name -> raw bytes of the batch file
+    files: Mapping[str, bytes]  # member name -> raw bytes of the batch file (read on lookup)
 
 
 def write_bundle(
@@ -92,21 +101,95 @@ def write_bundle(
     return out.getvalue()
 
 
-def read_bundle(data: bytes) -> Bundle:
-    """Parse a bundle's tar bytes with bounds; any defect is a ContractError."""
+class _StrictInfo(tarfile.TarInfo):
+    """TarInfo that refuses, before :mod:`tarfile` acts on them, the headers a bundle never holds and
+    whose processing alone costs memory: GNU sparse members of every form (tarfile would read their
+    maps, and later expand their holes to the full "real" size) and PAX or GNU long-name header data
+    larger than :data:`MAX_HEADER_BYTES` (tarfile reads such data whole)."""
+
+    def _proc_member(self, tarfile: Any) -> Any:  # the documented hook ("can be overridden")
+        if self.type == GNUTYPE_SPARSE:
+            raise ContractError(f"bundle member {self.name[:80]!r} is a sparse file (GNU old-style)")
+        if self.type in _HEADER_TYPES and self.size > MAX_HEADER_BYTES:
+            raise ContractError(f"bundle has a tar header record larger than {MAX_HEADER_BYTES} bytes")
+        return super()._proc_member(tarfile)  # type: ignore[misc]  # private in typeshed
+
+    def _sparse(self, member: tarfile.TarInfo, pax_headers: dict[str, str], *_: object) -> None:
+        name = pax_headers.get("GNU.sparse.name", member.name)
+        raise ContractError(f"bundle member {name[:80]!r} is a sparse file (PAX GNU.sparse)")
+
+    # PAX sparse formats 0.0, 0.1 and 1.0: refused instead of parsed (1.0 reads a map of any length).
+    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _sparse
+
+
+class _Members(Mapping[str, bytes]):
+    """The batch files of a bundle, read one at a time from the tar on demand: the importer holds
+    one member in memory, never the whole bundle."""
+
+    def __init__(self, fh: BinaryIO, index: dict[str, tuple[int, int]]) -> None:
+        self._fh = fh
+        self._index = index
+
+    def __getitem__(self, name: str) -> bytes:
+        offset, size = self._index[name]
+        return _read_at(self._fh, offset, size)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+def _read_at(fh: BinaryIO, offset: int, size: int) -> bytes:
+    fh.seek(offset)
+    body = fh.read(size)
+    if len(body) != size:  # cannot happen after the scan; a short file must never pass as complete
+        raise ContractError("bundle is truncated")
+    return body
+
+
+def _refuse_member(member: tarfile.TarInfo) -> str | None:
+    """Why ``member`` cannot be in a bundle, or None: only plain regular files, never sparse."""
+    name = member.name[:80]
+    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        return f"bundle member {name!r} is not a regular file"
+    if member.issparse() or any(k.startswith("GNU.sparse.") for k in member.pax_headers):
+        return f"bundle member {name!r} is a sparse file"
+    return None
+
+
+def read_bundle(source: bytes | BinaryIO, *, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
+    """Parse a bundle (its bytes, or a seekable binary file the caller keeps open while it uses
+    ``files``) with bounds; any defect is a ContractError. Only the tar headers and the manifest are
+    read here; each batch file is read when ``files[name]`` is looked up.
+
+    Bounds, checked before anything is read into memory: the file is at most ``max_bytes``; members
+    are plain regular files (no sparse file, whose expanded size can dwarf its bytes in the tar);
+    each is within its size limit; and the members' sizes add up to no more than the file's length
+    (what a member claims, the file must hold).
+    """
+    fh: BinaryIO = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")  # noqa: SIM115 - closed by `with tar` below
-    except (tarfile.TarError, EOFError) as exc:
+        length = fh.seek(0, io.SEEK_END)
+        fh.seek(0)
+    except (OSError, ValueError) as exc:
+        raise ContractError(f"bundle cannot be read: {exc}") from exc
+    if length > max_bytes:
+        raise ContractError(f"bundle is larger than {max_bytes} bytes")
+    index: dict[str, tuple[int, int]] = {}
+    total = 0
+    try:
+        tar = tarfile.open(fileobj=fh, mode="r:", tarinfo=_StrictInfo)  # noqa: SIM115 - closed by `with tar` below
+    except (tarfile.TarError, EOFError, ValueError, OSError) as exc:
         raise ContractError(f"not a bundle (tar): {exc}") from exc
-    manifest: bytes | None = None
-    files: dict[str, bytes] = {}
     with tar:
         try:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_BUNDLE_MEMBERS + 1:
                     raise ContractError(f"bundle holds more than {MAX_BUNDLE_MEMBERS} batches")
-                if not member.isreg():
-                    raise ContractError(f"bundle member {member.name[:80]!r} is not a regular file")
+                if (why := _refuse_member(member)) is not None:
+                    raise ContractError(why)
                 if member.name == "manifest.json":
                     limit = MAX_MANIFEST_BYTES
                 elif _BATCH_NAME.match(member.name):
@@ -115,20 +198,18 @@ def read_bundle(data: bytes) -> Bundle:
                     raise ContractError(f"unexpected bundle member {member.name[:80]!r}")
                 if member.size > limit:
                     raise ContractError(f"bundle member {member.name!r} is larger than {limit} bytes")
-                if member.name in files or (member.name == "manifest.json" and manifest is not None):
+                if member.name in index:
                     raise ContractError(f"bundle member {member.name!r} appears twice")
-                fh = tar.extractfile(member)
-                assert fh is not None  # regular file
-                body = fh.read()
-                if member.name == "manifest.json":
-                    manifest = body
-                else:
-                    files[member.name] = body
-        except (tarfile.TarError, EOFError, UnicodeDecodeError) as exc:  # PAX headers must be UTF-8
+                total += member.size
+                if total > length:
+                    raise ContractError("bundle members claim more bytes than the file holds")
+                index[member.name] = (member.offset_data, member.size)
+        except (tarfile.TarError, EOFError, UnicodeDecodeError, ValueError, OSError) as exc:  # PAX: UTF-8
             raise ContractError(f"bundle is truncated or corrupt: {exc}") from exc
-    if manifest is None:
+    if "manifest.json" not in index:
         raise ContractError("bundle has no manifest.json")
-    return Bundle(dsse.from_json(manifest, max_bytes=MAX_MANIFEST_BYTES), files)
+    manifest = _read_at(fh, *index.pop("manifest.json"))
+    return Bundle(dsse.from_json(manifest, max_bytes=MAX_MANIFEST_BYTES), _Members(fh, index))
 
 
 def decode_manifest(payload: bytes) -> Manifest:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,8 @@ import grpc
 import nacl.signing
 import pytest
 
+from collector.ingest_refusals import RefusalBuffer
+from collector.store import Store
 from hushmetric import dsse
 from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
 from hushmetric.keys import key_id
@@ -96,9 +100,15 @@ class Server:
     address: str
     channel: grpc.aio.Channel
     stub: ingest_pb2_grpc.IngestStub
+    refusals: RefusalBuffer  # unattributed refusals held in memory by the server
+    store: Store
 
     async def submit(self, envelope: dsse.Envelope) -> Any:
         return await self.stub.Submit(envelope_to_proto(envelope))
+
+    async def flush(self) -> int:
+        """Write the refusals the server holds in memory now (it does so every few seconds)."""
+        return await self.refusals.flush(self.store)
 
 
 def flip(data: bytes, index: int) -> bytes:
@@ -174,3 +184,55 @@ def serving(hush: Hush, *extra: str) -> Iterator[Served]:
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()
         proc.stderr.close()
+
+
+# -- hostile tar members (issue 10, defect 1): sparse files expand far beyond their bytes ---------
+
+EXPANDED = 1 << 20  # what each sparse member claims once its hole is filled in
+
+
+def checksummed(header: bytearray) -> bytes:
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    return bytes(header)
+
+
+def gnu_sparse_member(name: str) -> bytes:
+    """A GNU old-style sparse member ('S'), built from raw header bytes (tarfile cannot write one):
+    one 512-byte block stored, a hole of EXPANDED - 512 bytes before it."""
+    info = tarfile.TarInfo(name)
+    info.size = 512
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    assert len(header) == 512
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:398] = b"%011o\x00" % (EXPANDED - 512)  # sparse[0].offset
+    header[398:410] = b"%011o\x00" % 512  # sparse[0].numbytes
+    header[482] = 0  # no extension blocks
+    header[483:495] = b"%011o\x00" % EXPANDED  # realsize
+    return checksummed(header) + b"x" * 512
+
+
+def pax_sparse_member(name: str) -> bytes:
+    """A PAX 1.0 sparse member: GNU.sparse.* records, then a data block holding the map (one entry)
+    before the one stored block."""
+    data_map = f"1\n{EXPANDED - 512}\n512\n".encode().ljust(512, b"\x00")
+    info = tarfile.TarInfo(f"GNUSparseFile.0/{name.rsplit('/', 1)[-1]}")
+    info.size = len(data_map) + 512
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": name,
+        "GNU.sparse.realsize": str(EXPANDED),
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data_map + b"x" * 512))
+    return strip_end(out.getvalue())
+
+
+def strip_end(tar: bytes) -> bytes:
+    """The members of a tar without its end-of-archive zero blocks (so members can be concatenated)."""
+    end = len(tar)
+    while end >= 512 and tar[end - 512 : end] == bytes(512):
+        end -= 512
+    return tar[:end]

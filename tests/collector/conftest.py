@@ -12,6 +12,7 @@ import nacl.signing
 import pytest
 
 from collector.ingest import IngestSettings
+from collector.ingest_refusals import RefusalBuffer
 from collector.server import serve
 from collector.sqlite_store import SqliteStore
 from collector.store import Store
@@ -64,6 +65,7 @@ async def acme(store: Store, clock: Clock) -> Agent:
 async def server(store: Store, clock: Clock) -> AsyncIterator[Server]:
     stop = asyncio.Event()
     bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    refusals = RefusalBuffer()  # flushed by the test (``Server.flush``), or when the server stops
     task = asyncio.create_task(
         serve(
             store,
@@ -73,13 +75,15 @@ async def server(store: Store, clock: Clock) -> AsyncIterator[Server]:
             clock=clock,
             settings=IngestSettings(max_clock_skew_seconds=300),
             grace_seconds=1.0,
+            refusals=refusals,
+            flush_seconds=3600.0,
         ),
         name="collector-server",
     )
     address = await asyncio.wait_for(bound, 10)
     channel = grpc.aio.insecure_channel(address)
     try:
-        yield Server(address, channel, ingest_pb2_grpc.IngestStub(channel))
+        yield Server(address, channel, ingest_pb2_grpc.IngestStub(channel), refusals, store)
     finally:
         await channel.close()
         stop.set()

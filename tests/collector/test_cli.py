@@ -5,16 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import nacl.signing
 import pytest
 
+from collector.schema import MIGRATIONS
 from hushmetric import bundle, dsse
 from tests.collector.collector_testkit import Agent, Hush, Served, one_line_error, serving
+from tests.pg import temp_database
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ def test_migrate_reports_the_schema_version(tmp_path: Path) -> None:
     h = Hush(tmp_path)
     one_line_error(h("migrate"), 4, r"does not exist; run `hush-collector init`")
     h.ok("init")
-    assert h.ok("migrate").strip().endswith("schema v1, up to date")
+    assert h.ok("migrate").strip().endswith(f"schema v{MIGRATIONS[-1][0]}, up to date")
 
 
 def test_db_from_environment(tmp_path: Path) -> None:
@@ -112,6 +117,10 @@ def test_enroll_token(hush: Hush) -> None:
     assert re.fullmatch(r"hmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n", out)
     one_line_error(hush("enroll-token", "acme", "--ttl", "soon"), 2, "--ttl")
     one_line_error(hush("enroll-token", "nope"), 3, "not found")
+    bound = hush.ok("enroll-token", "acme", "--agent", "edge-1", "--rotate")
+    assert re.fullmatch(r"hmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n", bound)
+    one_line_error(hush("enroll-token", "acme", "--rotate"), 2, "--rotate.*--agent")
+    one_line_error(hush("enroll-token", "acme", "--agent", "bad agent"), 2, "--agent")
 
 
 def test_quota_set_show(hush: Hush) -> None:
@@ -185,6 +194,8 @@ def test_serve_config_errors_name_file_and_key(hush: Hush, tmp_path: Path) -> No
     (tmp_path / "typo.toml").write_text('lisen = "127.0.0.1:0"\n')
     one_line_error(hush("serve", "--config", "typo.toml"), 2, r"typo\.toml.*lisen")
     one_line_error(hush("serve"), 2, "--listen")
+    (tmp_path / "rpcs.toml").write_text('listen = "127.0.0.1:0"\nmax_concurrent_rpcs = 0\n')
+    one_line_error(hush("serve", "--config", "rpcs.toml"), 2, r"rpcs\.toml.*max_concurrent_rpcs")
 
 
 def test_import_bundle_is_idempotent_and_checks_bytes(hush: Hush, tmp_path: Path) -> None:
@@ -303,3 +314,37 @@ def test_kill_switch_and_config_file_across_processes(hush: Hush, tmp_path: Path
         assert stub.Submit(envelope_to_proto(agent.next()), timeout=10).seq == 2
     usage = json.loads(hush.ok("usage", "--tenant", "acme", "--format", "json"))
     assert [(u["batches"], u["refused"]) for u in usage] == [(2, {"tenant_suspended": 1})]
+
+
+@pytest.mark.postgres
+async def test_init_migrate_and_serve_never_print_the_database_password(tmp_path: Path) -> None:
+    """Issue 10: the URL is shown with its password masked (trust auth on loopback ignores it)."""
+    secret = "s3cret-pw-42"
+    async with temp_database() as url:
+        scheme, rest = url.split("://", 1)
+        user, host = rest.split("@", 1)
+        with_password = f"{scheme}://{user}:{secret}@{host}"
+        env = {"HUSH_COLLECTOR_DB": with_password, "HUSH_COLLECTOR_KEY": str(tmp_path / "c.key")}
+        hush = Hush(tmp_path)
+        seen = []
+        for args in (("init",), ("migrate",)):
+            r = hush(*args, db=False, env=env)
+            assert r.code == 0, r
+            seen.append(r.out + r.err)
+        assert "***" in seen[0]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "serve", "--listen", "127.0.0.1:0"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        seen.append(address + out + err)
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", address), seen
+    assert "serving postgresql://" in seen[-1], seen
+    assert not [s for s in seen if secret in s], seen

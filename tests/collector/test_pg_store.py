@@ -623,3 +623,37 @@ async def test_pg_initialised_tells_init_whether_a_schema_exists(pg_url: str) ->
     assert await pg_initialised(pg_url)
     with pytest.raises(Unavailable, match="cannot reach database"):
         await pg_initialised("postgresql://postgres@127.0.0.1:9/x?connect_timeout=2s")
+
+
+@pytest.mark.parametrize("change", ["revoke key", "suspend tenant"])
+async def test_a_kill_switch_committed_during_a_commit_is_honoured(
+    pg: PgStore, pg_url: str, change: str
+) -> None:
+    """The in-transaction re-check locks the key and tenant rows (issue 10): a batch whose commit
+    starts while a revoke or suspend is in flight waits for it and is refused, not stored."""
+    quota = await _setup(pg, "acme", Quota("acme"))
+    admin = await asyncpg.connect(pg_url)
+    try:
+        tx = admin.transaction()
+        await tx.start()
+        if change == "revoke key":
+            await admin.execute("UPDATE keys SET state = 'revoked', revoked_at = $1", T0)
+        else:
+            await admin.execute("UPDATE tenants SET state = 'suspended' WHERE name = 'acme'")
+        commit = asyncio.create_task(pg.commit_batch(batch(1), quota, now=T0 + 10))
+        for _ in range(500):  # until the commit waits for the admin's row lock (or finished: old code)
+            waiting = await _count(
+                pg_url,
+                "SELECT COUNT(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+            if waiting or commit.done():
+                break
+            await asyncio.sleep(0.01)
+        await tx.commit()
+        result = await commit
+    finally:
+        await admin.close()
+    want = "revoked_key" if change == "revoke key" else "tenant_suspended"
+    assert result == CommitRefused(want)
+    assert await _count(pg_url, "SELECT COUNT(*) FROM batches") == 0

@@ -4,6 +4,7 @@ concurrency against a quota, enrollment, health and reflection."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from collector import enroll
+from collector.ingest_refusals import RefusalBuffer
 from collector.server import serve
 from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
 from hushmetric import dsse
 from hushmetric.batch import payload_digest
-from hushmetric.v1 import ingest_pb2
+from hushmetric.timefmt import format_rfc3339
+from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
 from tests.collector.collector_testkit import Agent, Clock, Server, flip
 
@@ -338,3 +341,212 @@ async def test_health_turns_not_serving_while_the_database_is_unusable(
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_decoy_signature_under_another_tenants_key_decides_nothing(
+    server: Server, store: Store, clock: Clock
+) -> None:
+    """Issue 10, defect 2: limits, state, metering and refusals follow the key whose signature
+    verified, never the first registered key id in the envelope (key ids are public)."""
+    big, small = Agent("big", "b1"), Agent("small", "s1")
+    for a in (big, small):
+        await store.create_tenant(a.tenant, now=clock())
+        await store.add_key(a.tenant, a.agent, a.public_key, now=clock())
+    await store.set_quota(
+        Quota("small", max_batch_bytes=1024, rows_per_day=3, max_age_seconds=3600), now=clock()
+    )
+    await store.set_tenant_state("big", "suspended", now=clock())
+
+    def decoyed(envelope: dsse.Envelope) -> dsse.Envelope:  # big's key id first, a signature that fails
+        decoy = dsse.Signature(bytes(64), big.key_id)
+        return dsse.Envelope(envelope.payload, envelope.payload_type, (decoy, *envelope.signatures))
+
+    # big is suspended: its key id in front changes nothing for small's good batch
+    assert (await server.submit(decoyed(small.next(rows=2)))).seq == 1
+    err = await refused(server, decoyed(small.sign(small.payload(rows=40))))
+    assert (err.code(), reason(err)) == (INVALID, "too_large")  # small's 1 KiB, not big's default
+    old = small.payload(rows=1, created=format_rfc3339(clock.now - 7200))
+    err = await refused(server, decoyed(small.sign(old)))
+    assert reason(err) == "too_old"  # small's max age
+    err = await refused(server, decoyed(small.next(rows=2)))
+    assert reason(err) == "quota_rows_day"  # small's 3 rows a day, 2 used
+    err = await refused(server, decoyed(small.sign(b"\xc1 junk")))
+    assert reason(err) == "malformed"
+    # a decoy alone is a bad signature charged to no tenant; two verifying keys of two tenants conflict
+    err = await refused(
+        server, dsse.Envelope(old, dsse.BATCH_PAYLOAD_TYPE, (dsse.Signature(bytes(64), big.key_id),))
+    )
+    assert (err.code(), reason(err)) == (UNAUTH, "bad_signature")
+    both = small.payload(seq=9)
+    cosigned = dsse.Envelope(
+        both, dsse.BATCH_PAYLOAD_TYPE, (*big.sign(both).signatures, *small.sign(both).signatures)
+    )
+    err = await refused(server, cosigned)
+    assert (err.code(), reason(err)) == (DENIED, "signer_mismatch")
+    assert await server.flush() == 2  # the unattributed ones were held in memory
+    usage = {(u.tenant, r): n for u in await store.usage() for r, n in u.refused.items()}
+    assert usage == {
+        ("small", "too_large"): 1,
+        ("small", "too_old"): 1,
+        ("small", "quota_rows_day"): 1,
+        ("small", "malformed"): 1,
+        ("-", "bad_signature"): 1,
+        ("-", "signer_mismatch"): 1,
+    }
+    metered = {u.tenant: (u.batches, u.rows) for u in await store.usage()}
+    assert metered.get("small") == (1, 2) and metered.get("big", (0, 0)) == (0, 0)
+
+
+async def test_junk_costs_no_database_write_each_and_is_flushed_once_per_reason(
+    server: Server, acme: Agent, store: Store
+) -> None:
+    """Issue 10: unattributed refusals are counted in memory and written per (day, reason)."""
+    stranger = Agent("acme", "a1")  # not registered
+    for _ in range(30):
+        await refused(server, stranger.next())  # unknown_key
+        env = acme.sign(acme.payload())
+        await refused(
+            server, dsse.Envelope(env.payload, env.payload_type, (dsse.Signature(bytes(64), acme.key_id),))
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.channel.unary_unary("/hushmetric.v1.Ingest/Submit")(b"\xff\xff not protobuf")
+    assert info.value.code() == INVALID
+    audit_before = len(await store.audit_entries())
+    assert not [u for u in await store.usage() if u.refused]  # nothing written yet
+    assert server.refusals.pending() == 61
+    assert await server.flush() == 61
+    [day] = [u for u in await store.usage() if u.tenant == "-"]
+    assert day.refused == {"unknown_key": 30, "bad_signature": 30, "malformed": 1}
+    refused_audit = [e for e in (await store.audit_entries())[audit_before:] if e.action == "batch.refused"]
+    assert sorted(e.details["reason"] for e in refused_audit) == ["bad_signature", "malformed", "unknown_key"]
+    assert await server.flush() == 0
+
+
+async def test_failed_enrollments_are_counted_audited_and_rate_limited(
+    server: Server, store: Store, clock: Clock
+) -> None:
+    """Issue 10: every failed Enroll is counted and audited (coalesced per reason and minute); an
+    address with 10 failures is told to wait (RetryInfo) and not even checked until it may retry."""
+    await store.create_tenant("acme", now=clock())
+    good = await enroll.issue_token(store, "acme", ttl_seconds=3600, now=clock())
+    agent = Agent("acme", "edge-1")
+
+    async def enroll_call(token: str, agent_id: str = "edge-1", key: bytes = agent.public_key) -> Any:
+        request = ingest_pb2.EnrollRequest(token=token, agent=agent_id, public_key=key)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await server.stub.Enroll(request)
+        return info.value
+
+    guess = good[:-1] + ("A" if good[-1] != "A" else "B")
+    for _ in range(8):
+        err = await enroll_call(guess)
+        assert (err.code(), reason(err)) == (UNAUTH, "enroll_token")
+    err = await enroll_call(good, "bad agent!")
+    assert (err.code(), reason(err)) == (INVALID, "enroll_malformed")
+    err = await enroll_call("hmt_junk")
+    assert reason(err) == "enroll_token"
+    err = await enroll_call(good)  # the 11th call, with the right token: not looked at
+    assert (err.code(), reason(err)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enroll_rate_limited")
+    assert 0 < retry_delay(err) <= 6.0
+    clock.now += retry_delay(err)  # one failure's worth of refill
+    reply = await server.stub.Enroll(
+        ingest_pb2.EnrollRequest(token=good, agent="edge-1", public_key=agent.public_key)
+    )
+    assert reply.key_id == agent.key_id
+    assert await server.flush() == 11
+    [day] = [u for u in await store.usage() if u.tenant == "-"]
+    assert day.refused == {"enroll_token": 9, "enroll_malformed": 1, "enroll_rate_limited": 1}
+    audited = [e.details["reason"] for e in await store.audit_entries() if e.action == "enroll.refused"]
+    assert sorted(audited) == ["enroll_malformed", "enroll_rate_limited", "enroll_token"]
+
+
+@pytest.mark.postgres
+async def test_clients_learn_only_that_storage_is_unavailable(
+    tmp_path: Path, audit_key: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10: while the database is down, any client gets UNAVAILABLE without the database URL;
+    the detail goes to the log (without the URL either)."""
+    from collector.pg_store import open_pg_store
+    from tests.pg import temp_database
+
+    async with temp_database() as url:
+        store = await open_pg_store(url, signing_key=audit_key, create=True)
+        await store.create_tenant("acme", now=0)
+        agent = Agent("acme", "a1")
+        await store.add_key("acme", "a1", agent.public_key, now=0)
+        stop = asyncio.Event()
+        bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            serve(store, "127.0.0.1:0", stop=stop, on_bound=bound.set_result, grace_seconds=1.0)
+        )
+        address = await asyncio.wait_for(bound, 10)
+        await store.close()  # the database is gone for this replica
+        async with grpc.aio.insecure_channel(address) as channel:
+            server = Server(address, channel, ingest_pb2_grpc.IngestStub(channel), RefusalBuffer(), store)
+            errors = [await refused(server, agent.next()), await refused(server, Agent("x", "y").next())]
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await server.stub.Enroll(
+                    ingest_pb2.EnrollRequest(
+                        token=f"hmt_{0:016x}_{'A' * 43}", agent="a", public_key=bytes(32)
+                    )
+                )
+            errors.append(info.value)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    name = url.rsplit("/", 1)[1]
+    for err in errors:
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.details() == "storage is unavailable; retry later"
+    logged = [r.getMessage() for r in caplog.records if "storage unavailable" in r.getMessage()]
+    assert logged and not [m for m in logged if "postgresql://" in m or name in m], logged
+
+
+async def test_calls_beyond_maximum_concurrent_rpcs_are_refused(tmp_path: Path, audit_key: Any) -> None:
+    """Issue 10: the server bounds concurrent calls instead of queueing without limit."""
+    store = await SqliteStore.open(tmp_path / "c.db", signing_key=audit_key, create=True)
+    await store.create_tenant("acme", now=0)
+    agent = Agent("acme", "a1", created=0.0)
+    await store.add_key("acme", "a1", agent.public_key, now=0)
+    stop = asyncio.Event()
+    bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(
+            store,
+            "127.0.0.1:0",
+            stop=stop,
+            on_bound=bound.set_result,
+            clock=lambda: 0.0,
+            grace_seconds=1.0,
+            max_concurrent_rpcs=1,
+        )
+    )
+    address = await asyncio.wait_for(bound, 10)
+    blocker = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer: the submission below waits for it
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = ingest_pb2_grpc.IngestStub(channel)
+            envelope = envelope_to_proto(agent.next())
+            pending = asyncio.ensure_future(stub.Submit(envelope))
+            health = health_pb2_grpc.HealthStub(channel)
+            exhausted = None
+            for _ in range(500):  # bounded: until a probe finds the one slot taken by the submission
+                if pending.done():  # a probe held the slot when it arrived: it was refused, send again
+                    assert isinstance(pending.exception(), grpc.aio.AioRpcError)
+                    pending = asyncio.ensure_future(stub.Submit(envelope))
+                else:
+                    try:
+                        await health.Check(health_pb2.HealthCheckRequest())
+                    except grpc.aio.AioRpcError as exc:
+                        if not pending.done():
+                            exhausted = exc
+                            break
+                await asyncio.sleep(0.01)
+            blocker.execute("ROLLBACK")
+            assert (await pending).seq == 1  # the call in flight completes
+            assert exhausted is not None and exhausted.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        blocker.close()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await store.close()

@@ -12,8 +12,10 @@ import pytest
 from collector import enroll
 from collector.errors import Conflict, NotFound
 from collector.ingest import Rejected, Stored, ingest
+from collector.schema import MIGRATIONS
 from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
+from hushmetric.errors import ContractError
 from tests.collector.collector_testkit import Agent, Clock
 
 
@@ -75,6 +77,40 @@ async def test_enroll_token_is_one_time_and_stored_hashed(store: Store, clock: C
     secret = token.rsplit("_", 1)[1].encode()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("collector.db*"))
     assert secret not in raw
+
+
+async def test_enroll_tokens_bound_to_an_agent_and_rotation(store: Store, clock: Clock) -> None:
+    """Issue 10: a token holder cannot add a key to an existing agent unless the token says so."""
+    await store.create_tenant("acme", now=clock())
+    first, intruder, second, third = (Agent("acme", "edge-1") for _ in range(4))
+    bound = await enroll.issue_token(store, "acme", ttl_seconds=3600, now=clock(), agent="edge-1")
+    with pytest.raises(NotFound):  # bound to edge-1: another agent id learns nothing
+        await enroll.redeem(store, bound, "edge-2", Agent("acme", "edge-2").public_key, now=clock())
+    assert (await enroll.redeem(store, bound, "edge-1", first.public_key, now=clock())).agent == "edge-1"
+    anyone = await enroll.issue_token(store, "acme", ttl_seconds=3600, now=clock())
+    with pytest.raises(Conflict, match="already has a key"):  # an unbound token cannot add a second key
+        await enroll.redeem(store, anyone, "edge-1", intruder.public_key, now=clock())
+    again = await enroll.issue_token(store, "acme", ttl_seconds=3600, now=clock(), agent="edge-1")
+    with pytest.raises(Conflict):  # bound to the agent, but not a rotation token
+        await enroll.redeem(store, again, "edge-1", intruder.public_key, now=clock())
+    # the refused tokens were not used up: the unbound one still enrolls a new agent
+    assert (
+        await enroll.redeem(store, anyone, "edge-3", Agent("acme", "edge-3").public_key, now=clock())
+    ).agent
+    rotation = await enroll.issue_token(
+        store, "acme", ttl_seconds=3600, now=clock(), agent="edge-1", rotate=True
+    )
+    assert (
+        await enroll.redeem(store, rotation, "edge-1", second.public_key, now=clock())
+    ).key_id == second.key_id
+    with pytest.raises(NotFound):  # one-time, like every token
+        await enroll.redeem(store, rotation, "edge-1", third.public_key, now=clock())
+    keys = [(k.agent, k.key_id) for k in await store.list_keys("acme") if k.agent == "edge-1"]
+    assert sorted(keys) == sorted([("edge-1", first.key_id), ("edge-1", second.key_id)])
+    with pytest.raises(ContractError):
+        await enroll.issue_token(store, "acme", ttl_seconds=60, now=clock(), rotate=True)
+    tokens = [e.details for e in await store.audit_entries() if e.action == "enroll.token"]
+    assert tokens[0]["agent"] == "edge-1" and tokens[-1]["rotate"] is True and "agent" not in tokens[1]
 
 
 async def test_enroll_token_expiry_and_tampering(store: Store, clock: Clock) -> None:
@@ -244,4 +280,5 @@ async def test_schema_version_recorded_once(tmp_path: Path, audit_key: nacl.sign
         s = await SqliteStore.open(path, signing_key=audit_key, create=True)
         await s.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        versions = db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    assert versions == [(v,) for v, _ in MIGRATIONS]

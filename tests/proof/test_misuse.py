@@ -6,8 +6,11 @@ Attacks: tampered payloads (every byte position of a sample batch in long mode, 
 in short mode), tampered and forged signatures, unknown, retired (batch created after retirement)
 and revoked keys, payloadType swaps, conflicting replays, batches claiming another tenant or agent,
 suspended and deleted tenants, future-dated and expired batches (``--max-age`` set by ``quota set``),
-oversize payloads (tenant limit and gRPC frame limit), floods past the rate limit, and hostile
-bundles through ``hush-collector import``. Byte-identical replays (online and by re-importing
+oversize payloads (tenant limit and gRPC frame limit), floods past the rate limit, decoy signatures
+under another tenant's public key id (to borrow its limits or charge it refusals) and keys of two
+tenants co-signing, enrollment abuse (guessed tokens past the per-address limit, a second key for
+an existing agent), and hostile bundles through ``hush-collector import`` (sparse members in both
+GNU and PAX form among them). Byte-identical replays (online and by re-importing
 bundles) are acknowledged as duplicates and metered once.
 
 Figures: attempts vs refused (equal), stored beyond the legitimate batches (0), refusals counted in
@@ -23,11 +26,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import nacl.signing
 import pytest
 
 from hushmetric import bundle, dsse
 from hushmetric.batch import payload_digest
+from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
+from tests.collector.collector_testkit import gnu_sparse_member, pax_sparse_member, strip_end
 from tests.proof.proofkit import LONG, Collector, Figures, Reply, Signer, now_s, pick, submit
 
 pytestmark = pytest.mark.timeout(pick(300, 1500))
@@ -69,6 +75,18 @@ def flip(data: bytes, i: int, mask: int = 0x01) -> bytes:
     return data[:i] + bytes([data[i] ^ mask]) + data[i + 1 :]
 
 
+async def enroll_call(
+    stub: ingest_pb2_grpc.IngestStub, token: str, agent: str, key: nacl.signing.SigningKey
+) -> Reply:
+    request = ingest_pb2.EnrollRequest(token=token, agent=agent, public_key=bytes(key.verify_key))
+    try:
+        await stub.Enroll(request, timeout=20)
+    except grpc.aio.AioRpcError as exc:
+        reason = dict(exc.trailing_metadata() or ()).get("hush-reason", "")
+        return Reply(exc.code().name, reason if isinstance(reason, str) else reason.decode())
+    return Reply("OK")
+
+
 async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, figures: Figures) -> None:
     started = time.monotonic()
     c = Collector(tmp_path / "collector")
@@ -86,6 +104,7 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
     c.ok("tenant", "suspend", "paused")
     c.ok("tenant", "delete", "gone")
     c.ok("key", "revoke", v1.key_id)
+    unbound_token = c.ok("enroll-token", "acme").strip()  # a token holder trying to add a key to a1
     led = Ledger()
 
     async with c.serving() as stub:
@@ -214,6 +233,49 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
         led.expect("oversize (gRPC frame)", reply, "RESOURCE_EXHAUSTED", None)
         led.unaudited_transport += reply.code == "RESOURCE_EXHAUSTED" and not reply.reason
 
+        # -- decoys: another tenant's public key id with a signature that does not verify, placed
+        #    first to borrow that tenant's limits (globex has none) or to charge it the refusal --------
+        def decoyed(env: dsse.Envelope, *under: str) -> dsse.Envelope:
+            decoys = tuple(dsse.Signature(bytes(64), kid) for kid in under)
+            return dsse.Envelope(env.payload, env.payload_type, (*decoys, *env.signatures))
+
+        for under in ((g1.key_id,), (g1.key_id, f1.key_id), (p1.key_id,)):
+            env = decoyed(a1.sign(a1.payload(rows=100)), *under)  # over acme's 8 KiB
+            led.expect(
+                "decoy key id (borrow limits)", await submit(stub, env), "INVALID_ARGUMENT", "too_large"
+            )
+            env = decoyed(a1.sign(a1.payload(created=now_s() - 7200)), *under)  # over acme's max age
+            led.expect(
+                "decoy key id (borrow limits)", await submit(stub, env), "FAILED_PRECONDITION", "too_old"
+            )
+        for _ in range(pick(3, 20)):
+            env = decoyed(dsse.Envelope(sample, dsse.BATCH_PAYLOAD_TYPE, ()), g1.key_id)
+            led.expect(
+                "decoy key id (charge another)", await submit(stub, env), "UNAUTHENTICATED", "bad_signature"
+            )
+        both = a1.payload(seq=99)
+        cosigned = dsse.Envelope(
+            both, dsse.BATCH_PAYLOAD_TYPE, (*g1.sign(both).signatures, *a1.sign(both).signatures)
+        )
+        led.expect(
+            "keys of two tenants co-sign",
+            await submit(stub, cosigned),
+            "PERMISSION_DENIED",
+            "signer_mismatch",
+        )
+
+        # -- enrollment abuse: a second key for an existing agent; guessed tokens past the limit -----
+        reply = await enroll_call(stub, unbound_token, "a1", stranger.key)
+        led.expect("enroll a key for an existing agent", reply, "FAILED_PRECONDITION", "enroll_conflict")
+        guess = unbound_token[:-1] + ("A" if unbound_token[-1] != "A" else "B")
+        for _ in range(pick(14, 40)):
+            reply = await enroll_call(stub, guess, "x9", nacl.signing.SigningKey.generate())
+            if reply.reason == "enroll_rate_limited":
+                led.expect("enroll flood past the limit", reply, "RESOURCE_EXHAUSTED", "enroll_rate_limited")
+            else:
+                led.expect("enroll with a guessed token", reply, "UNAUTHENTICATED", "enroll_token")
+        assert led.attempts["enroll flood past the limit"] >= 3, led.attempts
+
         # -- flood past the rate limit (burst 3, refill 1 per ~3 hours) ------------------------------
         for _ in range(3):
             await legit(f1)
@@ -264,6 +326,14 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
         ),
         "not-a-tar.tar": (b"\x00" * 1024, "bundle_malformed", 1),
     }
+    members = pick(40, 200)  # 1 MiB each once expanded, a few hundred KiB in the file
+    for form, make in (("gnu", gnu_sparse_member), ("pax", pax_sparse_member)):
+        body = b"".join(make(f"batches/{100 + i}.dsse.json") for i in range(members))
+        hostile[f"sparse-{form}.tar"] = (
+            strip_end(files["fresh.tar"]) + body + bytes(1024),
+            "bundle_malformed",
+            1,
+        )
     good = files["replay-online.tar"]
     member = b'"payload":"'
     at = good.index(member, good.index(b"batches/2.dsse.json")) + len(member) + 5
@@ -322,7 +392,8 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
     assert metered == len(led.legit)
     assert sum(d["duplicates"] for d in usage) == replays + bundle_dups
     lines = c.audit_lines()  # also runs `audit verify`
-    audited = {(e.get("tenant"), e["details"]["reason"]) for e in lines if e.get("action") == "batch.refused"}
+    refusal_actions = ("batch.refused", "enroll.refused")
+    audited = {(e.get("tenant"), e["details"]["reason"]) for e in lines if e.get("action") in refusal_actions}
     refused_pairs = {(d["tenant"], reason) for d in usage for reason in d["refused"]}
     assert refused_pairs <= audited, refused_pairs - audited
     assert not c.tracebacks()
