@@ -23,10 +23,11 @@ malformed, payload_type,         permanent: these exact bytes can never be accep
 too_large, bad_signature,        ``created`` time and its signatures are fixed), so holding the batch
 unknown_key, revoked_key,        would block every later one forever. It moves to the outbox quarantine
 retired_key, tenant_mismatch,    (kept, never dropped silently; listed by ``status`` and ``outbox
-agent_mismatch, conflict,        quarantine``; ``outbox retry`` puts it back after the cause is fixed,
-too_old; INVALID_ARGUMENT,       ``outbox drop`` removes it with a note in the egress ledger) and
-ALREADY_EXISTS without reason;   delivery continues with the next seq. The collector records the
-"larger than max" (gRPC's cap)   skipped seq as a chain gap, never as a refusal of later batches.
+agent_mismatch, signer_mismatch, quarantine``; ``outbox retry`` puts it back after the cause is fixed,
+conflict, too_old;               ``outbox drop`` removes it with a note in the egress ledger) and
+INVALID_ARGUMENT, ALREADY_EXISTS delivery continues with the next seq. The collector records the
+without reason; "larger than     skipped seq as a chain gap, never as a refusal of later batches.
+max" (gRPC's own receive cap)
 ===============================  =====================================================================
 
 Nothing is sent while the egress kill switch is engaged; it is checked before every send. The sender
