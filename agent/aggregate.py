@@ -31,7 +31,7 @@ import msgspec
 
 from agent.bound import Bounder, Bounds
 from agent.model import AttrValue, Event
-from agent.policy import Metric, Policy, period_seconds
+from agent.policy import Metric, Policy, period_seconds, window_origin
 
 __all__ = ["AggregatorStats", "MetricWindow", "WindowAggregator", "WindowState", "bucket_labels", "label"]
 
@@ -146,6 +146,7 @@ class WindowAggregator:
         self.max_open_values = max_open_values
         self._size = policy.window_seconds
         self._lateness = policy.lateness_seconds
+        self._origin = window_origin(policy)  # Monday 00:00 UTC for weekly budgets: windows are ISO weeks
         self._max_gap = max(1, period_seconds(policy) // self._size)
         self._plans = [_Plan(i, m) for i, m in enumerate(policy.metrics)]
         self._by_name: dict[str, list[_Plan]] = {}
@@ -170,8 +171,11 @@ class WindowAggregator:
     def _closed(self, start: int, watermark: float) -> bool:
         return start + self._size + self._lateness <= watermark
 
+    def window_start(self, ts: float) -> int:
+        return self._origin + int((ts - self._origin) // self._size) * self._size
+
     def is_late(self, ts: float) -> bool:
-        start = int(ts // self._size) * self._size
+        start = self.window_start(ts)
         return (self._frontier is not None and start < self._frontier) or self._closed(start, self._watermark)
 
     def add(self, events: Sequence[Event]) -> None:
@@ -181,6 +185,7 @@ class WindowAggregator:
         by_name = self._by_name
         windows = self._windows
         size = self._size
+        origin = self._origin
         span = size + self._lateness
         frontier = -math.inf if self._frontier is None else self._frontier
         watermark = self._watermark
@@ -193,7 +198,7 @@ class WindowAggregator:
                 unmatched += 1
                 continue
             ts = ev.ts
-            start = int(ts // size) * size
+            start = origin + int((ts - origin) // size) * size
             if start < frontier or start + span <= watermark:
                 late += 1
                 continue
@@ -338,7 +343,7 @@ class WindowAggregator:
         wm = self._watermark if watermark is None else watermark
         if wm == -math.inf:
             return []
-        last = math.floor((wm - self._lateness - self._size) / self._size) * self._size
+        last = self.window_start(wm - self._lateness - self._size)
         if self._frontier is None and not any(s <= last for s in self._windows):
             return []
         if self._frontier is not None and last < self._frontier:
