@@ -4,6 +4,7 @@ Exit codes (stable, for scripts):
     0  success
     1  the operation ran but failed: verification failed, delivery refused, budget exhausted
     2  usage or configuration error (bad flags, bad config or policy, unreadable key)
+    3  the state directory is in use by another hush-agent process (one writer at a time)
     4  unavailable: the collector could not be reached
   130  interrupted
 """
@@ -27,7 +28,7 @@ from hushmetric.logs import setup_logging
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 _json = msgspec.json.Encoder()
 
 
@@ -519,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge agent of hushmetric: redacts personal data, aggregates with differential privacy, "
         "signs each release and delivers it to the collector or into an offline bundle.",
         epilog="Exit codes: 0 ok, 1 failed (verification, refusal, budget), 2 usage or config error, "
-        "4 collector unreachable, 130 interrupted.",
+        "3 state directory in use by another process, 4 collector unreachable, 130 interrupted.",
     )
     default_config = os.environ.get("HUSH_AGENT_CONFIG", "agent.toml")
     parser.add_argument("--config", default=default_config, help=config_help)
@@ -611,10 +612,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _state_lock(args: argparse.Namespace) -> Any:
+    """The state-lock hook: commands that release, charge or drain hold the state directory's lock for
+    the whole process (one writer per state directory). ``egress stop|resume`` deliberately does not:
+    the kill switch must work while the daemon runs, and it is one SQLite transaction the sender
+    re-reads before every delivery. Read-only commands never lock."""
+    writes = args.command in ("run", "export") or (
+        args.command == "ledger" and getattr(args, "acknowledge_reset", False)
+    )
+    if not writes:
+        return None
+    from agent.state import lock_state
+
+    return lock_state(_config(args).state_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    lock = None
     try:
+        lock = _state_lock(args)
         return int(args.fn(args))
     except KeyboardInterrupt:
         _err("interrupted")
@@ -624,9 +642,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except HushError as exc:
         _err(str(exc))
+        if exc.code == "locked":
+            return EXIT_LOCKED
         return EXIT_UNAVAILABLE if exc.code in ("unavailable", "deadline_exceeded") else EXIT_FAILED
     except BrokenPipeError:
         return EXIT_OK
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ from agent.config import FileSource, LoadedConfig, StdinSource
 from agent.decode import Decoder
 from agent.metrics import AgentMetrics
 from agent.model import DeadLetter, Event
-from agent.policy import Policy, load_policy, minimised, per_window_budget, policy_digest
+from agent.policy import Policy, load_policy, minimised, policy_digest
 from agent.redact import Redactor
-from agent.release import release_window
+from agent.release import Release, release_window, window_cost
 from agent.seal import Sealed, seal
 from agent.sender import Sender
 from agent.sources import build_sources
@@ -322,36 +322,43 @@ class Agent:
         Never called while releases are blocked: :meth:`release` checks that once per batch of windows.
         """
         period = ledger.period_of(self.policy, state.start)
-        budget = per_window_budget(self.policy)
-        if ledger.remaining(self.conn, self.policy, period) < budget * (1 - 1e-9):
+        cost, delta = window_cost(self.policy)
+        if not ledger.affordable(self.conn, self.policy, period, cost, delta):
+            # Cheap early answer that draws no noise; the check that decides is the one inside
+            # the charging transaction (commit_release).
+            self._refuse(state, period)
+            return None
+        return self.commit_release(state, release_window(state, self.policy), period)
+
+    def commit_release(self, state: WindowState, released: Release, period: str) -> Sealed | None:
+        """Charge, seal, queue and forget the window's events in ONE transaction.
+
+        ``ledger.charge`` re-checks affordability (ρ/ε and δ) with the policy inside the transaction:
+        whatever was checked before, a charge that no longer fits raises ``BudgetExhausted``, the
+        transaction rolls back (no batch, no charge) and the refusal is recorded instead.
+        """
+        try:
             with transaction(self.conn):
-                ledger.refuse(self.conn, period=period, window_start=state.start, reason="budget_exhausted")
+                seq, prev = outbox.next_seq(self.conn)
+                sealed = seal(
+                    tenant=self.cfg.tenant,
+                    agent=self.cfg.agent,
+                    seq=seq,
+                    prev=prev,
+                    created=self.created_for(state),
+                    window=(released.start, released.end),
+                    policy_digest=self.digest,
+                    privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
+                    rows=released.rows,
+                    key=self.key,
+                )
+                ledger.charge(self.conn, period=period, release=released, seq=seq, policy=self.policy)
+                outbox.put(self.conn, sealed)
                 journal.release(self.conn, state.start, state.end)
                 journal.mark_released(self.conn, state.start)
-            log.error(
-                "privacy budget exhausted: window discarded, nothing released",
-                extra={"fields": {"period": period, "window_start": state.start}},
-            )
+        except ledger.BudgetExhausted:
+            self._refuse(state, period)
             return None
-        released = release_window(state, self.policy, budget=budget)
-        with transaction(self.conn):
-            seq, prev = outbox.next_seq(self.conn)
-            sealed = seal(
-                tenant=self.cfg.tenant,
-                agent=self.cfg.agent,
-                seq=seq,
-                prev=prev,
-                created=self.clock(),
-                window=(released.start, released.end),
-                policy_digest=self.digest,
-                privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
-                rows=released.rows,
-                key=self.key,
-            )
-            ledger.charge(self.conn, period=period, release=released, seq=seq)
-            outbox.put(self.conn, sealed)
-            journal.release(self.conn, state.start, state.end)
-            journal.mark_released(self.conn, state.start)
         integrity.record_head(self.loaded.state_dir, self.conn)
         left = ledger.remaining(self.conn, self.policy, period)
         self.metrics.budget(spent=ledger.cap_of(self.policy) - left, left=left)
@@ -360,6 +367,20 @@ class Agent:
             extra={"fields": {"seq": seq, "window_start": state.start, "rows": sealed.rows}},
         )
         return sealed
+
+    def created_for(self, state: WindowState) -> float:
+        """The batch's ``created``: when the window closed, not when the data came (see schedule)."""
+        return float(state.end + self.policy.lateness_seconds)
+
+    def _refuse(self, state: WindowState, period: str) -> None:
+        with transaction(self.conn):
+            ledger.refuse(self.conn, period=period, window_start=state.start, reason="budget_exhausted")
+            journal.release(self.conn, state.start, state.end)
+            journal.mark_released(self.conn, state.start)
+        log.error(
+            "privacy budget exhausted: window discarded, nothing released",
+            extra={"fields": {"period": period, "window_start": state.start}},
+        )
 
     async def _wait_for_outbox_room(self) -> None:
         """Backpressure: while the outbox is full, stop taking input (sources block on the queue)."""
