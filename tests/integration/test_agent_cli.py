@@ -68,7 +68,7 @@ def test_run_once_on_input_file_releases_exact_counts_and_resumes(tmp_path: Path
     events += [{"name": "signup", "ts": T + 4000, "unit": "late-window", "attrs": {"plan": "team"}}]
     path = tmp_path / "events.jsonl"
     path.write_text(events_jsonl(events) + "not json\n" + '{"name": 5}\n')
-    report = agent.json("run", "--once", "--input", str(path))
+    report = agent.json("run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 7200))
     assert report["events"] == 43 and report["dead_letters"] == 2
     assert report["windows_released"] == 2
     dead = agent.json("dead-letter")
@@ -80,7 +80,7 @@ def test_run_once_on_input_file_releases_exact_counts_and_resumes(tmp_path: Path
     # raw input never reaches the dead-letter store: only a digest and a reason
     assert "not json" not in agent.state_db.read_bytes().decode("latin-1")
     # a second run over the same file resumes at the committed offset: nothing twice
-    again = agent.json("run", "--once", "--input", str(path))
+    again = agent.json("run", "--once", "--input", str(path), "--to", str(T + 7200))
     assert again["events"] == 0 and again["windows_released"] == 0
 
 
@@ -89,7 +89,7 @@ def test_egress_kill_switch_blocks_export_and_is_recorded(tmp_path: Path) -> Non
     agent.set_policy(exact_policy())
     path = tmp_path / "e.jsonl"
     path.write_text(events_jsonl([{"name": "click", "ts": T, "unit": "u"}]))
-    agent.ok("run", "--once", "--input", str(path))
+    agent.ok("run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 3600))
     agent.ok("egress", "stop", "--reason", "incident-42")
     refused = agent("export", "--out", str(tmp_path / "b.tar"))
     assert refused.code != 0 and "stopped" in refused.err and not (tmp_path / "b.tar").exists()
@@ -128,7 +128,7 @@ def test_pii_in_input_never_reaches_agent_state_or_bundle(tmp_path: Path) -> Non
     ]
     path = tmp_path / "pii.jsonl"
     path.write_text(events_jsonl(events))
-    agent.ok("run", "--once", "--input", str(path))
+    agent.ok("run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 3600))
     bundle = tmp_path / "out.tar"
     agent.ok("export", "--out", str(bundle))
     assert leaked([agent.state_db, bundle]) == []
