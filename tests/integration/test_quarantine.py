@@ -57,7 +57,6 @@ class Site:
                     window=(int(created) - 60, int(created)),
                     policy_digest="ab" * 32,
                     privacy=Privacy("user", rho=0.01),
-                    redactions={},
                     rows=[Row("visits", "count", {}, float(seq), Noise("gaussian", 1.0))],
                     key=self.key,
                 )

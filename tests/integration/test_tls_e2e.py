@@ -50,7 +50,9 @@ def test_agent_enrolls_and_delivers_over_mutual_tls(tmp_path: Path) -> None:
         path.write_text(
             events_jsonl([{"name": "click", "ts": T + h * 3600, "unit": f"u{h}"} for h in range(3)])
         )
-        report = agent.json("run", "--once", "--input", str(path))
+        report = agent.json(
+            "run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 3 * 3600)
+        )
         assert report["batches_sent"] == report["windows_released"] >= 3
         assert report["outbox_depth"] == 0 and report["delivery_error"] is None
         sent = [e for e in agent.json("egress") if e["kind"] == "batch"]
