@@ -162,6 +162,8 @@ def _email(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
     if m.group().rsplit(".", 1)[1].lower() in _NOT_TLD:
         return None
+    if start >= 3 and text[start - 3 : start] == "://":
+        return None  # "spark://CoarseGrainedScheduler@host:7077": a user name in a URL, not a mailbox
     if start and text[start - 1] == ":":
         token_start = max(text.rfind(" ", 0, start), text.rfind("\t", 0, start)) + 1
         if "://" in text[token_start:start]:
@@ -170,7 +172,8 @@ def _email(text: str, m: re.Match[str]) -> Span | None:
 
 
 # scheme://user:password@host — the finding is the user-info (user and password), the host stays.
-_URL_CREDS = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,20}://([^\s:/@?#]+:[^\s/@?#]+)@")
+# The user may be empty: "redis://:password@host" is how Redis and AMQP clients pass a password alone.
+_URL_CREDS = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,20}://([^\s:/@?#]*:[^\s/@?#]+)@")
 
 _JWT = re.compile(r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 
@@ -219,6 +222,8 @@ def _random_token(text: str, m: re.Match[str]) -> Span | None:
 _ASSIGN_OP = re.compile(r"([=:])[ \t]{0,3}[\"']?([^\s\"',;&]{3,})")
 _SECRET_KEY = re.compile(
     r"(?<![a-z0-9])(?:pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
+    r"|(?:secret|signing|encryption|master|client|app|shared|hmac)[_-]?key"
+    r"|(?:client|app|api|shared|consumer)[_-]?secret"
     r"|(?:access|auth|refresh|session|bearer|id|api)?[_-]?token)$"
 )
 _BEARER = re.compile(r"(?:[Bb]earer|BEARER|[Bb]asic|BASIC)\s+([A-Za-z0-9._~+/=-]{8,})")
@@ -332,7 +337,13 @@ def _iban(text: str, m: re.Match[str]) -> Span | None:
 _SSN = re.compile(
     r"([0-9](?<![A-Za-z0-9_.-][0-9])[0-9]{2})([- ])([0-9]{2})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])"
 )
-_SSN_CONTEXT = re.compile(r"(?i)(?:ssn|ss#|social security(?: number| no\.?| #)?)\W{0,4}([0-9]{9})(?![0-9])")
+# Nine digits without separators are an SSN or a US taxpayer id only next to a word that says so
+# (Presidio's context words): "SSN is 123456789", "tin=123456789", "taxpayer id: 123456789".
+_SSN_CONTEXT = re.compile(
+    r"(?i)(?:ssn|ss#|social security(?: number| no\.?| #)?|i?tin|tax(?:payer)?[ _-]?id(?:entification)?"
+    r"(?:[ _-]?(?:number|no\.?|#))?|national[ _-]?id)"
+    r"(?:[^0-9A-Za-z\n]{1,4}(?:is|was|number|no|nr|of)(?![A-Za-z]))?[^0-9A-Za-z\n]{0,4}([0-9]{9})(?![0-9])"
+)
 
 
 def _ssn(text: str, m: re.Match[str]) -> Span | None:
@@ -367,12 +378,37 @@ _DATEISH = re.compile(
 )
 
 
+# A date and a time written compactly: "081109 203615" (HDFS), "20171223-221529", "20240517T134512".
+_COMPACT_TS = re.compile(
+    r"(?:[0-9]{2})?[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[ T_-](?:[01][0-9]|2[0-3])[0-5][0-9]"
+)
+
+
+_COMPACT_DATE_BEFORE = re.compile(
+    r"(?<![0-9])(?:[0-9]{2})?[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[ T_-]$"
+)
+_HHMM = re.compile(r"(?:[01][0-9]|2[0-3])[0-5][0-9]")
+
+
+def _in_time(text: str, start: int, end: int) -> bool:
+    """The digits at ``start:end`` are part of a time: they follow "12:" or run into ":30"."""
+    if start >= 2 and text[start - 1] == ":" and "0" <= text[start - 2] <= "9":
+        return True  # "13:53:08 2017-05-16 00" — the seconds of a time and the date after it
+    return end + 1 < len(text) and text[end] == ":" and "0" <= text[end + 1] <= "9"
+
+
 def _phone(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
     if m.group("x") is not None and _phone_ok(text[start : m.start("x")]) == _YES:
         return m.span()
+    if start >= 2 and text[start - 1] == ":" and "0" <= text[start - 2] <= "9":
+        return None  # continues a time: "13:53:08 2017-05-16 00"
+    if _HHMM.match(text, start) and _COMPACT_DATE_BEFORE.search(text, max(0, start - 10), start):
+        return None  # the time of "081109 203615 148" (HDFS), the date before it
     context: bool | None = None  # a phone word before the number; looked up only when it decides
     for end in _cuts(text, start, m.end() if m.group("x") is None else m.start("x"), " ()"):
+        if _in_time(text, start, end):
+            continue  # "20171223-22" of "20171223-22:15:29": a date and the hour of a time
         verdict = _phone_ok(text[start:end])
         if verdict == _MAYBE:
             if context is None:
@@ -394,6 +430,8 @@ def _phone_ok(core: str) -> int:
         if quad is not None and ipv4_ok(quad.group()):
             return _NO  # an address with numbers around it, not a phone ("+61.438.089.995" is one)
     n = sum(1 for ch in core if "0" <= ch <= "9")
+    if core[0] != "+" and (_DATEISH.search(core) or _COMPACT_TS.match(core)):
+        return _NO  # a date, with or without the time after it, is never a phone number
     opens = core.count("(")
     if opens != core.count(")") or opens > 1 or n > 15 or n < 7:
         return _NO
@@ -406,8 +444,6 @@ def _phone_shape(core: str, n: int) -> bool:
     """A national or ``00`` number that needs no phone word before it."""
     if core[0] == "(":
         return 10 <= n <= 12
-    if _DATEISH.match(core):
-        return False
     seps = {ch for ch in core if ch in " .-"}
     if not seps:  # a bare run of digits: only a national number with trunk prefix 0 (0 + area code)
         return core[0] == "0" and core[1] != "0" and 9 <= n <= 11
@@ -420,6 +456,8 @@ def _phone_shape(core: str, n: int) -> bool:
         return False  # a decimal number, or dotted groups of an (invalid) IP or a version, not a phone
     if core.startswith("00"):
         return 10 <= n <= 15
+    if core[0] != "0" and len(groups) < 3:
+        return False  # "200 1048576", "25746 40213": a status and a size, two counters — not a number
     return 9 <= n <= 12
 
 
@@ -467,8 +505,15 @@ def _ipv4(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
     # No "version 1.2.3.4" exemption: a word before a dotted quad is no proof it is not an address,
     # and masking a four-part version number costs less than letting an address through.
-    if start >= 2 and text[start - 1] == "/" and text[start - 2].isalnum():
-        return None  # a product token, "Chrome/120.0.0.0", not an address ("http://10.0.0.1" still is)
+    if start >= 2 and text[start - 1] == "/" and text[start - 2].isalpha() and m.group().endswith(".0"):
+        # "Chrome/120.0.0.0" is a product token; "msra-sa-41/10.190.173.170:8030" (Java's host/address)
+        # and "http://10.0.0.1" are addresses. A host's address rarely ends in .0 and a product's
+        # version nearly always does, so only that pair after a word of letters is let through.
+        word = start - 1
+        while word and text[word - 1].isalpha():
+            word -= 1
+        if word == 0 or not (text[word - 1].isalnum() or text[word - 1] in "-_./"):
+            return None
     return m.span()
 
 
