@@ -11,7 +11,16 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from agent.detectors._checks import IBAN_LENGTHS, iban_ok, ipv4_ok, ipv6_ok, looks_random, luhn_ok, ssn_ok
+from agent.detectors._checks import (
+    IBAN_LENGTHS,
+    iban_ok,
+    identifier_like,
+    ipv4_ok,
+    ipv6_ok,
+    looks_random,
+    luhn_ok,
+    ssn_ok,
+)
 
 __all__ = [
     "AT",
@@ -206,7 +215,7 @@ _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0
 
 # Segments between separators that read as words ("usr", "Premium", "TrustedRoot", "ECC") or short
 # tags ("R3", "2011"): a token made only of those is an identifier or a path, not random.
-_WORDY = re.compile(r"(?:[A-Z]?[a-z]{2,})+|[A-Z]{2,}|[A-Za-z0-9]{0,4}")
+_WORDY = re.compile(r"(?:[A-Z]?[a-z]{2,})+|[A-Z]{2,}|[A-Za-z0-9]{0,4}|[A-Z]{1,3}[0-9]{1,9}")
 _SEGMENTS = re.compile(r"[/_-]")
 
 
@@ -214,7 +223,9 @@ def _random_token(text: str, m: re.Match[str]) -> Span | None:
     token = m.group()
     if _SEGMENTS.search(token) and all(_WORDY.fullmatch(seg) for seg in _SEGMENTS.split(token)):
         return None  # "AffirmTrust_Premium_ECC", "GlobalSign_Root_CA_-_R3", "share/man/man7"
-    return m.span() if looks_random(token.rstrip("=")) else None
+    if not looks_random(token.rstrip("=")) or identifier_like(token):
+        return None  # "AppleThunderboltNHIType2", "Log4jLoggerFactoryBinding": names, not secrets
+    return m.span()
 
 
 # `password=…`, `api_key: …`, `Authorization: Bearer …`: the value is a secret whatever it looks like.
@@ -232,6 +243,15 @@ _PLACEHOLDER = re.compile(
 )
 
 
+# A printed object after the key, "token=Token{a64f992 …}" (Android), "key=KeyImpl@1b6d3586" (Java):
+# a class name then a brace, bracket or "@" — a reference to a secret, not its value.
+_OBJECT_REPR = re.compile(r"[A-Z][A-Za-z0-9_$.]*[a-z][A-Za-z0-9_$]*[{(\[<@]")
+
+
+# "Token: token=Token{…}": the value is itself an assignment, judged at its own "=".
+_NESTED = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*=[^=]")
+
+
 def _assigned(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
     head = text[max(0, start - 28) : start].rstrip(" \t\"'").lower()
@@ -240,7 +260,7 @@ def _assigned(text: str, m: re.Match[str]) -> Span | None:
     if not _SECRET_KEY.search(head):
         return None
     value = m.group(2)
-    if _PLACEHOLDER.match(value):
+    if _PLACEHOLDER.match(value) or _OBJECT_REPR.match(value) or _NESTED.match(value):
         return None
     if m.group(1) == ":" and value.isalpha() and value.islower():
         return None  # "password: incorrect", "token: expired" — prose, not a value
@@ -294,6 +314,8 @@ def _card(text: str, m: re.Match[str]) -> Span | None:
         n = len(digits)
         if n < 12:
             return None
+        if n != end - start and not _card_groups(text[start:end]):
+            continue  # "0 44 541 4893 5933 6 4": columns of counters, not a card in its groups
         if digits.count(digits[0]) == n or not luhn_ok(digits):
             continue
         first = digits[0]
@@ -302,10 +324,55 @@ def _card(text: str, m: re.Match[str]) -> Span | None:
         elif n == 13:  # only Visa issues 13-digit cards; EAN-13 barcodes have the same length
             ok = first == "4" and not _BARCODE_BEFORE.search(text, max(0, start - 16), start)
         else:
-            ok = first in "23456" or digits.startswith(("1800", "0604"))
+            ok = _iin_ok(digits, n)
+        if ok and n == len(m.group()) and _ID_BEFORE.search(text, max(0, start - 24), start):
+            ok = _CARD_WORD.search(text, max(0, start - 40), start) is not None
         if ok:
             return (start, end)
     return None
+
+
+_GROUP_SEPS = re.compile(r"[ -]")
+
+
+def _card_groups(number: str) -> bool:
+    """A card written with separators is in groups of four (the last may be shorter), or 4-6-5
+    (American Express) or 4-6-4 (Diners): how cards are printed, unlike columns of numbers."""
+    sizes = [len(g) for g in _GROUP_SEPS.split(number)]
+    if sizes in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return all(k == 4 for k in sizes[:-1]) and 1 <= sizes[-1] <= 4
+
+
+def _iin_ok(digits: str, n: int) -> bool:
+    """The issuer prefix allows this length (ISO/IEC 7812 ranges of the networks in use)."""
+    first = digits[0]
+    if first == "4":
+        return n in (16, 19)  # 13: see above
+    if first == "6" or digits.startswith(("50", "56", "57", "58", "59")):
+        return True  # Maestro, Discover, UnionPay, RuPay: 12 to 19 digits
+    if first == "5":
+        return n == 16  # Mastercard 51-55
+    if first == "2":
+        if n == 15:
+            return digits.startswith("2131")  # JCB's 15-digit range
+        return n == 16 and (2221 <= int(digits[:4]) <= 2720 or 2200 <= int(digits[:4]) <= 2204)  # MC, Mir
+    if first == "3":
+        if digits[1] in "47":
+            return n == 15  # American Express
+        return n >= 14 if digits[1] in "0689" else digits[1] == "5" and n >= 15  # Diners, JCB
+    return digits.startswith(("1800", "0604"))
+
+
+# A bare run of digits right after an id's name is that id ("txn 5258829904922689", "order_id=…"),
+# however Luhn happens to come out (one in ten does); unless a card word is just before it.
+_ID_BEFORE = re.compile(
+    r"(?i)(?<![A-Za-z])(?:id|txn|tx|transaction|order|request|req|seq|sequence|job|task|trace|span|msg|event"
+    r"|offset|block|blk|nonce|ref|session|batch|invoice|ticket|user|uid|device|imei|serial"
+    r"|timestamp|ts|time|epoch|millis|nanos|size|bytes|count|len|length)"
+    r"[^A-Za-z0-9\n]{1,3}$"
+)
+_CARD_WORD = re.compile(r"(?i)card|(?<![A-Za-z])(?:cc|pan|visa|mastercard|amex|payment)(?![A-Za-z])")
 
 
 # Found from its check digits (a digit class the engine scans for quickly); the country code is
@@ -403,6 +470,8 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
         return m.span()
     if start >= 2 and text[start - 1] == ":" and "0" <= text[start - 2] <= "9":
         return None  # continues a time: "13:53:08 2017-05-16 00"
+    if start >= 2 and text[start - 1] == " " and "0" <= text[start - 2] <= "9" and text[start] != "+":
+        return None  # inside a column of numbers, "0 0 44 541 4893 5933" (vmstat, counters)
     if _HHMM.match(text, start) and _COMPACT_DATE_BEFORE.search(text, max(0, start - 10), start):
         return None  # the time of "081109 203615 148" (HDFS), the date before it
     context: bool | None = None  # a phone word before the number; looked up only when it decides
@@ -450,14 +519,18 @@ def _phone_shape(core: str, n: int) -> bool:
     if "." in seps and len(seps) > 1:
         return False  # dots mixed with other separators: numbers next to an address or a version
     groups = re.split(r"[ .-]+", core)
+    if len(groups[0]) == 1 and not (groups[0] == "1" and n == 11):
+        return False  # "8 107555 91281": a column of counters; only NANP's "1 800 555 0199" starts so
     if any(len(g) < 2 for g in groups[1:]) or (seps == {"."} and (len(groups[0]) < 2 or len(groups[0]) > 4)):
         return False  # "20240517.3", "10.0.19045.3693": a one-digit group after the first is a version
     if seps == {"."} and (len(groups) == 2 or (len(groups) <= 4 and all(len(g) <= 3 for g in groups))):
         return False  # a decimal number, or dotted groups of an (invalid) IP or a version, not a phone
     if core.startswith("00"):
         return 10 <= n <= 15
-    if core[0] != "0" and len(groups) < 3:
-        return False  # "200 1048576", "25746 40213": a status and a size, two counters — not a number
+    if core[0] != "0" and (len(groups) < 3 or max(len(g) for g in groups) > 4):
+        # "200 1048576", "200 4381815 863": a status, a size, a duration — not a number. Without a
+        # trunk 0 a national number is three or more groups of two to four digits.
+        return False
     return 9 <= n <= 12
 
 
@@ -505,6 +578,10 @@ def _ipv4(text: str, m: re.Match[str]) -> Span | None:
     start = m.start()
     # No "version 1.2.3.4" exemption: a word before a dotted quad is no proof it is not an address,
     # and masking a four-part version number costs less than letting an address through.
+    if start >= 2 and (text[start - 1] == "~" or (text[start - 1] == "-" and text[start - 2].isalpha())):
+        return None  # glued to a name: "openssl-1.0.2.15", "~amd64~~6.1.1.1" (a package's version)
+    if start >= 3 and text[start - 3 : start] == "rv:":
+        return None  # Gecko's "rv:1.9.2.13" in a user agent ("rv: 10.0.0.1", spaced, is still an address)
     if start >= 2 and text[start - 1] == "/" and text[start - 2].isalpha() and m.group().endswith(".0"):
         # "Chrome/120.0.0.0" is a product token; "msra-sa-41/10.190.173.170:8030" (Java's host/address)
         # and "http://10.0.0.1" are addresses. A host's address rarely ends in .0 and a product's

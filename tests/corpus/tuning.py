@@ -42,6 +42,10 @@ SYSTEMS: dict[str, list[str]] = {
         "{ymd} {hms},{ms} WARN [LeaseRenewer:msrabi@msra-sa-{n2}:9000] org.apache.hadoop.ipc.Client: Address change detected. Old: msra-sa-{n2}/{ipv4}:9000 New: msra-sa-{n2}:9000",
         "{ymd} {hms},{ms} INFO [IPC Server handler {n1} on {port}] org.apache.hadoop.mapred.TaskAttemptListenerImpl: Progress of TaskAttempt attempt_{n13}_{n4}_m_{n6}_0 is : 0.{n6}",
         "{ymd} {hms},{ms} INFO [AsyncDispatcher event handler] {klass}: {pii}",
+        "{ymd} {hms},{ms} INFO [main] org.apache.hadoop.mapreduce.Job: Counters: {n2} File System Counters FILE: Number of bytes read={n8} FILE: Number of bytes written={n9} HDFS: Number of read operations={n3}",
+        "{ymd} {hms},{ms} INFO [main] org.apache.hadoop.mapreduce.v2.app.MRAppMaster: Kind: YARN_AM_RM_TOKEN, Service: , Ident: (appAttemptId { application_id { id: {n2} cluster_timestamp: {n13} } attemptId: 1 } keyId: -{n9})",
+        "{ymd} {hms},{ms} INFO [main] org.apache.hadoop.mapreduce.v2.app.job.impl.TaskImpl: task_{n13}_{n4}_m_{n6} Task Transitioned from NEW to SCHEDULED",
+        "{ymd} {hms},{ms} INFO [main] org.apache.hadoop.security.token.Token: token=Token{kind: HDFS_DELEGATION_TOKEN, service: {ipv4}:8020}",
     ],
     "spark": [
         "{ymd2} {hms} INFO executor.CoarseGrainedExecutorBackend: Registered signal handlers for [TERM, HUP, INT]",
@@ -50,6 +54,8 @@ SYSTEMS: dict[str, list[str]] = {
         "{ymd2} {hms} INFO executor.CoarseGrainedExecutorBackend: Connecting to driver: spark://CoarseGrainedScheduler@{ipv4}:{port}",
         "{ymd2} {hms} INFO broadcast.TorrentBroadcast: Reading broadcast variable {n2} took {n2} ms",
         "{ymd2} {hms} WARN scheduler.TaskSetManager: {pii}",
+        "{ymd2} {hms} INFO {camelpkg}: Registered {camelid} with {n2} executors (memory {n4}.{n1} MB, {n5} tasks)",
+        "{ymd2} {hms} INFO scheduler.DAGScheduler: ResultStage {n2} (collect at {camelid}.scala:{n3}) finished in {n1}.{n3} s",
     ],
     "zookeeper": [
         "{ymd} {hms},{ms} - INFO  [QuorumPeer[myid={n1}]/0:0:0:0:0:0:0:0:2181:FastLeaderElection@774] - Notification time out: {n4}",
@@ -76,6 +82,12 @@ SYSTEMS: dict[str, list[str]] = {
         "{mon} {day} {hms} combo dhcpd: DHCPACK on {ipv4} to {mac} via eth1",
         "{mon} {day} {hms} combo logrotate: ALERT exited abnormally with [1]",
         "{mon} {day} {hms} combo app[{pid}]: {pii}",
+        "{mon} {day} {hms} combo kernel: Memory: {n6}k/{n7}k available ({n4}k kernel code, {n5}k reserved, {n4}k data, {n3}k init, {n6}k highmem)",
+        "{mon} {day} {hms} combo kernel: [{n5}.{n6}] EXT4-fs (sda{n1}): mounted filesystem with ordered data mode. Opts: (null)",
+        "{mon} {day} {hms} combo kernel: ACPI: RSDT 0x{hex8}{hex8} {n6} (v01 {acpi} {acpi} {n8} MSFT {n8})",
+        "{mon} {day} {hms} combo kernel: usb {n1}-{n1}: new high-speed USB device number {n1} using ehci_hcd",
+        "{mon} {day} {hms} combo vmstat: {n1} {n1} {n6} {n5} {n3} {n7} 0 0 {n2} {n3} {n4} {n4} {n1} {n1} {n2} 0 0",
+        "{mon} {day} {hms} combo rpm: Installed: {pkg}-{n1}.{n1}.{n2}-{n1}.el{n1}.x86_64 {hex8}",
     ],
     "apache": [
         '{ipv4} - - [{clf}] "GET /{word}/{word}.html HTTP/1.1" {status} {size} "-" "{ua}"',
@@ -84,6 +96,7 @@ SYSTEMS: dict[str, list[str]] = {
         "[{dow} {mon} {day} {hms} 2005] [error] mod_jk child workerEnv in error state {n1}",
         "[{dow} {mon} {day} {hms} 2005] [error] [client {ipv4}] Directory index forbidden by rule: /var/www/html/",
         '{ipv4} - - [{clf}] "GET /{word}?q={pii} HTTP/1.1" {status} {size} "-" "{ua}"',
+        '{ipv4} - - [{clf}] "GET /{word}/ HTTP/1.1" {status} {size} {n6}',
     ],
     "healthapp": [
         "{compact}|Step_LSC|{n8}|onStandStepChanged {n4}",
@@ -103,6 +116,12 @@ SYSTEMS: dict[str, list[str]] = {
         '{"timestamp":"{iso}","level":"warn","logger":"{klass}","message":"slow query","rows":{n5},"client":"{ipv4}"}',
         '{"ts":"{iso}","lvl":"info","event":"deploy","service":"{word}","version":"{version}","commit":"{hex40}"}',
         '{"ts":"{iso}","lvl":"info","event":"login","user_id":{n8},"ua":"{ua}","src":"{ipv4}"}',
+    ],
+    "dism": [
+        "{ymd} {hms}, Info                  DISM   DISM Package Manager: PID={pid} TID={pid} Processing the top level command token(add-package). - CPackageManagerCLIHandler::Private_ValidateCmdLine",
+        "{ymd} {hms}, Info                  DISM   DISM Package Manager: PID={pid} TID={pid} Package Microsoft-Windows-Foundation-Package~31bf3856ad364e35~amd64~~6.1.{n1}.{n1} is installed - CDISMPackageManager::Internal_Finalize",
+        "{ymd} {hms}, Info                  DISM   DISM Provider Store: PID={pid} TID={pid} Getting Provider {camelid} - CDISMProviderStore::GetProvider",
+        "{ymd} {hms}, Info                  DISM   API: PID={pid} TID={pid} {pii}",
     ],
     "python": [
         "Traceback (most recent call last):",
@@ -173,7 +192,7 @@ def _spec() -> Spec:
         "n5": lambda r: str(r.randint(10000, 99999)),
         "n6": lambda r: f"{r.randint(0, 999999):06d}",
         "n8": lambda r: str(r.randint(10**7, 10**8 - 1)),
-        "n13": lambda r: str(r.randint(10**12, 10**13 - 1)),
+        "n13": lambda r: str(r.randint(1_100_000_000_000, 1_800_000_000_000)),
         "pid": lambda r: str(r.randint(1, 32768)),
         "port": lambda r: str(r.randint(1024, 65535)),
         "status": lambda r: str(r.choice([200, 200, 304, 404, 500])),
@@ -205,11 +224,30 @@ def _spec() -> Spec:
         "word": lambda r: r.choice(_WORDS),
         "user": lambda r: r.choice(["admin", "test", "oracle", "git", "ubuntu", "pi", "support", "user1"]),
         "host": lambda r: f"{r.choice(_WORDS)}.example-isp.net",
+        "acpi": lambda r: r.choice(["ALASKA", "A M I", "INTEL", "DELL", "HPQOEM", "LENOVO"]),
+        "pkg": lambda r: r.choice(["openssl-libs", "kernel", "glibc", "python3", "systemd"]),
+        "n7": lambda r: str(r.randint(10**6, 10**7 - 1)),
+        "n9": lambda r: str(r.randint(10**8, 10**9 - 1)),
+        "camelpkg": lambda r: r.choice(
+            ["cluster.YarnClusterSchedulerBackend", "storage.BlockManagerMasterEndpoint"]
+        ),
+        "camelid": lambda r: r.choice(
+            [
+                "CoarseGrainedSchedulerBackend2",
+                "Log4jLoggerFactoryAdapter",
+                "KafkaRDD010Partitioner",
+                "Http11NioProtocolHandler",
+                "S3AInputStreamStatistics",
+                "ParquetFileFormatV2Writer",
+                "AppleThunderboltNHIType2",
+            ]
+        ),
         "ua": lambda r: r.choice(
             [
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
                 "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
                 "curl/8.4.0",
+                "Mozilla/5.0 (Windows; U; Windows NT 6.1; en-US; rv:1.9.2.13) Gecko/20101203 Firefox/3.6.13",
                 "Googlebot/2.1 (+http://www.google.com/bot.html)",
             ]
         ),
