@@ -401,20 +401,30 @@ def _iban(text: str, m: re.Match[str]) -> Span | None:
     return (start, i) if iban_ok("".join(chars)) else None
 
 
+# The end of an access log's request line: the numbers after it are a status, a size and a duration.
+_REQUEST_BEFORE = re.compile(r"HTTP/[0-9.]{1,3}\"? {1,2}$")
+
 _SSN = re.compile(
     r"([0-9](?<![A-Za-z0-9_.-][0-9])[0-9]{2})([- ])([0-9]{2})\2([0-9]{4})(?![0-9A-Za-z_]|[.-][0-9])"
 )
 # Nine digits without separators are an SSN or a US taxpayer id only next to a word that says so
-# (Presidio's context words): "SSN is 123456789", "tin=123456789", "taxpayer id: 123456789".
-_SSN_CONTEXT = re.compile(
-    r"(?i)(?:ssn|ss#|social security(?: number| no\.?| #)?|i?tin|tax(?:payer)?[ _-]?id(?:entification)?"
-    r"(?:[ _-]?(?:number|no\.?|#))?|national[ _-]?id)"
-    r"(?:[^0-9A-Za-z\n]{1,4}(?:is|was|number|no|nr|of)(?![A-Za-z]))?[^0-9A-Za-z\n]{0,4}([0-9]{9})(?![0-9])"
+# (Presidio's context words): "SSN is 123456789", "tin=123456789", "taxpayer id: 123456789". The
+# digits are found first (a digit class the engine scans for quickly), the word before them after.
+_NINE_DIGITS = re.compile(r"[0-9](?<![0-9][0-9])[0-9]{8}(?![0-9])")
+_SSN_WORD_BEFORE = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(?:ssn|ss#|social security(?: number| no\.?| #)?|i?tin"
+    r"|tax(?:payer)?[ _-]?id(?:entification)?(?:[ _-]?(?:number|no\.?|#))?|national[ _-]?id)"
+    r"(?:[^0-9A-Za-z\n]{1,4}(?:is|was|number|no|nr|of)(?![A-Za-z]))?[^0-9A-Za-z\n]{0,4}$"
 )
 
 
 def _ssn(text: str, m: re.Match[str]) -> Span | None:
-    return m.span() if ssn_ok(m.group(1), m.group(3), m.group(4)) else None
+    if not ssn_ok(m.group(1), m.group(3), m.group(4)):
+        return None
+    start = m.start()
+    if m.group(2) == " " and start >= 10 and _REQUEST_BEFORE.search(text, start - 16, start):
+        return None  # '"GET / HTTP/1.1" 200 10 1000': status, size and duration, not "200 10 1000"
+    return m.span()
 
 
 def _word_start(text: str, start: int) -> bool:
@@ -424,10 +434,13 @@ def _word_start(text: str, start: int) -> bool:
 
 
 def _ssn_context(text: str, m: re.Match[str]) -> Span | None:
-    if not _word_start(text, m.start()):
+    start = m.start()
+    if start and (text[start - 1].isalpha() or text[start - 1] == "_"):
+        return None  # "SSN:" yes, "x123456789" or "id_123456789" no
+    d = m.group()
+    if not ssn_ok(d[:3], d[3:5], d[5:]):
         return None
-    d = m.group(1)
-    return m.span(1) if ssn_ok(d[:3], d[3:5], d[5:]) else None
+    return m.span() if _SSN_WORD_BEFORE.search(text, max(0, start - 40), start) else None
 
 
 _PHONE = re.compile(
@@ -472,6 +485,8 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
         return None  # continues a time: "13:53:08 2017-05-16 00"
     if start >= 2 and text[start - 1] == " " and "0" <= text[start - 2] <= "9" and text[start] != "+":
         return None  # inside a column of numbers, "0 0 44 541 4893 5933" (vmstat, counters)
+    if start >= 10 and _REQUEST_BEFORE.search(text, start - 16, start):
+        return None  # '"GET / HTTP/1.1" 200 100 100': an access log's status, size and duration
     if _HHMM.match(text, start) and _COMPACT_DATE_BEFORE.search(text, max(0, start - 10), start):
         return None  # the time of "081109 203615 148" (HDFS), the date before it
     context: bool | None = None  # a phone word before the number; looked up only when it decides
@@ -603,7 +618,7 @@ BUILTIN: tuple[RegexDetector, ...] = (
     RegexDetector("iban", _IBAN, _iban, trigger=DIGITS, min_len=15),
     RegexDetector("card", _CARD, _card, trigger=DIGITS, min_len=12),
     RegexDetector("ssn", _SSN, _ssn, trigger=DIGITS, min_len=9),
-    RegexDetector("ssn", _SSN_CONTEXT, _ssn_context, trigger=DIGITS, min_len=12),
+    RegexDetector("ssn", _NINE_DIGITS, _ssn_context, trigger=DIGITS, min_len=12),
     RegexDetector("mac", _MAC, trigger=MACLIKE, min_len=14),
     RegexDetector("ipv6", _IPV6_TAIL, _ipv6, trigger=COLON),
     RegexDetector("ipv4", _IPV4, _ipv4, trigger=DOT, min_len=7),

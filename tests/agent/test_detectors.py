@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.detectors import DETECTOR_NAMES, Finding, Scanner, features, generalize, normalize
 from agent.detectors._checks import iban_ok, identifier_like, ipv4_ok, ipv6_ok, looks_random, luhn_ok, ssn_ok
@@ -293,3 +297,34 @@ def test_custom_detector_set() -> None:
     only_email = Scanner([d for d in Scanner().detectors if d.name == "email"])
     assert only_email.names == ("email",)
     assert [f.detector for f in only_email.scan("a@example.com 4111 1111 1111 1111")] == ["email"]
+
+
+# --- properties over real log shapes --------------------------------------------------------------------
+
+_WHEN = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2039, 12, 31))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_WHEN, st.integers(0, 99999), st.integers(1, 32768), st.sampled_from(["INFO", "WARN", "ERROR"]))
+def test_log_timestamps_are_never_findings(when: datetime, n: int, pid: int, level: str) -> None:
+    lines = [
+        f"{when:%y%m%d %H%M%S} {n} {level} dfs.DataNode: PacketResponder {n % 3} terminating",  # HDFS
+        f"{when:%Y%m%d-%H:%M:%S}:{when.microsecond // 1000}|Step_LSC|{n}|onStandStepChanged {pid}",  # HealthApp
+        f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} {pid} {level} nova.compute.manager",  # OpenStack
+        f"{when:%Y-%m-%d %H:%M:%S},{when.microsecond // 1000:03d} {level} [main] Job: {n} maps",  # Hadoop
+        f"{when:%m-%d %H:%M:%S}.{when.microsecond // 1000:03d}  {pid}  {n} D WindowManager: frozen",  # logcat
+        f"{when:%Y%m%dT%H%M%S} {n} rows",
+    ]
+    for line in lines:
+        assert found(line) == [], line
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 500, 502, 503]),
+    st.integers(0, 10**10),
+    st.integers(0, 10**7),
+)
+def test_access_log_status_size_and_duration_are_not_phones(status: int, size: int, micros: int) -> None:
+    assert found(f'"GET /index.html HTTP/1.1" {status} {size} "-" "curl/8.4.0"') == []
+    assert found(f'"POST /api/v1/orders HTTP/2.0" {status} {size} {micros}') == []
