@@ -213,9 +213,12 @@ def _api_key(text: str, m: re.Match[str]) -> Span | None:
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/_=-])")
 
 
-# Segments between separators that read as words ("usr", "Premium", "TrustedRoot", "ECC") or short
-# tags ("R3", "2011"): a token made only of those is an identifier or a path, not random.
-_WORDY = re.compile(r"(?:[A-Z]?[a-z]{2,})+|[A-Z]{2,}|[A-Za-z0-9]{0,4}|[A-Z]{1,3}[0-9]{1,9}")
+# Segments between separators that read as words ("usr", "Premium", "TrustedRoot", "DFSClient",
+# "AirPortBrcm4360", "ECC"), short tags ("R3", "2011") or numbers: a token made only of those is an
+# identifier or a path ("DFSClient_NONMAPREDUCE_1537864556_1"), not random.
+_WORDY = re.compile(
+    r"(?:[A-Z]{2,}|[A-Z]?[a-z]{2,})*(?:[A-Z]?[a-z]{2,})[0-9]*|[A-Z]{2,}|[A-Za-z0-9]{0,4}|[A-Z]{1,3}[0-9]{1,9}|[0-9]+"
+)
 _SEGMENTS = re.compile(r"[/_-]")
 
 
@@ -262,8 +265,8 @@ def _assigned(text: str, m: re.Match[str]) -> Span | None:
     value = m.group(2)
     if _PLACEHOLDER.match(value) or _OBJECT_REPR.match(value) or _NESTED.match(value):
         return None
-    if m.group(1) == ":" and value.isalpha() and value.islower():
-        return None  # "password: incorrect", "token: expired" — prose, not a value
+    if m.group(1) == ":" and value.isalpha() and (value.islower() or value.istitle()):
+        return None  # "password: incorrect", "token: expired", "Token: Token {…}" — prose or a type
     return m.span(2)
 
 
@@ -542,10 +545,11 @@ def _phone_shape(core: str, n: int) -> bool:
         return False  # a decimal number, or dotted groups of an (invalid) IP or a version, not a phone
     if core.startswith("00"):
         return 10 <= n <= 15
-    if core[0] != "0" and (len(groups) < 3 or max(len(g) for g in groups) > 4):
-        # "200 1048576", "200 4381815 863": a status, a size, a duration — not a number. Without a
-        # trunk 0 a national number is three or more groups of two to four digits.
-        return False
+    if core[0] != "0":
+        # "200 1048576", "200 4381815 863", "3552 3534 3375": a status, a size, a duration, fan speeds
+        # — not a number. Without a trunk 0 a national number is three or more groups of two to four
+        # digits, nine to eleven in all (US 3-3-4, Brazil 2-4-4, Spain 3-3-3).
+        return len(groups) >= 3 and max(len(g) for g in groups) <= 4 and 9 <= n <= 11
     return 9 <= n <= 12
 
 

@@ -215,6 +215,10 @@ def test_finds_in_real_log_shapes(text: str, expected: list[tuple[str, str]]) ->
         "Registered Log4jLoggerFactoryBinding and Http11NioProtocolHandler",
         "wtoken = AppWindowToken{9f4ef63 token=Token{a64f992 ActivityRecord{de9231d u0 t761}}}",
         "org.apache.hadoop.security.token.Token: token=Token{kind: HDFS_DELEGATION_TOKEN}",
+        "Failed to renew lease for [DFSClient_NONMAPREDUCE_1537864556_1] for 30 seconds",
+        "Priority: 20, Token: Token { kind: ContainerToken, service: x }",
+        "fileName is [2017-07-03_15,47,15.246620]-AirPortBrcm4360_Logs-007.txt",
+        "Fan speeds ( 3552 3534 3375 **** 3515 3479 )",
         # versions glued to a package name, a Windows package identity, Gecko's rv:
         "Package_for_KB3177467~31bf3856ad364e35~amd64~~6.1.1.1, ApplicableState: 112",
         "installed openssl-1.0.2.15 from base",
