@@ -89,7 +89,7 @@ def test_value_types_follow_the_rule_kind(key: str, value: AttrValue, kept: bool
     assert r.take_counts() == ({} if kept else {"dropped_type": 1})
 
 
-def test_long_values_are_cut_before_scanning_without_half_words() -> None:
+def test_a_partial_word_at_the_cut_is_removed() -> None:
     r = Redactor(make_policy(attrs={"msg": AttrRule(kind="text", max_length=24)}), SECRET)
     out = r.redact(ev({"msg": "the quick brown fox jumps over"}))
     assert out is not None
