@@ -473,10 +473,8 @@ _COMPACT_DATE_BEFORE = re.compile(
 _HHMM = re.compile(r"(?:[01][0-9]|2[0-3])[0-5][0-9]")
 
 
-def _in_time(text: str, start: int, end: int) -> bool:
-    """The digits at ``start:end`` are part of a time: they follow "12:" or run into ":30"."""
-    if start >= 2 and text[start - 1] == ":" and "0" <= text[start - 2] <= "9":
-        return True  # "13:53:08 2017-05-16 00" — the seconds of a time and the date after it
+def _runs_into_time(text: str, end: int) -> bool:
+    """The digits before ``end`` are the hour of a time: ":30" follows them."""
     return end + 1 < len(text) and text[end] == ":" and "0" <= text[end + 1] <= "9"
 
 
@@ -494,7 +492,7 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
         return None  # the time of "081109 203615 148" (HDFS), the date before it
     context: bool | None = None  # a phone word before the number; looked up only when it decides
     for end in _cuts(text, start, m.end() if m.group("x") is None else m.start("x"), " ()"):
-        if _in_time(text, start, end):
+        if _runs_into_time(text, end):
             continue  # "20171223-22" of "20171223-22:15:29": a date and the hour of a time
         verdict = _phone_ok(text[start:end])
         if verdict == _MAYBE:
