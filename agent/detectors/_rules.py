@@ -583,16 +583,21 @@ def _ipv6(text: str, m: re.Match[str]) -> Span | None:
     return (start, end) if ipv6_ok(cand) else None
 
 
-# Not followed by "-digit": "1.2.5.1-2" is a package version.
+# Not followed by ".digit" (a longer dotted run); "-digit" is decided in _ipv4.
 _IPV4 = re.compile(
-    r"[0-9](?<![A-Za-z0-9_.][0-9])[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![A-Za-z0-9_]|[.-][0-9])"
+    r"[0-9](?<![A-Za-z0-9_.][0-9])[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?![A-Za-z0-9_]|\.[0-9])"
 )
 
 
 def _ipv4(text: str, m: re.Match[str]) -> Span | None:
     if not ipv4_ok(m.group()):
         return None
-    start = m.start()
+    start, end = m.span()
+    # "1.2.5.1-2" is a package version; but between two numbers glued by hyphens it is an address:
+    # Hadoop's block-pool id "BP-1347369012-10.190.173.170-1444972147527".
+    versioned = end + 1 < len(text) and text[end] == "-" and "0" <= text[end + 1] <= "9"
+    if versioned and not (start >= 2 and text[start - 1] == "-" and "0" <= text[start - 2] <= "9"):
+        return None
     # No "version 1.2.3.4" exemption: a word before a dotted quad is no proof it is not an address,
     # and masking a four-part version number costs less than letting an address through.
     if start >= 2 and (text[start - 1] == "~" or (text[start - 1] == "-" and text[start - 2].isalpha())):

@@ -167,6 +167,7 @@ def test_leaves_alone(text: str) -> None:
         ("Connecting to ResourceManager at msra-sa-41/10.190.173.170:8030", [("ipv4", "10.190.173.170")]),
         ("Old: msra-sa-41/10.190.173.170:9000 New: msra-sa-41:9000", [("ipv4", "10.190.173.170")]),
         ("Received connection request /10.10.34.11:45307", [("ipv4", "10.10.34.11")]),
+        ("block BP-1347369012-10.190.173.170-1444972147527:blk_1", [("ipv4", "10.190.173.170")]),
         # credentials with an empty user name
         ("connecting to redis://:hunter2pass@cache:6379/0", [("url_credentials", ":hunter2pass")]),
         ("amqp://:s3cr3tPw@mq:5672", [("url_credentials", ":s3cr3tPw")]),
