@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.detectors import DETECTOR_NAMES, Finding, Scanner, features, generalize, normalize
-from agent.detectors._checks import iban_ok, ipv4_ok, ipv6_ok, looks_random, luhn_ok, ssn_ok
+from agent.detectors._checks import iban_ok, identifier_like, ipv4_ok, ipv6_ok, looks_random, luhn_ok, ssn_ok
 
 SCANNER = Scanner()
 
@@ -155,6 +159,79 @@ def test_leaves_alone(text: str) -> None:
     assert found(text) == []
 
 
+# Issue 9, point 10: shapes of real log formats that were findings or misses before.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Java's host/address, with and without a port (Hadoop, Spark, ZooKeeper)
+        ("Connecting to ResourceManager at msra-sa-41/10.190.173.170:8030", [("ipv4", "10.190.173.170")]),
+        ("Old: msra-sa-41/10.190.173.170:9000 New: msra-sa-41:9000", [("ipv4", "10.190.173.170")]),
+        ("Received connection request /10.10.34.11:45307", [("ipv4", "10.10.34.11")]),
+        ("block BP-1347369012-10.190.173.170-1444972147527:blk_1", [("ipv4", "10.190.173.170")]),
+        # credentials with an empty user name
+        ("connecting to redis://:hunter2pass@cache:6379/0", [("url_credentials", ":hunter2pass")]),
+        ("amqp://:s3cr3tPw@mq:5672", [("url_credentials", ":s3cr3tPw")]),
+        # digit-only national ids next to their context word
+        ("SSN is 123456789", [("ssn", "123456789")]),
+        ("tin=123456789", [("ssn", "123456789")]),
+        ("taxpayer id: 123456789", [("ssn", "123456789")]),
+        ("Social Security No. 123456789", [("ssn", "123456789")]),
+        # key-value secrets whose key names a key or a secret
+        ("secret_key: 3be4d306cda54f03a5f77dc3538fe687", [("secret", "3be4d306cda54f03a5f77dc3538fe687")]),
+        ("client_secret=f1834162f2b1ed20", [("secret", "f1834162f2b1ed20")]),
+        (
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            [("secret", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")],
+        ),
+        # a card word before a bare run wins over an id word
+        ("order 12 card 4111111111111111", [("card", "4111111111111111")]),
+        ("payment card id 4111111111111111", [("card", "4111111111111111")]),
+        # phones that keep being phones
+        ("1 800 555 0199", [("phone", "1 800 555 0199")]),
+        ("call 555 123 4567 12:30", [("phone", "555 123 4567")]),
+    ],
+)
+def test_finds_in_real_log_shapes(text: str, expected: list[tuple[str, str]]) -> None:
+    assert found(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # compact timestamps (HDFS, HealthApp, OpenStack) and the numbers next to them
+        "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660",
+        "20171223-22:15:29:606|Step_LSC|30002312|onStandStepChanged 3579",
+        "nova-api.log.1.2017-05-16_13:53:08 2017-05-16 00:00:00.008 25746 INFO nova.osapi_compute.wsgi.server",
+        "20240517T134512 job done",
+        # an access log's status, size and duration; columns of counters
+        '"GET /index.html HTTP/1.1" 200 1048576 "-"',
+        '"GET / HTTP/1.1" 200 4381815 863',
+        "vmstat: 9 8 107555 91281 930 9506498 0 0 44 541 4893 5933 6 4 76 0 0",
+        # long numeric ids that pass Luhn
+        "txn 5258829904922689 committed",
+        "order_id=4929123456789012 status=paid",
+        "cluster_timestamp: 5105105105105100",
+        # class names, printed objects and nested assignments are not secrets
+        "AppleThunderboltNHIType2::prePCIWake - power up complete",
+        "Registered Log4jLoggerFactoryBinding and Http11NioProtocolHandler",
+        "wtoken = AppWindowToken{9f4ef63 token=Token{a64f992 ActivityRecord{de9231d u0 t761}}}",
+        "org.apache.hadoop.security.token.Token: token=Token{kind: HDFS_DELEGATION_TOKEN}",
+        "Failed to renew lease for [DFSClient_NONMAPREDUCE_1537864556_1] for 30 seconds",
+        "Priority: 20, Token: Token { kind: ContainerToken, service: x }",
+        "fileName is [2017-07-03_15,47,15.246620]-AirPortBrcm4360_Logs-007.txt",
+        "Fan speeds ( 3552 3534 3375 **** 3515 3479 )",
+        # versions glued to a package name, a Windows package identity, Gecko's rv:
+        "Package_for_KB3177467~31bf3856ad364e35~amd64~~6.1.1.1, ApplicableState: 112",
+        "installed openssl-1.0.2.15 from base",
+        "Mozilla/5.0 (Windows; U; Windows NT 6.1; en-US; rv:1.9.2.13) Gecko/20101203 Firefox/3.6.13",
+        # a user name in a URL is not a mailbox
+        "Connecting to driver: spark://CoarseGrainedScheduler@driver.example.com:7077",
+    ],
+)
+def test_leaves_real_log_shapes_alone(text: str) -> None:
+    assert found(text) == []
+
+
 def test_overlaps_merge_under_the_higher_priority_detector() -> None:
     text = "https://alice:pw@example.com/"
     # url_credentials owns the user-info; the email rule does not claim "pw@example.com".
@@ -202,6 +279,10 @@ def test_checks() -> None:
     assert looks_random("aZ3kP9qLmN2xR7vT1yW5bC8d")
     assert not looks_random("4bf92f3577b34da6a3ce929d0e0e4736")
     assert not looks_random("MAX_CONNECTIONS_PER_HOST_2")
+    assert identifier_like("AppleThunderboltNHIType2")
+    assert identifier_like("Http11NioProtocolHandler")
+    assert not identifier_like("d8fNYvvDbzDZST6IaXqA2h9Uz0T1SaQ6")
+    assert not identifier_like("QmFzZTY0RW5jb2RlZFN0cmluZzEy")
 
 
 def test_normalize_and_generalize() -> None:
@@ -221,3 +302,34 @@ def test_custom_detector_set() -> None:
     only_email = Scanner([d for d in Scanner().detectors if d.name == "email"])
     assert only_email.names == ("email",)
     assert [f.detector for f in only_email.scan("a@example.com 4111 1111 1111 1111")] == ["email"]
+
+
+# --- properties over real log shapes --------------------------------------------------------------------
+
+_WHEN = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2039, 12, 31))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_WHEN, st.integers(0, 99999), st.integers(1, 32768), st.sampled_from(["INFO", "WARN", "ERROR"]))
+def test_log_timestamps_are_never_findings(when: datetime, n: int, pid: int, level: str) -> None:
+    lines = [
+        f"{when:%y%m%d %H%M%S} {n} {level} dfs.DataNode: PacketResponder {n % 3} terminating",  # HDFS
+        f"{when:%Y%m%d-%H:%M:%S}:{when.microsecond // 1000}|Step_LSC|{n}|onStandStepChanged {pid}",  # HealthApp
+        f"{when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} {pid} {level} nova.compute.manager",  # OpenStack
+        f"{when:%Y-%m-%d %H:%M:%S},{when.microsecond // 1000:03d} {level} [main] Job: {n} maps",  # Hadoop
+        f"{when:%m-%d %H:%M:%S}.{when.microsecond // 1000:03d}  {pid}  {n} D WindowManager: frozen",  # logcat
+        f"{when:%Y%m%dT%H%M%S} {n} rows",
+    ]
+    for line in lines:
+        assert found(line) == [], line
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 500, 502, 503]),
+    st.integers(0, 10**10),
+    st.integers(0, 10**7),
+)
+def test_access_log_status_size_and_duration_are_not_phones(status: int, size: int, micros: int) -> None:
+    assert found(f'"GET /index.html HTTP/1.1" {status} {size} "-" "curl/8.4.0"') == []
+    assert found(f'"POST /api/v1/orders HTTP/2.0" {status} {size} {micros}') == []

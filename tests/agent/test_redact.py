@@ -89,7 +89,7 @@ def test_value_types_follow_the_rule_kind(key: str, value: AttrValue, kept: bool
     assert r.take_counts() == ({} if kept else {"dropped_type": 1})
 
 
-def test_long_values_are_cut_before_scanning_without_half_words() -> None:
+def test_a_partial_word_at_the_cut_is_removed() -> None:
     r = Redactor(make_policy(attrs={"msg": AttrRule(kind="text", max_length=24)}), SECRET)
     out = r.redact(ev({"msg": "the quick brown fox jumps over"}))
     assert out is not None
@@ -99,6 +99,58 @@ def test_long_values_are_cut_before_scanning_without_half_words() -> None:
     out2 = r2.redact(ev({"msg": "x" * 50}))
     assert out2 is not None and out2.attrs["msg"] == ""
     assert r2.take_counts() == {"truncated": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        # Cut before scanning, these kept "card 4539 1488" and an IBAN short of the two digits its
+        # checksum restores; scanned whole first, the cut moves back to before the finding.
+        ("card 4539 1488 0343 6467 paid", 14, "card"),
+        ("iban DE89 3704 0044 0532 0130 00 ok", 31, "iban"),
+        ("call +44 20 7946 0958 now", 17, "call"),
+        ("ssn 123 45 6789 on file", 12, "ssn"),
+        # A finding that ends before the cut is replaced and kept; so is a finding right at the cut.
+        ("ip 10.1.2.3 then more words", 16, "ip [ipv4] then"),
+        ("ip 10.1.2.3 then more words", 14, "ip [ipv4]"),
+        ("ip 10.1.2.3 then more words", 11, "ip [ipv4]"),
+        # The partial word is removed, but never back into the finding before it.
+        ("card 4539 1488 0343 6467,paid in full", 28, "card [card]"),
+    ],
+)
+def test_long_values_are_scanned_whole_before_the_cut(text: str, limit: int, expected: str) -> None:
+    r = Redactor(make_policy(attrs={"msg": AttrRule(kind="text", max_length=limit)}), SECRET)
+    out = r.redact(ev({"msg": text}))
+    assert out is not None
+    assert out.attrs["msg"] == expected
+    assert r.take_counts()["truncated"] == 1
+
+
+def test_a_replacement_longer_than_the_room_left_is_not_split() -> None:
+    # "email:" + 16 hex digits does not fit in the 17 characters left after "to ": the value ends
+    # before the pseudonym instead of keeping part of it. A mask fits.
+    text = "to bob@example.com, more"
+    attrs = {"msg": AttrRule(kind="text", max_length=20)}
+    hashed = Redactor(make_policy(default="hash", attrs=attrs), SECRET).redact(ev({"msg": text}))
+    assert hashed is not None and hashed.attrs["msg"] == "to "
+    masked = Redactor(make_policy(attrs=attrs), SECRET).redact(ev({"msg": text}))
+    assert masked is not None and masked.attrs["msg"] == "to [email],"
+
+
+def test_a_value_within_the_limit_stays_within_it_once_rewritten() -> None:
+    # 11 characters, limit 11: the SSN's pseudonym (20 characters) would overflow it.
+    r = Redactor(make_policy(default="hash", attrs={"msg": AttrRule(kind="text", max_length=11)}), SECRET)
+    out = r.redact(ev({"msg": "123-45-6789"}))
+    assert out is not None and out.attrs["msg"] == ""
+    assert r.take_counts() == {"ssn": 1, "truncated": 1}
+
+
+def test_the_scan_before_the_cut_is_bounded() -> None:
+    # A card far beyond 4 × max_length + 1024 characters is never scanned (nor kept).
+    r = Redactor(make_policy(attrs={"msg": AttrRule(kind="text", max_length=10)}), SECRET)
+    out = r.redact(ev({"msg": "word " * 400 + "4539 1488 0343 6467"}))
+    assert out is not None and out.attrs["msg"] == "word word"
+    assert r.take_counts() == {"truncated": 1}
 
 
 # --- actions --------------------------------------------------------------------------------------------
@@ -432,6 +484,48 @@ def test_no_generated_finding_survives_in_any_allowed_field(
     assert not _leaks(kind, raw, value), (kind, raw, value)
     assert "secret_field" not in out.attrs
     assert sum(v for k, v in r.take_counts().items() if not k.startswith("dropped")) >= 1
+
+
+@st.composite
+def spaced_ids(draw: st.DrawFn) -> str:
+    """Digit-bearing findings as people write them, often in spaced groups: cards, IBANs, phones, SSNs."""
+    kind = draw(st.sampled_from(["card", "iban", "phone", "ssn"]))
+    if kind == "card":
+        number = re.sub(r"[^0-9]", "", draw(cards()))
+        return " ".join(number[i : i + 4] for i in range(0, len(number), 4))
+    if kind == "iban":
+        iban = draw(ibans()).replace(" ", "")
+        return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+    if kind == "phone":
+        return draw(phones())
+    return draw(ssns()).replace("-", draw(st.sampled_from(["-", " "])))
+
+
+_REPLACEMENT = re.compile(r"\[[a-z_0-9]+\]|[a-z_0-9]+:[0-9a-f]{16}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.from_regex(r"[a-z]{1,9}", fullmatch=True), max_size=12),
+    st.integers(0, 12),
+    spaced_ids(),
+    st.integers(1, 120),
+    st.sampled_from(["mask", "hash", "drop"]),
+)
+def test_truncation_never_keeps_part_of_a_finding(
+    words: list[str], at: int, finding: str, limit: int, action: str
+) -> None:
+    words.insert(min(at, len(words)), finding)
+    text = " ".join(words)
+    r = Redactor(make_policy(default=action, attrs={"msg": AttrRule(kind="text", max_length=limit)}), SECRET)
+    out = r.redact(ev({"msg": text}))
+    assert out is not None
+    value = out.attrs["msg"]
+    assert isinstance(value, str)
+    assert len(value) <= limit
+    # The words around the finding have no digits: any digit left is part of the finding. Not one
+    # survives, so neither does a group of four or more of its leading digits.
+    assert not re.search(r"[0-9]", _REPLACEMENT.sub("", value)), (text, limit, value)
 
 
 @settings(max_examples=200, deadline=None)
