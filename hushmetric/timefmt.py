@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 __all__ = ["format_rfc3339", "parse_duration", "parse_rfc3339"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])")
+# A fraction of a second with more than six digits: the microseconds, then the rest.
+_SUBMICRO = re.compile(r"\.(\d{6})(\d+)")
 
 
 def format_rfc3339(epoch: float) -> str:
@@ -17,10 +19,22 @@ def format_rfc3339(epoch: float) -> str:
 
 
 def parse_rfc3339(text: str) -> float:
-    """Epoch seconds of an RFC 3339 stamp with an explicit offset; ValueError otherwise."""
-    stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    """Epoch seconds of an RFC 3339 stamp with an explicit offset; ValueError otherwise.
+
+    Fractions finer than a microsecond are rounded half up to the microsecond, as msgspec's C parser
+    does (``datetime.fromisoformat`` would truncate them): the agent's fast and per-line decode paths
+    must agree to the bit on the same input.
+    """
+    text = text.replace("Z", "+00:00").replace("z", "+00:00")
+    fine = _SUBMICRO.search(text)
+    round_up = fine is not None and fine.group(2)[0] >= "5"
+    if fine is not None:
+        text = text[: fine.start()] + "." + fine.group(1) + text[fine.end() :]
+    stamp = datetime.fromisoformat(text)
     if stamp.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no UTC offset")
+    if round_up:
+        stamp += timedelta(microseconds=1)
     return stamp.timestamp()
 
 

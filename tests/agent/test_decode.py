@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -216,3 +217,20 @@ def test_fast_and_slow_paths_agree(obj: dict[str, object]) -> None:
     assert slow_letters[-1].reason == "json"
     assert fast_events == slow_events
     assert [d.reason for d in fast_letters] == [d.reason for d in slow_letters[:-1]]
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-01-05T00:00:00.123456789Z",  # rounds up
+        "2026-01-05T00:00:00.1234564Z",  # rounds down
+        "2026-01-05T00:00:00.999999999Z",  # carries into the next second
+        "2026-01-05T23:59:59.9999996+01:00",  # carries across midnight, with an offset
+    ],
+)
+def test_sub_microsecond_stamps_agree_on_both_paths(stamp: str) -> None:
+    """Found by the property test above: the per-line path truncated nanoseconds, msgspec rounds."""
+    line = msgspec.json.encode({"name": "a", "ts": stamp, "unit": "u"})
+    fast, _ = DECODER.decode(line, "t", now=0)
+    slow, _ = DECODER.decode(line + b"\n{broken", "t", now=0)
+    assert len(fast) == 1 and fast == slow[:1]
