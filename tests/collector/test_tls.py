@@ -133,7 +133,6 @@ def _put_batch(conn: Any) -> None:
                 window=(int(created) - 60, int(created)),
                 policy_digest="ab" * 32,
                 privacy=Privacy("user", rho=0.01),
-                redactions={},
                 rows=[Row("visits", "count", {}, 1.0, Noise("gaussian", 1.0))],
                 key=KEY,
             ),
