@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import sqlite3
 import ssl
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from agent import config as cfg
 from agent import journal
+from agent.decode import Decoder
 from agent.sources.base import Chunk, OffsetGetter, Source
 from agent.sources.demo import DemoSource, generate_lines, write_dataset
 from agent.sources.file import FileSource
 from agent.sources.mqtt import MqttSource
+from agent.sources.otlp import OtlpSource, server_context
+from agent.sources.otlp_map import Mapping
 from agent.sources.stdin import StdinSource
+from agent.sources.syslog import SyslogFields, SyslogSource
 from hushmetric.errors import ConfigError
 from hushmetric.timefmt import parse_rfc3339
 
@@ -27,8 +32,10 @@ __all__ = [
     "FileSource",
     "MqttSource",
     "OffsetGetter",
+    "OtlpSource",
     "Source",
     "StdinSource",
+    "SyslogSource",
     "build_source",
     "build_sources",
     "generate_lines",
@@ -89,6 +96,10 @@ def build_source(
             )
         case cfg.StdinSource():
             return StdinSource(max_line_bytes=limits.max_event_bytes)
+        case cfg.OtlpSource():
+            return _otlp(spec, loaded, index)
+        case cfg.SyslogSource():
+            return _syslog(spec, loaded, index)
         case cfg.DemoSource():
             try:
                 start = parse_rfc3339(spec.start)
@@ -137,4 +148,76 @@ def _mqtt(spec: cfg.MqttSource, loaded: cfg.LoadedConfig, index: int) -> MqttSou
         password=password,
         tls_context=context,
         keepalive=spec.keepalive,
+    )
+
+
+def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSource:
+    where = {"path": str(loaded.path)}
+    if spec.grpc_port is None and spec.http_port is None:
+        raise ConfigError(
+            "expected grpc_port or http_port (or both); neither is set",
+            **where,
+            key=f"sources[{index}].grpc_port",
+        )
+    tls = None
+    if (spec.tls_cert is None) != (spec.tls_key is None):
+        missing = "tls_key" if spec.tls_key is None else "tls_cert"
+        raise ConfigError(
+            "expected both tls_cert and tls_key (PEM files) or neither",
+            **where,
+            key=f"sources[{index}].{missing}",
+        )
+    if spec.tls_cert is not None and spec.tls_key is not None:
+        tls = (loaded.at(spec.tls_cert), loaded.at(spec.tls_key))
+        try:
+            server_context(*tls)  # fail at start-up with the file named, not at the first connection
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load TLS certificate {tls[0]} with key {tls[1]}: {exc}",
+                **where,
+                key=f"sources[{index}].tls_cert",
+            ) from exc
+    mapping = Mapping(
+        unit_attribute=spec.unit_attribute,
+        name_attribute=spec.name_attribute,
+        name_from_body=spec.name_from_body,
+        default_name=spec.default_name,
+        body_attribute=spec.body_attribute,
+        value_attribute=spec.value_attribute,
+    )
+    return OtlpSource(
+        decoder=Decoder(loaded.config.limits),
+        mapping=mapping,
+        clock=time.time,
+        host=spec.host,
+        grpc_port=spec.grpc_port,
+        http_port=spec.http_port,
+        max_request_bytes=spec.max_request_bytes,
+        max_pending=spec.max_pending,
+        ack_timeout=spec.ack_timeout,
+        retry_after=spec.retry_after,
+        tls=tls,
+    )
+
+
+def _syslog(spec: cfg.SyslogSource, loaded: cfg.LoadedConfig, index: int) -> SyslogSource:
+    if spec.tcp_port is None and spec.udp_port is None:
+        raise ConfigError(
+            "expected tcp_port or udp_port (or both); neither is set",
+            path=str(loaded.path),
+            key=f"sources[{index}].tcp_port",
+        )
+    return SyslogSource(
+        host=spec.host,
+        tcp_port=spec.tcp_port,
+        udp_port=spec.udp_port,
+        fields=SyslogFields(
+            name_field=spec.name_field,
+            unit_field=spec.unit_field,
+            default_name=spec.default_name,
+            message_attribute=spec.message_attribute,
+        ),
+        clock=time.time,
+        max_message_bytes=spec.max_message_bytes,
+        max_connections=spec.max_connections,
     )
