@@ -11,7 +11,7 @@ Logs (one event per log record):
   attributes; ``severity`` when set; a string body as ``body_attribute``. Nothing is allowed by this
   step: the policy's redaction keeps only declared attributes and scans free text.
 
-Metrics (one event per data point of a gauge or a sum):
+Metrics (one event per data point of a gauge or a delta sum):
 - ``name`` is the metric's name, ``value`` the point's value, ``ts`` its ``time_unix_nano``, ``unit``
   the point's ``unit_attribute`` (else the resource's), ``attrs`` as for logs.
 - A point without the unit attribute is refused (dead letter ``missing``): a point the SDK already
@@ -19,6 +19,9 @@ Metrics (one event per data point of a gauge or a sum):
   unit's contribution — the DP guarantee would not hold for it.
 - Histogram, exponential histogram and summary points are refused (``unsupported``): they are
   distributions, already aggregated, with no single value to bound per unit.
+- Cumulative sums are refused (``unsupported``): each export repeats the running total since the
+  start, so turning every point into an event would count the same increments again and again.
+  Exporters send deltas with ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta``.
 
 Refusals are counted per record/point, become :class:`DeadLetter` rows (reason, a digest of the
 record's protobuf bytes, never its content) and are reported to the exporter as partial success.
@@ -169,6 +172,7 @@ def map_logs(request: Any, mapping: Mapping, *, source: str, now: float) -> Mapp
 
 
 _DISTRIBUTIONS = ("histogram", "exponential_histogram", "summary")
+_DELTA = 1  # AGGREGATION_TEMPORALITY_DELTA
 
 
 def map_metrics(request: Any, mapping: Mapping, *, source: str, now: float) -> Mapped:
@@ -191,6 +195,14 @@ def map_metrics(request: Any, mapping: Mapping, *, source: str, now: float) -> M
                     continue
                 if kind not in ("gauge", "sum"):
                     continue  # no data: nothing to count
+                if kind == "sum" and metric.sum.aggregation_temporality != _DELTA:
+                    for point in metric.sum.data_points:
+                        out.letters.append(
+                            _letter(
+                                "unsupported", "cumulative sum data point (export delta)", point, source, now
+                            )
+                        )
+                    continue
                 for point in getattr(metric, kind).data_points:
                     attrs = dict(resource)
                     _attrs(attrs, point.attributes)
