@@ -64,7 +64,7 @@ class DemoSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="d
     start: str = "2026-01-05T00:00:00Z"  # event time of the first event (deterministic output)
 
 
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: any free port (tests)
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: this listener is off
 AttrKey = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
@@ -72,8 +72,8 @@ class OtlpSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="o
     """OTLP receiver for logs and metrics (agent/sources/otlp.py); the mapping is described there."""
 
     host: str = "127.0.0.1"  # loopback by default: exposing it is a decision, not an accident
-    grpc_port: Port | None = 4317  # None: no gRPC listener
-    http_port: Port | None = 4318  # None: no HTTP listener (protobuf and JSON on /v1/logs, /v1/metrics)
+    grpc_port: Port = 4317
+    http_port: Port = 4318  # protobuf and JSON on POST /v1/logs and /v1/metrics
     # The privacy unit: this attribute of the record (or data point), else of its resource.
     unit_attribute: AttrKey = "enduser.id"
     # Log event name: this attribute, else the record's event_name, else the body (if name_from_body),
@@ -95,8 +95,8 @@ class SyslogSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag=
     """Syslog receiver, RFC 5424 and RFC 3164 (agent/sources/syslog.py); fields are described there."""
 
     host: str = "127.0.0.1"
-    tcp_port: Port | None = 5140  # octet-counted or newline-framed; None: no TCP listener
-    udp_port: Port | None = None  # one message per datagram, no acknowledgement possible
+    tcp_port: Port = 5140  # octet-counted or newline-framed
+    udp_port: Port = 0  # one message per datagram, no acknowledgement possible
     name_field: AttrKey = "app_name"  # app_name, msgid, hostname, procid, facility or SDID.PARAM
     unit_field: AttrKey = "hostname"
     default_name: AttrKey | None = None  # when name_field is absent ("-") in a message

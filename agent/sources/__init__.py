@@ -153,9 +153,9 @@ def _mqtt(spec: cfg.MqttSource, loaded: cfg.LoadedConfig, index: int) -> MqttSou
 
 def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSource:
     where = {"path": str(loaded.path)}
-    if spec.grpc_port is None and spec.http_port is None:
+    if not spec.grpc_port and not spec.http_port:
         raise ConfigError(
-            "expected grpc_port or http_port (or both); neither is set",
+            "expected grpc_port or http_port (or both) above 0; both listeners are off",
             **where,
             key=f"sources[{index}].grpc_port",
         )
@@ -190,8 +190,8 @@ def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSou
         mapping=mapping,
         clock=time.time,
         host=spec.host,
-        grpc_port=spec.grpc_port,
-        http_port=spec.http_port,
+        grpc_port=spec.grpc_port or None,
+        http_port=spec.http_port or None,
         max_request_bytes=spec.max_request_bytes,
         max_pending=spec.max_pending,
         ack_timeout=spec.ack_timeout,
@@ -201,16 +201,16 @@ def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSou
 
 
 def _syslog(spec: cfg.SyslogSource, loaded: cfg.LoadedConfig, index: int) -> SyslogSource:
-    if spec.tcp_port is None and spec.udp_port is None:
+    if not spec.tcp_port and not spec.udp_port:
         raise ConfigError(
-            "expected tcp_port or udp_port (or both); neither is set",
+            "expected tcp_port or udp_port (or both) above 0; both listeners are off",
             path=str(loaded.path),
             key=f"sources[{index}].tcp_port",
         )
     return SyslogSource(
         host=spec.host,
-        tcp_port=spec.tcp_port,
-        udp_port=spec.udp_port,
+        tcp_port=spec.tcp_port or None,
+        udp_port=spec.udp_port or None,
         fields=SyslogFields(
             name_field=spec.name_field,
             unit_field=spec.unit_field,

@@ -543,3 +543,46 @@ async def test_agent_end_to_end_canaries_never_reach_the_outbox(tmp_path: Path) 
     await agent.aclose()
     assert agent.report.rows_released >= 1 and agent.report.windows_released == 1
     assert leaked([agent_dir.state_db]) == []
+
+
+# -- config -------------------------------------------------------------------------------------------
+
+
+def _build(tmp_path: Path, source: str) -> Any:
+    from agent.sources import build_sources
+
+    (tmp_path / "agent.toml").write_text(f'tenant = "acme"\nagent = "edge-1"\n\n[[sources]]\n{source}\n')
+    return build_sources(load_config(tmp_path / "agent.toml"), once=False)
+
+
+def test_config_builds_with_loopback_defaults(tmp_path: Path) -> None:
+    [src] = _build(tmp_path, 'type = "otlp"\nunit_attribute = "user.id"')
+    assert isinstance(src, OtlpSource) and src.name == "otlp:127.0.0.1"
+    assert (src._grpc_port, src._http_port) == (4317, 4318)
+    assert src._mapping.unit_attribute == "user.id"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('type = "otlp"\ngrpc_port = 70000', "sources[0].grpc_port"),
+        (
+            'type = "otlp"\ngrpc_port = 0\nhttp_port = 0',
+            "sources[0].grpc_port: expected grpc_port or http_port",
+        ),
+        ('type = "otlp"\nunit_atribute = "x"', "unit_atribute"),
+        ('type = "otlp"\ntls_cert = "cert.pem"', "sources[0].tls_key: expected both tls_cert and tls_key"),
+        (
+            'type = "otlp"\ntls_cert = "c.pem"\ntls_key = "k.pem"',
+            "sources[0].tls_cert: cannot load TLS certificate",
+        ),
+        ('type = "otlp"\ngrpc_port = 4317\nmax_request_bytes = 10', "max_request_bytes"),
+    ],
+)
+def test_config_errors_name_the_file_and_key(tmp_path: Path, source: str, expected: str) -> None:
+    from hushmetric.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _build(tmp_path, source)
+    assert str(tmp_path / "agent.toml") in str(err.value) and expected in str(err.value)
+    assert "\n" not in str(err.value)

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -258,3 +259,17 @@ async def test_util_linux_logger(framing: str) -> None:
     assert event.name == "shop"
     assert event.attrs["msgid"] == "checkout" and event.attrs["user@32473.id"] == "u-77"
     assert event.attrs["message"] == "order paid by canary@example.org"
+
+
+def test_config_builds_and_refuses_a_receiver_without_listeners(tmp_path: Path) -> None:
+    from agent.config import load_config
+    from agent.sources import build_sources
+    from hushmetric.errors import ConfigError
+
+    path = tmp_path / "agent.toml"
+    path.write_text('tenant = "a"\nagent = "b"\n[[sources]]\ntype = "syslog"\nunit_field = "meta.user"\n')
+    [src] = build_sources(load_config(path), once=False)
+    assert isinstance(src, SyslogSource) and src._fields.unit_field == "meta.user" and src._tcp_port == 5140
+    path.write_text('tenant = "a"\nagent = "b"\n[[sources]]\ntype = "syslog"\ntcp_port = 0\n')
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.tcp_port: expected tcp_port or udp_port"):
+        build_sources(load_config(path), once=False)
