@@ -33,6 +33,7 @@ import ssl
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,8 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
 from agent.decode import Decoder
 from agent.sources.base import Chunk
@@ -190,8 +191,18 @@ class OtlpSource:
                 ("grpc.max_send_message_length", 1 << 20),
             ]
         )
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_GrpcLogs(self), server)  # type: ignore[no-untyped-call]
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_GrpcMetrics(self), server)  # type: ignore[no-untyped-call]
+        # Generic handlers on raw bytes, not the generated servicers: grpc's own deserializer answers an
+        # undecodable request with INTERNAL; parsing here answers it INVALID_ARGUMENT (not retryable).
+        for service, kind in (
+            ("opentelemetry.proto.collector.logs.v1.LogsService", "logs"),
+            ("opentelemetry.proto.collector.metrics.v1.MetricsService", "metrics"),
+        ):
+            handler = grpc.unary_unary_rpc_method_handler(
+                partial(self.grpc_export, kind), response_serializer=_serialize
+            )
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, {"Export": handler}),)
+            )
         address = f"{_bracket(self._host)}:{self._grpc_port}"
         if self._tls is not None:
             cert, key = self._tls
@@ -204,7 +215,10 @@ class OtlpSource:
         log.info("otlp grpc listening on %s:%d", self._host, port)
         return server
 
-    async def grpc_export(self, kind: str, request: Any, context: Any) -> Message:
+    async def grpc_export(self, kind: str, body: bytes, context: Any) -> Message:
+        request = _KINDS[kind][0]()
+        if _parse(request, body, as_json=False) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed OTLP protobuf request")
         outcome = await self.submit(kind, request)
         if outcome.status == "ok":
             return response_for(kind, outcome)
@@ -339,20 +353,8 @@ class OtlpSource:
         return not close
 
 
-class _GrpcLogs(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, source: OtlpSource) -> None:
-        self._source = source
-
-    async def Export(self, request: Any, context: Any) -> Message:
-        return await self._source.grpc_export("logs", request, context)
-
-
-class _GrpcMetrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, source: OtlpSource) -> None:
-        self._source = source
-
-    async def Export(self, request: Any, context: Any) -> Message:
-        return await self._source.grpc_export("metrics", request, context)
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
 
 
 class _BadRequest(Exception):
