@@ -86,24 +86,23 @@ class _Line(msgspec.Struct, gc=False):
 _encoder = msgspec.json.Encoder()
 
 
+_SCALARS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
+
+
 def _scalar(any_value: Any) -> AttrValue | None:
+    """A string, bool, int or double AnyValue; None for arrays, maps, bytes and empty values (nothing
+    the policy could declare)."""
     kind = any_value.WhichOneof("value")
-    if kind == "string_value":
-        return str(any_value.string_value)
-    if kind == "bool_value":
-        return bool(any_value.bool_value)
-    if kind == "int_value":
-        return int(any_value.int_value)
-    if kind == "double_value":
-        return float(any_value.double_value)
-    return None  # arrays, maps, bytes, empty: nothing the policy could declare
+    return getattr(any_value, kind) if kind in _SCALARS else None
 
 
 def _attrs(into: dict[str, AttrValue], key_values: Iterable[Any]) -> None:
+    # The hot loop of the receiver (one pass per attribute): _scalar inlined.
     for kv in key_values:
-        value = _scalar(kv.value)
-        if value is not None and kv.key:
-            into[kv.key] = value
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind in _SCALARS and kv.key:
+            into[kv.key] = getattr(value, kind)
 
 
 def _letter(reason: str, detail: str, record: Any, source: str, now: float) -> DeadLetter:
