@@ -586,3 +586,34 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path, source: str, expect
         _build(tmp_path, source)
     assert str(tmp_path / "agent.toml") in str(err.value) and expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+async def test_tls_on_both_listeners_with_the_sdk_exporters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector.pki import write_selfsigned
+
+    # requests lets these override the exporter's certificate_file; a CI image may set them
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    write_selfsigned(tmp_path)
+    src = make(tls=(tmp_path / "server.pem", tmp_path / "server.key"))
+    ca = str(tmp_path / "ca.pem")
+    async with running(src) as got:
+        assert src.grpc_bound and src.http_bound
+        grpc_exporter = recording(GrpcLogExporter)(
+            endpoint=f"https://localhost:{src.grpc_bound}",
+            insecure=False,
+            credentials=grpc.ssl_channel_credentials((tmp_path / "ca.pem").read_bytes()),
+            timeout=15,
+        )
+        http_exporter = recording(HttpLogExporter)(
+            endpoint=f"https://localhost:{src.http_bound}/v1/logs", certificate_file=ca, timeout=15
+        )
+        results = await asyncio.to_thread(sdk_logs, grpc_exporter, RECORDS[:1], {})
+        results += await asyncio.to_thread(sdk_logs, http_exporter, RECORDS[1:2], {})
+        # plain text to a TLS listener gets nothing, and the listener keeps serving
+        answer = await asyncio.to_thread(raw_http, src.http_bound, b"POST /v1/logs HTTP/1.1\r\n\r\n")
+        assert not answer.startswith(b"HTTP/1.1 200")
+    assert [r.name for r in results] == ["SUCCESS", "SUCCESS"]
+    assert sorted(e.unit for e in events_of(got)) == ["u0", "u1"]
