@@ -273,3 +273,48 @@ def test_config_builds_and_refuses_a_receiver_without_listeners(tmp_path: Path) 
     path.write_text('tenant = "a"\nagent = "b"\n[[sources]]\ntype = "syslog"\ntcp_port = 0\n')
     with pytest.raises(ConfigError, match=r"sources\[0\]\.tcp_port: expected tcp_port or udp_port"):
         build_sources(load_config(path), once=False)
+
+
+async def test_agent_end_to_end_canaries_in_messages_never_reach_the_outbox(tmp_path: Path) -> None:
+    from agent.config import load_config
+    from agent.runtime import Agent
+    from tests.integration.agentkit import canary_text, exact_policy, init_agent, leaked
+
+    agent_dir = init_agent(tmp_path / "agent")
+    agent_dir.set_policy(exact_policy())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    agent_dir.edit_config(
+        '[[sources]]\ntype = "demo"\nseed = 7',
+        f'[[sources]]\ntype = "syslog"\ntcp_port = {port}\nname_field = "msgid"\nunit_field = "meta.user"',
+    )
+    agent = Agent(load_config(agent_dir.config))
+    stop = asyncio.Event()
+    serving = asyncio.create_task(agent.serve(stop))
+    stamp = datetime.fromtimestamp(time.time(), UTC).isoformat()
+    lines = b"".join(
+        f'<13>1 {stamp} web-1 shop - signup [meta user="u{i}" plan="team"] {canary_text()}\n'.encode()
+        for i in range(30)
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the syslog receiver never listened"
+                await asyncio.sleep(0.05)
+        writer.write(lines)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await until(lambda: agent.report.events == 30, "events never committed")
+    finally:
+        stop.set()
+        await serving
+    await agent.release(agent.aggregator.flush())
+    await agent.aclose()
+    assert agent.report.windows_released == 1 and agent.report.dead_letters == 0
+    assert leaked([agent_dir.state_db]) == []
