@@ -528,14 +528,17 @@ async def test_agent_end_to_end_canaries_never_reach_the_outbox(tmp_path: Path) 
         await _listening(grpc_port)
         await _listening(http_port)
         grpc_results = await asyncio.to_thread(
-            sdk_logs, grpc_log_exporter(grpc_port), records("g"), {"service.name": CANARIES["api_key"]}
+            sdk_logs,
+            grpc_log_exporter(grpc_port),
+            [*records("g"), {"body": text, "attributes": {"event.name": "signup"}}],  # no unit: dead letter
+            {"service.name": CANARIES["api_key"]},
         )
         http_results = await asyncio.to_thread(
             sdk_logs, http_log_exporter(http_port), records("h"), {"host.name": CANARIES["phone"]}
         )
         assert [r.name for r in grpc_results + http_results] == ["SUCCESS", "SUCCESS"]
         # Answered after the commit: the events are in the journal already.
-        assert agent.report.events == 40
+        assert agent.report.events == 40 and agent.report.dead_letters == 1
     finally:
         stop.set()
         await serving
