@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import ssl
 import time
@@ -177,6 +178,8 @@ def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSou
                 **where,
                 key=f"sources[{index}].tls_cert",
             ) from exc
+    for key in ("grpc_port", "http_port"):
+        _check_listen(spec.host, getattr(spec, key), socket.SOCK_STREAM, loaded, f"sources[{index}].{key}")
     mapping = Mapping(
         unit_attribute=spec.unit_attribute,
         name_attribute=spec.name_attribute,
@@ -207,6 +210,8 @@ def _syslog(spec: cfg.SyslogSource, loaded: cfg.LoadedConfig, index: int) -> Sys
             path=str(loaded.path),
             key=f"sources[{index}].tcp_port",
         )
+    _check_listen(spec.host, spec.tcp_port, socket.SOCK_STREAM, loaded, f"sources[{index}].tcp_port")
+    _check_listen(spec.host, spec.udp_port, socket.SOCK_DGRAM, loaded, f"sources[{index}].udp_port")
     return SyslogSource(
         host=spec.host,
         tcp_port=spec.tcp_port or None,
@@ -221,3 +226,19 @@ def _syslog(spec: cfg.SyslogSource, loaded: cfg.LoadedConfig, index: int) -> Sys
         max_message_bytes=spec.max_message_bytes,
         max_connections=spec.max_connections,
     )
+
+
+def _check_listen(host: str, port: int, kind: socket.SocketKind, loaded: cfg.LoadedConfig, key: str) -> None:
+    """Fail at start-up, in one line naming the key, when a listener cannot bind (port taken, address
+    not local, privileged port); the receiver binds for real when it starts."""
+    if not port:
+        return
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=kind)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", path=str(loaded.path), key=key
+        ) from None

@@ -189,6 +189,7 @@ class OtlpSource:
             options=[
                 ("grpc.max_receive_message_length", self._max_bytes),
                 ("grpc.max_send_message_length", 1 << 20),
+                ("grpc.so_reuseport", 0),  # a second agent on the same port must fail, not share it
             ]
         )
         # Generic handlers on raw bytes, not the generated servicers: grpc's own deserializer answers an

@@ -559,9 +559,14 @@ def _build(tmp_path: Path, source: str) -> Any:
 
 
 def test_config_builds_with_loopback_defaults(tmp_path: Path) -> None:
-    [src] = _build(tmp_path, 'type = "otlp"\nunit_attribute = "user.id"')
+    from agent import config as cfg
+
+    defaults = cfg.OtlpSource()
+    assert (defaults.host, defaults.grpc_port, defaults.http_port) == ("127.0.0.1", 4317, 4318)
+    port = _free_port()  # not 4317 itself: another process on this machine may hold it
+    [src] = _build(tmp_path, f'type = "otlp"\nunit_attribute = "user.id"\ngrpc_port = {port}\nhttp_port = 0')
     assert isinstance(src, OtlpSource) and src.name == "otlp:127.0.0.1"
-    assert (src._grpc_port, src._http_port) == (4317, 4318)
+    assert (src._grpc_port, src._http_port) == (port, None)
     assert src._mapping.unit_attribute == "user.id"
 
 
@@ -620,3 +625,18 @@ async def test_tls_on_both_listeners_with_the_sdk_exporters(
         assert not answer.startswith(b"HTTP/1.1 200")
     assert [r.name for r in results] == ["SUCCESS", "SUCCESS"]
     assert sorted(e.unit for e in events_of(got)) == ["u0", "u1"]
+
+
+def test_a_port_in_use_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    from hushmetric.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=rf"sources\[0\]\.http_port: cannot listen on 127\.0\.0\.1:{port}"
+        ):
+            _build(tmp_path, f'type = "otlp"\ngrpc_port = 0\nhttp_port = {port}')
+        with pytest.raises(ConfigError, match=r"sources\[0\]\.tcp_port: cannot listen"):
+            _build(tmp_path, f'type = "syslog"\ntcp_port = {port}')

@@ -267,9 +267,14 @@ def test_config_builds_and_refuses_a_receiver_without_listeners(tmp_path: Path) 
     from hushmetric.errors import ConfigError
 
     path = tmp_path / "agent.toml"
-    path.write_text('tenant = "a"\nagent = "b"\n[[sources]]\ntype = "syslog"\nunit_field = "meta.user"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path.write_text(
+        f'tenant = "a"\nagent = "b"\n[[sources]]\ntype = "syslog"\nunit_field = "meta.user"\ntcp_port = {port}\n'
+    )
     [src] = build_sources(load_config(path), once=False)
-    assert isinstance(src, SyslogSource) and src._fields.unit_field == "meta.user" and src._tcp_port == 5140
+    assert isinstance(src, SyslogSource) and src._fields.unit_field == "meta.user" and src._tcp_port == port
     path.write_text('tenant = "a"\nagent = "b"\n[[sources]]\ntype = "syslog"\ntcp_port = 0\n')
     with pytest.raises(ConfigError, match=r"sources\[0\]\.tcp_port: expected tcp_port or udp_port"):
         build_sources(load_config(path), once=False)
