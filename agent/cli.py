@@ -143,6 +143,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"ok: {loaded.path} and {loaded.policy_path} ({len(policy.metrics)} metrics, "
         f"policy digest {policy_digest(policy)[:16]}){suffix}"
     )
+    _out(_guarantee_line(policy))
     return EXIT_OK
 
 
@@ -259,17 +260,32 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         rows = ledger.summary(conn, policy)
     finally:
         conn.close()
+    from agent.epsilon import guarantee
+
+    # Each period's spend read as (ε, δ): ε by OpenDP's conversion at the policy's δ, and δ that
+    # conversion's plus the partition-selection δ the period's windows were charged.
+    spent_as = [guarantee(policy, spent=r.spent, selection_delta=r.delta) for r in rows]
     if args.json:
-        _print_json(rows)
+        _print_json(
+            [
+                {**msgspec.to_builtins(r), "epsilon": g.epsilon, "delta_total": g.delta_total}
+                for r, g in zip(rows, spent_as, strict=True)
+            ]
+        )
         return EXIT_OK
     unit = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
-    _out(f"{'period':<12} {unit + ' spent':>12} {'cap':>10} {'left':>10} {'releases':>9} {'refused':>8}")
-    for r in rows:
+    _out(
+        f"{'period':<12} {unit + ' spent':>12} {'cap':>10} {'left':>10} {'releases':>9} {'refused':>8}"
+        f" {'epsilon':>8} {'at delta':>9}"
+    )
+    for r, g in zip(rows, spent_as, strict=True):
         _out(
             f"{r.period:<12} {r.spent:>12.4f} {r.cap:>10.4f} {r.left:>10.4f} {r.releases:>9} {r.refusals:>8}"
+            f" {g.epsilon:>8.3g} {g.delta_total:>9.2g}"
         )
     if not rows:
         _out("(nothing released yet)")
+    _out("cap: " + _guarantee_line(policy))
     return EXIT_OK
 
 
@@ -401,7 +417,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from agent.policy import load_policy, per_window_budget
     from agent.release import expected_error
-    from agent.tune import suggest_budget
+    from agent.tune import suggest_budget, threshold_notes
 
     loaded = _config(args)
     policy = load_policy(loaded.policy_path)
@@ -420,7 +436,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"{r.metric:<22} {r.stat:<14} {r.basis:<16} {r.mechanism:<9} "
             f"{_fmt(r.std):>10} {_fmt(r.half_width_95):>10} {threshold:>9}"
         )
-    _out("threshold: distinct units a value of an open dimension needs before it can appear")
+    for line in threshold_notes(rows):
+        _out(line)
+    _out(_guarantee_line(policy))
     if suggestion is not None:
         _out("")
         if suggestion.needed_per_window == float("inf"):
@@ -443,6 +461,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _guarantee_line(policy: Any) -> str:
+    """One line: a full period of this policy in (epsilon, delta)-DP terms, by OpenDP's conversion."""
+    from agent.epsilon import guarantee
+
+    g = guarantee(policy)
+    head = (
+        f"privacy per {g.period}: {g.measure} {_fmt(g.cap)} gives "
+        f"(epsilon {g.epsilon:.3g}, delta {g.delta_total:.2g})"
+    )
+    parts = [f"{g.delta_conversion:.2g} reading rho as epsilon (OpenDP)"] if g.measure == "rho" else []
+    if g.delta_selection:
+        parts.append(f"{g.windows} windows x {g.delta_selection_per_window:.2g} partition selection")
+    return head + (f"; delta = {' + '.join(parts)}" if parts else "")
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
