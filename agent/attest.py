@@ -1,8 +1,12 @@
 """Privacy attestations: a statement, signed with the agent's key, of what this agent released under
 which policy — evidence a customer can hand to an auditor.
 
-The statement holds the policy's name and digest, the budget spent and left per period, what was
-redacted (counts per detector, never values), and the egress ledger's size and head hash. It is a
+The statement holds the policy's name and digest, the budget spent and left per period, and the
+egress ledger's size and head hash. Every figure in it is a function of public parameters (policy,
+clock, declared range) or of released DP outputs: the ledger's charges follow the fixed window
+schedule, and the egress figures count batches and bytes that already left. It carries no exact,
+data-dependent count: redaction totals stay local (``redaction_totals`` below feeds ``status``);
+a statement signed by an older agent may still hold a ``redactions`` map, which is ignored. It is a
 DSSE JSON envelope (payloadType ``application/vnd.hushmetric.attestation.v1+json``), so anyone with
 the agent's public key can verify it offline (``hush-agent attest --verify FILE --public-key B64``),
 and the egress head ties it to the ledger the auditor can also be shown.
@@ -79,7 +83,6 @@ class Attestation(msgspec.Struct, frozen=True):
     created: str
     policy: PolicyInfo
     periods: list[PeriodSpend]
-    redactions: dict[str, int]
     egress: EgressInfo
 
 
@@ -93,6 +96,7 @@ def add_redactions(conn: sqlite3.Connection, counts: Mapping[str, int]) -> None:
 
 
 def redaction_totals(conn: sqlite3.Connection) -> dict[str, int]:
+    """Findings per detector since the state was created: local only, never in a statement."""
     return {
         str(k): int(v) for k, v in conn.execute("SELECT detector, count FROM redaction_totals ORDER BY 1")
     }
@@ -121,7 +125,6 @@ def build(
             PeriodSpend(p.period, p.spent, p.cap, p.left, p.delta, p.releases, p.refusals)
             for p in ledger.summary(conn, policy)
         ],
-        redactions=redaction_totals(conn),
         egress=EgressInfo(
             entries=count,
             head=head,

@@ -143,7 +143,7 @@ class Agent:
         self.decoder = Decoder(self.cfg.limits)
         self.metrics = metrics or AgentMetrics()
         self.report = RunReport()
-        self._redactions: Counter[str] = Counter()  # since the last release: goes into its batch
+        # Redaction counts stay on this site (run report, status, metrics): never in a batch.
         self._redactions_total: Counter[str] = Counter()
         self._last_input = time.monotonic()  # when process() last took input (monotonic clock)
         self._held_warned = False
@@ -273,7 +273,6 @@ class Agent:
         for chunk in chunks:
             if chunk.ack is not None:
                 chunk.ack()
-        self._redactions.update(counts)
         self._redactions_total.update(counts)
         self.metrics.redacted(counts)
         self.report.events += len(kept)
@@ -297,10 +296,8 @@ class Agent:
                 )
             return
         for state in states:
-            redactions = dict(self._redactions)
-            self._redactions.clear()
             try:
-                sealed = await self._on_db(partial(self._release_one, state, redactions))
+                sealed = await self._on_db(partial(self._release_one, state))
             except Exception as exc:  # a bug or a contract check must not stop the daemon
                 # Nothing was committed: the window's events stay in the journal and the release is
                 # tried again at the next start. Logged with the error only, never event content.
@@ -320,7 +317,7 @@ class Agent:
             if self.sender is not None:
                 self.sender.notify()
 
-    def _release_one(self, state: WindowState, redactions: dict[str, int]) -> Sealed | None:
+    def _release_one(self, state: WindowState) -> Sealed | None:
         """Runs on the state thread. Returns the sealed batch, or None when the budget refused it.
 
         Never called while releases are blocked: :meth:`release` checks that once per batch of windows.
@@ -349,7 +346,6 @@ class Agent:
                 window=(released.start, released.end),
                 policy_digest=self.digest,
                 privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
-                redactions=redactions,
                 rows=released.rows,
                 key=self.key,
             )

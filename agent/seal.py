@@ -2,6 +2,10 @@
 
 The payload bytes produced here are the bytes that travel; the outbox stores them as they are, so a
 retry (or a bundle export) carries exactly what was signed.
+
+``Batch.redactions`` stays in wire contract v1 (decoders accept it) but this agent always sends it
+empty: exact redaction counters are data-dependent and un-noised, so they must not leave the site
+(they stay local: run report, status, metrics endpoint). There is deliberately no parameter for it.
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ def seal(
     window: tuple[int, int],
     policy_digest: str,
     privacy: Privacy,
-    redactions: dict[str, int],
     rows: list[Row],
     key: nacl.signing.SigningKey,
 ) -> Sealed:
@@ -73,7 +76,7 @@ def seal(
         window=Window(format_rfc3339(start), format_rfc3339(end)),
         policy=policy_digest,
         privacy=privacy,
-        redactions=dict(redactions),
+        redactions={},  # never data-dependent counts: see the module docstring
         rows=list(rows),
     )
     payload = encode_batch(batch)

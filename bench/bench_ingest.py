@@ -70,7 +70,6 @@ def envelopes(n: int, now: float, tenants: int = 1) -> tuple[list[ingest_pb2.Env
                 window=Window(format_rfc3339(now - 60), format_rfc3339(now)),
                 policy="ab" * 32,
                 privacy=Privacy("user", None, None, 0.01),
-                redactions={"email": 1},
                 rows=[
                     Row(f"m{r}", "count", {"region": f"r{r}"}, float(r), Noise("gaussian", 1.5))
                     for r in range(ROWS)

@@ -45,7 +45,6 @@ def release(conn: sqlite3.Connection, n: int) -> list[Sealed]:
                     window=(START, START + 60),
                     policy_digest="ab" * 32,
                     privacy=Privacy("user", epsilon=0.5),
-                    redactions={"email": 1},
                     rows=[Row("visits", "count", {}, 3.0, Noise("laplace", 2.0))] * 2,
                     key=KEY,
                 )

@@ -30,7 +30,6 @@ def make(seq: int, prev: str, rows: int = 2) -> Sealed:
         window=(START, START + 60),
         policy_digest="ab" * 32,
         privacy=Privacy("user", rho=0.01),
-        redactions={},
         rows=[Row("visits", "count", {"i": str(i)}, float(i), Noise("gaussian", 1.0)) for i in range(rows)],
         key=KEY,
     )

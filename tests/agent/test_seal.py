@@ -28,7 +28,6 @@ def make(seq: int, prev: str, *, key: nacl.signing.SigningKey = KEY, tenant: str
         window=(START, START + 3600),
         policy_digest="ab" * 32,
         privacy=Privacy("user", rho=0.01),
-        redactions={"email": 2},
         rows=[
             Row("visits", "count", {"page": "/home"}, 41.0, Noise("gaussian", 3.5)),
             Row("latency", "sum", {}, 1234.0, Noise("gaussian", 80.0)),
@@ -56,7 +55,7 @@ def test_sealed_batch_verifies_and_decodes_to_what_was_released() -> None:
     assert parse_rfc3339(batch.window.end) == START + 3600
     assert batch.policy == "ab" * 32
     assert batch.privacy == Privacy("user", rho=0.01)
-    assert batch.redactions == {"email": 2}
+    assert batch.redactions == {}  # exact counters never leave the site (wire v1 keeps the field)
     assert [r.metric for r in batch.rows] == ["visits", "latency"]
     assert batch.rows[0].noise == Noise("gaussian", 3.5)
     assert (sealed.seq, sealed.rows, sealed.window_start, sealed.window_end) == (1, 2, START, START + 3600)

@@ -153,7 +153,6 @@ def make(seq: int, prev: str, key: nacl.signing.SigningKey = KEY) -> Sealed:
         window=(START, START + 60),
         policy_digest="ab" * 32,
         privacy=Privacy("user", rho=0.01),
-        redactions={},
         rows=[Row("visits", "count", {}, float(seq), Noise("gaussian", 1.0))],
         key=key,
     )

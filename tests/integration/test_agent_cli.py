@@ -29,7 +29,7 @@ def test_init_writes_a_config_that_runs_as_is(tmp_path: Path) -> None:
     statement = tmp_path / "attestation.json"
     agent.ok("attest", "--out", str(statement))
     verified = agent.json("attest", "--verify", str(statement))
-    assert verified["redactions"] == report["redactions"]
+    assert "redactions" not in verified  # exact counts stay local (run report, status, metrics)
     assert sum(p["releases"] for p in verified["periods"]) == report["windows_released"]
     data = bytearray(statement.read_bytes())
     data[len(data) // 2] ^= 0x01
