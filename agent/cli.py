@@ -333,9 +333,16 @@ def cmd_egress(args: argparse.Namespace) -> int:
 
 def cmd_dead_letter(args: argparse.Namespace) -> int:
     from agent import deadletter
-    from agent.runtime import open_agent_state
+    from agent.runtime import load_secret, open_agent_state
 
     loaded = _config(args)
+    if args.digest_of is not None:
+        # Digests are keyed with the site secret: this is how an operator matches an input from the
+        # sender's own logs against a dead letter without the agent ever storing the input.
+        key = deadletter.digest_key(load_secret(loaded.secret_path))
+        with _read_input(args.digest_of) as fh:
+            _out(deadletter.digest(key, fh.read()))
+        return EXIT_OK
     conn = open_agent_state(loaded)
     try:
         letters = deadletter.recent(conn, args.limit)
@@ -348,7 +355,7 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
     _out("refused inputs by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
     for d in letters:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.at))
-        _out(f"{stamp} {d.reason:<16} {d.source} {d.size}B sha256:{d.sha256[:16]} {d.detail}")
+        _out(f"{stamp} {d.reason:<16} {d.source} {d.size}B hmac:{d.digest[:16]} {d.detail}")
     return EXIT_OK
 
 
@@ -363,6 +370,7 @@ def _read_input(name: str) -> Any:
 
 def cmd_redact(args: argparse.Namespace) -> int:
     """A dry run of the redaction stage: what each event (or text line) would look like after it."""
+    from agent import deadletter
     from agent.decode import Decoder
     from agent.policy import load_policy, minimised
     from agent.redact import Redactor
@@ -372,8 +380,9 @@ def cmd_redact(args: argparse.Namespace) -> int:
     policy = load_policy(loaded.policy_path)
     # Events are shown as the pipeline keeps them (minimised policy); --text lines are scanned as a
     # free-text value, whatever the policy's attributes.
-    redactor = Redactor(minimised(policy), load_secret(loaded.secret_path))
-    decoder = Decoder(loaded.config.limits)
+    secret = load_secret(loaded.secret_path)
+    redactor = Redactor(minimised(policy), secret)
+    decoder = Decoder(loaded.config.limits, digest_key=deadletter.digest_key(secret))
     encoder = msgspec.json.Encoder()
     refused = 0
     with _read_input(args.input) as fh:
@@ -612,6 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dead-letter", cmd_dead_letter, "inputs refused by the decoder, newest first")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument(
+        "--digest-of",
+        metavar="FILE|-",
+        help="print the site's keyed digest of this exact input (to match a dead letter), then exit",
+    )
     p.add_argument("--json", action="store_true")
 
     p = add("redact", cmd_redact, "dry run: print input as it would look after redaction")

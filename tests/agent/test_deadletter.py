@@ -23,7 +23,7 @@ def test_keeps_newest_counts_all(tmp_path: Path) -> None:
     assert [d.detail for d in deadletter.recent(conn, 10)] == ["bad #11", "bad #10", "bad #9"]
     assert deadletter.recent(conn, 1) == [letter(11, "type")]
     assert deadletter.counts(conn) == {"json": 5, "type": 7}
-    assert conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 3
+    assert conn.execute("SELECT COUNT(*) FROM dead_letter_log").fetchone()[0] == 3
     conn.close()
 
 
@@ -32,7 +32,7 @@ def test_flood_stays_bounded(tmp_path: Path) -> None:
     for start in range(0, 20_000, 1000):
         with transaction(conn):
             deadletter.add(conn, [letter(i, "too_large") for i in range(start, start + 1000)], max_rows=100)
-    assert conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 100
+    assert conn.execute("SELECT COUNT(*) FROM dead_letter_log").fetchone()[0] == 100
     assert deadletter.counts(conn) == {"too_large": 20_000}
     assert deadletter.recent(conn, 1)[0].detail == "bad #19999"
     conn.close()
