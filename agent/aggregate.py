@@ -12,10 +12,13 @@ window is released at all must not depend on whether some unit was active in it.
 one budget period is not filled (each empty window would still spend budget); the skipped windows
 are counted in ``stats.empty_windows_skipped``.
 
-Cardinality floods: a metric with an open dimension keeps at most ``max_open_values`` distinct
-partitions per window; later new values are refused and counted (``open_values_refused``). This is a
-memory guard, not part of the privacy argument: once it trips, which values got in depends on the
-order in which units arrived, so the counter is reported to make that visible.
+Memory: there is deliberately no global cap on distinct open-dimension values. A cap that refuses
+new values once full lets whoever comes first decide which values survive — one extra unit arriving
+first could suppress a popular value entirely, breaking the neighbouring-input guarantee. Memory is
+bounded by the contribution bound instead: each unit opens at most ``max_partitions`` partitions per
+metric and window, so a window holds at most units × ``max_partitions`` (unit, partition) entries
+(about 250 bytes each, measured: see docs/privacy.md), and a cardinality flood costs memory in
+proportion to the units behind it, never more.
 
 Not thread-safe: one aggregator belongs to one task.
 """
@@ -31,7 +34,7 @@ import msgspec
 
 from agent.bound import Bounder, Bounds
 from agent.model import AttrValue, Event
-from agent.policy import Metric, Policy, period_seconds
+from agent.policy import Metric, Policy, period_seconds, window_origin
 
 __all__ = ["AggregatorStats", "MetricWindow", "WindowAggregator", "WindowState", "bucket_labels", "label"]
 
@@ -57,7 +60,6 @@ class AggregatorStats(msgspec.Struct, gc=False):
     clamped: int = 0  # value outside [lower, upper], clamped
     contributions_dropped: int = 0  # over max_contributions for its unit and partition
     partitions_dropped: int = 0  # over max_partitions for its unit
-    open_values_refused: int = 0  # a new open-dimension partition beyond max_open_values
     empty_windows_skipped: int = 0  # empty windows in a gap longer than one budget period
 
 
@@ -118,13 +120,12 @@ class _Plan:
         last_bucket = max(0, len(edges) - 2)
         width = {_COUNT: 2, _SUM: 2, _MEAN: 3, _HISTOGRAM: 2 + last_bucket, _DISTINCT: 1}[code]
         self.hot: tuple[
-            int, int, tuple[tuple[str, frozenset[str] | None], ...], bool, bool, float, float, float, int,
+            int, int, tuple[tuple[str, frozenset[str] | None], ...], bool, float, float, float, int,
             int, int, list[float], int,
         ] = (
             index,
             code,
             dims,
-            any(allowed is None for _, allowed in dims),  # open
             code in (_SUM, _MEAN, _HISTOGRAM),  # takes a value
             b.lower,
             b.upper,
@@ -138,14 +139,12 @@ class _Plan:
 
 
 class WindowAggregator:
-    def __init__(
-        self, policy: Policy, *, max_open_values: int = 10_000, released: Iterable[int] = ()
-    ) -> None:
+    def __init__(self, policy: Policy, *, released: Iterable[int] = ()) -> None:
         self.policy = policy
         self.stats = AggregatorStats()
-        self.max_open_values = max_open_values
         self._size = policy.window_seconds
         self._lateness = policy.lateness_seconds
+        self._origin = window_origin(policy)  # Monday 00:00 UTC for weekly budgets: windows are ISO weeks
         self._max_gap = max(1, period_seconds(policy) // self._size)
         self._plans = [_Plan(i, m) for i, m in enumerate(policy.metrics)]
         self._by_name: dict[str, list[_Plan]] = {}
@@ -170,8 +169,11 @@ class WindowAggregator:
     def _closed(self, start: int, watermark: float) -> bool:
         return start + self._size + self._lateness <= watermark
 
+    def window_start(self, ts: float) -> int:
+        return self._origin + int((ts - self._origin) // self._size) * self._size
+
     def is_late(self, ts: float) -> bool:
-        start = int(ts // self._size) * self._size
+        start = self.window_start(ts)
         return (self._frontier is not None and start < self._frontier) or self._closed(start, self._watermark)
 
     def add(self, events: Sequence[Event]) -> None:
@@ -181,19 +183,19 @@ class WindowAggregator:
         by_name = self._by_name
         windows = self._windows
         size = self._size
+        origin = self._origin
         span = size + self._lateness
         frontier = -math.inf if self._frontier is None else self._frontier
         watermark = self._watermark
-        max_open = self.max_open_values
         unmatched = late = undeclared = missing_value = clamped = 0
-        contributions_dropped = partitions_dropped = open_refused = admitted = 0
+        contributions_dropped = partitions_dropped = admitted = 0
         for ev in events:
             plans = by_name.get(ev.name)
             if plans is None:
                 unmatched += 1
                 continue
             ts = ev.ts
-            start = int(ts // size) * size
+            start = origin + int((ts - origin) // size) * size
             if start < frontier or start + span <= watermark:
                 late += 1
                 continue
@@ -212,7 +214,6 @@ class WindowAggregator:
                     index,
                     code,
                     dims,
-                    is_open,
                     valued,
                     lower,
                     upper,
@@ -266,9 +267,6 @@ class WindowAggregator:
                 mw = metrics[index]
                 parts = mw.parts
                 part = parts.get(key)
-                if part is None and is_open and len(parts) >= max_open:
-                    open_refused += 1
-                    continue
                 # Bounder.admit, inlined (this loop is the agent's hot path)
                 contributions = mw.contributions
                 slot = (unit, key)
@@ -310,7 +308,6 @@ class WindowAggregator:
         st.clamped += clamped
         st.contributions_dropped += contributions_dropped
         st.partitions_dropped += partitions_dropped
-        st.open_values_refused += open_refused
 
     def _hand_out(self, last: int) -> list[WindowState]:
         """Windows from the frontier through ``last`` (inclusive), gaps filled with empty windows."""
@@ -338,7 +335,7 @@ class WindowAggregator:
         wm = self._watermark if watermark is None else watermark
         if wm == -math.inf:
             return []
-        last = math.floor((wm - self._lateness - self._size) / self._size) * self._size
+        last = self.window_start(wm - self._lateness - self._size)
         if self._frontier is None and not any(s <= last for s in self._windows):
             return []
         if self._frontier is not None and last < self._frontier:

@@ -26,6 +26,7 @@ __all__ = [
     "OutboxConfig",
     "Source",
     "StdinSource",
+    "deprecations",
     "load_config",
 ]
 
@@ -95,8 +96,10 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Longest event name, privacy unit id or attribute key, in characters.
     max_key_length: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
     dead_letter_max: Annotated[int, msgspec.Meta(ge=1)] = 10_000
-    # Distinct open-dimension values held per metric per window before new ones are refused.
-    max_open_values: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # Deprecated, ignored (still accepted so older configs load): a global cap on distinct values let
+    # the first units to arrive decide which values survive. Memory is bounded per unit instead
+    # (units x max_partitions per metric and window); see ``deprecations``.
+    max_open_values: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -157,3 +160,14 @@ def load_config(path: Path) -> LoadedConfig:
         if not sep or not host or not port.isdigit():
             raise ConfigError("expected HOST:PORT", path=str(path), key=f"collector.endpoints[{i}]")
     return LoadedConfig(config, path, path.resolve().parent)
+
+
+def deprecations(loaded: LoadedConfig) -> list[str]:
+    """One line per deprecated key the config still sets (for ``validate`` to print as notes)."""
+    notes = []
+    if loaded.config.limits.max_open_values is not None:
+        notes.append(
+            f"{loaded.path}: limits.max_open_values is deprecated and ignored: memory is bounded by "
+            "units x max_partitions per metric and window (see docs/privacy.md); remove the key"
+        )
+    return notes

@@ -7,7 +7,10 @@ charged twice. A window whose charge would exceed the period's cap is refused an
 recorded (``refuse``), so an exhausted budget is visible in ``hush-agent ledger`` rather than silent.
 
 The charge goes to the UTC period (day, ISO week, calendar month) containing the window's start in
-event time, so replaying old data cannot borrow from today's budget.
+event time, so replaying old data cannot borrow from today's budget. Policy validation makes every
+window lie inside one period (sizes divide a day or an ISO week; weekly windows start on Mondays),
+so a period's data is never charged to a neighbouring period. δ is capped per period like ρ
+(``budget.max_delta``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "affordable",
     "cap_of",
     "charge",
+    "delta_remaining",
     "period_of",
     "refuse",
     "remaining",
@@ -78,15 +82,18 @@ _SLACK = 1e-9
 
 
 class BudgetExhausted(HushError):
-    """A charge would take a period past its cap; nothing was charged."""
+    """A charge would take a period past its cap (``measure``: rho, epsilon or delta); nothing was charged."""
 
     code = "budget"
 
-    def __init__(self, period: str, needed: float, left: float) -> None:
-        super().__init__(f"privacy budget of {period} exhausted: needs {needed:.6g}, {max(left, 0):.6g} left")
+    def __init__(self, period: str, needed: float, left: float, *, measure: str = "rho") -> None:
+        super().__init__(
+            f"privacy budget of {period} exhausted: needs {measure} {needed:.6g}, {max(left, 0):.6g} left"
+        )
         self.period = period
         self.needed = needed
         self.left = left
+        self.measure = measure
 
 
 class Spend(msgspec.Struct, frozen=True):
@@ -148,9 +155,29 @@ def remaining(conn: sqlite3.Connection, policy: Policy, period: str) -> float:
     return max(cap_of(policy) - (s.rho if policy.budget.mechanism == "zcdp" else s.epsilon), 0.0)
 
 
-def affordable(conn: sqlite3.Connection, policy: Policy, period: str, cost: float) -> bool:
-    """Whether a release costing ``cost`` (ρ or ε) still fits ``period``'s cap."""
-    return cost <= remaining(conn, policy, period) + _SLACK * cap_of(policy)
+def delta_remaining(conn: sqlite3.Connection, policy: Policy, period: str) -> float:
+    """δ left in ``period`` under ``budget.max_delta``; never below zero."""
+    return max(policy.budget.max_delta - spent(conn, period).delta, 0.0)
+
+
+def affordable(
+    conn: sqlite3.Connection, policy: Policy, period: str, cost: float, delta: float = 0.0
+) -> bool:
+    """Whether a release costing ``cost`` (ρ or ε) and ``delta`` still fits ``period``'s caps."""
+    return _refusal(conn, policy, period, cost, delta) is None
+
+
+def _refusal(
+    conn: sqlite3.Connection, policy: Policy, period: str, cost: float, delta: float
+) -> BudgetExhausted | None:
+    left = remaining(conn, policy, period)
+    if cost > left + _SLACK * cap_of(policy):
+        return BudgetExhausted(period, cost, left, measure=_measure(policy))
+    if delta > 0:
+        left_delta = delta_remaining(conn, policy, period)
+        if delta > left_delta + _SLACK * policy.budget.max_delta:
+            return BudgetExhausted(period, delta, left_delta, measure="delta")
+    return None
 
 
 def charge(
@@ -165,15 +192,16 @@ def charge(
     """Record ``release``'s spend against ``period``, tied to batch ``seq``, in the caller's transaction.
 
     With ``policy``, refuse (raise :class:`BudgetExhausted`, nothing written) if the charge would pass
-    the period's cap — a second line of defence behind :func:`affordable`.
+    the period's cap on ρ/ε or on δ (``budget.max_delta``). The pipeline always passes it: this check
+    runs inside the charging transaction, so it is the one that decides, whatever was checked before.
     """
     if release.rho is None and release.epsilon is None:
         raise ValueError("a release without ρ or ε cannot be charged (the ledger would under-count)")
     rho, eps, delta = release.rho or 0.0, release.epsilon or 0.0, release.delta or 0.0
     if policy is not None:
-        cost = rho if policy.budget.mechanism == "zcdp" else eps
-        if not affordable(conn, policy, period, cost):
-            raise BudgetExhausted(period, cost, remaining(conn, policy, period))
+        refused = _refusal(conn, policy, period, rho if policy.budget.mechanism == "zcdp" else eps, delta)
+        if refused is not None:
+            raise refused
     conn.execute(
         "INSERT INTO privacy_charge (period, window_start, window_end, seq, rho, epsilon, delta, at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -257,5 +285,11 @@ def verify(conn: sqlite3.Connection, policy: Policy | None = None) -> LedgerChec
             f"period {p.period} spent {p.spent:.6g} over its cap {p.cap:.6g}"
             for p in summary(conn, policy)
             if p.spent > p.cap * (1 + _SLACK)
+        )
+        max_delta = policy.budget.max_delta
+        problems.extend(
+            f"period {p.period} spent delta {p.delta:.6g} over its cap {max_delta:.6g}"
+            for p in summary(conn, policy)
+            if p.delta > max_delta * (1 + _SLACK)
         )
     return LedgerCheck(not problems, kept, charged, problems)

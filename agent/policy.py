@@ -9,6 +9,7 @@ example.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,9 +29,14 @@ __all__ = [
     "load_policy",
     "minimised",
     "per_window_budget",
+    "period_delta",
     "period_seconds",
     "policy_digest",
     "used_attrs",
+    "valid_window_sizes",
+    "window_origin",
+    "window_start",
+    "windows_per_period",
 ]
 
 Action = Literal["drop", "mask", "hash", "generalize"]
@@ -48,10 +54,13 @@ class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rho: Positive | None = None  # zCDP cap per period (mechanism = "zcdp")
     epsilon: Positive | None = None  # pure-DP cap per period (mechanism = "pure")
     # Spent by one window's release, split across metrics by weight. Default: the cap divided by the
-    # number of windows in a period, so a full period of windows fits exactly.
+    # number of windows in the longest period (a 31-day month), so a full period of windows fits.
     per_window: Positive | None = None
     # δ per window for DP partition selection of open dimensions (thresholding).
     delta: Annotated[float, msgspec.Meta(gt=0, lt=1e-3)] = 1e-7
+    # Cap on the δ one period's windows add up to (like ``rho``/``epsilon`` for the main measure):
+    # refused at load time when the windows of a period could exceed it, and by the ledger per charge.
+    max_delta: Annotated[float, msgspec.Meta(gt=0, lt=1e-2)] = 1e-5
 
 
 class WindowSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -132,7 +141,16 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return parse_duration(self.window.lateness)
 
 
-_PERIOD_SECONDS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400}
+_DAY = 86400
+# The longest instance of each period: a month's windows are counted over 31 days, so the default
+# per-window budget never lets a long month pass its cap.
+_PERIOD_SECONDS = {"day": _DAY, "week": 7 * _DAY, "month": 31 * _DAY}
+# What window sizes must divide so that every window lies inside one budget period: days (a day,
+# and a month, which is whole days) or ISO weeks.
+_ALIGN_SECONDS = {"day": _DAY, "week": 7 * _DAY, "month": _DAY}
+# Window starts are counted from this origin: the epoch (a Thursday) for days and months, Monday
+# 1970-01-05 00:00 UTC for weeks, so a weekly window is an ISO week.
+_ORIGIN = {"day": 0, "week": 4 * _DAY, "month": 0}
 # Wire limits of a released row (hushmetric.batch.Row): checked here so a policy cannot ask for
 # releases the contract would refuse.
 _MAX_DIM_VALUE = 256
@@ -151,8 +169,8 @@ def _check(policy: Policy, path: str) -> Policy:
             seconds = parse_duration(value)
         except ValueError as exc:
             raise ConfigError(str(exc), path=path, key=key) from exc
-        if key == "window.size" and not 60 <= seconds <= _PERIOD_SECONDS[b.period]:
-            raise ConfigError(f"must be between 1m and one {b.period}", path=path, key=key)
+        if key == "window.size":
+            _check_window(seconds, b.period, path)
     names = set()
     for i, m in enumerate(policy.metrics):
         key = f"metrics[{i}]"
@@ -190,7 +208,62 @@ def _check(policy: Policy, path: str) -> Policy:
                 )
         if len(m.dims) > _MAX_DIMS:
             raise ConfigError(f"at most {_MAX_DIMS} dimensions per metric", path=path, key=f"{key}.dims")
+    _check_delta(policy, path)
     return policy
+
+
+def _fmt_duration(seconds: int) -> str:
+    parts = []
+    for unit, size in (("d", _DAY), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts)
+
+
+def valid_window_sizes(period: str) -> list[str]:
+    """Window sizes (whole minutes, at least 1m) that divide the period's alignment unit."""
+    align = _ALIGN_SECONDS[period]
+    return [_fmt_duration(s) for s in range(60, align + 1, 60) if align % s == 0]
+
+
+_COMMON = {
+    period: [
+        size
+        for size in ("1m", "5m", "10m", "15m", "30m", "1h", "2h", "3h", "4h", "6h", "8h", "12h", "1d", "7d")
+        if _ALIGN_SECONDS[period] % parse_duration(size) == 0
+    ]
+    for period in _ALIGN_SECONDS
+}
+
+
+def _check_window(seconds: int, period: str, path: str) -> None:
+    """A window must lie inside one budget period, or one period's data could cost more than its cap."""
+    align = _ALIGN_SECONDS[period]
+    if seconds < 60 or align % seconds:
+        unit = "week" if period == "week" else "day"
+        raise ConfigError(
+            f"{_fmt_duration(seconds) or '0s'} does not divide one {unit} (budget period {period}): "
+            f"windows must not straddle budget periods; valid sizes divide one {unit}, at least 1m, "
+            f"e.g. {', '.join(_COMMON[period])}",
+            path=path,
+            key="window.size",
+        )
+
+
+def _check_delta(policy: Policy, path: str) -> None:
+    b = policy.budget
+    total = period_delta(policy)
+    if total > b.max_delta * (1 + 1e-9):
+        windows = windows_per_period(policy, chargeable=True)
+        raise ConfigError(
+            f"the windows of one {b.period} would add up to delta {total:.3g} "
+            f"({windows} windows x delta {b.delta:.3g}), over budget.max_delta {b.max_delta:.3g}: "
+            f"lower budget.delta to at most {b.max_delta / windows:.3g}, use longer windows, "
+            "or raise budget.max_delta",
+            path=path,
+            key="budget.delta",
+        )
 
 
 def load_policy(path: Path) -> Policy:
@@ -220,7 +293,39 @@ def policy_digest(policy: Policy) -> str:
 
 
 def period_seconds(policy: Policy) -> int:
+    """Length of the policy's longest budget period (a month counts 31 days)."""
     return _PERIOD_SECONDS[policy.budget.period]
+
+
+def window_origin(policy: Policy) -> int:
+    """Epoch second that window starts are counted from (a Monday for weekly budgets)."""
+    return _ORIGIN[policy.budget.period]
+
+
+def window_start(policy: Policy, ts: float) -> int:
+    """Start of the window containing ``ts``: the one formula aggregator, schedule and ledger share."""
+    size, origin = policy.window_seconds, window_origin(policy)
+    return origin + int((ts - origin) // size) * size
+
+
+def windows_per_period(policy: Policy, *, chargeable: bool = False) -> int:
+    """Windows in the policy's longest period; with ``chargeable``, at most as many as the cap pays for
+    at ``per_window`` (the ledger refuses the rest)."""
+    windows = max(1, period_seconds(policy) // policy.window_seconds)
+    b = policy.budget
+    if chargeable and b.per_window is not None:
+        cap = b.rho if b.mechanism == "zcdp" else b.epsilon
+        if cap is not None:
+            windows = min(windows, max(1, math.floor(cap / b.per_window * (1 + 1e-9))))
+    return windows
+
+
+def period_delta(policy: Policy) -> float:
+    """The δ one period's windows can add up to: per-window δ (only metrics with open dimensions
+    spend it) times the windows the period can be charged for."""
+    if not any("open" in m.dims.values() for m in policy.metrics):
+        return 0.0
+    return policy.budget.delta * windows_per_period(policy, chargeable=True)
 
 
 def per_window_budget(policy: Policy) -> float:
@@ -230,4 +335,4 @@ def per_window_budget(policy: Policy) -> float:
     assert cap is not None  # enforced by _check
     if b.per_window is not None:
         return b.per_window
-    return cap / max(1, period_seconds(policy) // policy.window_seconds)
+    return cap / windows_per_period(policy)

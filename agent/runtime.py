@@ -155,7 +155,6 @@ class Agent:
         self.conn = open_agent_state(loaded)
         self.aggregator = WindowAggregator(
             self.policy,
-            max_open_values=self.cfg.limits.max_open_values,
             released=journal.released_windows(self.conn),
         )
         self.sender: Sender | None = None

@@ -157,15 +157,33 @@ def test_caps_are_enforced_and_counted() -> None:
     }
 
 
-def test_open_values_are_bounded_per_metric_and_window() -> None:
-    p = policy(Metric(name="pages", events=["hit"], stat="count", dims={"page": "open"}))
-    agg = WindowAggregator(p, max_open_values=100)
-    agg.add([ev(1, unit=f"u{i}", page=f"p{i}") for i in range(1000)])
-    agg.add([ev(2, unit="x", page="p5")])  # an already known value is still accepted
-    assert agg.stats.open_values_refused == 900
-    (state,) = agg.flush()
-    assert len(state.metrics[0].parts) == 100
-    assert state.metrics[0].parts[("p5",)] == [2, 2]
+def test_an_extra_unit_arriving_first_cannot_suppress_a_popular_value() -> None:
+    """Issue 9, point 3: D vs D + one unit that arrives first with many new values. Under the old
+    global cap on distinct values (10,000) the extra unit's values filled the cap and ``hot`` was
+    refused in D' only; now every value is kept and both release the same set of popular values."""
+    from agent.release import release_window
+
+    p = Policy(
+        version=1,
+        name="t",
+        budget=Budget(rho=50.0),
+        attrs={"page": AttrRule()},
+        metrics=[
+            Metric(name="pages", events=["hit"], stat="count", dims={"page": "open"}, max_partitions=50)
+        ],
+    )
+    rare = [ev(1, unit=f"r{i}", page=f"rare{i}") for i in range(9_990)]
+    hot = [ev(2, unit=f"h{i}", page=page) for i in range(400) for page in ("hot", "warm")]
+    extra = [ev(0, unit="extra", page=f"new{i}") for i in range(50)]
+
+    def released(events: list[Event]) -> set[str]:
+        agg = WindowAggregator(p)
+        agg.add(events)
+        (state,) = agg.flush()
+        return {row.dims["page"] for row in release_window(state, p).rows if row.value > 100}
+
+    d, d_plus = released(rare + hot), released(extra + rare + hot)
+    assert d == d_plus == {"hot", "warm"}
 
 
 def test_histogram_buckets_and_distinct_units() -> None:

@@ -23,13 +23,17 @@ def test_statement_reflects_the_state_and_verifies(tmp_path: Path) -> None:
         attest.add_redactions(conn, {"email": 3, "card": 1})
     with transaction(conn):
         attest.add_redactions(conn, {"email": 2, "ipv4": 0})
-        egress.record(conn, destination="grpc:127.0.0.1:1", seq=1, digest="ab" * 32, nbytes=100, rows=4, at=1.0)
+        egress.record(
+            conn, destination="grpc:127.0.0.1:1", seq=1, digest="ab" * 32, nbytes=100, rows=4, at=1.0
+        )
     key = nacl.signing.SigningKey.generate()
     public = bytes(key.verify_key)
     statement = attest.build(conn, POLICY, tenant="acme", agent="a1", public_key=public, now=1767571200)
     # exact, data-dependent counts stay local: in the state db for `status`, never in the statement
     assert attest.redaction_totals(conn) == {"card": 1, "email": 5}
-    assert "redactions" not in json.loads(base64.b64decode(json.loads(attest.sign(statement, key))["payload"]))
+    assert "redactions" not in json.loads(
+        base64.b64decode(json.loads(attest.sign(statement, key))["payload"])
+    )
     assert statement.egress.batches == 1 and statement.egress.rows == 4 and statement.egress.head
     assert statement.policy.digest and statement.policy.mechanism == "zcdp"
     signed = attest.sign(statement, key)

@@ -63,3 +63,16 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str | None, ex
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: " if key else f"{path}: "), message
     assert expect in message
+
+
+def test_max_open_values_still_loads_but_is_a_deprecated_no_op(tmp_path: Path) -> None:
+    from agent.config import deprecations
+
+    plain = load_config(write(tmp_path, 'tenant = "acme"\nagent = "a1"\n'))
+    assert deprecations(plain) == []
+    path = write(tmp_path, 'tenant = "acme"\nagent = "a1"\n[limits]\nmax_open_values = 500\n')
+    (note,) = deprecations(load_config(path))
+    assert note == (
+        f"{path}: limits.max_open_values is deprecated and ignored: memory is bounded by units x "
+        "max_partitions per metric and window (see docs/privacy.md); remove the key"
+    )

@@ -141,3 +141,22 @@ def test_schema_is_idempotent(conn: sqlite3.Connection) -> None:
 def test_a_release_without_spend_is_refused(conn: sqlite3.Connection) -> None:
     with pytest.raises(ValueError, match="under-count"), transaction(conn):
         ledger.charge(conn, period="2025-11-26", release=fake(T0, rho=None), seq=1)
+
+
+def test_delta_is_capped_per_period_like_rho(conn: sqlite3.Connection) -> None:
+    """budget.max_delta: a charge that would take a period's δ past it is refused, nothing written."""
+    p = policy(Budget(rho=100.0, delta=1e-7, max_delta=3e-7))
+    with transaction(conn):
+        for seq in (1, 2, 3):
+            ledger.charge(
+                conn, period="2025-11-26", release=fake(T0 + seq * H, delta=1e-7), seq=seq, policy=p
+            )
+    assert ledger.delta_remaining(conn, p, "2025-11-26") == pytest.approx(0.0, abs=1e-15)
+    assert not ledger.affordable(conn, p, "2025-11-26", 0.25, 1e-7)
+    assert ledger.affordable(conn, p, "2025-11-26", 0.25)  # ρ alone still fits
+    with pytest.raises(BudgetExhausted) as err, transaction(conn):
+        ledger.charge(conn, period="2025-11-26", release=fake(T0 + 4 * H, delta=1e-7), seq=4, policy=p)
+    assert err.value.measure == "delta" and "needs delta" in str(err.value)
+    assert ledger.spent(conn, "2025-11-26").releases == 3  # rolled back
+    assert ledger.affordable(conn, p, "2025-11-27", 0.25, 1e-7)  # the next day has its own δ
+    assert ledger.verify(conn, p).ok

@@ -103,3 +103,96 @@ def test_pipeline_redactor_drops_unused_attributes_before_scanning(tmp_path: Pat
     out = redactor.redact(Event("signup", 1.0, "u1", None, {"plan": "free", "message": "mail a@example.org"}))
     assert out is not None and out.attrs == {"plan": "free"}
     assert redactor.take_counts() == {"dropped_key": 1}  # never scanned: no email finding counted
+
+
+# -- windows divide and align with budget periods (issue 9, point 4) --------------------------------
+
+DAY = 86400
+MONDAY = 1_767_571_200  # 2026-01-05T00:00:00Z, a Monday
+
+
+def with_window(period: str, size: str, extra: str = "") -> str:
+    return (
+        MINIMAL.replace("rho = 1.0", f'rho = 1.0\nperiod = "{period}"{extra}')
+        + f'[window]\nsize = "{size}"\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("period", "size"), [("day", "5h"), ("day", "7m"), ("month", "5h"), ("week", "5h"), ("week", "2d")]
+)
+def test_a_window_that_does_not_divide_its_period_is_refused(tmp_path: Path, period: str, size: str) -> None:
+    path = write(tmp_path, with_window(period, size))
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: window.size: {size} does not divide one "), message
+    assert "valid sizes" in message and "1h" in message and "6h" in message
+
+
+def _allowed() -> list[tuple[str, str]]:
+    from agent.policy import valid_window_sizes
+
+    return [(period, size) for period in ("day", "week", "month") for size in valid_window_sizes(period)]
+
+
+@pytest.mark.parametrize(("period", "size"), _allowed())
+def test_no_period_can_spend_more_than_its_cap(tmp_path: Path, period: str, size: str) -> None:
+    """Every allowed combination: each window lies inside one period, and the windows of the longest
+    period at the default per-window budget add up to at most the cap."""
+    from agent import ledger
+    from agent.policy import window_start, windows_per_period
+
+    policy = load_policy(write(tmp_path, with_window(period, size)))
+    seconds = policy.window_seconds
+    cost = per_window_budget(policy)
+    assert cost * windows_per_period(policy) <= policy.budget.rho * (1 + 1e-9)
+    # walk a whole leap year of windows (short and long months, ISO weeks across the new year)
+    step = max(seconds, 3600)
+    spent: dict[str, float] = {}
+    for ts in range(1_703_980_800, 1_703_980_800 + 367 * DAY, step):  # from 2023-12-31
+        start = window_start(policy, ts)
+        assert start <= ts < start + seconds
+        first, last = ledger.period_of(policy, start), ledger.period_of(policy, start + seconds - 1)
+        assert first == last, (start, first, last)  # the window never straddles two periods
+        if step == seconds:
+            spent[first] = spent.get(first, 0.0) + cost
+    assert all(v <= policy.budget.rho * (1 + 1e-9) for v in spent.values())
+
+
+def test_weekly_windows_start_on_monday(tmp_path: Path) -> None:
+    from agent.policy import window_start
+
+    policy = load_policy(write(tmp_path, with_window("week", "7d")))
+    assert window_start(policy, MONDAY) == MONDAY
+    assert window_start(policy, MONDAY + 6 * DAY + 86399) == MONDAY
+    assert window_start(policy, MONDAY - 1) == MONDAY - 7 * DAY
+    assert window_start(policy, 0) == -3 * DAY  # the epoch is a Thursday: its ISO week began on Monday
+
+
+def test_monthly_default_budget_fits_the_longest_month(tmp_path: Path) -> None:
+    policy = load_policy(write(tmp_path, with_window("month", "1d")))
+    assert per_window_budget(policy) == pytest.approx(1.0 / 31)
+
+
+# -- δ capped per period (issue 9, point 6) ---------------------------------------------------------
+
+
+def test_a_period_whose_windows_could_pass_max_delta_is_refused(tmp_path: Path) -> None:
+    from agent.policy import period_delta
+
+    open_dims = MINIMAL.replace('dims = { plan = ["free", "pro"] }', 'dims = { plan = "open" }')
+    weekly = open_dims.replace("rho = 1.0", 'rho = 1.0\nperiod = "week"') + '[window]\nsize = "1h"\n'
+    path = write(tmp_path, weekly)
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: budget.delta: "), message
+    assert "1.68e-05 (168 windows x delta 1e-07)" in message and "max_delta 1e-05" in message
+    assert "lower budget.delta to at most 5.95e-08" in message
+    # lowering delta, raising max_delta, or fewer chargeable windows (per_window) all fit
+    for fix in ("delta = 5e-8", "max_delta = 2e-5", "per_window = 0.01"):
+        ok = load_policy(write(tmp_path, weekly.replace("rho = 1.0", f"rho = 1.0\n{fix}")))
+        assert period_delta(ok) <= ok.budget.max_delta
+    # declared dimensions spend no δ: any number of windows is fine
+    assert period_delta(load_policy(write(tmp_path, with_window("week", "1h")))) == 0.0
