@@ -9,7 +9,8 @@ templates all come from :func:`epsilon_at` (a test keeps the published ones in s
 
 - the **conversion** δ at which the period's total ρ is read as ε (we use the policy's ``delta``);
 - the **partition selection** δ of open dimensions: each window's threshold mechanisms spend up to
-  the policy's ``delta`` per window, so a period of ``n`` windows adds up to ``n × delta``.
+  the policy's ``delta`` per window, so a period of ``n`` windows adds up to ``n × delta`` — never
+  more than ``budget.max_delta``, which the policy check and the ledger enforce.
 
 Under ``mechanism = "pure"`` ε is the budget itself and only partition selection adds a δ.
 """
@@ -23,7 +24,7 @@ from typing import Any
 import msgspec
 import opendp.prelude as dp
 
-from agent.policy import Policy, per_window_budget, period_seconds
+from agent.policy import Policy, per_window_budget, windows_per_period
 from agent.release import window_cost
 
 __all__ = ["Guarantee", "epsilon_at", "guarantee"]
@@ -81,11 +82,11 @@ def guarantee(
     zcdp = b.mechanism == "zcdp"
     cap = b.rho if zcdp else b.epsilon
     assert cap is not None  # enforced by the policy check
-    windows = max(1, period_seconds(policy) // policy.window_seconds)
+    windows = windows_per_period(policy, chargeable=True)  # the ledger refuses any further window
     per_window = per_window_budget(policy)
     per_window_delta = window_cost(policy)[1]  # what the ledger charges a window (≤ budget.delta)
     amount = cap if spent is None else spent
-    sel = per_window_delta * windows if selection_delta is None else selection_delta
+    sel = min(per_window_delta * windows, b.max_delta) if selection_delta is None else selection_delta
     conv = b.delta if zcdp else 0.0
     eps = epsilon_at(amount, b.delta) if zcdp else amount
     return Guarantee(
