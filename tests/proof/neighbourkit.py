@@ -206,11 +206,11 @@ def extra_events(kind: str, seed: int, size: int) -> tuple[list[dict[str, Any]],
         return [
             _anything(rng, T0 + day * DAY + rng.uniform(0, DAY - 1), unit) for _ in range(max(size, 8))
         ], False
-    if kind == "open_values":  # arrives first, with many distinct values of the open dimension
+    if kind == "open_values":  # first in its window, with many distinct values of the open dimension
         w = rng.choice(DATA_WINDOWS)
-        start = T0 + w * WINDOW + 1
+        start = T0 + w * WINDOW + 1  # D's events of the window start a minute in
         evs = [_ev("api", start + i * 1e-3, unit, 10.0, endpoint=f"/v{i}-{seed}") for i in range(size)]
-        return evs, True
+        return evs, False
     if kind == "pii":  # personal data everywhere: unit id, free text, an open value, keys not allowed
         email = f"jane.{seed}@example.com"
         card = "4539 1488 0343 6467"
