@@ -2,15 +2,22 @@
 integer accumulators ready for one vectorised DP release per metric.
 
 Pure and synchronous: :meth:`WindowAggregator.add` takes already-redacted events and only touches
-dicts and lists. A window closes when ``end + lateness <= watermark``; the default watermark is the
-largest event time seen. Once a window has been handed out (by :meth:`~WindowAggregator.ready` or
-:meth:`~WindowAggregator.flush`, or before a restart via ``released``), every event at or before it
-is late: counted and dropped.
+dicts and lists.
 
-Windows are handed out contiguously from the first one seen, *including empty ones*: whether a
-window is released at all must not depend on whether some unit was active in it. A gap longer than
-one budget period is not filled (each empty window would still spend budget); the skipped windows
-are counted in ``stats.empty_windows_skipped``.
+The window schedule is a function of public parameters only — the policy, the clock and a declared
+range — never of the data: whether a window is released, and so the batch count, the seqs and the
+budget charged, must not say whether some unit was active. The aggregator keeps the schedule
+position ``next_start`` (persisted by the runtime); every window from there on is handed out in
+order, empty ones included, with no gap skipping:
+
+- :meth:`~WindowAggregator.ready` (the daemon): windows the wall clock has closed
+  (``end + lateness <= now``) and that are either past the event-time watermark (the largest event
+  time seen) or the input is idle. The clock condition means a future-dated event never closes a
+  window early; the watermark-or-idle condition keeps a backlog drained after an outage from being
+  turned into late events by the clock.
+- :meth:`~WindowAggregator.take_until` (``run --once``): every window of the declared range.
+
+An event whose window starts before ``next_start`` is late: counted and dropped.
 
 Memory: there is deliberately no global cap on distinct open-dimension values. A cap that refuses
 new values once full lets whoever comes first decide which values survive — one extra unit arriving
@@ -28,13 +35,13 @@ from __future__ import annotations
 import itertools
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
 from agent.bound import Bounder, Bounds
 from agent.model import AttrValue, Event
-from agent.policy import Metric, Policy, period_seconds, window_origin
+from agent.policy import Metric, Policy, window_origin
 
 __all__ = ["AggregatorStats", "MetricWindow", "WindowAggregator", "WindowState", "bucket_labels", "label"]
 
@@ -60,7 +67,6 @@ class AggregatorStats(msgspec.Struct, gc=False):
     clamped: int = 0  # value outside [lower, upper], clamped
     contributions_dropped: int = 0  # over max_contributions for its unit and partition
     partitions_dropped: int = 0  # over max_partitions for its unit
-    empty_windows_skipped: int = 0  # empty windows in a gap longer than one budget period
 
 
 def label(value: AttrValue) -> str:
@@ -139,13 +145,12 @@ class _Plan:
 
 
 class WindowAggregator:
-    def __init__(self, policy: Policy, *, released: Iterable[int] = ()) -> None:
+    def __init__(self, policy: Policy, *, next_start: int | None = None) -> None:
         self.policy = policy
         self.stats = AggregatorStats()
         self._size = policy.window_seconds
         self._lateness = policy.lateness_seconds
         self._origin = window_origin(policy)  # Monday 00:00 UTC for weekly budgets: windows are ISO weeks
-        self._max_gap = max(1, period_seconds(policy) // self._size)
         self._plans = [_Plan(i, m) for i, m in enumerate(policy.metrics)]
         self._by_name: dict[str, list[_Plan]] = {}
         for plan, metric in zip(self._plans, policy.metrics, strict=True):
@@ -153,9 +158,10 @@ class WindowAggregator:
                 self._by_name.setdefault(name, []).append(plan)
         self._windows: dict[int, WindowState] = {}
         self._watermark = -math.inf
-        done = max(released, default=None)
-        # Every window starting before the frontier has been handed out (or was skipped).
-        self._frontier: int | None = None if done is None else done + self._size
+        # The schedule position: every window starting before it has been handed out. None until
+        # the runtime starts the schedule (a bare aggregator, in tests and benchmarks, then starts
+        # at the first window it sees when flushed).
+        self._frontier: int | None = None if next_start is None else self.window_start(next_start)
 
     @property
     def watermark(self) -> float:
@@ -166,15 +172,28 @@ class WindowAggregator:
     def open_windows(self) -> int:
         return len(self._windows)
 
-    def _closed(self, start: int, watermark: float) -> bool:
-        return start + self._size + self._lateness <= watermark
+    @property
+    def next_start(self) -> int | None:
+        """The schedule position: start of the next window to hand out (None: not started)."""
+        return self._frontier
+
+    def start_schedule(self, start: float) -> int:
+        """Set the schedule position to the window containing ``start`` (only forward); returns it.
+        Open windows before it are discarded: their events are late."""
+        position = self.window_start(start)
+        if self._frontier is not None and position < self._frontier:
+            raise ValueError(f"schedule position {position} is before {self._frontier}")
+        self._frontier = position
+        for old in [s for s in self._windows if s < position]:
+            del self._windows[old]
+        return position
 
     def window_start(self, ts: float) -> int:
         return self._origin + int((ts - self._origin) // self._size) * self._size
 
     def is_late(self, ts: float) -> bool:
         start = self.window_start(ts)
-        return (self._frontier is not None and start < self._frontier) or self._closed(start, self._watermark)
+        return self._frontier is not None and start < self._frontier
 
     def add(self, events: Sequence[Event]) -> None:
         """Bound and accumulate already-redacted events; late, unmatched and refused ones are counted."""
@@ -184,7 +203,6 @@ class WindowAggregator:
         windows = self._windows
         size = self._size
         origin = self._origin
-        span = size + self._lateness
         frontier = -math.inf if self._frontier is None else self._frontier
         watermark = self._watermark
         unmatched = late = undeclared = missing_value = clamped = 0
@@ -196,7 +214,7 @@ class WindowAggregator:
                 continue
             ts = ev.ts
             start = origin + int((ts - origin) // size) * size
-            if start < frontier or start + span <= watermark:
+            if start < frontier:
                 late += 1
                 continue
             if ts > watermark:
@@ -309,41 +327,45 @@ class WindowAggregator:
         st.contributions_dropped += contributions_dropped
         st.partitions_dropped += partitions_dropped
 
-    def _hand_out(self, last: int) -> list[WindowState]:
-        """Windows from the frontier through ``last`` (inclusive), gaps filled with empty windows."""
-        starts = sorted(s for s in self._windows if s <= last)
-        out: list[WindowState] = []
-        cursor = self._frontier if self._frontier is not None else (starts[0] if starts else None)
-        if cursor is None:
-            return out
-        for stop in [*starts, last + self._size]:
-            gap = (stop - cursor) // self._size
-            fill = min(gap, self._max_gap)
-            self.stats.empty_windows_skipped += gap - fill
-            out.extend(self._empty(cursor + i * self._size) for i in range(fill))
-            if stop <= last:
-                out.append(self._windows.pop(stop))
-            cursor = stop + self._size
-        self._frontier = last + self._size
+    def _hand_out(self, stop: int) -> list[WindowState]:
+        """Every window from the schedule position up to ``stop`` (exclusive), empty ones included."""
+        if self._frontier is None:
+            return []
+        windows = self._windows
+        out = [
+            windows.pop(start) if start in windows else self._empty(start)
+            for start in range(self._frontier, stop, self._size)
+        ]
+        if stop > self._frontier:
+            self._frontier = stop
         return out
 
     def _empty(self, start: int) -> WindowState:
         return WindowState(start, start + self._size, [MetricWindow(p.bounds) for p in self._plans])
 
-    def ready(self, watermark: float | None = None) -> list[WindowState]:
-        """Closed windows (``end + lateness <= watermark``) in order, removed from the aggregator."""
-        wm = self._watermark if watermark is None else watermark
-        if wm == -math.inf:
+    def closed_before(self, now: float) -> int:
+        """The first window start the clock has not closed at ``now``: every window before it has
+        ``end + lateness <= now``."""
+        return self.window_start(now - self._lateness)
+
+    def ready(self, now: float, *, idle: bool, stop: int | None = None) -> list[WindowState]:
+        """Windows closed by the clock and, unless the input is ``idle``, passed by the watermark; in
+        order from the schedule position, empty ones included, never at or past ``stop``."""
+        bound = now if idle else min(now, self._watermark)
+        if bound == -math.inf:
             return []
-        last = self.window_start(wm - self._lateness - self._size)
-        if self._frontier is None and not any(s <= last for s in self._windows):
-            return []
-        if self._frontier is not None and last < self._frontier:
-            return []
-        return self._hand_out(last)
+        last = self.closed_before(bound)
+        return self._hand_out(last if stop is None else min(last, stop))
+
+    def take_until(self, stop: int) -> list[WindowState]:
+        """Every window of the schedule before ``stop`` (a window start), e.g. ``run --once``'s range."""
+        return self._hand_out(stop)
 
     def flush(self) -> list[WindowState]:
-        """Every open window in order (gaps filled), e.g. at the end of ``run --once``."""
+        """Every open window in order (gaps filled), from the schedule position or, if the schedule
+        has not started, from the first open window. For tests and benchmarks."""
         if not self._windows:
             return []
-        return self._hand_out(max(self._windows))
+        if self._frontier is None:
+            self._frontier = min(self._windows)
+        return self._hand_out(max(self._windows) + self._size)

@@ -4,6 +4,7 @@ Exit codes (stable, for scripts):
     0  success
     1  the operation ran but failed: verification failed, delivery refused, budget exhausted
     2  usage or configuration error (bad flags, bad config or policy, unreadable key)
+    3  the state directory is in use by another hush-agent process (one writer at a time)
     4  unavailable: the collector could not be reached
   130  interrupted
 """
@@ -27,7 +28,7 @@ from hushmetric.logs import setup_logging
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 _json = msgspec.json.Encoder()
 
 
@@ -155,12 +156,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(log_cfg.format, "warning" if args.once and log_cfg.level == "info" else log_cfg.level)
     if not args.once and args.input is not None:
         raise ConfigError("--input reads a finite input: use it with --once")
+    if not args.once and (args.range_from is not None or args.range_to is not None):
+        raise ConfigError("--from and --to declare the range of a finite run: use them with --once")
+    range_from = _parse_time(args.range_from, "--from")
+    range_to = _parse_time(args.range_to, "--to")
 
     async def go() -> int:
         agent = Agent(loaded)
         try:
             if args.once:
-                report = await agent.run_once(input_path=args.input)
+                report = await agent.run_once(input_path=args.input, start=range_from, stop=range_to)
                 if args.json:
                     _print_json(report)
                 else:
@@ -184,6 +189,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(_run_async(go()))
 
 
+def _parse_time(text: str | None, flag: str) -> float | None:
+    """``--from``/``--to``: RFC 3339 with an offset, or epoch seconds."""
+    if text is None:
+        return None
+    from hushmetric.timefmt import parse_rfc3339
+
+    try:
+        return float(text) if text.strip().lstrip("-").replace(".", "", 1).isdigit() else parse_rfc3339(text)
+    except ValueError:
+        raise ConfigError(
+            f"{text!r} is not a time: use RFC 3339 (2026-01-05T00:00:00Z) or epoch seconds", key=flag
+        ) from None
+
+
 def _print_run_report(report: Any) -> None:
     from agent.detectors import DETECTOR_NAMES
 
@@ -191,7 +210,13 @@ def _print_run_report(report: Any) -> None:
     other = {k: v for k, v in report.redactions.items() if k not in DETECTOR_NAMES}
     _out(f"events accepted   {report.events}")
     _out(f"dead letters      {report.dead_letters}")
-    _out(f"late (dropped)    {report.late}")
+    if report.late and report.range_from_now:
+        _out(
+            f"late (dropped)    {report.late} (before this run's range, which started at the current "
+            "window: pass --from TIME to release historical data)"
+        )
+    else:
+        _out(f"late (dropped)    {report.late}")
     if other:  # dropped_key: not allowed, or allowed but used by no metric (data minimisation)
         _out(
             "attrs dropped     "
@@ -199,7 +224,10 @@ def _print_run_report(report: Any) -> None:
             + " (unused or not allowed)"
         )
     _out("pii in kept attrs " + (", ".join(f"{k} {v}" for k, v in sorted(found.items())) or "none found"))
-    _out(f"windows released  {report.windows_released} ({report.rows_released} rows)")
+    _out(
+        f"windows released  {report.windows_released} ({report.rows_released} rows)"
+        + (f", range {report.range_from} .. {report.range_to}" if report.range_from else "")
+    )
     if report.windows_refused:
         _out(f"windows refused   {report.windows_refused} (privacy budget exhausted)")
     if report.windows_held:
@@ -561,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge agent of hushmetric: redacts personal data, aggregates with differential privacy, "
         "signs each release and delivers it to the collector or into an offline bundle.",
         epilog="Exit codes: 0 ok, 1 failed (verification, refusal, budget), 2 usage or config error, "
-        "4 collector unreachable, 130 interrupted.",
+        "3 state directory in use by another process, 4 collector unreachable, 130 interrupted.",
     )
     default_config = os.environ.get("HUSH_AGENT_CONFIG", "agent.toml")
     parser.add_argument("--config", default=default_config, help=config_help)
@@ -596,6 +624,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--input", metavar="FILE|-", help="a JSON-lines file or - for stdin instead of the sources"
+    )
+    p.add_argument(
+        "--from",
+        dest="range_from",
+        metavar="TIME",
+        help="with --once: first window to release (RFC 3339 or epoch seconds; default: where the "
+        "schedule stands, else the demo source's start, else the current window)",
+    )
+    p.add_argument(
+        "--to",
+        dest="range_to",
+        metavar="TIME",
+        help="with --once: release windows before this time (default: the last window the clock has "
+        "closed, or the demo source's end); later events wait in the journal",
     )
     p.add_argument("--json", action="store_true", help="print the --once report as JSON")
 
@@ -658,10 +700,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _state_lock(args: argparse.Namespace) -> Any:
+    """The state-lock hook: commands that release, charge or drain hold the state directory's lock for
+    the whole process (one writer per state directory). ``egress stop|resume`` deliberately does not:
+    the kill switch must work while the daemon runs, and it is one SQLite transaction the sender
+    re-reads before every delivery. Read-only commands never lock."""
+    writes = args.command in ("run", "export") or (
+        args.command == "ledger" and getattr(args, "acknowledge_reset", False)
+    )
+    if not writes:
+        return None
+    from agent.state import lock_state
+
+    return lock_state(_config(args).state_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    lock = None
     try:
+        lock = _state_lock(args)
         return int(args.fn(args))
     except KeyboardInterrupt:
         _err("interrupted")
@@ -671,9 +730,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except HushError as exc:
         _err(str(exc))
+        if exc.code == "locked":
+            return EXIT_LOCKED
         return EXIT_UNAVAILABLE if exc.code in ("unavailable", "deadline_exceeded") else EXIT_FAILED
     except BrokenPipeError:
         return EXIT_OK
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

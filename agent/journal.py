@@ -29,10 +29,13 @@ __all__ = [
     "append",
     "get_offset",
     "mark_released",
+    "purge_before",
     "release",
     "released_windows",
     "replay",
+    "schedule_position",
     "set_offset",
+    "set_schedule_position",
 ]
 
 BLOCK_EVENTS = 512  # small enough that rewriting a block straddling a window edge is cheap
@@ -52,6 +55,10 @@ CREATE TABLE IF NOT EXISTS journal_offsets (
 );
 CREATE TABLE IF NOT EXISTS journal_released (
     start INTEGER PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS journal_schedule (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    next_start INTEGER NOT NULL
 );
 """
 
@@ -150,3 +157,28 @@ def released_windows(conn: sqlite3.Connection) -> set[int]:
 
 def mark_released(conn: sqlite3.Connection, start: int) -> None:
     conn.execute("INSERT OR IGNORE INTO journal_released (start) VALUES (?)", (start,))
+
+
+def schedule_position(conn: sqlite3.Connection) -> int | None:
+    """Start of the next window the schedule releases, as stored; None before the schedule started
+    (the runtime then falls back to the window after the last released one, for older state)."""
+    row = conn.execute("SELECT next_start FROM journal_schedule WHERE id = 1").fetchone()
+    return None if row is None else int(row[0])
+
+
+def set_schedule_position(conn: sqlite3.Connection, next_start: int) -> None:
+    """Move the schedule position forward (never back). Part of the caller's transaction."""
+    conn.execute(
+        "INSERT INTO journal_schedule (id, next_start) VALUES (1, ?) "
+        "ON CONFLICT (id) DO UPDATE SET next_start = MAX(next_start, excluded.next_start)",
+        (next_start,),
+    )
+
+
+def purge_before(conn: sqlite3.Connection, start: float) -> int:
+    """Delete journaled events before ``start``: their windows were released or lie before the
+    schedule, so they can never be released. Returns the count."""
+    row = conn.execute("SELECT MIN(min_ts) FROM journal_blocks").fetchone()
+    if row is None or row[0] is None or row[0] >= start:
+        return 0
+    return release(conn, float(row[0]), start)

@@ -34,13 +34,13 @@ import nacl.signing
 
 from agent import attest, deadletter, egress, integrity, journal, ledger, outbox
 from agent.aggregate import WindowAggregator, WindowState
-from agent.config import FileSource, LoadedConfig, StdinSource
+from agent.config import DemoSource, FileSource, LoadedConfig, StdinSource
 from agent.decode import Decoder
 from agent.metrics import AgentMetrics
 from agent.model import DeadLetter, Event
-from agent.policy import Policy, load_policy, minimised, per_window_budget, policy_digest
+from agent.policy import Policy, load_policy, minimised, policy_digest, window_start
 from agent.redact import Redactor
-from agent.release import release_window
+from agent.release import Release, release_window, window_cost
 from agent.seal import Sealed, seal
 from agent.sender import Sender
 from agent.sources import build_sources
@@ -49,6 +49,7 @@ from agent.state import open_state, transaction
 from hushmetric.batch import Privacy
 from hushmetric.errors import ConfigError, HushError
 from hushmetric.keys import load_signing_key
+from hushmetric.timefmt import format_rfc3339, parse_rfc3339
 
 __all__ = ["Agent", "RunReport", "load_secret", "open_agent_state"]
 
@@ -75,6 +76,9 @@ class RunReport(msgspec.Struct):
     dead_letters: int = 0
     late: int = 0
     redactions: dict[str, int] = {}
+    range_from: str = ""  # run --once: the windows released are [range_from, range_to)
+    range_to: str = ""
+    range_from_now: bool = False  # range_from defaulted to the current window (no --from, no schedule)
     windows_released: int = 0
     windows_refused: int = 0
     windows_held: int = 0  # not released: the ledger awaits an operator's acknowledgement
@@ -153,10 +157,10 @@ class Agent:
         if not self.integrity.ok or self.integrity.blocked:
             log.error("state integrity: %s", self.integrity.message())
         self.conn = open_agent_state(loaded)
-        self.aggregator = WindowAggregator(
-            self.policy,
-            released=journal.released_windows(self.conn),
-        )
+        # Public times only: the batch's `created` is max(window end + lateness, this).
+        self.session_start = float(clock())
+        self.aggregator = WindowAggregator(self.policy, next_start=self._stored_position())
+        self._stop: int | None = None  # run --once: windows from here on wait for a later run
         self.sender: Sender | None = None
         if self.cfg.collector.endpoints:
             self.sender = Sender(
@@ -179,8 +183,34 @@ class Agent:
     async def _on_db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn)
 
+    def _stored_position(self) -> int | None:
+        """The persisted schedule position, on a window boundary of the current policy (rounded up,
+        should the window size have changed); for state from before it was stored, the window after
+        the last released one."""
+        position = journal.schedule_position(self.conn)
+        size = self.policy.window_seconds
+        if position is None:
+            released = journal.released_windows(self.conn)
+            if not released:
+                return None
+            position = max(released) + size
+        return window_start(self.policy, position - 1) + size
+
+    def _start_schedule(self, start: float, *, persist: bool) -> int:
+        """Move the schedule to the window containing ``start``; with ``persist``, store it and drop
+        journaled events before it (they can never be released)."""
+        position = self.aggregator.start_schedule(start)
+        if persist:
+            with transaction(self.conn):
+                journal.set_schedule_position(self.conn, position)
+                journal.purge_before(self.conn, position)
+        return position
+
     async def recover(self) -> int:
         """Rebuild open windows from the journal after a restart; returns the events replayed."""
+        position = self.aggregator.next_start
+        if position is not None:  # events of windows already released (or skipped) can never leave
+            await self._on_db(partial(self._purge, position))
         replayed = 0
         chunks = journal.replay(self.conn)  # a generator: each step runs on the state thread
         # One chunk in memory at a time, however large the journal grew during an outage.
@@ -190,6 +220,10 @@ class Agent:
         if replayed:
             log.info("recovered open windows from the journal", extra={"fields": {"events": replayed}})
         return replayed
+
+    def _purge(self, position: int) -> None:
+        with transaction(self.conn):
+            journal.purge_before(self.conn, position)
 
     # -- ingest ---------------------------------------------------------------------------------
 
@@ -279,7 +313,8 @@ class Agent:
         self.report.dead_letters += len(letters)
         self.metrics.ingested(len(kept), letters)
         self.aggregator.add(kept)
-        await self.release(self.aggregator.ready())
+        # Input is flowing: close what the clock has closed and the watermark has passed.
+        await self.release(self.aggregator.ready(self.clock(), idle=False, stop=self._stop))
 
     # -- release --------------------------------------------------------------------------------
 
@@ -323,36 +358,44 @@ class Agent:
         Never called while releases are blocked: :meth:`release` checks that once per batch of windows.
         """
         period = ledger.period_of(self.policy, state.start)
-        budget = per_window_budget(self.policy)
-        if ledger.remaining(self.conn, self.policy, period) < budget * (1 - 1e-9):
+        cost, delta = window_cost(self.policy)
+        if not ledger.affordable(self.conn, self.policy, period, cost, delta):
+            # Cheap early answer that draws no noise; the check that decides is the one inside
+            # the charging transaction (commit_release).
+            self._refuse(state, period)
+            return None
+        return self.commit_release(state, release_window(state, self.policy), period)
+
+    def commit_release(self, state: WindowState, released: Release, period: str) -> Sealed | None:
+        """Charge, seal, queue and forget the window's events in ONE transaction.
+
+        ``ledger.charge`` re-checks affordability (ρ/ε and δ) with the policy inside the transaction:
+        whatever was checked before, a charge that no longer fits raises ``BudgetExhausted``, the
+        transaction rolls back (no batch, no charge) and the refusal is recorded instead.
+        """
+        try:
             with transaction(self.conn):
-                ledger.refuse(self.conn, period=period, window_start=state.start, reason="budget_exhausted")
+                seq, prev = outbox.next_seq(self.conn)
+                sealed = seal(
+                    tenant=self.cfg.tenant,
+                    agent=self.cfg.agent,
+                    seq=seq,
+                    prev=prev,
+                    created=self.created_for(state),
+                    window=(released.start, released.end),
+                    policy_digest=self.digest,
+                    privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
+                    rows=released.rows,
+                    key=self.key,
+                )
+                ledger.charge(self.conn, period=period, release=released, seq=seq, policy=self.policy)
+                outbox.put(self.conn, sealed)
                 journal.release(self.conn, state.start, state.end)
                 journal.mark_released(self.conn, state.start)
-            log.error(
-                "privacy budget exhausted: window discarded, nothing released",
-                extra={"fields": {"period": period, "window_start": state.start}},
-            )
+                journal.set_schedule_position(self.conn, state.end)
+        except ledger.BudgetExhausted:
+            self._refuse(state, period)
             return None
-        released = release_window(state, self.policy, budget=budget)
-        with transaction(self.conn):
-            seq, prev = outbox.next_seq(self.conn)
-            sealed = seal(
-                tenant=self.cfg.tenant,
-                agent=self.cfg.agent,
-                seq=seq,
-                prev=prev,
-                created=self.clock(),
-                window=(released.start, released.end),
-                policy_digest=self.digest,
-                privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
-                rows=released.rows,
-                key=self.key,
-            )
-            ledger.charge(self.conn, period=period, release=released, seq=seq)
-            outbox.put(self.conn, sealed)
-            journal.release(self.conn, state.start, state.end)
-            journal.mark_released(self.conn, state.start)
         integrity.record_head(self.loaded.state_dir, self.conn)
         left = ledger.remaining(self.conn, self.policy, period)
         self.metrics.budget(spent=ledger.cap_of(self.policy) - left, left=left)
@@ -361,6 +404,22 @@ class Agent:
             extra={"fields": {"seq": seq, "window_start": state.start, "rows": sealed.rows}},
         )
         return sealed
+
+    def created_for(self, state: WindowState) -> float:
+        """The batch's ``created``: ``max(end + lateness, session start)``, both public, so the batch
+        bytes do not reveal when data arrived or how long a release waited for it."""
+        return max(float(state.end + self.policy.lateness_seconds), self.session_start)
+
+    def _refuse(self, state: WindowState, period: str) -> None:
+        with transaction(self.conn):
+            ledger.refuse(self.conn, period=period, window_start=state.start, reason="budget_exhausted")
+            journal.release(self.conn, state.start, state.end)
+            journal.mark_released(self.conn, state.start)
+            journal.set_schedule_position(self.conn, state.end)
+        log.error(
+            "privacy budget exhausted: window discarded, nothing released",
+            extra={"fields": {"period": period, "window_start": state.start}},
+        )
 
     async def _wait_for_outbox_room(self) -> None:
         """Backpressure: while the outbox is full, stop taking input (sources block on the queue)."""
@@ -387,8 +446,76 @@ class Agent:
         )
         return build_sources(self.loaded, once=True, conn=self.conn, override=[spec])
 
-    async def run_once(self, *, input_path: str | None = None) -> RunReport:
-        """Read finite sources to the end, release every window, deliver what can be delivered."""
+    def _demo_range(self, input_path: str | None) -> tuple[float, float] | None:
+        """The demo generator's declared [start, start + days) when it is the only source."""
+        sources = self.cfg.sources
+        if input_path is not None or len(sources) != 1 or not isinstance(sources[0], DemoSource):
+            return None
+        demo = sources[0]
+        try:
+            begin = parse_rfc3339(demo.start)
+        except ValueError as exc:
+            raise ConfigError(
+                f"bad demo start: {exc}", path=str(self.loaded.path), key="sources[0].start"
+            ) from exc
+        return begin, begin + demo.days * 86400.0
+
+    def plan_range(
+        self, *, input_path: str | None, start: float | None, stop: float | None
+    ) -> tuple[int, int, bool]:
+        """``run --once``'s range of windows [from, to) on window boundaries, and whether ``from``
+        defaulted to the window containing now (historical events are then late).
+
+        Public inputs only: the flags, the stored schedule position, the demo source's declared
+        span, the clock. See docs/privacy.md, "Window schedule and budget periods".
+        """
+        now = self.clock()
+        stored = self.aggregator.next_start
+        demo = self._demo_range(input_path)
+        closed = self.aggregator.closed_before(now)
+        at_now = False
+        if start is None:
+            if stored is not None:
+                begin = stored
+            elif demo is not None:
+                begin = self.aggregator.window_start(demo[0])
+            else:
+                begin, at_now = self.aggregator.window_start(now), True
+        else:
+            begin = self.aggregator.window_start(start)
+            if stored is not None and begin < stored:
+                raise ConfigError(
+                    f"{format_rfc3339(begin)} is before windows already released: this state's "
+                    f"schedule continues at {format_rfc3339(stored)} (pass that or later, or omit --from)",
+                    key="--from",
+                )
+        if stop is None:
+            end = self.aggregator.window_start(demo[1]) if demo is not None else closed
+        else:
+            # A declared --to may lie past what the clock has closed: the range is the operator's
+            # (public) choice, and events that arrive later for its windows are late.
+            end = self.aggregator.window_start(stop)
+            if end < begin:
+                raise ConfigError(
+                    f"{format_rfc3339(end)} is before --from {format_rfc3339(begin)}", key="--to"
+                )
+        return begin, max(begin, end), at_now
+
+    async def run_once(
+        self, *, input_path: str | None = None, start: float | None = None, stop: float | None = None
+    ) -> RunReport:
+        """Release every window of the range [start, stop) (see :meth:`plan_range`), empty ones
+        included, from what is journaled and what the finite sources deliver; deliver what can be
+        delivered. Events after the range stay in the journal for the next run."""
+        begin, end, at_now = self.plan_range(input_path=input_path, start=start, stop=stop)
+        stored = self.aggregator.next_start
+        # A --from the operator declared is stored (a later run cannot go back before it, and the
+        # daemon continues from it); a defaulted start is stored by the releases themselves.
+        self._start_schedule(begin, persist=start is not None and (stored is None or begin > stored))
+        self._stop = end
+        self.report.range_from = format_rfc3339(begin)
+        self.report.range_to = format_rfc3339(end)
+        self.report.range_from_now = at_now
         await self.recover()
         queue: asyncio.Queue[Chunk | None] = asyncio.Queue(QUEUE_CHUNKS)
         sources = self._sources(once=True, input_path=input_path)
@@ -404,7 +531,7 @@ class Agent:
             await asyncio.gather(*pumps)
             await queue.put(None)
             await ingest
-        await self.release(self.aggregator.flush())
+        await self.release(self.aggregator.take_until(end))
         if self.sender is not None:
             sent = await self.sender.drain_once()
             self.report.batches_sent = sent.sent
@@ -414,7 +541,15 @@ class Agent:
         return self.report
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Run as a daemon until ``stop`` is set: sources, ingest, a release tick, and the sender."""
+        """Run as a daemon until ``stop`` is set: sources, ingest, a release tick, and the sender.
+
+        The first start of a state directory starts the schedule at the window containing now (the
+        demo generator alone: at its declared start, like ``run --once``); from then on every window
+        is released in order, including those missed while the daemon was down.
+        """
+        if self.aggregator.next_start is None:
+            demo = self._demo_range(None)
+            self._start_schedule(self.clock() if demo is None else demo[0], persist=True)
         await self.recover()
         queue: asyncio.Queue[Chunk | None] = asyncio.Queue(QUEUE_CHUNKS)
         sources = self._sources(once=False, input_path=None)
@@ -441,7 +576,7 @@ class Agent:
             await asyncio.sleep(TICK_SECONDS)
             self.metrics.outbox(await self._on_db(partial(outbox.depth, self.conn)), now=self.clock())
             if time.monotonic() - self._last_input >= IDLE_BEFORE_WALL_CLOCK:
-                await self.release(self.aggregator.ready(self.clock()))
+                await self.release(self.aggregator.ready(self.clock(), idle=True))
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

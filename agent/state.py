@@ -9,14 +9,74 @@ in a worker thread instead of one thread hop per statement.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["STATE_FILE", "open_state", "transaction"]
+from hushmetric.errors import HushError
+
+__all__ = ["LOCK_FILE", "STATE_FILE", "StateLock", "StateLocked", "lock_state", "open_state", "transaction"]
 
 STATE_FILE = "agent.db"
+LOCK_FILE = "agent.lock"
+
+
+class StateLocked(HushError):
+    """Another process holds the state directory's lock (one writer per state directory)."""
+
+    code = "locked"
+
+    def __init__(self, state_dir: Path, pid: int | None) -> None:
+        who = f"pid {pid}" if pid is not None else "pid unknown"
+        super().__init__(f"state directory {state_dir} is in use by another hush-agent process ({who})")
+        self.state_dir = state_dir
+        self.pid = pid
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``state_dir/agent.lock``, held until :meth:`release` or process exit.
+
+    One writer per state directory: two processes releasing windows from one ledger could both find
+    a period affordable, and two draining one outbox could deliver a batch twice. The kernel drops
+    the lock when the process dies, so a crash never leaves a stale lock behind; the pid written into
+    the file only serves the error message.
+    """
+
+    def __init__(self, state_dir: Path, fd: int) -> None:
+        self.state_dir = state_dir
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_state(state_dir: Path) -> StateLock:
+    """Take the state directory's lock without waiting; :class:`StateLocked` if another process has it."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            text = os.read(fd, 32).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        raise StateLocked(state_dir, int(text) if text.isdigit() else None) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return StateLock(state_dir, fd)
 
 
 def open_state(state_dir: Path, schemas: Iterable[str] = ()) -> sqlite3.Connection:

@@ -34,74 +34,81 @@ def counts(states: list[WindowState], metric: int = 0) -> dict[int, int]:
     return {s.start: sum(p[1] for p in s.metrics[metric].parts.values()) for s in states}
 
 
-def test_tumbling_windows_and_event_time_watermark() -> None:
-    agg = WindowAggregator(policy())
+def test_windows_close_by_clock_and_watermark_or_idle() -> None:
+    agg = WindowAggregator(policy(), next_start=0)
     agg.add([ev(10), ev(H - 1), ev(H), ev(2 * H + 5)])
     assert agg.watermark == 2 * H + 5
     assert agg.open_windows == 3
-    # window [0, H) closes at H + 5m; [H, 2H) needs 2H + 5m <= watermark: not yet
-    ready = agg.ready()
+    # [0, H) closes at H + 5m by the clock; busy input also needs the watermark past it
+    assert agg.ready(H + 299, idle=True) == []
+    ready = agg.ready(10 * H, idle=False)  # watermark 2H + 5: [H, 2H) needs 2H + 5m
     assert [(s.start, s.end) for s in ready] == [(0, H)]
     assert counts(ready) == {0: 2}
-    assert agg.ready() == []
-    later = agg.ready(watermark=2 * H + 300)
-    assert counts(later) == {H: 1}
-    assert agg.open_windows == 1
+    assert agg.ready(2 * H + 299, idle=True) == []
+    assert counts(agg.ready(2 * H + 300, idle=True)) == {H: 1}
+    assert agg.open_windows == 1 and agg.next_start == 2 * H
 
 
-def test_allowed_lateness_then_late_events_are_counted_and_dropped() -> None:
-    agg = WindowAggregator(policy())
-    agg.add([ev(10), ev(H + 100)])  # watermark H+100: window 0 still open (lateness 5 min)
+def test_a_future_dated_event_never_closes_windows_early() -> None:
+    agg = WindowAggregator(policy(), next_start=0)
+    agg.add([ev(10), ev(50 * H)])  # the watermark jumps 50 hours ahead
+    assert agg.ready(H + 10, idle=False) == [] and agg.ready(H + 10, idle=True) == []
+    assert [s.start for s in agg.ready(3 * H, idle=False)] == [0, H]
+
+
+def test_late_means_before_the_schedule_position() -> None:
+    agg = WindowAggregator(policy(), next_start=0)
+    agg.add([ev(10), ev(5 * H)])  # the watermark is far past [0, H), but it is still open
     assert not agg.is_late(H - 1)
     agg.add([ev(H - 1)])
-    agg.add([ev(H + 300)])  # watermark reaches H + 5m: window 0 is closed
+    assert counts(agg.ready(H + 300, idle=True)) == {0: 2}
     assert agg.is_late(H - 1)
     agg.add([ev(H - 1), ev(50)])
     assert agg.stats.late == 2
-    assert counts(agg.ready()) == {0: 2}
-    assert agg.stats.events == 6
 
 
 def test_already_released_windows_are_late_after_a_restart() -> None:
-    agg = WindowAggregator(policy(), released=[0, H])
+    agg = WindowAggregator(policy(), next_start=2 * H)
     assert agg.is_late(10) and agg.is_late(H + 10) and not agg.is_late(2 * H)
-    agg.add([ev(10), ev(H + 10), ev(2 * H + 10)])
-    assert agg.stats.late == 2
+    agg.add([ev(10), ev(2 * H + 1)])
+    assert agg.stats.late == 1
     assert counts(agg.flush()) == {2 * H: 1}
 
 
-def test_handed_out_windows_make_their_events_late() -> None:
-    agg = WindowAggregator(policy())
-    agg.add([ev(10)])
-    assert counts(agg.flush()) == {0: 1}
-    agg.add([ev(20)])
-    assert agg.stats.late == 1
-    assert agg.flush() == []
+def test_every_window_of_the_schedule_is_handed_out_no_gap_skipping() -> None:
+    """Issue 9, point 2: a gap of days is filled, whatever the data; later windows stay open."""
+    agg = WindowAggregator(policy(), next_start=0)
+    agg.add([ev(10), ev(100 * H + 10), ev(120 * H)])
+    states = agg.take_until(101 * H)
+    assert [s.start for s in states] == [i * H for i in range(101)]
+    assert [s.events for s in states] == [1] + [0] * 99 + [1]
+    assert agg.open_windows == 1 and agg.next_start == 101 * H  # [120H, 121H) waits for a later run
 
 
-def test_flush_fills_gaps_with_empty_windows_in_order() -> None:
-    agg = WindowAggregator(policy())
-    agg.add([ev(10), ev(3 * H + 1)])
-    states = agg.flush()
-    assert [s.start for s in states] == [0, H, 2 * H, 3 * H]
-    assert [s.events for s in states] == [1, 0, 0, 1]
-    assert agg.open_windows == 0
+def test_the_schedule_does_not_depend_on_the_data() -> None:
+    """D and D plus one unit active three days later hand out exactly the same windows."""
+    d = [ev(10, unit="a"), ev(H + 10, unit="b")]
+    extra = [ev(75 * H, unit="newcomer")]
+    for events in (d, d + extra, []):
+        agg = WindowAggregator(policy(), next_start=0)
+        agg.add(events)
+        assert [s.start for s in agg.ready(24 * H + 300, idle=True)] == [i * H for i in range(24)]
+        assert [s.start for s in agg.take_until(96 * H)] == [i * H for i in range(24, 96)]
 
 
-def test_processing_time_watermark_releases_empty_windows_after_the_first() -> None:
-    agg = WindowAggregator(policy())
-    assert agg.ready(watermark=10 * H) == []  # nothing seen yet: nothing to release
-    agg.add([ev(10)])
-    states = agg.ready(watermark=3 * H + 300)
-    assert [s.start for s in states] == [0, H, 2 * H]
-
-
-def test_gap_longer_than_a_period_is_not_filled() -> None:
-    agg = WindowAggregator(policy())  # day budget, 1h windows: at most 24 empty windows per gap
-    agg.add([ev(10), ev(100 * H + 10)])
-    states = agg.flush()
-    assert len(states) == 2 + 24
-    assert agg.stats.empty_windows_skipped == 99 - 24
+def test_weekly_budgets_align_windows_to_monday() -> None:
+    p = Policy(
+        version=1,
+        name="t",
+        budget=Budget(rho=1.0, period="week"),
+        window=WindowSpec(size="7d", lateness="0s"),
+        metrics=[Metric(name="hits", events=["hit"], stat="count")],
+    )
+    monday = 1_767_571_200  # 2026-01-05T00:00:00Z
+    agg = WindowAggregator(p)
+    agg.add([ev(monday + 3 * 86400)])
+    (state,) = agg.flush()
+    assert (state.start, state.end) == (monday, monday + 7 * 86400)
 
 
 def test_unmatched_undeclared_missing_value_and_clamping() -> None:
@@ -215,4 +222,4 @@ def test_label() -> None:
 def test_ready_before_any_event(n: int) -> None:
     agg = WindowAggregator(policy())
     agg.add([ev(1, name="nope")] * n)
-    assert agg.ready() == [] and agg.flush() == []
+    assert agg.ready(10 * H, idle=True) == [] and agg.flush() == []  # the schedule has not started

@@ -68,15 +68,19 @@ def test_run_once_on_input_file_releases_exact_counts_and_resumes(tmp_path: Path
     events += [{"name": "signup", "ts": T + 4000, "unit": "late-window", "attrs": {"plan": "team"}}]
     path = tmp_path / "events.jsonl"
     path.write_text(events_jsonl(events) + "not json\n" + '{"name": 5}\n')
-    report = agent.json("run", "--once", "--input", str(path))
+    report = agent.json("run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 7200))
     assert report["events"] == 43 and report["dead_letters"] == 2
     assert report["windows_released"] == 2
     dead = agent.json("dead-letter")
-    assert sum(dead["counts"].values()) == 2 and {d["reason"] for d in dead["recent"]} <= {"json", "type", "missing"}
+    assert sum(dead["counts"].values()) == 2 and {d["reason"] for d in dead["recent"]} <= {
+        "json",
+        "type",
+        "missing",
+    }
     # raw input never reaches the dead-letter store: only a digest and a reason
     assert "not json" not in agent.state_db.read_bytes().decode("latin-1")
     # a second run over the same file resumes at the committed offset: nothing twice
-    again = agent.json("run", "--once", "--input", str(path))
+    again = agent.json("run", "--once", "--input", str(path), "--to", str(T + 7200))
     assert again["events"] == 0 and again["windows_released"] == 0
 
 
@@ -85,7 +89,7 @@ def test_egress_kill_switch_blocks_export_and_is_recorded(tmp_path: Path) -> Non
     agent.set_policy(exact_policy())
     path = tmp_path / "e.jsonl"
     path.write_text(events_jsonl([{"name": "click", "ts": T, "unit": "u"}]))
-    agent.ok("run", "--once", "--input", str(path))
+    agent.ok("run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 3600))
     agent.ok("egress", "stop", "--reason", "incident-42")
     refused = agent("export", "--out", str(tmp_path / "b.tar"))
     assert refused.code != 0 and "stopped" in refused.err and not (tmp_path / "b.tar").exists()
@@ -124,7 +128,7 @@ def test_pii_in_input_never_reaches_agent_state_or_bundle(tmp_path: Path) -> Non
     ]
     path = tmp_path / "pii.jsonl"
     path.write_text(events_jsonl(events))
-    agent.ok("run", "--once", "--input", str(path))
+    agent.ok("run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 3600))
     bundle = tmp_path / "out.tar"
     agent.ok("export", "--out", str(bundle))
     assert leaked([agent.state_db, bundle]) == []
@@ -139,3 +143,44 @@ def test_tune_and_key_show(tmp_path: Path) -> None:
     assert "[budget] rho = " in text and "per day" in text
     public, key_id = agent.ok("key", "show").split()
     assert len(key_id) == 64 and len(public) == 44
+
+
+def test_one_writer_per_state_directory(tmp_path: Path) -> None:
+    """Issue 9, point 5: a daemon holds the state lock; a second writer gets one line and exit 3."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    agent = init_agent(tmp_path / "site")
+    agent.set_policy(exact_policy())
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text("")
+    agent.edit_config(
+        '[[sources]]\ntype = "demo"\nseed = 7\n', f'[[sources]]\ntype = "file"\npath = "{feed}"\n'
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(agent.config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lock_file = agent.root / "state" / "agent.lock"
+        for _ in range(600):  # the daemon writes its pid once it holds the lock
+            if lock_file.exists() and lock_file.read_text().strip() == str(daemon.pid):
+                break
+            assert daemon.poll() is None, "the daemon exited"
+            time.sleep(0.05)
+        line = f"hush-agent: state directory {agent.root / 'state'} is in use by another hush-agent process (pid {daemon.pid})\n"
+        for argv in (("run", "--once"), ("export", "--out", str(tmp_path / "b.tar"))):
+            second = agent(*argv)
+            assert (second.code, second.err) == (3, line), second
+        assert not (tmp_path / "b.tar").exists()
+        # the kill switch still works while the daemon runs; read-only commands too
+        agent.ok("egress", "stop", "--reason", "drill")
+        assert agent.json("status")["egress_stopped"] is True
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    assert agent("run", "--once").code == 0  # the lock died with the daemon
+    assert os.path.exists(agent.root / "state" / "agent.lock")

@@ -82,14 +82,17 @@ async def test_mqtt_to_agent_to_collector_with_canaries(tmp_path: Path) -> None:
         lateness = int(now + 8 - window_end)
         agent.set_policy(exact_policy(window="1m", lateness=f"{lateness}s"))
         agent.ok("validate")
-        # create the persistent session (subscribe) once, then publish while the agent is offline
-        agent.ok("run", "--once")
+        # create the persistent session (subscribe) once, then publish while the agent is offline;
+        # --from starts the window schedule at the test's window (the daemon continues from there)
+        agent.ok("run", "--once", "--from", str(window_end - 60))
         base = window_end - 50
         clicks = [
             {"name": "click", "ts": base + i, "unit": f"u{i % 7}", "attrs": {"message": canary_text()}}
             for i in range(20)
         ]
-        signups = [{"name": "signup", "ts": base + i, "unit": f"s{i}", "attrs": {"plan": "team"}} for i in range(9)]
+        signups = [
+            {"name": "signup", "ts": base + i, "unit": f"s{i}", "attrs": {"plan": "team"}} for i in range(9)
+        ]
         async with aiomqtt.Client(HOST, PORT, identifier=f"pub-{uuid.uuid4().hex[:8]}") as pub:
             await pub.publish(f"{topic}/one", json.dumps(clicks[0]).encode(), qos=1)  # a single object
             await pub.publish(f"{topic}/array", json.dumps(clicks[1:10]).encode(), qos=1)  # an array
@@ -133,11 +136,14 @@ def test_air_gap_export_import_is_idempotent_and_tamper_evident(tmp_path: Path) 
     agent.set_policy(exact_policy())
     register(hush, agent)
     t = 1767571200
-    events = [{"name": "click", "ts": t + 3600 * h + i, "unit": f"u{i}", "attrs": {"message": canary_text()}}
-              for h in range(3) for i in range(5)]
+    events = [
+        {"name": "click", "ts": t + 3600 * h + i, "unit": f"u{i}", "attrs": {"message": canary_text()}}
+        for h in range(3)
+        for i in range(5)
+    ]
     src = tmp_path / "events.jsonl"
     src.write_text(events_jsonl(events))
-    agent.ok("run", "--once", "--input", str(src))
+    agent.ok("run", "--once", "--input", str(src), "--from", str(t), "--to", str(t + 3 * 3600))
     bundle = tmp_path / "bundle.tar"
     agent.ok("export", "--out", str(bundle))
     assert agent.json("status")["outbox_batches"] == 0
