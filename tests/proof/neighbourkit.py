@@ -32,6 +32,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ RANGE = (T0, T0 + 2 * DAY)
 DATA_WINDOWS = (0, 1, 2, 5, 6)  # D has data in these; 3 and 4 are a gap, 7 is after its last window
 POPULAR = ("/home", "/search")
 KINDS = ("flood", "spread", "open_values", "pii", "gaps", "straddle")
-BIN = Path(sys.executable).parent
+OPEN_VALUES_CAP = 4  # see Site: one unit takes three slots, two popular values need two
+_AGENT = [sys.executable, "-m", "agent.cli"]
 
 POLICY = """\
 # Neighbouring-input proof policy: real noise (moderate rho), every statistic, an open dimension.
@@ -273,16 +275,29 @@ class Site:
         (self.template / "policy.toml").write_text(policy, encoding="utf-8")
         cfg = self.template / "agent.toml"
         text = cfg.read_text()
-        cfg.write_text(text[: text.index("[[sources]]")] if "[[sources]]" in text else text)
+        # No sources (the input file is the source); and the old global cap on open values set low,
+        # which agents since issue 9 ignore: with it, one unit arriving first in a window took
+        # max_partitions of the few slots and a popular value arriving later was refused for everyone.
+        text = text[: text.index("[[sources]]")] if "[[sources]]" in text else text
+        cfg.write_text(text + f"\n[limits]\nmax_open_values = {OPEN_VALUES_CAP}\n")
         self.policy: Policy = load_policy(self.template / "policy.toml")
         self.root = root
         self.runs = 0
 
+    @staticmethod
+    def cli_help(command: str) -> str:
+        return subprocess.run(
+            [*_AGENT, command, "--help"],
+            cwd=tempfile.gettempdir(),  # like the runs: the agent installed, not the current directory
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+
     def _cli(self, where: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        script = BIN / "hush-agent"
-        argv = [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
         proc = subprocess.run(
-            [*argv, *args, "--config", str(where / "agent.toml")],
+            [*_AGENT, *args, "--config", str(where / "agent.toml")],
             cwd=where,
             capture_output=True,
             text=True,
