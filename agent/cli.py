@@ -461,7 +461,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     rows = expected_error(policy)
     suggestion = suggest_budget(policy, args.target, args.metric or ()) if args.target is not None else None
     if args.json:
-        _print_json({"expected": rows, "suggestion": suggestion})
+        from agent.epsilon import guarantee
+
+        _print_json({"expected": rows, "suggestion": suggestion, "privacy": guarantee(policy)})
         return EXIT_OK
     measure = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
     _out(f"expected error per released entry, per window, at {measure} {_fmt(per_window_budget(policy))}")
@@ -489,6 +491,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"[budget] {suggestion.measure} = {_fmt(suggestion.needed_per_period)} per {suggestion.period} "
             f"(now {_fmt(suggestion.current_per_window)} per window)"
         )
+        if suggestion.measure == "rho":
+            from agent.epsilon import epsilon_at
+
+            eps = epsilon_at(suggestion.needed_per_period, policy.budget.delta)
+            _out(
+                f"  that is epsilon {eps:.3g} per {suggestion.period} at delta {policy.budget.delta:.2g} "
+                "(OpenDP), plus the delta of partition selection"
+            )
         if suggestion.missing_now:
             _out(f"over the target at the current budget: {', '.join(suggestion.missing_now)}")
         else:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from agent.policy import Policy, per_window_budget, period_seconds
+from agent.policy import Policy, per_window_budget, windows_per_period
 from agent.release import ExpectedError, expected_error
 from hushmetric.errors import ConfigError
 
@@ -86,7 +86,7 @@ def suggest_budget(policy: Policy, target: float, metrics: Sequence[str] = ()) -
             else:
                 low = mid
         needed = high
-    windows = max(1, period_seconds(policy) // policy.window_seconds)
+    windows = windows_per_period(policy)  # as per_window_budget divides the cap
     return BudgetSuggestion(
         target=target,
         metrics=names,

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
 
 import pytest
 
-from agent import cli
+from agent import cli, ledger
+from agent.config import load_config
 from agent.epsilon import epsilon_at, guarantee
 from agent.policy import load_policy
-from agent.release import window_cost
+from agent.release import Release, window_cost
+from agent.runtime import open_agent_state
 from agent.setup import init_dir
+from agent.state import transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = load_policy(ROOT / "configs" / "policy.toml")
@@ -96,3 +100,36 @@ def test_validate_tune_and_ledger_print_epsilon_at_delta(
         out = capsys.readouterr().out
         assert want in out, (command, out)
         assert f"{g.delta_conversion:.2g} reading rho as epsilon (OpenDP)" in out
+
+
+def test_ledger_reads_each_periods_spend_as_epsilon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = init_dir(tmp_path / "site", tenant="acme", collector=None, agent=None, force=False)
+    cfg = str(site.config)
+    policy = load_policy(Path(site.policy))
+    loaded = load_config(Path(site.config))
+    conn = open_agent_state(loaded)
+    per_window, delta = window_cost(policy)
+    with transaction(conn):
+        for seq in (1, 2, 3):  # three windows of one day
+            release = Release(
+                start=seq * 3600,
+                end=seq * 3600 + 60,
+                rows=[],
+                rho=per_window,
+                epsilon=None,
+                delta=delta or None,
+            )
+            ledger.charge(conn, period="1970-01-01", release=release, seq=seq, policy=policy)
+    conn.close()
+    assert cli.main(["--config", cfg, "ledger", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["epsilon"] == pytest.approx(epsilon_at(3 * per_window, policy.budget.delta))
+    assert row["delta_total"] == pytest.approx(policy.budget.delta + 3 * delta)
+    assert cli.main(["--config", cfg, "ledger"]) == 0
+    assert f"{epsilon_at(3 * per_window, policy.budget.delta):>8.3g}" in capsys.readouterr().out
+    assert cli.main(["--config", cfg, "tune", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["privacy"]["epsilon"] == pytest.approx(
+        guarantee(policy).epsilon
+    )
