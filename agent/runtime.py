@@ -151,6 +151,8 @@ class Agent:
         # Redaction counts stay on this site (run report, status, metrics): never in a batch.
         self._redactions_total: Counter[str] = Counter()
         self._last_input = time.monotonic()  # when process() last took input (monotonic clock)
+        self._processing = 0  # process() calls in flight: input is being handled, not idle
+        self._waiting: asyncio.Queue[Chunk | None] | None = None  # the daemon's input queue
         self._held_warned = False
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hush-state")
         self.integrity = integrity.check_state(loaded.state_dir)
@@ -272,6 +274,24 @@ class Agent:
 
     async def process(self, chunks: Sequence[Chunk]) -> None:
         """Decode, redact, journal (one transaction), acknowledge, aggregate, release what is ready."""
+        self._processing += 1
+        try:
+            await self._process(chunks)
+        finally:
+            self._processing -= 1
+            self._last_input = time.monotonic()
+
+    def _idle(self) -> bool:
+        """No input for a while: nothing in flight, nothing queued, nothing taken for some seconds.
+        (A group commit of a large backlog can take longer than the idle delay: it is not idleness.)"""
+        queued = self._waiting is not None and not self._waiting.empty()
+        return (
+            not self._processing
+            and not queued
+            and time.monotonic() - self._last_input >= IDLE_BEFORE_WALL_CLOCK
+        )
+
+    async def _process(self, chunks: Sequence[Chunk]) -> None:
         self._last_input = time.monotonic()
         now = self.clock()
         kept: list[Event] = []
@@ -425,6 +445,9 @@ class Agent:
         """Backpressure: while the outbox is full, stop taking input (sources block on the queue)."""
         warned = False
         while await self._on_db(partial(outbox.is_full, self.conn, self.cfg.outbox)):
+            # Input held back is not idle input: the wall clock must not close windows whose events
+            # are still waiting in the sources (they would all turn late once the outbox drains).
+            self._last_input = time.monotonic()
             if self.sender is None:
                 raise HushError(
                     "outbox is full and no collector is configured: run `hush-agent export` to drain it",
@@ -552,6 +575,7 @@ class Agent:
             self._start_schedule(self.clock() if demo is None else demo[0], persist=True)
         await self.recover()
         queue: asyncio.Queue[Chunk | None] = asyncio.Queue(QUEUE_CHUNKS)
+        self._waiting = queue
         sources = self._sources(once=False, input_path=None)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self._pump(s, queue), name=f"source:{s.name}") for s in sources]
@@ -575,7 +599,7 @@ class Agent:
         while not stop.is_set():
             await asyncio.sleep(TICK_SECONDS)
             self.metrics.outbox(await self._on_db(partial(outbox.depth, self.conn)), now=self.clock())
-            if time.monotonic() - self._last_input >= IDLE_BEFORE_WALL_CLOCK:
+            if self._idle():
                 await self.release(self.aggregator.ready(self.clock(), idle=True))
 
 

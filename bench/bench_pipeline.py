@@ -111,7 +111,9 @@ def main() -> None:
         )
         started = time.perf_counter()
         subprocess.run(
-            [*cli, "run", "--once", "--input", str(data), "--config", str(site / "agent.toml")],
+            # the declared range: the demo dataset's two days (the schedule never comes from the data)
+            [*cli, "run", "--once", "--input", str(data), "--from", "2026-01-05T00:00:00Z",
+             "--to", "2026-01-07T00:00:00Z", "--config", str(site / "agent.toml")],
             check=True,
             capture_output=True,
         )

@@ -22,13 +22,16 @@ Every event has its own privacy unit, so two counts per window tell apart the tw
 
 Events are stamped by a :class:`Stamper`: event time starts at the wall clock and runs ``rate``
 times faster, capped at 4 minutes ahead (the agent refuses timestamps more than 5 minutes ahead as
-``future_ts``). The policy's lateness is 30 s, so windows close by *event time* (an event 30 s past a
-window's end arrived) every few seconds of a run, the daemon's wall-clock tick never closes a window
-that still gets events, and whether an event is "late" never depends on when a kill happened. The
-last window is released by ``run --once`` at the end.
+``future_ts``). The window schedule never depends on the data (issue 9): the daemon closes a window
+only once the wall clock has passed its end + lateness (30 s) and the input is idle or the watermark
+has passed it too, so the daemon's tick never closes a window that still gets events, and whether an
+event is "late" never depends on when a kill happened. What the clock has not closed yet is released
+at the end by ``run --once`` over a declared range (``--to`` after the last event's window).
 
-Why not stamps in the past: the daemon's tick closes every window up to ``now - lateness`` — and
-the empty ones in between — so any feed in the past is late as a whole after the first tick.
+Families that need windows to close *during* a run (the collector outage fills the outbox) stamp in
+the past instead (``Stamper(lag=SWEEP)``: event time sweeps from 4 minutes behind the clock up to
+it) and declare the schedule's start first (:meth:`AgentDir.begin_schedule`): the daemon's own first
+start would begin at the current window.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ __all__ = [
 
 WINDOW = 60
 LEAD_CAP = 240.0  # event time at most this far ahead of the wall clock (the agent allows 300 s)
+SWEEP = 240.0  # or: event time starting this far behind the clock, catching up (Stamper.lag)
 MAX_SIGMA = 0.05  # above this a released count is no longer the exact count (see the module doc)
 
 BIN = Path(sys.executable).parent
@@ -97,12 +101,16 @@ class Stamper:
 
     rate: float = 8.0
     start: float = field(default_factory=time.time)
+    # With a lag, event time starts this far behind the clock and catches up with it (never ahead):
+    # windows then close by clock and watermark as fast as event time sweeps past them.
+    lag: float = 0.0
     last: float = 0.0
     per_window: Counter[int] = field(default_factory=Counter)
 
     def next(self) -> float:
         now = time.time()
-        ts = round(min(self.start + (now - self.start) * self.rate, now + LEAD_CAP), 3)
+        cap = now if self.lag else now + LEAD_CAP
+        ts = round(min(self.start - self.lag + (now - self.start) * self.rate, cap), 3)
         ts = max(ts, self.last)
         self.last = ts
         return ts
@@ -291,6 +299,13 @@ def write_policy(path: Path, text: str = POLICY) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def _range(start: float | None, stop: float | None) -> list[str]:
+    return [
+        *(["--from", f"{start:.3f}"] if start is not None else []),
+        *(["--to", f"{stop:.3f}"] if stop is not None else []),
+    ]
+
+
 @dataclass
 class Result:
     code: int
@@ -354,13 +369,16 @@ class AgentDir:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def start(self, once_input: Path | None = None) -> None:
-        """The daemon (``run``), or with ``once_input`` a ``run --once --input FILE`` to kill."""
+    def start(
+        self, once_input: Path | None = None, *, start: float | None = None, stop: float | None = None
+    ) -> None:
+        """The daemon (``run``), or with ``once_input`` a ``run --once --input FILE`` to kill
+        (``start``/``stop``: its declared range, see :meth:`run_once`)."""
         assert self.proc is None or self.proc.poll() is not None
         self.starts += 1
         err = self.root / f"run-{self.starts}.err"
         self.logs.append(err)
-        once = [] if once_input is None else ["--once", "--input", str(once_input)]
+        once = [] if once_input is None else ["--once", "--input", str(once_input), *_range(start, stop)]
         with err.open("wb") as fe:
             self.proc = subprocess.Popen(
                 [*_argv("hush-agent", "agent.cli"), "run", *once, "--config", str(self.config)],
@@ -407,11 +425,37 @@ class AgentDir:
             proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
         )
 
-    def run_once(self, input_path: Path | None = None) -> Result:
+    def run_once(
+        self, input_path: Path | None = None, *, start: float | None = None, stop: float | None = None
+    ) -> Result:
+        """``run --once``; ``start``/``stop`` declare the range of windows (``--from``/``--to``): the
+        window schedule is never derived from the data, so a run over past events must declare it."""
         args = ["run", "--once", "--json"]
         if input_path is not None:
             args += ["--input", str(input_path)]
-        return self.cli(*args)
+        return self.cli(*args, *_range(start, stop))
+
+    def schedule_position(self) -> int | None:
+        """Where the agent's window schedule stands (None before it started)."""
+        try:
+            with self.read() as conn:
+                return journal.schedule_position(conn)
+        except sqlite3.Error:
+            return None
+
+    def begin_schedule(self, start: float) -> None:
+        """Start the window schedule at ``start`` (``run --once --from``, an empty range), as if the
+        agent had been running since then: a daemon's own first start would begin at the current
+        window, and a feed stamped in the past would be late."""
+        empty = self.root / "schedule-start.jsonl"
+        empty.write_bytes(b"")
+        res = self.run_once(empty, start=start, stop=start)
+        assert res.code == 0, res.err
+
+    def first_from(self, start: float) -> float | None:
+        """``start`` if the schedule has not started yet, else None (a run continues where it stands;
+        a ``--from`` before released windows would be refused)."""
+        return start if self.schedule_position() is None else None
 
     def tracebacks(self) -> list[str]:
         return [p.name for p in self.logs if p.exists() and "Traceback" in p.read_text(errors="replace")]

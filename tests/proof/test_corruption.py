@@ -153,12 +153,13 @@ async def _prepared(tmp: Path, wal: bool, rng: random.Random) -> tuple[Collector
     agent.init(sources="", endpoint=address)
     agent.register(collector)
     base = time.time() - 3 * 3600
-    first = agent.run_once(_events(tmp / "in1.jsonl", base, 600, canaries, "a"))
+    # declared ranges (the window schedule never comes from the data): 600 events span 150 s
+    first = agent.run_once(_events(tmp / "in1.jsonl", base, 600, canaries, "a"), start=base, stop=base + 900)
     assert first.code == 0, first.err
     _record_head(agent)
     holder = _hold_snapshot(agent.db) if wal else None
     try:
-        second = agent.run_once(_events(tmp / "in2.jsonl", base + 900, 600, canaries, "b"))
+        second = agent.run_once(_events(tmp / "in2.jsonl", base + 900, 600, canaries, "b"), stop=base + 1200)
         assert second.code == 0, second.err
         _record_head(agent)
     finally:
@@ -291,8 +292,9 @@ async def test_daemon_detects_blocks_and_resumes_after_acknowledgement(
     try:
         existing = _existing_rho(collector, agent)
         CASES["truncate-wal"][1](agent, rng)
-        more = _events(tmp_path / "in3.jsonl", time.time() - 3600, 300, canaries, "c")
-        run = agent.run_once(more)
+        later = time.time() - 3600
+        more = _events(tmp_path / "in3.jsonl", later, 300, canaries, "c")
+        run = agent.run_once(more, stop=later + 180)
         assert "Traceback" not in run.err, run.err
         assert "BLOCKED" in run.err or "blocked" in run.err.lower(), run.err
         report = json.loads(run.out)
@@ -301,7 +303,7 @@ async def test_daemon_detects_blocks_and_resumes_after_acknowledgement(
         assert ack.code == 0, ack.err
         spent = sum(p["spent"] for p in json.loads(agent.cli("ledger", "--json").out))
         assert spent >= existing * (1 - 1e-9)
-        again = agent.run_once(more)
+        again = agent.run_once(more, stop=later + 180)
         assert again.code == 0 and json.loads(again.out)["windows_released"] > 0, again
     finally:
         await collector.stop()

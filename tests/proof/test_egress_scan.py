@@ -38,7 +38,8 @@ UNITS_PER_VALUE = 200
 RUNS = pick(2, 10)  # independent canary sets
 
 SCAN_POLICY = (
-    POLICY
+    # 1,440 one-minute windows a day at δ 1e-7 each: the period's δ cap must allow it
+    POLICY.replace("rho = 1e13", "rho = 1e13\nmax_delta = 1e-3")
     + """
 [attrs.page]
 kind = "label"
@@ -107,7 +108,8 @@ async def test_no_canary_in_state_bundles_egress_ledger_or_collector(
             gap.register(collector)
             src = tmp_path / f"in{r}.jsonl"
             src.write_bytes(data)
-            run = gap.run_once(src)
+            span = (start, start + 3 * 60)  # the declared range: the input's three minutes
+            run = gap.run_once(src, start=span[0], stop=span[1])
             assert run.code == 0, run.err
             released_rows += json.loads(run.out)["rows_released"]
             bundle = tmp_path / f"bundle{r}.tar"
@@ -119,7 +121,7 @@ async def test_no_canary_in_state_bundles_egress_ledger_or_collector(
             online = AgentDir(tmp_path / f"online{r}", agent=f"online-{r}")
             online.init(sources="", endpoint=address, policy=SCAN_POLICY)
             online.register(collector)
-            run2 = online.run_once(src)
+            run2 = online.run_once(src, start=span[0], stop=span[1])
             assert run2.code == 0 and json.loads(run2.out)["outbox_depth"] == 0, run2
             printed = tmp_path / f"printed{r}.txt"
             with printed.open("w") as out:

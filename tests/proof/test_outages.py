@@ -37,6 +37,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import aiomqtt
@@ -45,6 +46,7 @@ import pytest
 from agent import egress
 from tests.proof.agentkit import (
     LEAD_CAP,
+    SWEEP,
     AgentDir,
     Canaries,
     Mosquitto,
@@ -97,7 +99,8 @@ async def _finish(agent: AgentDir, last_ts: float, empty: Path, *, delivered: bo
         "the last event in the journal",
     )
     assert agent.stop() == 0, agent.logs[-1].read_text()
-    once = agent.run_once(empty)
+    # the declared range ends with the last event's window (event time may run ahead of the clock)
+    once = agent.run_once(empty, stop=window_start(last_ts) + 60)
     assert once.code == 0, once.err
     if delivered:
         assert json.loads(once.out)["outbox_depth"] == 0, once.out
@@ -153,8 +156,11 @@ async def test_collector_outage_and_cuts_deliver_everything_in_order_once(
         extra=f"[outbox]\nmax_batches = {OUTBOX_CAP}\n",
     )
     agent.register(collector)
-    # event time reaches its lead cap as the outage ends: as many windows as possible close in it
-    stamps = Stamper(rate=1 + LEAD_CAP / (3 + OUTAGE_SECONDS))
+    # Event time starts SWEEP seconds in the past and catches up with the clock as the outage ends,
+    # so windows close (clock and watermark both past them) every few seconds of the outage. The
+    # schedule is declared to start there, as if the agent had been running.
+    stamps = Stamper(rate=1 + SWEEP / (3 + OUTAGE_SECONDS), start=time.time(), lag=SWEEP)
+    agent.begin_schedule(stamps.start - SWEEP)
     done = asyncio.Event()
     last_ts = 0.0
     max_depth = 0
@@ -174,8 +180,9 @@ async def test_collector_outage_and_cuts_deliver_everything_in_order_once(
 
     cuts = 0
     try:
-        agent.start()
         writer = asyncio.create_task(write(), name="writer")
+        await asyncio.sleep(0.2)  # input waiting when the daemon starts: it is never idle at first
+        agent.start()
         await asyncio.sleep(3)
         # 1. a long outage: the outbox fills to its cap, backpressure holds the input
         collector.kill9()
@@ -267,7 +274,11 @@ async def test_cuts_mid_delivery_deliver_everything_in_order_once(tmp_path: Path
             for ts in stamps:
                 per_window[window_start(ts)] += 1
             before = _stored(collector, agent)
-            run = asyncio.create_task(asyncio.to_thread(agent.run_once, path), name=f"round-{r}")
+            # the declared range: this round's windows (the first run also starts the schedule)
+            declared = partial(
+                agent.run_once, path, start=agent.first_from(base), stop=first + WINDOWS_PER_ROUND * 60
+            )
+            run = asyncio.create_task(asyncio.to_thread(declared), name=f"round-{r}")
             if r % 2:
                 await asyncio.sleep(rng.uniform(0.2, 1.5))  # anywhere: start-up, release, delivery
             else:  # right after the collector stored this round's first batch: mid-delivery
@@ -284,7 +295,7 @@ async def test_cuts_mid_delivery_deliver_everything_in_order_once(tmp_path: Path
             interrupted += json.loads(result.out)["outbox_depth"] > 0
         empty = tmp_path / "empty.jsonl"
         empty.write_bytes(b"")
-        final = agent.run_once(empty)
+        final = agent.run_once(empty, stop=base + ROUNDS * WINDOWS_PER_ROUND * 60)
         assert final.code == 0 and json.loads(final.out)["outbox_depth"] == 0, final
         acc = accounting(per_window, collector, agent)
         delivery = _delivery(collector, agent)
@@ -348,6 +359,7 @@ async def test_backlog_after_agent_outage_is_not_dropped_as_late(tmp_path: Path,
             out.write(event_lines(k, stamps[k : k + 100_000], None, "b"))
     per_window = Counter(window_start(ts) for ts in stamps)
     agent.init(sources=f'[[sources]]\ntype = "file"\npath = "{source}"\nfollow = true\n', endpoint=None)
+    agent.begin_schedule(now - BACKLOG_SECONDS)  # the agent ran before its outage: its schedule did
     (tmp_path / "empty.jsonl").write_bytes(b"")
     try:
         agent.start()
