@@ -58,6 +58,8 @@ __all__ = [
     "base_events",
     "compare",
     "extra_events",
+    "neighbour",
+    "pii_needles",
 ]
 
 Z = 7.0  # noise bound in standard deviations of the difference (see the module doc)
@@ -214,8 +216,7 @@ def extra_events(kind: str, seed: int, size: int) -> tuple[list[dict[str, Any]],
         evs = [_ev("api", start + i * 1e-3, unit, 10.0, endpoint=f"/v{i}-{seed}") for i in range(size)]
         return evs, False
     if kind == "pii":  # personal data everywhere: unit id, free text, an open value, keys not allowed
-        email = f"jane.{seed}@example.com"
-        card = "4539 1488 0343 6467"
+        email, card = _pii(seed)
         w = rng.choice(DATA_WINDOWS)
         start = T0 + w * WINDOW + 30
         evs = [
@@ -235,6 +236,16 @@ def extra_events(kind: str, seed: int, size: int) -> tuple[list[dict[str, Any]],
         mid = T0 + DAY
         return [_anything(rng, mid + rng.uniform(-900, 900), unit) for _ in range(size)], False
     raise ValueError(kind)
+
+
+def _pii(seed: int) -> tuple[str, str]:
+    return f"jane.{seed}@example.com", "4539 1488 0343 6467"
+
+
+def pii_needles(seed: int) -> list[bytes]:
+    """What must never appear in anything that left the site after the ``pii`` neighbour."""
+    email, card = _pii(seed)
+    return [email.encode(), email.split("@")[0].encode(), card.encode(), card.replace(" ", "").encode()]
 
 
 def neighbour(base: list[dict[str, Any]], extra: list[dict[str, Any]], first: bool) -> list[dict[str, Any]]:
@@ -264,6 +275,13 @@ class Outcome:
     attestation_env: dict[str, Any]
     clock: tuple[float, float]
     report: dict[str, Any] = field(default_factory=dict)
+    raw: list[bytes] = field(default_factory=list)  # the bundle and attestation files as written
+
+    def bytes_out(self) -> bytes:
+        """Every byte that left, and every signed payload decoded (base64 would hide a needle)."""
+        payloads = [e.payload for e in self.envelopes] + [self.manifest_env.payload]
+        payloads.append(base64.b64decode(self.attestation_env["payload"]))
+        return b"\n".join([*self.raw, *payloads])
 
 
 class Site:
@@ -344,6 +362,7 @@ class Site:
             attestation_env=att_env,
             clock=(before, after),
             report=json.loads(ran.stdout),
+            raw=[bundle.read_bytes(), (where / "attestation.json").read_bytes()],
         )
 
 
