@@ -69,7 +69,7 @@ T0 = calendar.timegm((2026, 1, 5, 0, 0, 0))  # a Monday; the declared range is [
 RANGE = (T0, T0 + 2 * DAY)
 DATA_WINDOWS = (0, 1, 2, 5, 6)  # D has data in these; 3 and 4 are a gap, 7 is after its last window
 POPULAR = ("/home", "/search")
-KINDS = ("flood", "spread", "open_values", "pii", "gaps", "straddle")
+KINDS = ("flood", "spread", "open_values", "pii", "gaps", "straddle", "out_of_order")
 OPEN_VALUES_CAP = 4  # see Site: one unit takes three slots, two popular values need two
 _AGENT = [sys.executable, "-m", "agent.cli"]
 
@@ -235,6 +235,8 @@ def extra_events(kind: str, seed: int, size: int) -> tuple[list[dict[str, Any]],
     if kind == "straddle":  # around the period boundary at midnight, both sides
         mid = T0 + DAY
         return [_anything(rng, mid + rng.uniform(-900, 900), unit) for _ in range(size)], False
+    if kind == "out_of_order":  # first in the input, dated late in the range: nobody else turns late
+        return [_anything(rng, RANGE[1] - rng.uniform(1, WINDOW), unit) for _ in range(size)], True
     raise ValueError(kind)
 
 

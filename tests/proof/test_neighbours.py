@@ -60,6 +60,7 @@ SIZES = {
     "pii": (50, pick(200, 1000)),
     "gaps": (5, pick(200, 2000)),
     "straddle": (5, pick(300, 3000)),
+    "out_of_order": (1, pick(50, 500)),
 }
 
 
