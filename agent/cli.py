@@ -4,8 +4,8 @@ Exit codes (stable, for scripts):
     0  success
     1  the operation ran but failed: verification failed, delivery refused, budget exhausted
     2  usage or configuration error (bad flags, bad config or policy, unreadable key)
-    3  the state directory is in use by another hush-agent process (one writer at a time)
     4  unavailable: the collector could not be reached
+    5  conflicts with current state: the state directory is in use by another hush-agent process
   130  interrupted
 """
 
@@ -28,7 +28,7 @@ from hushmetric.logs import setup_logging
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 4, 5, 130
 _json = msgspec.json.Encoder()
 
 
@@ -599,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Edge agent of hushmetric: redacts personal data, aggregates with differential privacy, "
         "signs each release and delivers it to the collector or into an offline bundle.",
         epilog="Exit codes: 0 ok, 1 failed (verification, refusal, budget), 2 usage or config error, "
-        "3 state directory in use by another process, 4 collector unreachable, 130 interrupted.",
+        "4 collector unreachable, 5 state directory in use by another process, 130 interrupted.",
     )
     default_config = os.environ.get("HUSH_AGENT_CONFIG", "agent.toml")
     parser.add_argument("--config", default=default_config, help=config_help)

@@ -146,7 +146,7 @@ def test_tune_and_key_show(tmp_path: Path) -> None:
 
 
 def test_one_writer_per_state_directory(tmp_path: Path) -> None:
-    """Issue 9, point 5: a daemon holds the state lock; a second writer gets one line and exit 3."""
+    """Issue 9, point 5: a daemon holds the state lock; a second writer gets one line and exit 5."""
     import os
     import subprocess
     import sys
@@ -174,7 +174,7 @@ def test_one_writer_per_state_directory(tmp_path: Path) -> None:
         line = f"hush-agent: state directory {agent.root / 'state'} is in use by another hush-agent process (pid {daemon.pid})\n"
         for argv in (("run", "--once"), ("export", "--out", str(tmp_path / "b.tar"))):
             second = agent(*argv)
-            assert (second.code, second.err) == (3, line), second
+            assert (second.code, second.err) == (5, line), second
         assert not (tmp_path / "b.tar").exists()
         # the kill switch still works while the daemon runs; read-only commands too
         agent.ok("egress", "stop", "--reason", "drill")
