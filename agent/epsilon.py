@@ -50,8 +50,14 @@ def epsilon_at(rho: float, delta: float) -> float:
             break
         scale = math.nextafter(scale, 0.0)
     approx: Any = dp.c.make_zCDP_to_approxDP(meas)
-    profile = approx.map(1)
-    return float(profile.epsilon(delta))
+    try:
+        return float(approx.map(1).epsilon(delta))
+    except dp.OpenDPException as exc:
+        # Only a ρ far beyond any meaningful guarantee overflows the conversion (ε > ~1000, e.g. the
+        # proof suites' exact-count policies): no finite ε is worth printing.
+        if exc.variant == "Overflow":
+            return math.inf
+        raise
 
 
 class Guarantee(msgspec.Struct, frozen=True):

@@ -31,6 +31,7 @@ def test_the_issue_figures_and_more_than_the_hand_formula_gives_away() -> None:
             assert rho < epsilon_at(rho, delta) < textbook  # OpenDP's bound is tighter, never below ρ
     assert epsilon_at(0.5, 1e-7) > epsilon_at(0.5, 1e-6) > epsilon_at(0.25, 1e-6)
     assert epsilon_at(0.0, 1e-6) == 0.0
+    assert epsilon_at(1e13, 1e-7) == math.inf  # OpenDP overflows: no meaningful ε, and no crash
     with pytest.raises(ValueError):
         epsilon_at(0.1, 0.0)
 
