@@ -22,6 +22,7 @@ case attains the bound, so a scale 2× too large is caught as well as one 2× to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import statistics
@@ -29,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -38,6 +40,7 @@ from agent.epsilon import epsilon_at
 from agent.model import Event
 from agent.policy import AttrRule, Budget, Metric, Policy, WindowSpec
 from agent.release import release_window, window_cost
+from hushmetric.batch import Noise
 from tests.proof.neighbourkit import (
     KINDS,
     Site,
@@ -46,6 +49,7 @@ from tests.proof.neighbourkit import (
     extra_events,
     neighbour,
     pii_needles,
+    policy_text,
 )
 from tests.proof.proofkit import Figures, pick
 
@@ -72,7 +76,7 @@ def _declared_range_supported() -> bool:
 @pytest.mark.parametrize("kind", KINDS)
 def test_neighbouring_inputs_release_the_same_public_bytes(kind: str, figures: Figures) -> None:
     started = time.monotonic()
-    seen: list[tuple[int, int, int, float, int]] = []
+    seen: list[tuple[int, int, int, float, int, str]] = []
     declared = _declared_range_supported()
 
     @settings(
@@ -83,13 +87,14 @@ def test_neighbouring_inputs_release_the_same_public_bytes(kind: str, figures: F
         phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: each step is two agent runs
     )
     @given(
+        mechanism=st.sampled_from(["zcdp", "pure"]),
         base_seed=st.integers(0, 2**16),
         seed=st.integers(0, 2**32 - 1),
         size=st.integers(*SIZES[kind]),
     )
-    def one(base_seed: int, seed: int, size: int) -> None:
+    def one(mechanism: str, base_seed: int, seed: int, size: int) -> None:
         with tempfile.TemporaryDirectory(prefix="hush-neighbours-") as tmp:
-            site = Site(Path(tmp))
+            site = Site(Path(tmp), policy_text(mechanism))
             base = base_events(base_seed)
             extra, first = extra_events(kind, seed, size)
             d = site.run(base, declared_range=declared)
@@ -99,7 +104,7 @@ def test_neighbouring_inputs_release_the_same_public_bytes(kind: str, figures: F
                 left = dp.bytes_out()
                 for needle in pii_needles(seed):
                     assert needle not in left, needle
-            seen.append((cmp.batches, cmp.rows, cmp.noisy_rows, cmp.worst, len(extra)))
+            seen.append((cmp.batches, cmp.rows, cmp.noisy_rows, cmp.worst, len(extra), mechanism))
             assert not cmp.differences, "\n".join(cmp.differences)
             assert cmp.batches >= 8 and cmp.noisy_rows > 0  # the declared range: 2 days of 6 h windows
 
@@ -117,8 +122,60 @@ def test_neighbouring_inputs_release_the_same_public_bytes(kind: str, figures: F
                 rows=sum(s[1] for s in seen),
                 extra_events=sum(s[4] for s in seen),
                 worst_diff_over_bound=f"{max(s[3] for s in seen):.3f}",
+                mechanisms="+".join(sorted({s[5] for s in seen})),
                 declared_range=declared,
             )
+
+
+def test_the_comparison_catches_every_kind_of_leak(figures: Figures) -> None:
+    """The comparator itself: one real run compared with itself is clean; each leak the issue names,
+    planted in a copy, is reported (so a clean result of 10a means something)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="hush-neighbours-") as tmp:
+        site = Site(Path(tmp))
+        d = site.run(base_events(3), declared_range=_declared_range_supported())
+    assert not compare(site.policy, d, d).differences
+    first, *rest = d.batches
+    row = next(r for r in first.rows if r.noise.mechanism == "gaussian")
+    far = msgspec.structs.replace(row, value=row.value + 1000.0)
+    planted = {
+        "an exact counter": [msgspec.structs.replace(first, redactions={"email": 1}), *rest],
+        "one more window": [*d.batches, msgspec.structs.replace(rest[-1], seq=rest[-1].seq + 1)],
+        "a missing row": [msgspec.structs.replace(first, rows=first.rows[1:]), *rest],
+        "a value past the noise bound": [
+            msgspec.structs.replace(first, rows=[far if r is row else r for r in first.rows]),
+            *rest,
+        ],
+        "a data-dependent spend": [
+            msgspec.structs.replace(first, privacy=msgspec.structs.replace(first.privacy, rho=1.0)),
+            *rest,
+        ],
+        "a data-dependent noise scale": [
+            msgspec.structs.replace(
+                first,
+                rows=[
+                    msgspec.structs.replace(r, noise=Noise(r.noise.mechanism, r.noise.scale * 2))
+                    for r in first.rows
+                ],
+            ),
+            *rest,
+        ],
+    }
+    caught = 0
+    for leak, batches in planted.items():
+        assert compare(site.policy, d, dataclasses.replace(d, batches=batches)).differences, leak
+        caught += 1
+    counted = dict(
+        d.attestation, egress={**d.attestation["egress"], "rows": d.attestation["egress"]["rows"] + 1}
+    )
+    assert compare(site.policy, d, dataclasses.replace(d, attestation=counted)).differences
+    figures.record(
+        FAMILY,
+        "a comparator teeth",
+        runs=1,
+        seconds=time.monotonic() - started,
+        leaks_caught=f"{caught + 1}/{len(planted) + 1}",
+    )
 
 
 # -- 10b: empirical privacy loss ----------------------------------------------------------------------
