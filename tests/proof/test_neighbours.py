@@ -6,7 +6,8 @@ over a whole day, many distinct open values arriving first, PII and unused attri
 and after the last window, events straddling a period boundary — the real ``hush-agent`` runs
 ``run --once --from --to`` over D and over D' on copies of one site (same agent, key and secret),
 then ``export`` and ``attest``. Every public field of every batch, bundle manifest and attestation
-must be identical; noisy values may differ by at most ``L + 7·√2·σ`` (derivation in
+must be identical; noisy values may differ by at most ``L + t`` (``t = 7·√2·σ`` for the discrete
+Gaussian; both mechanisms are drawn; derivation in
 :mod:`tests.proof.neighbourkit`); post-processed bytes are checked for what they must be.
 
 10b (in process). The empirical privacy loss of the optimal test between a dataset and a worst-case
