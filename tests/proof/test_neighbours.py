@@ -18,7 +18,11 @@ N(μ_D', s²), a Gaussian mechanism with ρ̂ = (μ_D' − μ_D)² / (2 s²) —
 pair, since the likelihood ratio depends on the output only through T. We estimate μ_D, μ_D' and s
 from many releases (s from the samples, not from the declared σ) and check ρ̂ against the ρ the
 ledger charged for the period: not above it (beyond sampling error) and close to it (the worst
-case attains the bound, so a scale 2× too large is caught as well as one 2× too small).
+case attains the bound, so a scale 2× too large is caught as well as one 2× too small). Declared
+dimensions only: partition selection's δ cannot be estimated by sampling (it is the chance of an event
+of probability ~10⁻⁷), and its ρ part is the same discrete Gaussian checked here. Noise is OpenDP's
+and cannot be seeded; the populations are (``random.Random(5)``), and the tolerance is set from the
+estimate's own standard error.
 """
 
 from __future__ import annotations
