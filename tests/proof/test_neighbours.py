@@ -320,6 +320,9 @@ def test_empirical_privacy_loss_of_a_worst_case_neighbour_matches_the_ledger(fig
     charged = window_cost(policy)[0] * PERIOD_WINDOWS  # what the ledger charges the period
     assert charged == pytest.approx(RHO, rel=1e-9)
     noise_d, noise_w, _, delta, sigmas = _samples(policy)
+    # The neighbour is worst-case: at the declared scales its shift is worth exactly the charge.
+    declared = math.fsum(dl * dl / (2 * s * s) for dl, s in zip(delta, sigmas, strict=True))
+    assert declared == pytest.approx(charged, rel=1e-9)
     rho_hat, se = _estimate(noise_d, noise_w, delta, sigmas, 1.0)
     # The worst-case unit attains every metric's l2 sensitivity in every window, so the true loss of
     # the pair is the charge itself (OpenDP's maps round up by ulps only). Tolerance: 4 standard errors
