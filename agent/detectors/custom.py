@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.detectors import DETECTOR_NAMES, Finding, Scanner
-from agent.detectors._checks import luhn_ok
 
 __all__ = [
     "CHECKSUMS",
@@ -76,31 +75,50 @@ class CustomDetectorError(ValueError):
 # --- checksums ----------------------------------------------------------------------------------------
 
 
+_NOT_DIGIT = re.compile(r"[^0-9]")
+_NOT_ALNUM = re.compile(r"[^0-9A-Z]")
+_NOT_MOD11 = re.compile(r"[^0-9Xx]")
+_LETTER_VALUES = str.maketrans({chr(c): str(c - 55) for c in range(65, 91)})  # A=10 … Z=35
+_DOUBLED = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
+
+
+# The checksums run on every candidate the regex finds (up to one per position of hostile text), so
+# they filter with the C regex engine and loop in Python at most once over at most MAX_WIDTH digits.
+
+
 def luhn_valid(text: str) -> bool:
     """Luhn (mod 10) over the ASCII digits of ``text`` (other characters are separators)."""
-    digits = "".join(ch for ch in text if "0" <= ch <= "9")
-    return len(digits) >= 2 and luhn_ok(digits)
+    digits = _NOT_DIGIT.sub("", text)
+    if len(digits) < 2:
+        return False
+    doubled = _DOUBLED
+    total = sum(map(int, digits[-1::-2])) + sum(doubled[d] for d in digits[-2::-2])
+    return total % 10 == 0
 
 
 def mod97_valid(text: str) -> bool:
     """ISO 7064 MOD 97-10 over the ASCII letters and digits of ``text`` (A=10 … Z=35), as IBANs and
     the LEI use it: the number they spell is 1 modulo 97. At least three characters."""
-    chars = [ch for ch in text.upper() if "0" <= ch <= "9" or "A" <= ch <= "Z"]
+    chars = _NOT_ALNUM.sub("", text.upper())
     if len(chars) < 3:
         return False
-    return int("".join(str(int(ch, 36)) for ch in chars)) % 97 == 1
+    return int(chars.translate(_LETTER_VALUES)) % 97 == 1
 
 
 def mod11_valid(text: str) -> bool:
     """Weighted mod 11 over the ASCII digits of ``text``: Σ wᵢ·dᵢ ≡ 0 (mod 11) with weights 1, 2, …,
     10 from the rightmost (check) digit, repeating after 10; a final ``X`` stands for 10. For ten
     digits or fewer this is ISBN-10 and the UK NHS number. At least two digits."""
-    chars = [ch for ch in text if "0" <= ch <= "9" or ch in "Xx"]
-    if len(chars) < 2 or any(ch in "Xx" for ch in chars[:-1]):
+    chars = _NOT_MOD11.sub("", text)
+    if len(chars) < 2:
+        return False
+    check = chars[-1]
+    body = chars[:-1]
+    if "X" in body or "x" in body:
         return False  # an X anywhere but in the check position is a letter of the id, not a digit
-    total = 0
-    for i, ch in enumerate(reversed(chars)):
-        total += (i % 10 + 1) * (10 if ch in "Xx" else ord(ch) - 48)
+    total = 10 if check in "Xx" else ord(check) - 48
+    for i, ch in enumerate(reversed(body), start=1):
+        total += (i % 10 + 1) * (ord(ch) - 48)
     return total % 11 == 0
 
 
