@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -268,8 +269,11 @@ def compile_detector(
     if name in reserved_names():
         raise CustomDetectorError("name", f"{name!r} is the name of a built-in detector or counter")
     try:
-        pattern = re.compile(regex, re.ASCII)
-    except (re.error, OverflowError, RecursionError) as exc:
+        with warnings.catch_warnings():
+            # "Possible nested set" and the like: a pattern whose meaning a later Python changes.
+            warnings.simplefilter("error")
+            pattern = re.compile(regex, re.ASCII)
+    except (re.error, OverflowError, RecursionError, Warning) as exc:
         raise CustomDetectorError("regex", f"not a valid regular expression: {exc}") from None
     lo, hi = _parser.parse(regex, re.ASCII).getwidth()
     if lo == 0 or pattern.fullmatch("") is not None:

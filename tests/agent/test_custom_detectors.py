@@ -4,6 +4,7 @@ keeps hostile text cheap, the policy's errors, and findings redacted and counted
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import msgspec
@@ -358,3 +359,17 @@ def test_scanner_without_custom_findings_returns_the_builtin_ones_unchanged() ->
     assert scanner.names[0] == "staff" and "email" in scanner.names
     assert [f.detector for f in scanner.scan("a@example.com and S-12345")] == ["email", "staff"]
     assert scanner.scan("plain") == []
+
+
+@given(st.text(alphabet="ab01()[]{}|*+?.,-\\^$:=!<>dwsbB", max_size=24))
+def test_any_pattern_is_either_refused_cleanly_or_bounded(regex: str) -> None:
+    try:
+        det = compile_detector("x", regex)
+    except CustomDetectorError as exc:
+        assert exc.field == "regex" and "\n" not in str(exc)
+        return
+    assert worst_steps(regex) <= MAX_STEPS and det.min_len >= 1
+    for text in ("a" * 300, "ab01" * 80, "0" * 300):
+        spans = det.find(text)
+        assert spans == sorted(spans) and all(0 <= s < e <= len(text) for s, e in spans)
+        assert all(e1 <= s2 for (_, e1), (s2, _) in pairwise(spans))
