@@ -105,7 +105,8 @@ class Redaction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     Detector names: url_credentials, jwt, api_key, email, iban, card, ssn, mac, ipv6, ipv4, phone,
     secret. ``drop`` removes the finding's text, ``mask`` writes ``[name]``, ``hash`` writes a keyed
     pseudonym ``name:<16 hex>``, ``generalize`` writes the /24 (IPv4) or /48 (IPv6) network and
-    masks detectors without a coarse form.
+    masks detectors without a coarse form. ``custom`` adds the site's own detectors (``CustomRule``),
+    which carry their own action.
     """
 
     default: Action = "mask"
