@@ -373,3 +373,18 @@ def test_any_pattern_is_either_refused_cleanly_or_bounded(regex: str) -> None:
         spans = det.find(text)
         assert spans == sorted(spans) and all(0 <= s < e <= len(text) for s, e in spans)
         assert all(e1 <= s2 for (_, e1), (s2, _) in pairwise(spans))
+
+
+EMPLOYEE = compile_detector("employee_id", r"EMP-([0-9]{6}[0-9X])(?![0-9A-Za-z])", checksum="mod-11")
+
+
+@given(filler, filler, st.text(alphabet="0123456789", min_size=6, max_size=6), st.data())
+def test_a_planted_id_with_a_valid_check_digit_is_found_and_with_a_wrong_one_is_not(
+    left: str, right: str, body: str, data: st.DataObject
+) -> None:
+    good = f"EMP-{body}{mod11_digit(body)}"
+    text = f"{left} {good} {right}"
+    start = text.index(good)
+    assert EMPLOYEE.find(text) == [(start, start + len(good))]
+    bad = f"EMP-{substitute(body, data)}{mod11_digit(body)}"
+    assert EMPLOYEE.find(f"{left} {bad} {right}") == []
