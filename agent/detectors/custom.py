@@ -17,8 +17,9 @@ depends on the machine's load), a pattern is refused at load time unless its wor
 
 A scan tries each start position at most once (a candidate that fails its checksum or context check
 resumes one character after its start, found ones after their end), so one detector costs at most
-``(len(text) + 1) × MAX_STEPS`` steps plus its context checks (two windows of ``CONTEXT_WINDOW``
-characters), and a policy has at most ``MAX_DETECTORS`` of them: the work per value is linear in its
+``(len(text) + 1) × MAX_STEPS`` steps plus, per position at most, one checksum (over at most
+``MAX_WIDTH`` characters) and two context searches (windows of ``CONTEXT_WINDOW`` characters), and a
+policy has at most ``MAX_DETECTORS`` of them: the work per value is linear in its
 (already capped) length. See docs/privacy.md for the measured worst case.
 
 Patterns are compiled with ``re.ASCII`` (``\\d`` is ``[0-9]``, ``\\w`` and ``\\b`` are ASCII), like the
@@ -50,6 +51,7 @@ __all__ = [
     "luhn_valid",
     "mod11_valid",
     "mod97_valid",
+    "reserved_names",
     "worst_steps",
 ]
 
