@@ -520,13 +520,16 @@ async def test_agent_end_to_end_canaries_never_reach_the_outbox(tmp_path: Path) 
                 "message": text,
                 "email": CANARIES["email"],
             },
-            "timestamp": int(NOW * 1e9),
+            "timestamp": int(now * 1e9),
         }
         for i in range(20)
     ]
     try:
         await _listening(grpc_port)
         await _listening(http_port)
+        # Stamped once the daemon listens: its schedule begins with the window holding its start
+        # time, so an event stamped earlier (when this module was imported, say) could be late.
+        now = time.time()
         grpc_results = await asyncio.to_thread(
             sdk_logs,
             grpc_log_exporter(grpc_port),
@@ -544,7 +547,8 @@ async def test_agent_end_to_end_canaries_never_reach_the_outbox(tmp_path: Path) 
         await serving
     await agent.release(agent.aggregator.flush())
     await agent.aclose()
-    assert agent.report.rows_released >= 1 and agent.report.windows_released == 1
+    # One window, or two when the clock crossed a window boundary during the test (the first empty).
+    assert agent.report.rows_released >= 1 and agent.report.windows_released in (1, 2)
     assert leaked([agent_dir.state_db]) == []
 
 
