@@ -16,7 +16,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from collector.schema import MIGRATIONS
+from collector.store.schema import MIGRATIONS
 from hushmetric import bundle, dsse
 from tests.collector.collector_testkit import Agent, Hush, Served, one_line_error, serving
 from tests.pg import temp_database

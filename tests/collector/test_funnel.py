@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.funnel import (
+from collector.report.funnel import (
     FunnelReport,
     funnel_report,
     histogram_quantile,
     parse_bucket,
     parse_quantile_stat,
 )
-from collector.intervals import Z95, row_noise
-from collector.model import StoredRow
+from collector.report.intervals import Z95, row_noise
+from collector.store.records import StoredRow
 
 T = "acme"
 STAGES = ["signup", "eval", "run"]

@@ -1,4 +1,4 @@
-"""collector.pg_store: the Store on PostgreSQL — same semantics as SQLite, exact under concurrency.
+"""collector.store.pg.store: the Store on PostgreSQL — same semantics as SQLite, exact under concurrency.
 
 The behaviour tests run one scripted sequence of store calls (tenants, keys, tokens, quotas,
 commit outcomes, refusals, audit, usage, released rows) against the SQLite store and the
@@ -23,10 +23,6 @@ import pytest
 
 from collector import audit
 from collector.errors import Conflict, NotFound, Unavailable
-from collector.pg_schema import current_version, pg_migrations
-from collector.pg_store import PgStore, open_pg_store, pg_initialised
-from collector.schema import MIGRATIONS
-from collector.sqlite_store import SqliteStore
 from collector.store import (
     Accepted,
     BatchCommit,
@@ -35,6 +31,10 @@ from collector.store import (
     Refusal,
     Store,
 )
+from collector.store.pg.schema import current_version, pg_migrations
+from collector.store.pg.store import PgStore, open_pg_store, pg_initialised
+from collector.store.schema import MIGRATIONS
+from collector.store.sqlite.store import SqliteStore
 from hushmetric.batch import Noise, Row
 from hushmetric.errors import HushError
 from hushmetric.keys import key_id

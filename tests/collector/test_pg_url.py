@@ -1,10 +1,10 @@
-"""collector.pg_url: recognising, redacting and taking the store's options out of postgresql:// URLs."""
+"""collector.store.pg.url: recognising, redacting and taking the store's options out of postgresql:// URLs."""
 
 from __future__ import annotations
 
 import pytest
 
-from collector.pg_url import (
+from collector.store.pg.url import (
     PgOptions,
     check,
     database_of,

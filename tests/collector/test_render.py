@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.funnel import FunnelReport, funnel_report
-from collector.model import BatchPrivacy, StoredRow, UsageDay
-from collector.render import CSV_FIELDS_FUNNEL, CSV_FIELDS_KPI, Report, csv_text, render, term_text
-from collector.report import KpiReport, kpi_report
+from collector.report.funnel import FunnelReport, funnel_report
+from collector.report.kpi import KpiReport, kpi_report
+from collector.report.text import CSV_FIELDS_FUNNEL, CSV_FIELDS_KPI, Report, csv_text, render, term_text
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 
 T = "acme"
 HOSTILE = "<script>alert(1)</script>"

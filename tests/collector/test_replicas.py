@@ -44,7 +44,7 @@ BATCHES = 8  # per agent
 ROWS = 2  # per batch
 QUOTA_ROWS = 60  # acme's rows per day: binds (10 agents x 8 batches x 2 rows = 160 offered)
 RPC_TIMEOUT = 20.0
-NOT_WIRED = "the CLI does not dispatch --db postgresql:// to collector.pg_store yet (lead wiring, issue 6)"
+NOT_WIRED = "the CLI does not dispatch --db postgresql:// to collector.store.pg.store yet (lead wiring, issue 6)"
 
 
 @pytest.fixture

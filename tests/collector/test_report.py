@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.intervals import LN20, Z95, estimate, ratio, row_noise, total
-from collector.model import BatchPrivacy, StoredRow, UsageDay
-from collector.report import KpiReport, in_range, kpi_report, parse_bound
+from collector.report.intervals import LN20, Z95, estimate, ratio, row_noise, total
+from collector.report.kpi import KpiReport, in_range, kpi_report, parse_bound
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 
 T = "acme"
 

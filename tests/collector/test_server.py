@@ -19,8 +19,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from collector import enroll
 from collector.ingest_refusals import RefusalBuffer
 from collector.server import serve
-from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
+from collector.store.sqlite.store import SqliteStore
 from hushmetric import dsse
 from hushmetric.batch import payload_digest
 from hushmetric.timefmt import format_rfc3339
@@ -466,7 +466,7 @@ async def test_clients_learn_only_that_storage_is_unavailable(
 ) -> None:
     """Issue 10: while the database is down, any client gets UNAVAILABLE without the database URL;
     the detail goes to the log (without the URL either)."""
-    from collector.pg_store import open_pg_store
+    from collector.store.pg.store import open_pg_store
     from tests.pg import temp_database
 
     async with temp_database() as url:

@@ -12,9 +12,9 @@ import pytest
 from collector import enroll
 from collector.errors import Conflict, NotFound
 from collector.ingest import Rejected, Stored, ingest
-from collector.schema import MIGRATIONS
-from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
+from collector.store.schema import MIGRATIONS
+from collector.store.sqlite.store import SqliteStore
 from hushmetric.errors import ContractError
 from tests.collector.collector_testkit import Agent, Clock
 

@@ -23,7 +23,7 @@ from agent.state import open_state, transaction
 from collector.ingest import IngestSettings
 from collector.pki import Issued, issue, new_ca, write_selfsigned
 from collector.server import serve
-from collector.sqlite_store import SqliteStore
+from collector.store.sqlite.store import SqliteStore
 from collector.tls import Reloader, ServerTls, is_loopback, plaintext_warning, server_credentials
 from hushmetric.batch import Noise, Privacy, Row
 from hushmetric.errors import ConfigError

@@ -26,8 +26,8 @@ from agent.sender import Sender, classify
 from agent.state import open_state, transaction
 from collector.ingest import REASONS, IngestSettings
 from collector.server import serve
-from collector.sqlite_store import SqliteStore
 from collector.store import Quota
+from collector.store.sqlite.store import SqliteStore
 from hushmetric.batch import Noise, Privacy, Row
 from tests.collector.collector_testkit import Clock
 

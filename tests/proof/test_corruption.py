@@ -24,7 +24,7 @@ Figures: faults, detected, quarantined, blocked, silent under-counts (must be 0)
 
 The end-to-end test through the CLI (the daemon itself runs the check and refuses releases) is
 ``xfail(strict=True)`` until ``agent.integrity`` is wired into ``agent/runtime.py`` and
-``agent/cli.py`` (and ``collector.integrity`` into ``serve``): it turns green — and must — once the
+``agent/cli.py`` (and ``collector.store.integrity`` into ``serve``): it turns green — and must — once the
 wiring lands. Until then a separate figure records what the current runtime does with each fault.
 """
 
@@ -45,7 +45,7 @@ from agent import integrity, ledger
 from agent.policy import load_policy
 from agent.runtime import SCHEMAS
 from agent.state import open_state
-from collector import integrity as collector_integrity
+from collector.store import integrity as collector_integrity
 from tests.proof.agentkit import AgentDir, Canaries, event_lines, scan_files, window_counts
 from tests.proof.proofkit import Collector, Figures, pick
 
@@ -355,7 +355,7 @@ async def test_collector_db_corruption_is_quarantined_and_serve_starts(
     assert started_ok, collector.logs[-1].read_text() if collector.logs else ""
 
 
-@pytest.mark.xfail(not COLLECTOR_WIRED, reason="collector.integrity not wired into serve yet", strict=True)
+@pytest.mark.xfail(not COLLECTOR_WIRED, reason="collector.store.integrity not wired into serve yet", strict=True)
 async def test_collector_serve_quarantines_by_itself(tmp_path: Path) -> None:
     rng = random.Random(5)
     collector, _agent, _ = await _prepared(tmp_path, False, rng)

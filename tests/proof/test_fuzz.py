@@ -43,7 +43,7 @@ from agent.model import DeadLetter, Event
 from agent.policy import load_policy
 from agent.sources import Chunk, MqttSource
 from collector.importer import import_bundle
-from collector.sqlite_store import SqliteStore
+from collector.store.sqlite.store import SqliteStore
 from hushmetric import bundle, dsse
 from hushmetric.batch import decode_batch
 from hushmetric.errors import ConfigError, ContractError

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from collector.model import BatchPrivacy, StoredRow, UsageDay, usage_days
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay, usage_days
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = ["batch_privacy", "released_rows", "usage"]

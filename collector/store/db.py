@@ -42,9 +42,9 @@ async def open_store(
 ) -> Store:
     path = sqlite_path(url)
     if path is None:
-        from collector.pg_store import open_pg_store  # asyncpg is an optional extra ([postgres])
+        from collector.store.pg.store import open_pg_store  # asyncpg is an optional extra ([postgres])
 
         return await open_pg_store(url, signing_key=signing_key, create=create)
-    from collector.sqlite_store import SqliteStore  # the backend is chosen at run time
+    from collector.store.sqlite.store import SqliteStore  # the backend is chosen at run time
 
     return await SqliteStore.open(path, signing_key=signing_key, create=create)

@@ -1,6 +1,6 @@
 """The ingest transaction on PostgreSQL: dedupe, rate limit, quotas, rows, metering and chain events.
 
-The same steps, in the same order, as :mod:`collector.sqlite_ingest`, run inside one READ COMMITTED
+The same steps, in the same order, as :mod:`collector.store.sqlite.ingest`, run inside one READ COMMITTED
 transaction; raising :class:`Rollback` undoes everything and hands its outcome back. Why it stays
 exact when several collector processes write at once:
 

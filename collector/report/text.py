@@ -17,7 +17,7 @@ or ``type=Report`` for either kind — the ``kind`` tag tells them apart); the o
   for a funnel, one row per stage, step, overall conversion and time-to-value quantile. Raw values,
   full float precision. Text cells that a spreadsheet would read as a formula (leading ``= + - @``
   or a tab/CR) are prefixed with ``'`` (see :func:`csv_text`).
-* ``html``: see :mod:`collector.render_html`.
+* ``html``: see :mod:`collector.report.html`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Literal
 
 import msgspec
 
-from collector.funnel import FunnelReport
-from collector.intervals import Estimate, Ratio
-from collector.report import COUNT_LIKE_STATS, KpiReport, Series, dims_label
+from collector.report.funnel import FunnelReport
+from collector.report.intervals import Estimate, Ratio
+from collector.report.kpi import COUNT_LIKE_STATS, KpiReport, Series, dims_label
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = [
@@ -90,7 +90,7 @@ def render(report: Report, fmt: Format, *, windows: bool = True) -> str | bytes:
         return _kpi_table(report, windows=windows) if isinstance(report, KpiReport) else _funnel_table(report)
     if fmt == "html":
         # Imported here: render_html uses this module's formatting helpers.
-        from collector.render_html import render_html
+        from collector.report.html import render_html
 
         return render_html(report)
     raise ValueError(f"unknown report format {fmt!r}; use table, json, csv or html")

@@ -6,9 +6,9 @@ Public API (pure; DP-released rows in, a frozen msgspec Struct out)::
 
 * ``stages`` are metric names in funnel order. A stage's total is the sum of its ``stat`` rows
   (``count`` or ``distinct_units``) over every window, agent and dimension cell; noise variances add.
-  Filter ``rows`` by time before calling (e.g. with :func:`collector.report.in_range`).
+  Filter ``rows`` by time before calling (e.g. with :func:`collector.report.kpi.in_range`).
 * Step conversion ``stage[i+1] / stage[i]`` and overall conversion ``last / first`` carry a 95 %
-  **Fieller** interval (:func:`collector.intervals.ratio`): the ratio of two noisy totals, exact for
+  **Fieller** interval (:func:`collector.report.intervals.ratio`): the ratio of two noisy totals, exact for
   Gaussian noise, asymmetric when the earlier stage is small, and unbounded (None) when the earlier
   stage is not clearly above zero — where the delta method would give a misleadingly tight
   symmetric interval. Drop-off is ``stage[i] − stage[i+1]`` with its interval (variances add).
@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from collector.intervals import (
+from collector.report.intervals import (
     CONFIDENCE,
     Z95,
     Estimate,
@@ -47,8 +47,8 @@ from collector.intervals import (
     row_noise,
     total,
 )
-from collector.model import StoredRow
-from collector.report import parse_bucket, usable
+from collector.report.kpi import parse_bucket, usable
+from collector.store.records import StoredRow
 
 __all__ = [
     "BucketTotal",

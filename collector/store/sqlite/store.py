@@ -20,11 +20,8 @@ import aiosqlite
 import msgspec
 import nacl.signing
 
-from collector import audit, sqlite_reads
+from collector import audit
 from collector.errors import Conflict, NotFound, Unavailable
-from collector.model import BatchPrivacy, StoredRow, UsageDay
-from collector.schema import MIGRATIONS, statements
-from collector.sqlite_ingest import Rollback, commit
 from collector.store import (
     KEY_COLUMNS,
     QUOTA_FIELDS,
@@ -41,6 +38,10 @@ from collector.store import (
     refusal_action,
     token_details,
 )
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay
+from collector.store.schema import MIGRATIONS, statements
+from collector.store.sqlite import reads as sqlite_reads
+from collector.store.sqlite.ingest import Rollback, commit
 from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339
 

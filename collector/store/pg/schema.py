@@ -1,6 +1,6 @@
-"""The collector's schema on PostgreSQL: the shared migrations of :mod:`collector.schema`, translated.
+"""The collector's schema on PostgreSQL: the shared migrations of :mod:`collector.store.schema`, translated.
 
-:data:`collector.schema.MIGRATIONS` is written in the SQL that SQLite and PostgreSQL share, with
+:data:`collector.store.schema.MIGRATIONS` is written in the SQL that SQLite and PostgreSQL share, with
 one exception per dialect that cannot be shared: SQLite's ``INTEGER PRIMARY KEY`` row id becomes an
 identity column here. PostgreSQL also needs what SQLite gets for free: ``batch_rows.ord`` keeps the
 order of rows inside a batch (SQLite orders by ``rowid``). Versions are the shared ones, recorded in
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from collector.schema import MIGRATIONS, statements
+from collector.store.schema import MIGRATIONS, statements
 
 __all__ = ["PgMigration", "current_version", "pg_migrations"]
 

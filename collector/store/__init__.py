@@ -1,6 +1,6 @@
 """What the collector persists, as a small async interface (`Store`) plus the records it trades in.
 
-Implementations: :mod:`collector.sqlite_store` (embedded, WAL) now; a PostgreSQL store later. Every
+Implementations: :mod:`collector.store.sqlite.store` (embedded, WAL) now; a PostgreSQL store later. Every
 write that must be atomic is one method here, so no caller ever holds a transaction open: the ingest
 commit (dedupe, rate limit, quotas, rows, metering, chain check) is :meth:`Store.commit_batch`, and
 admin mutations append their audit entry in the same transaction. Quota consumption is an atomic
@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from collector.audit import AuditEntry, Detail
-from collector.model import BatchPrivacy, StoredRow, UsageDay
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 from hushmetric.batch import Row
 from hushmetric.timefmt import format_rfc3339, parse_rfc3339
 
@@ -128,7 +128,7 @@ class CommitRefused(msgspec.Struct, frozen=True, tag="refused"):
 
 CommitOutcome = Accepted | Duplicate | Conflicting | CommitRefused
 
-# Column vocabulary both store implementations share (the schema is one, in collector.schema).
+# Column vocabulary both store implementations share (the schema is one, in collector.store.schema).
 QUOTA_FIELDS: tuple[str, ...] = Quota.__struct_fields__[1:]  # every limit, without the tenant
 KEY_COLUMNS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
 BATCH_COLUMNS = (

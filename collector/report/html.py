@@ -3,7 +3,7 @@
 ``render_html(report) -> str``. No external assets, no scripts: inline CSS and inline SVG only, and a
 Content-Security-Policy (``default-src 'none'``) that keeps even an escaping mistake from running
 script or fetching anything. All text from agents (metric names, dims, agent ids, stage names, bucket
-labels) goes through :func:`collector.svg.esc`. The markup is well-formed XML as well as HTML, so it
+labels) goes through :func:`collector.report.svg.esc`. The markup is well-formed XML as well as HTML, so it
 can be checked with any XML parser. Charts have titles and descriptions; every number in a chart is
 also in a table next to it.
 """
@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from collector.funnel import FunnelReport
-from collector.intervals import Estimate
-from collector.render import fmt_interval, fmt_num, fmt_pct, fmt_ratio, shown, window_label
-from collector.report import COUNT_LIKE_STATS, KpiReport, Point, Series, dims_label, parse_bucket
-from collector.svg import Line, bar_chart, esc, series_chart
+from collector.report.funnel import FunnelReport
+from collector.report.intervals import Estimate
+from collector.report.kpi import COUNT_LIKE_STATS, KpiReport, Point, Series, dims_label, parse_bucket
+from collector.report.svg import Line, bar_chart, esc, series_chart
+from collector.report.text import fmt_interval, fmt_num, fmt_pct, fmt_ratio, shown, window_label
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = ["MAX_CHARTS", "render_html"]

@@ -4,8 +4,9 @@ Public API (pure: values in, a frozen msgspec Struct out; no clock, no I/O)::
 
     kpi_report(rows, privacy, usage, *, tenant, since, until, quota=None) -> KpiReport
 
-* ``rows`` (:class:`~collector.model.StoredRow`), ``privacy`` (:class:`~collector.model.BatchPrivacy`)
-  and ``usage`` (:class:`~collector.model.UsageDay`) are what the store holds for the tenant. Records
+* ``rows`` (:class:`~collector.store.records.StoredRow`), ``privacy``
+  (:class:`~collector.store.records.BatchPrivacy`) and ``usage``
+  (:class:`~collector.store.records.UsageDay`) are what the store holds for the tenant. Records
   of another tenant are ignored (and counted in ``notes``); rows with a non-finite value or scale
   are skipped (and counted).
 * ``since``/``until``: RFC 3339 stamps or ``YYYY-MM-DD`` (UTC midnight), either may be None. A window
@@ -24,7 +25,7 @@ point per agent and window, and no total.
 
 Values are unbiased noisy estimates and are reported as released — a count can be negative. Only the
 renderers clip count-like values at 0 for display; JSON/CSV keep the raw value, so anyone re-summing
-or re-dividing them gets unbiased results. See :mod:`collector.intervals` for the interval methods.
+or re-dividing them gets unbiased results. See :mod:`collector.report.intervals` for the interval methods.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from collector.intervals import (
+from collector.report.intervals import (
     CONFIDENCE,
     KNOWN_MECHANISMS,
     Estimate,
@@ -46,7 +47,7 @@ from collector.intervals import (
     row_noise,
     total,
 )
-from collector.model import BatchPrivacy, StoredRow, UsageDay
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = [

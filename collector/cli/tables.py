@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from collector.model import UsageDay
 from collector.store import KeyRecord, Tenant
+from collector.store.records import UsageDay
 from hushmetric.timefmt import format_rfc3339
 
 __all__ = ["USAGE_FIELDS", "format_usage", "keys_table", "table", "tenants_table"]

@@ -2,7 +2,7 @@
 
 Open with :func:`open_pg_store` (or :meth:`PgStore.open`). Every write is one READ COMMITTED
 transaction on a pooled connection; what keeps it exact while replicas race is described in
-:mod:`collector.pg_ingest`. The audit log stays one hash chain because every append first takes a
+:mod:`collector.store.pg.ingest`. The audit log stays one hash chain because every append first takes a
 transaction-scoped advisory lock, then reads the head: appends from all replicas are serialised
 and each sees the head the previous one committed. Admin mutations take that lock before their
 checks, so they are serialised too (check-then-insert cannot race).
@@ -29,20 +29,8 @@ import asyncpg
 import msgspec
 import nacl.signing
 
-from collector import audit, pg_reads
+from collector import audit
 from collector.errors import Conflict, NotFound, Unavailable
-from collector.model import BatchPrivacy, StoredRow, UsageDay
-from collector.pg_ingest import Rollback, affected, commit
-from collector.pg_schema import current_version, pg_migrations
-from collector.pg_url import (
-    PgOptions,
-    check,
-    database_of,
-    is_pg_url,
-    redact_url,
-    split_options,
-    with_database,
-)
 from collector.store import (
     KEY_COLUMNS,
     QUOTA_FIELDS,
@@ -59,6 +47,19 @@ from collector.store import (
     refusal_action,
     token_details,
 )
+from collector.store.pg import reads as pg_reads
+from collector.store.pg.ingest import Rollback, affected, commit
+from collector.store.pg.schema import current_version, pg_migrations
+from collector.store.pg.url import (
+    PgOptions,
+    check,
+    database_of,
+    is_pg_url,
+    redact_url,
+    split_options,
+    with_database,
+)
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 from hushmetric.errors import ConfigError
 from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339
@@ -125,7 +126,7 @@ async def open_pg_store(
     reports what it did). ``min_size``/``max_size`` size the connection pool, ``statement_timeout``
     (seconds) is set on every connection, ``connect_timeout`` bounds each connection attempt; each
     defaults to the URL's ``pool_min``, ``pool_max``, ``statement_timeout``, ``connect_timeout``
-    query parameters (:mod:`collector.pg_url`), else 1, 10, 30 s, 10 s.
+    query parameters (:mod:`collector.store.pg.url`), else 1, 10, 30 s, 10 s.
 
     Raises :class:`~collector.errors.Unavailable` when the server cannot be reached or refuses the
     login, the database does not exist (without ``create``) or was never initialised;

@@ -15,9 +15,9 @@ from typing import TextIO
 import msgspec
 import nacl.signing
 
-from collector.db import DEFAULT_DB, default_key_path, open_store
 from collector.errors import Unavailable
 from collector.store import UNATTRIBUTED, Store
+from collector.store.db import DEFAULT_DB, default_key_path, open_store
 from hushmetric.errors import ConfigError
 from hushmetric.keys import load_signing_key
 from hushmetric.timefmt import parse_duration, parse_rfc3339

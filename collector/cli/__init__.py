@@ -15,9 +15,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn, TextIO
 
-from collector import commands
-from collector.db import DEFAULT_DB
+from collector.cli import admin as commands
 from collector.errors import AuditError, Conflict, NotFound, Unavailable
+from collector.store.db import DEFAULT_DB
 from hushmetric.errors import ConfigError, ContractError, HushError, SignatureError
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -200,7 +200,7 @@ def main(
     ctx = commands.Context(args=args, env=env, out=out, err=err)
     try:
         if args.command == "tls":  # needs no database: not one of the store commands
-            from collector.commands_ops import tls_cmd
+            from collector.cli.ops import tls_cmd
 
             return asyncio.run(tls_cmd(ctx))
         return asyncio.run(commands.run(ctx))

@@ -1,6 +1,6 @@
 """Report reads of the PostgreSQL store: usage per tenant and day, released rows, declared privacy.
 
-The same queries and results as :mod:`collector.sqlite_reads`, in PostgreSQL's ``$n`` parameters;
+The same queries and results as :mod:`collector.store.sqlite.reads`, in PostgreSQL's ``$n`` parameters;
 ``Fetch`` runs one statement (the store retries it and wraps outages).
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from collector.model import BatchPrivacy, StoredRow, UsageDay, usage_days
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay, usage_days
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = ["Fetch", "batch_privacy", "released_rows", "usage"]

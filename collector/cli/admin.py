@@ -14,14 +14,14 @@ from pathlib import Path
 
 import msgspec
 
-from collector import commands_ops as ops
 from collector import enroll
-from collector.cmdkit import Context, check_duration, check_id, json_line, open_for, signing_key
-from collector.db import open_store, sqlite_path
+from collector.cli import ops
+from collector.cli.kit import Context, check_duration, check_id, json_line, open_for, signing_key
+from collector.cli.tables import keys_table, tenants_table
 from collector.errors import Conflict, NotFound, Unavailable
-from collector.pg_url import redact_url
 from collector.store import TenantState, day_of
-from collector.tables import keys_table, tenants_table
+from collector.store.db import open_store, sqlite_path
+from collector.store.pg.url import redact_url
 from hushmetric.errors import ConfigError
 from hushmetric.keys import generate_signing_key, load_signing_key, public_key_b64, read_public_key_arg
 from hushmetric.timefmt import format_rfc3339
@@ -43,7 +43,7 @@ async def _init(ctx: Context) -> int:
     if path is not None:
         existed = path.exists()
     else:
-        from collector.pg_store import pg_initialised  # asyncpg is an optional extra ([postgres])
+        from collector.store.pg.store import pg_initialised  # asyncpg is an optional extra ([postgres])
 
         existed = await pg_initialised(ctx.db)
     if ctx.key_path.exists():
@@ -67,12 +67,12 @@ async def _init(ctx: Context) -> int:
 
 async def _migrate(ctx: Context) -> int:
     """Bring an existing database to the current schema (also done at every start) and say so."""
-    from collector.schema import MIGRATIONS
+    from collector.store.schema import MIGRATIONS
 
     newest = MIGRATIONS[-1][0]
     path = sqlite_path(ctx.db)
     if path is None:
-        from collector.pg_store import open_pg_store  # asyncpg is an optional extra ([postgres])
+        from collector.store.pg.store import open_pg_store  # asyncpg is an optional extra ([postgres])
 
         pg = await open_pg_store(ctx.db, migrate=False)
         try:

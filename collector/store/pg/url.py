@@ -8,7 +8,7 @@ parameters, so ``--db`` (or ``db =`` in the config file) alone configures a repl
 ``connect_timeout``         per connection attempt, same form (default 10s)
 
 They are removed before the URL reaches asyncpg (which would send unknown parameters to the server
-as settings). Explicit arguments to :func:`collector.pg_store.open_pg_store` win over the URL.
+as settings). Explicit arguments to :func:`collector.store.pg.store.open_pg_store` win over the URL.
 """
 
 from __future__ import annotations

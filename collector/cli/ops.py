@@ -8,14 +8,14 @@ import signal
 from pathlib import Path
 
 from collector import audit
-from collector.cmdkit import Context, check_bound, check_day, open_for, signing_key
+from collector.cli.kit import Context, check_bound, check_day, open_for, signing_key
+from collector.cli.tables import format_usage
 from collector.config import CollectorConfig, load_config, seconds
-from collector.db import sqlite_path
 from collector.errors import AuditError, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
-from collector.pg_url import redact_url
-from collector.tables import format_usage
+from collector.store.db import sqlite_path
+from collector.store.pg.url import redact_url
 from collector.tls import ServerTls
 from hushmetric.errors import ConfigError
 from hushmetric.keys import read_public_key_arg
@@ -185,7 +185,7 @@ async def serve_cmd(ctx: Context) -> int:
 
     db_file = sqlite_path(ctx.db)
     if db_file is not None:  # a SQLite file: check it, quarantine what is unreadable, then serve
-        from collector.integrity import check_db
+        from collector.store.integrity import check_db
 
         check = await asyncio.to_thread(check_db, db_file)
         if not check.ok:
@@ -216,9 +216,9 @@ async def serve_cmd(ctx: Context) -> int:
 
 
 async def reports_cmd(ctx: Context) -> int:
-    from collector.funnel import funnel_report  # reports load only for these commands
-    from collector.render import render
-    from collector.report import kpi_report
+    from collector.report.funnel import funnel_report  # reports load only for these commands
+    from collector.report.kpi import kpi_report
+    from collector.report.text import render
 
     a = ctx.args
     a.tenant = a.tenant_arg or a.tenant
