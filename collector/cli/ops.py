@@ -218,7 +218,7 @@ async def serve_cmd(ctx: Context) -> int:
 async def reports_cmd(ctx: Context) -> int:
     from collector.report.funnel import funnel_report  # reports load only for these commands
     from collector.report.kpi import kpi_report
-    from collector.report.text import render
+    from collector.report.render import render
 
     a = ctx.args
     a.tenant = a.tenant_arg or a.tenant

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+from collector.report.fmt import fmt_interval, fmt_num, fmt_pct, fmt_ratio, shown, window_label
 from collector.report.funnel import FunnelReport
 from collector.report.intervals import Estimate
 from collector.report.kpi import COUNT_LIKE_STATS, KpiReport, Point, Series, dims_label, parse_bucket
 from collector.report.svg import Line, bar_chart, esc, series_chart
-from collector.report.text import fmt_interval, fmt_num, fmt_pct, fmt_ratio, shown, window_label
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = ["MAX_CHARTS", "render_html"]

@@ -1,23 +1,8 @@
-"""Renderers for the KPI and funnel reports: terminal table, JSON, CSV and a self-contained HTML file.
+"""The terminal table and the CSV form of the KPI and funnel reports (see :mod:`collector.report.render`).
 
-Public API (pure)::
-
-    render(report, fmt) -> str | bytes     # report: KpiReport | FunnelReport
-                                           # fmt: "table" | "json" | "csv" | "html"
-
-``json`` returns ``bytes`` (UTF-8, msgspec; decode with ``msgspec.json.decode(data, type=KpiReport)``
-or ``type=Report`` for either kind — the ``kind`` tag tells them apart); the other formats return
-``str``. Write ``str`` as UTF-8 (CSV with ``newline=""``).
-
-* ``table``: aligned plain text for a terminal. Counts are clipped at 0 **for display only**; names
-  coming from agents are stripped of control characters (no terminal escape sequences) and shortened.
-* ``json``: the report Struct as is — raw, unclipped, unbiased values (a negative noisy count stays
-  negative so that sums and ratios computed from the export stay unbiased).
-* ``csv``: one row per metric/window (``row = window``) plus one per series total (``row = total``);
-  for a funnel, one row per stage, step, overall conversion and time-to-value quantile. Raw values,
-  full float precision. Text cells that a spreadsheet would read as a formula (leading ``= + - @``
-  or a tab/CR) are prefixed with ``'`` (see :func:`csv_text`).
-* ``html``: see :mod:`collector.report.html`.
+Tables clip counts at 0 for display only and pass agent-supplied names through
+:func:`collector.report.fmt.term_text`; CSV keeps raw values at full precision and neutralises
+formula-like cells with :func:`collector.report.fmt.csv_text`.
 """
 
 from __future__ import annotations
@@ -25,37 +10,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import re
-import unicodedata
 from collections.abc import Sequence
-from typing import Literal
 
-import msgspec
-
+from collector.report.fmt import (
+    csv_text,
+    fmt_interval,
+    fmt_num,
+    fmt_pct,
+    fmt_ratio,
+    shown,
+    term_text,
+    window_label,
+)
 from collector.report.funnel import FunnelReport
-from collector.report.intervals import Estimate, Ratio
-from collector.report.kpi import COUNT_LIKE_STATS, KpiReport, Series, dims_label
-from hushmetric.timefmt import parse_rfc3339
+from collector.report.kpi import KpiReport, Series, dims_label
 
-__all__ = [
-    "CSV_FIELDS_FUNNEL",
-    "CSV_FIELDS_KPI",
-    "Format",
-    "Report",
-    "csv_text",
-    "fmt_interval",
-    "fmt_num",
-    "fmt_pct",
-    "fmt_ratio",
-    "render",
-    "shown",
-    "term_text",
-    "window_label",
-]
-
-Format = Literal["table", "json", "csv", "html"]
-Report = KpiReport | FunnelReport
+__all__ = ["CSV_FIELDS_FUNNEL", "CSV_FIELDS_KPI", "funnel_csv", "funnel_table", "kpi_csv", "kpi_table"]
 
 CSV_FIELDS_KPI = (
     "row",
@@ -75,108 +45,7 @@ CSV_FIELDS_KPI = (
 )
 CSV_FIELDS_FUNNEL = ("row", "tenant", "name", "detail", "value", "std", "ci_low", "ci_high", "method", "flag")
 
-
-def render(report: Report, fmt: Format, *, windows: bool = True) -> str | bytes:
-    """Render a report; ``json`` gives bytes, the rest str. ValueError for an unknown format.
-
-    ``windows=False`` leaves the per-window rows out of the KPI table (totals, quota and privacy
-    only): the compact view for a terminal. Other formats always carry everything.
-    """
-    if fmt == "json":
-        return msgspec.json.encode(report)
-    if fmt == "csv":
-        return _kpi_csv(report) if isinstance(report, KpiReport) else _funnel_csv(report)
-    if fmt == "table":
-        return _kpi_table(report, windows=windows) if isinstance(report, KpiReport) else _funnel_table(report)
-    if fmt == "html":
-        # Imported here: render_html uses this module's formatting helpers.
-        from collector.report.html import render_html
-
-        return render_html(report)
-    raise ValueError(f"unknown report format {fmt!r}; use table, json, csv or html")
-
-
-# --- shared formatting -------------------------------------------------------------------------
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def term_text(text: str, limit: int = 40) -> str:
-    """Untrusted text made safe and short for a terminal: control, bidi-override and surrogate
-    characters become ``?`` (no escape sequences reach the terminal), then cut to ``limit``."""
-    text = _CONTROL.sub("?", unicodedata.normalize("NFC", text.encode("utf-8", "replace").decode()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 _OPEN_MARK = {"above": ">=", "below": "<="}  # a quantile in an open-ended histogram bucket
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_text(text: str) -> str:
-    """A text cell a spreadsheet will not evaluate: a leading ``= + - @ TAB CR`` gets a ``'`` prefix."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def fmt_num(x: float | None) -> str:
-    """Compact human number: ``1,234`` / ``12.3`` / ``2.5`` / ``0.0012``; ``-`` for None."""
-    if x is None:
-        return "-"
-    if not math.isfinite(x):
-        return str(x)
-    a = abs(x)
-    if a >= 1e9:
-        return f"{x:.3g}"
-    if a >= 100 or x == int(x):
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    if a >= 0.01:
-        return f"{x:.2f}".rstrip("0").rstrip(".")
-    return "0" if a == 0 else f"{x:.2g}"
-
-
-def fmt_pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def fmt_ratio(q: Ratio) -> str:
-    """A conversion for display: ``46.0% [44.8%, 47.3%]``, clipped at 0 like the counts it comes from
-    (a ratio above 100 % is kept: the renderers flag it); ``undefined`` without a positive base."""
-    if q.value is None:
-        return "undefined"
-    low = None if q.low is None else max(q.low, 0.0)
-    high = None if q.high is None else max(q.high, 0.0)
-    return f"{fmt_pct(max(q.value, 0.0))} {fmt_interval(low, high, pct=True)}"
-
-
-def shown(e: Estimate, stat: str) -> tuple[float, float, float]:
-    """(value, low, high) for display: count-like stats clipped at 0 (JSON/CSV keep raw values)."""
-    if stat in COUNT_LIKE_STATS:
-        return max(e.value, 0.0), max(e.low, 0.0), max(e.high, 0.0)
-    return e.value, e.low, e.high
-
-
-def window_label(start: str, end: str) -> str:
-    """``2026-01-02 03:00 +1h`` (the start, then the length); the raw stamps if they do not parse."""
-    try:
-        seconds = int(parse_rfc3339(end) - parse_rfc3339(start))
-    except ValueError:
-        return term_text(f"{start}..{end}", 60)
-    length = next(
-        (
-            f"+{seconds // n}{u}"
-            for n, u in ((86400, "d"), (3600, "h"), (60, "m"))
-            if seconds >= n and seconds % n == 0
-        ),
-        f"+{seconds}s",
-    )
-    return f"{start[:10]} {start[11:16]} {length}"
-
-
-def fmt_interval(low: float | None, high: float | None, pct: bool = False) -> str:
-    """``[low, high]``; a None bound is unbounded on that side (``-∞``/``∞``)."""
-    f = fmt_pct if pct else fmt_num
-    return f"[{'-∞' if low is None else f(low)}, {'∞' if high is None else f(high)}]"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> list[str]:
@@ -200,7 +69,7 @@ def _series_name(s: Series) -> tuple[str, str]:
     return term_text(s.metric), term_text(dims_label(s.dims))
 
 
-def _kpi_table(r: KpiReport, *, windows: bool = True) -> str:
+def kpi_table(r: KpiReport, *, windows: bool = True) -> str:
     out = [
         f"KPI report · tenant {term_text(r.tenant)} · {r.since or 'start'} .. {r.until or 'now'}",
         f"values with {r.confidence:.0%} intervals from the declared DP noise; counts shown clipped at 0",
@@ -318,7 +187,7 @@ def _f(x: float | None) -> float | None:
     return None if x is None else float(x)
 
 
-def _kpi_csv(r: KpiReport) -> str:
+def kpi_csv(r: KpiReport) -> str:
     rows: list[list[object]] = []
     tenant = r.tenant
     for s in r.series:
@@ -373,7 +242,7 @@ def _kpi_csv(r: KpiReport) -> str:
 # --- funnel ------------------------------------------------------------------------------------
 
 
-def _funnel_table(r: FunnelReport) -> str:
+def funnel_table(r: FunnelReport) -> str:
     out = [
         f"Funnel · tenant {term_text(r.tenant)} · stage stat {term_text(r.stat)}",
         f"{r.confidence:.0%} intervals from the declared DP noise (Fieller for conversions); "
@@ -454,7 +323,7 @@ def _funnel_table(r: FunnelReport) -> str:
     return "\n".join(out) + "\n"
 
 
-def _funnel_csv(r: FunnelReport) -> str:
+def funnel_csv(r: FunnelReport) -> str:
     tenant = r.tenant
     rows: list[list[object]] = []
     for s in r.stages:

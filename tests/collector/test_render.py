@@ -14,9 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collector.report.fmt import csv_text, term_text
 from collector.report.funnel import FunnelReport, funnel_report
 from collector.report.kpi import KpiReport, kpi_report
-from collector.report.text import CSV_FIELDS_FUNNEL, CSV_FIELDS_KPI, Report, csv_text, render, term_text
+from collector.report.render import Report, render
+from collector.report.text import CSV_FIELDS_FUNNEL, CSV_FIELDS_KPI
 from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 
 T = "acme"
