@@ -1,30 +1,45 @@
-"""What the collector persists, as a small async interface (`Store`) plus the records it trades in.
+"""What the collector persists, as a small async interface (`Store`), and where to find its parts.
 
-Implementations: :mod:`collector.store.sqlite.store` (embedded, WAL) now; a PostgreSQL store later. Every
-write that must be atomic is one method here, so no caller ever holds a transaction open: the ingest
-commit (dedupe, rate limit, quotas, rows, metering, chain check) is :meth:`Store.commit_batch`, and
-admin mutations append their audit entry in the same transaction. Quota consumption is an atomic
-conditional update in the database, never a read followed by a write, so several collector
-processes sharing one database cannot exceed a quota together.
+Implementations: :mod:`collector.store.sqlite` (embedded, WAL) and :mod:`collector.store.pg`
+(PostgreSQL, several replicas). Every write that must be atomic is one method here, so no caller
+ever holds a transaction open: the ingest commit (dedupe, rate limit, quotas, rows, metering, chain
+check) is :meth:`Store.commit_batch`, and admin mutations append their audit entry in the same
+transaction. Quota consumption is an atomic conditional update in the database, never a read
+followed by a write, so several collector processes sharing one database cannot exceed a quota
+together.
+
+The records live in :mod:`collector.store.records`, the closed vocabularies in
+:mod:`collector.store.vocab`, the decisions both dialects share in :mod:`collector.store.rules`, the
+schema in :mod:`collector.store.schema`; choosing a store from a ``--db`` URL in
+:mod:`collector.store.db`. The records and vocabularies are re-exported here for callers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Literal, Protocol
-
-import msgspec
+from typing import Protocol
 
 from collector.audit import AuditEntry, Detail
-from collector.store.records import BatchPrivacy, StoredRow, UsageDay
-from hushmetric.batch import Row
-from hushmetric.timefmt import format_rfc3339, parse_rfc3339
+from collector.store.records import (
+    UNATTRIBUTED,
+    Accepted,
+    BatchCommit,
+    BatchPrivacy,
+    CommitOutcome,
+    CommitRefused,
+    Conflicting,
+    Duplicate,
+    KeyRecord,
+    Quota,
+    Refusal,
+    StoredRow,
+    Tenant,
+    UsageDay,
+)
+from collector.store.rules import day_of
+from collector.store.vocab import KeyState, RefusalReason, TenantState
 
 __all__ = [
-    "BATCH_COLUMNS",
-    "KEY_COLUMNS",
-    "QUOTA_FIELDS",
     "UNATTRIBUTED",
     "Accepted",
     "BatchCommit",
@@ -36,125 +51,12 @@ __all__ = [
     "KeyState",
     "Quota",
     "Refusal",
+    "RefusalReason",
     "Store",
     "Tenant",
     "TenantState",
-    "agent_has_key",
-    "batch_values",
     "day_of",
-    "month_of",
-    "refusal_action",
-    "seconds_to_next_day",
-    "seconds_to_next_month",
-    "token_details",
 ]
-
-TenantState = Literal["active", "suspended", "deleted"]
-KeyState = Literal["active", "retired", "revoked"]
-UNATTRIBUTED = "-"  # tenant name under which refusals of batches with no known tenant are counted
-
-
-class Tenant(msgspec.Struct, frozen=True):
-    name: str
-    state: TenantState
-    created: float  # epoch seconds
-    updated: float
-
-
-class KeyRecord(msgspec.Struct, frozen=True):
-    key_id: str
-    tenant: str
-    agent: str
-    public_key: bytes
-    state: KeyState
-    added: float
-    retired_at: float | None = None
-    revoked_at: float | None = None
-
-
-class Quota(msgspec.Struct, frozen=True):
-    """Limits of one tenant; ``None`` means unlimited. Calendar periods are UTC days and months."""
-
-    tenant: str
-    batches_per_second: float | None = None
-    burst: int | None = None
-    rows_per_day: int | None = None
-    rows_per_month: int | None = None
-    bytes_per_day: int | None = None
-    max_batch_bytes: int | None = None
-    max_age_seconds: int | None = None
-
-
-class BatchCommit(msgspec.Struct, frozen=True):
-    """A verified, admitted batch, ready for the one ingest transaction."""
-
-    tenant: str
-    agent: str
-    seq: int
-    key_id: str
-    digest: str  # hex SHA-256 of the payload bytes
-    prev: str
-    created: str
-    window_start: str
-    window_end: str
-    policy: str
-    unit: str
-    epsilon: float | None
-    delta: float | None
-    rho: float | None
-    nbytes: int  # payload size, what bytes quotas count
-    rows: list[Row]
-
-
-class Accepted(msgspec.Struct, frozen=True, tag="accepted"):
-    gap: bool = False  # the previous seq has not arrived (yet)
-    fork: bool = False  # ``prev`` does not match the stored previous batch
-
-
-class Duplicate(msgspec.Struct, frozen=True, tag="duplicate"):
-    pass
-
-
-class Conflicting(msgspec.Struct, frozen=True, tag="conflict"):
-    """Same (tenant, agent, seq) already stored with different bytes."""
-
-
-class CommitRefused(msgspec.Struct, frozen=True, tag="refused"):
-    """Refused inside the transaction (rate, quota, or state changed since the checks); nothing stored."""
-
-    reason: str
-    retry_after: float | None = None
-
-
-CommitOutcome = Accepted | Duplicate | Conflicting | CommitRefused
-
-# Column vocabulary both store implementations share (the schema is one, in collector.store.schema).
-QUOTA_FIELDS: tuple[str, ...] = Quota.__struct_fields__[1:]  # every limit, without the tenant
-KEY_COLUMNS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
-BATCH_COLUMNS = (
-    "tenant, agent, seq, key_id, digest, prev, created, received, window_start, "
-    "window_end, window_start_epoch, policy, unit, epsilon, delta, rho, nbytes, nrows"
-)
-
-
-def batch_values(b: BatchCommit, received: float) -> tuple[object, ...]:
-    """The values of :data:`BATCH_COLUMNS` for one batch, in order."""
-    return (
-        b.tenant, b.agent, b.seq, b.key_id, b.digest, b.prev, b.created, received,
-        b.window_start, b.window_end, parse_rfc3339(b.window_start), b.policy, b.unit,
-        b.epsilon, b.delta, b.rho, b.nbytes, len(b.rows),
-    )  # fmt: skip
-
-
-class Refusal(msgspec.Struct, frozen=True):
-    """A refused submission (or enrollment: reasons ``enroll_*``), counted by tenant/day/reason and
-    audited once per reason per minute."""
-
-    tenant: str  # UNATTRIBUTED when unknown
-    reason: str
-    agent: str | None = None
-    seq: int | None = None
-    key_id: str | None = None
 
 
 class Store(Protocol):
@@ -263,40 +165,3 @@ class Store(Protocol):
     async def batch_privacy(
         self, tenant: str, since: str | None, until: str | None
     ) -> list[BatchPrivacy]: ...
-
-
-def token_details(token_id: str, expires: float, agent: str | None, rotate: bool) -> dict[str, Detail]:
-    """The audit details of a new enrollment token (both stores write the same entry)."""
-    details: dict[str, Detail] = {"token_id": token_id, "expires": format_rfc3339(expires)}
-    if agent is not None:
-        details |= {"agent": agent, "rotate": rotate}
-    return details
-
-
-def agent_has_key(agent: str) -> str:
-    return (
-        f"agent {agent!r} already has a key; a token from `enroll-token --agent {agent} --rotate` can add one"
-    )
-
-
-def refusal_action(reason: str) -> str:
-    """The audit action of a refusal: failed enrollments are not batches."""
-    return "enroll.refused" if reason.startswith("enroll_") else "batch.refused"
-
-
-def day_of(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
-
-
-def month_of(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
-
-
-def seconds_to_next_day(now: float) -> float:
-    return 86400.0 - (now % 86400.0)
-
-
-def seconds_to_next_month(now: float) -> float:
-    t = datetime.fromtimestamp(now, UTC)
-    nxt = datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=UTC)
-    return nxt.timestamp() - now

@@ -1,4 +1,5 @@
-"""Records the collector's store hands to reports: what was released, what was declared, what was used."""
+"""The records the collector's store trades in: tenants, keys, quotas, the ingest commit and its
+outcomes, refusals, and what it hands to reports (released rows, declared privacy, usage)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,115 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["BatchPrivacy", "StoredRow", "UsageDay", "usage_days"]
+from collector.store.vocab import BatchReason, KeyState, RefusalReason, TenantState
+from hushmetric.batch import Row
+
+__all__ = [
+    "UNATTRIBUTED",
+    "Accepted",
+    "BatchCommit",
+    "BatchPrivacy",
+    "CommitOutcome",
+    "CommitRefused",
+    "Conflicting",
+    "Duplicate",
+    "KeyRecord",
+    "Quota",
+    "Refusal",
+    "StoredRow",
+    "Tenant",
+    "UsageDay",
+    "usage_days",
+]
+
+
+UNATTRIBUTED = "-"  # tenant name under which refusals of batches with no known tenant are counted
+
+
+class Tenant(msgspec.Struct, frozen=True):
+    name: str
+    state: TenantState
+    created: float  # epoch seconds
+    updated: float
+
+
+class KeyRecord(msgspec.Struct, frozen=True):
+    key_id: str
+    tenant: str
+    agent: str
+    public_key: bytes
+    state: KeyState
+    added: float
+    retired_at: float | None = None
+    revoked_at: float | None = None
+
+
+class Quota(msgspec.Struct, frozen=True):
+    """Limits of one tenant; ``None`` means unlimited. Calendar periods are UTC days and months."""
+
+    tenant: str
+    batches_per_second: float | None = None
+    burst: int | None = None
+    rows_per_day: int | None = None
+    rows_per_month: int | None = None
+    bytes_per_day: int | None = None
+    max_batch_bytes: int | None = None
+    max_age_seconds: int | None = None
+
+
+class BatchCommit(msgspec.Struct, frozen=True):
+    """A verified, admitted batch, ready for the one ingest transaction."""
+
+    tenant: str
+    agent: str
+    seq: int
+    key_id: str
+    digest: str  # hex SHA-256 of the payload bytes
+    prev: str
+    created: str
+    window_start: str
+    window_end: str
+    policy: str
+    unit: str
+    epsilon: float | None
+    delta: float | None
+    rho: float | None
+    nbytes: int  # payload size, what bytes quotas count
+    rows: list[Row]
+
+
+class Accepted(msgspec.Struct, frozen=True, tag="accepted"):
+    gap: bool = False  # the previous seq has not arrived (yet)
+    fork: bool = False  # ``prev`` does not match the stored previous batch
+
+
+class Duplicate(msgspec.Struct, frozen=True, tag="duplicate"):
+    pass
+
+
+class Conflicting(msgspec.Struct, frozen=True, tag="conflict"):
+    """Same (tenant, agent, seq) already stored with different bytes."""
+
+
+class CommitRefused(msgspec.Struct, frozen=True, tag="refused"):
+    """Refused inside the transaction (rate, quota, or state changed since the checks); nothing stored."""
+
+    reason: BatchReason
+    retry_after: float | None = None
+
+
+CommitOutcome = Accepted | Duplicate | Conflicting | CommitRefused
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    """A refused submission (or enrollment: reasons ``enroll_*``), counted by tenant/day/reason and
+    audited once per reason per minute."""
+
+    tenant: str  # UNATTRIBUTED when unknown
+    reason: RefusalReason
+    agent: str | None = None
+    seq: int | None = None
+    key_id: str | None = None
 
 
 class StoredRow(msgspec.Struct, frozen=True):

@@ -6,7 +6,28 @@ current version in one transaction. Never edit a released migration: append a ne
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "statements"]
+from collector.store.records import BatchCommit, Quota
+from hushmetric.timefmt import parse_rfc3339
+
+__all__ = ["BATCH_COLUMNS", "KEY_COLUMNS", "MIGRATIONS", "QUOTA_FIELDS", "batch_values", "statements"]
+
+# Column vocabulary both store implementations share.
+QUOTA_FIELDS: tuple[str, ...] = Quota.__struct_fields__[1:]  # every limit, without the tenant
+KEY_COLUMNS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
+BATCH_COLUMNS = (
+    "tenant, agent, seq, key_id, digest, prev, created, received, window_start, "
+    "window_end, window_start_epoch, policy, unit, epsilon, delta, rho, nbytes, nrows"
+)
+
+
+def batch_values(b: BatchCommit, received: float) -> tuple[object, ...]:
+    """The values of :data:`BATCH_COLUMNS` for one batch, in order."""
+    return (
+        b.tenant, b.agent, b.seq, b.key_id, b.digest, b.prev, b.created, received,
+        b.window_start, b.window_end, parse_rfc3339(b.window_start), b.policy, b.unit,
+        b.epsilon, b.delta, b.rho, b.nbytes, len(b.rows),
+    )  # fmt: skip
+
 
 _V1 = """
 CREATE TABLE tenants (

@@ -17,13 +17,12 @@ exact when several collector processes write at once:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import msgspec
 
-from collector.store import (
-    BATCH_COLUMNS,
+from collector.store import rules
+from collector.store.records import (
     Accepted,
     BatchCommit,
     CommitOutcome,
@@ -31,12 +30,8 @@ from collector.store import (
     Conflicting,
     Duplicate,
     Quota,
-    batch_values,
-    day_of,
-    month_of,
-    seconds_to_next_day,
-    seconds_to_next_month,
 )
+from collector.store.schema import BATCH_COLUMNS, batch_values
 
 __all__ = ["Rollback", "affected", "commit"]
 
@@ -67,12 +62,9 @@ async def _recheck(db: Connection, b: BatchCommit) -> None:
         "FOR SHARE OF k, t",
         b.key_id,
     )
-    if row is None:
-        raise Rollback(CommitRefused("unknown_key"))
-    if row[0] == "revoked":
-        raise Rollback(CommitRefused("revoked_key"))
-    if row[1] != "active":
-        raise Rollback(CommitRefused(f"tenant_{row[1]}"))
+    refused = rules.state_refusal(None if row is None else (str(row[0]), str(row[1])))
+    if refused is not None:
+        raise Rollback(refused)
 
 
 async def _take_token(db: Connection, tenant: str, quota: Quota, now: float) -> None:
@@ -82,8 +74,7 @@ async def _take_token(db: Connection, tenant: str, quota: Quota, now: float) -> 
     rate = quota.batches_per_second
     if not rate:
         return
-    burst = float(quota.burst if quota.burst else max(1, math.ceil(rate)))
-    name = f"tenant:{tenant}"
+    burst, name = rules.bucket_burst(quota), rules.bucket_name(tenant)
     level = "LEAST($2::float8, buckets.tokens + GREATEST(0, $3::float8 - buckets.updated) * $4::float8)"
     taken = await db.fetchval(
         "INSERT INTO buckets (name, tokens, updated) VALUES ($1, $2::float8 - 1, $3) "
@@ -99,17 +90,13 @@ async def _take_token(db: Connection, tenant: str, quota: Quota, now: float) -> 
     row = await db.fetchrow("SELECT tokens, updated FROM buckets WHERE name = $1", name)
     tokens = float(row[0]) if row else 0.0
     updated = float(row[1]) if row else now
-    have = min(burst, tokens + max(0.0, now - updated) * rate)
-    raise Rollback(CommitRefused("rate_limited", max(0.001, (1.0 - have) / rate)))
+    raise Rollback(CommitRefused("rate_limited", rules.rate_retry_after(quota, tokens, updated, now)))
 
 
 async def _consume_day(db: Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
     """Batches, rows and bytes of the day, by one conditional upsert (the row count decides)."""
     n = len(b.rows)
-    too_big = (quota.rows_per_day is not None and n > quota.rows_per_day) or (
-        quota.bytes_per_day is not None and b.nbytes > quota.bytes_per_day
-    )
-    if not too_big:  # else not even an empty day could take it
+    if rules.fits_day(quota, n, b.nbytes):  # else not even an empty day could take it
         params: list[object] = [b.tenant, day, n, b.nbytes]
         cond = ""
         if quota.rows_per_day is not None:
@@ -127,13 +114,12 @@ async def _consume_day(db: Connection, b: BatchCommit, quota: Quota, day: str, n
         if done is not None:
             return
     used = await db.fetchval("SELECT rows FROM meter_day WHERE tenant = $1 AND day = $2", b.tenant, day)
-    over_rows = quota.rows_per_day is not None and int(used or 0) + n > quota.rows_per_day
-    reason = "quota_rows_day" if over_rows else "quota_bytes_day"
-    raise Rollback(CommitRefused(reason, seconds_to_next_day(now)))
+    reason = rules.day_quota_reason(quota, int(used or 0), n)
+    raise Rollback(CommitRefused(reason, rules.seconds_to_next_day(now)))
 
 
 async def _consume_month(db: Connection, b: BatchCommit, quota: Quota, now: float) -> None:
-    month, n = month_of(now), len(b.rows)
+    month, n = rules.month_of(now), len(b.rows)
     limit = quota.rows_per_month
     if limit is None or n <= limit:
         done = await db.fetchval(
@@ -147,12 +133,11 @@ async def _consume_month(db: Connection, b: BatchCommit, quota: Quota, now: floa
         )
         if done is not None:
             return
-    raise Rollback(CommitRefused("quota_rows_month", seconds_to_next_month(now)))
+    raise Rollback(CommitRefused("quota_rows_month", rules.seconds_to_next_month(now)))
 
 
 async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
     """Record (never refuse) a gap before this batch, a fork at it, and what it resolves after it."""
-    gap = fork = False
     event = (
         "INSERT INTO chain_events (tenant, agent, seq, kind, day) VALUES ($1, $2, $3, $4, $5) "
         "ON CONFLICT (tenant, agent, seq, kind) DO NOTHING"
@@ -167,19 +152,13 @@ async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
             b.seq + 1,
         )
     }
-    if b.seq > 1:
-        before = near.get(b.seq - 1)
-        if before is None:
-            gap = True
-            await db.execute(event, b.tenant, b.agent, b.seq, "gap", day)
-        elif before[0] != b.prev:
-            fork = True
-    elif b.prev:
-        fork = True
-    if fork:
+    before, after = near.get(b.seq - 1), near.get(b.seq + 1)
+    found = rules.chain_findings(b.seq, b.prev, b.digest, before and before[0], after and after[1])
+    if found.gap:
+        await db.execute(event, b.tenant, b.agent, b.seq, "gap", day)
+    if found.fork:
         await db.execute(event, b.tenant, b.agent, b.seq, "fork", day)
-    after = near.get(b.seq + 1)
-    if after is not None:
+    if found.resolves_next_gap:
         await db.execute(
             "UPDATE chain_events SET resolved = 1 "
             "WHERE tenant = $1 AND agent = $2 AND seq = $3 AND kind = 'gap'",
@@ -187,9 +166,9 @@ async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
             b.agent,
             b.seq + 1,
         )
-        if after[1] != b.digest:
-            await db.execute(event, b.tenant, b.agent, b.seq + 1, "fork", day)
-    return Accepted(gap=gap, fork=fork)
+    if found.next_forks:
+        await db.execute(event, b.tenant, b.agent, b.seq + 1, "fork", day)
+    return Accepted(gap=found.gap, fork=found.fork)
 
 
 async def _store_rows(db: Connection, batch_id: int, b: BatchCommit) -> None:
@@ -211,7 +190,7 @@ async def _store_rows(db: Connection, batch_id: int, b: BatchCommit) -> None:
 
 
 async def commit(db: Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
-    day = day_of(now)
+    day = rules.day_of(now)
     await _recheck(db, b)
     batch_id = await db.fetchval(
         f"INSERT INTO batches ({BATCH_COLUMNS}) "

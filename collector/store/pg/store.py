@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -30,23 +29,8 @@ import msgspec
 import nacl.signing
 
 from collector import audit
-from collector.errors import Conflict, NotFound, Unavailable
-from collector.store import (
-    KEY_COLUMNS,
-    QUOTA_FIELDS,
-    BatchCommit,
-    CommitOutcome,
-    KeyRecord,
-    KeyState,
-    Quota,
-    Refusal,
-    Tenant,
-    TenantState,
-    agent_has_key,
-    day_of,
-    refusal_action,
-    token_details,
-)
+from collector.errors import NotFound, Unavailable
+from collector.store import rules
 from collector.store.pg import reads as pg_reads
 from collector.store.pg.ingest import Rollback, affected, commit
 from collector.store.pg.schema import current_version, pg_migrations
@@ -59,7 +43,19 @@ from collector.store.pg.url import (
     split_options,
     with_database,
 )
-from collector.store.records import BatchPrivacy, StoredRow, UsageDay
+from collector.store.records import (
+    BatchCommit,
+    BatchPrivacy,
+    CommitOutcome,
+    KeyRecord,
+    Quota,
+    Refusal,
+    StoredRow,
+    Tenant,
+    UsageDay,
+)
+from collector.store.schema import KEY_COLUMNS, QUOTA_FIELDS
+from collector.store.vocab import KeyState, TenantState
 from hushmetric.errors import ConfigError
 from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339
@@ -416,18 +412,12 @@ class PgStore:
         return _tenant(row) if row is not None else None
 
     async def _active_tenant(self, db: Connection, name: str) -> Tenant:
-        tenant = await self._get_tenant(db, name)
-        if tenant is None:
-            raise NotFound("tenant", name)
-        if tenant.state != "active":
-            raise Conflict(f"tenant {name!r} is {tenant.state}")
-        return tenant
+        return rules.must_be_active(await self._get_tenant(db, name), name)
 
     async def create_tenant(self, name: str, *, now: float) -> Tenant:
         async def work(db: Connection) -> Tenant:
             await self._admin(db)
-            if await self._get_tenant(db, name) is not None:
-                raise Conflict(f"tenant {name!r} already exists")
+            rules.must_be_new_tenant(await self._get_tenant(db, name), name)
             await db.execute(
                 "INSERT INTO tenants (name, state, created, updated) VALUES ($1, 'active', $2, $2)",
                 name,
@@ -441,17 +431,10 @@ class PgStore:
     async def set_tenant_state(self, name: str, state: TenantState, *, now: float) -> Tenant:
         async def work(db: Connection) -> Tenant:
             await self._admin(db)
-            tenant = await self._get_tenant(db, name)
-            if tenant is None:
-                raise NotFound("tenant", name)
-            if tenant.state == "deleted":
-                raise Conflict(f"tenant {name!r} is deleted")
+            change = rules.tenant_change(await self._get_tenant(db, name), name, state, now)
             await db.execute("UPDATE tenants SET state = $1, updated = $2 WHERE name = $3", state, now, name)
-            action = {"active": "tenant.resume", "suspended": "tenant.suspend", "deleted": "tenant.delete"}[
-                state
-            ]
-            await self._audit(db, action, name, {"from": tenant.state}, now)
-            return Tenant(name, state, tenant.created, now)
+            await self._audit(db, change.action, name, change.details, now)
+            return change.tenant
 
         return await self._write(work)
 
@@ -466,19 +449,19 @@ class PgStore:
     async def _insert_key(
         self, db: Connection, tenant: str, agent: str, public_key: bytes, now: float, via: str
     ) -> KeyRecord:
-        kid = compute_key_id(public_key)
-        if await db.fetchval("SELECT 1 FROM keys WHERE key_id = $1", kid) is not None:
-            raise Conflict(f"key {kid} is already registered")
+        key, details = rules.added_key(tenant, agent, public_key, now, via)
+        registered = await db.fetchval("SELECT 1 FROM keys WHERE key_id = $1", key.key_id) is not None
+        rules.must_be_new_key(registered, key.key_id)
         await db.execute(
             f"INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, 'active', $5, NULL, NULL)",
-            kid,
+            key.key_id,
             tenant,
             agent,
             public_key,
             now,
         )
-        await self._audit(db, "key.add", tenant, {"key_id": kid, "agent": agent, "via": via}, now)
-        return KeyRecord(kid, tenant, agent, public_key, "active", now)
+        await self._audit(db, "key.add", tenant, details, now)
+        return key
 
     async def add_key(self, tenant: str, agent: str, public_key: bytes, *, now: float) -> KeyRecord:
         async def work(db: Connection) -> KeyRecord:
@@ -492,33 +475,21 @@ class PgStore:
         async def work(db: Connection) -> KeyRecord:
             await self._admin(db)
             row = await db.fetchrow(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = $1", key_id)
-            if row is None:
-                raise NotFound("key", key_id)
-            key = _key_record(row)
-            if key.state == "revoked":
-                raise Conflict(f"key {key_id} is revoked")
-            if state == "retired" and key.state == "retired":
+            key = _key_record(row) if row is not None else None
+            change = rules.key_change(key, key_id, state, now)
+            if change is None:
+                assert key is not None  # key_change raised NotFound otherwise
                 return key
-            if state == "retired":
-                await db.execute(
-                    "UPDATE keys SET state = 'retired', retired_at = $1 WHERE key_id = $2", now, key_id
-                )
-                key = msgspec.structs.replace(key, state="retired", retired_at=now)
-            elif state == "revoked":
-                await db.execute(
-                    "UPDATE keys SET state = 'revoked', revoked_at = $1 WHERE key_id = $2", now, key_id
-                )
-                key = msgspec.structs.replace(key, state="revoked", revoked_at=now)
-            else:
-                raise Conflict("a key cannot be re-activated; add a new one")
-            await self._audit(
-                db,
-                f"key.{'retire' if state == 'retired' else 'revoke'}",
-                key.tenant,
-                {"key_id": key_id, "agent": key.agent},
-                now,
+            new = change.key
+            await db.execute(
+                "UPDATE keys SET state = $1, retired_at = $2, revoked_at = $3 WHERE key_id = $4",
+                new.state,
+                new.retired_at,
+                new.revoked_at,
+                key_id,
             )
-            return key
+            await self._audit(db, change.action, new.tenant, change.details, now)
+            return new
 
         return await self._write(work)
 
@@ -562,7 +533,7 @@ class PgStore:
                 int(rotate),
             )
             await self._audit(
-                db, "enroll.token", tenant, token_details(token_id, expires, agent, rotate), now
+                db, "enroll.token", tenant, rules.token_details(token_id, expires, agent, rotate), now
             )
 
         await self._write(work)
@@ -573,21 +544,16 @@ class PgStore:
         async def work(db: Connection) -> KeyRecord:
             await self._admin(db)
             row = await db.fetchrow(
-                "SELECT tenant, secret_hash, expires, used_at, agent, rotate FROM enroll_tokens "
-                "WHERE token_id = $1",
-                token_id,
+                f"SELECT {rules.TOKEN_COLUMNS} FROM enroll_tokens WHERE token_id = $1", token_id
             )
-            if row is None or not hmac.compare_digest(bytes(row[1]), secret_hash):
-                raise NotFound("enroll token", token_id)
-            tenant, _, expires, used_at, bound, rotate = row
-            if used_at is not None or expires <= now or (bound is not None and bound != agent):
-                raise NotFound("enroll token", token_id)
+            token = rules.token_row(tuple(row) if row is not None else None)
+            token = rules.redeemable(token, token_id, secret_hash, agent, now)
+            tenant = token.tenant
             await self._active_tenant(db, tenant)
             has_key = await db.fetchval(
                 "SELECT 1 FROM keys WHERE tenant = $1 AND agent = $2 LIMIT 1", tenant, agent
             )
-            if has_key is not None and not rotate:
-                raise Conflict(agent_has_key(agent))
+            rules.rotation_allowed(token, agent, has_key is not None)
             status = await db.execute(
                 "UPDATE enroll_tokens SET used_at = $1, key_id = $2 WHERE token_id = $3 AND used_at IS NULL",
                 now,
@@ -606,7 +572,7 @@ class PgStore:
             await self._admin(db)
             if await self._get_tenant(db, quota.tenant) is None:
                 raise NotFound("tenant", quota.tenant)
-            values = [getattr(quota, f) for f in QUOTA_FIELDS]
+            values = rules.quota_values(quota)
             update = ", ".join(f"{f} = excluded.{f}" for f in QUOTA_FIELDS)
             await db.execute(
                 f"INSERT INTO quotas (tenant, {', '.join(QUOTA_FIELDS)}) "
@@ -614,10 +580,8 @@ class PgStore:
                 quota.tenant,
                 *values,
             )
-            await db.execute("DELETE FROM buckets WHERE name = $1", f"tenant:{quota.tenant}")
-            await self._audit(
-                db, "quota.set", quota.tenant, dict(zip(QUOTA_FIELDS, values, strict=True)), now
-            )
+            await db.execute("DELETE FROM buckets WHERE name = $1", rules.bucket_name(quota.tenant))
+            await self._audit(db, "quota.set", quota.tenant, rules.quota_details(quota), now)
             return quota
 
         return await self._write(work)
@@ -644,7 +608,7 @@ class PgStore:
             return stop.outcome
 
     async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
-        day, minute = day_of(now), int(now // 60)
+        day, minute = rules.day_of(now), rules.minute_of(now)
 
         async def work(db: Connection) -> None:
             await db.execute(
@@ -664,16 +628,10 @@ class PgStore:
             )
             first = affected(status) == 1
             if first:  # first of this minute: forget minutes older than a day
-                await db.execute("DELETE FROM refusal_minutes WHERE minute < $1", minute - 1440)
+                await db.execute("DELETE FROM refusal_minutes WHERE minute < $1", minute - rules.MINUTES_KEPT)
             if first and self._key is not None:
-                details: dict[str, audit.Detail] = {
-                    "reason": refusal.reason,
-                    "agent": refusal.agent,
-                    "seq": refusal.seq,
-                    "key_id": refusal.key_id,
-                    "note": "first refusal for this reason in this minute; later ones are counted in usage",
-                }
-                await self._audit(db, refusal_action(refusal.reason), refusal.tenant, details, now)
+                details = rules.refusal_details(refusal)
+                await self._audit(db, rules.refusal_action(refusal.reason), refusal.tenant, details, now)
 
         await self._write(work)
 

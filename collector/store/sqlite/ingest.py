@@ -7,13 +7,11 @@ same statements stay race-free on a server database with several writers.
 
 from __future__ import annotations
 
-import math
-
 import aiosqlite
 import msgspec
 
-from collector.store import (
-    BATCH_COLUMNS,
+from collector.store import rules
+from collector.store.records import (
     Accepted,
     BatchCommit,
     CommitOutcome,
@@ -21,12 +19,8 @@ from collector.store import (
     Conflicting,
     Duplicate,
     Quota,
-    batch_values,
-    day_of,
-    month_of,
-    seconds_to_next_day,
-    seconds_to_next_month,
 )
+from collector.store.schema import BATCH_COLUMNS, batch_values
 
 __all__ = ["Rollback", "commit"]
 
@@ -51,20 +45,16 @@ async def _recheck(db: aiosqlite.Connection, b: BatchCommit) -> None:
         "SELECT k.state, t.state FROM keys k JOIN tenants t ON t.name = k.tenant WHERE k.key_id = ?",
         (b.key_id,),
     )
-    if row is None:
-        raise Rollback(CommitRefused("unknown_key"))
-    if row[0] == "revoked":
-        raise Rollback(CommitRefused("revoked_key"))
-    if row[1] != "active":
-        raise Rollback(CommitRefused(f"tenant_{row[1]}"))
+    refused = rules.state_refusal(None if row is None else (str(row[0]), str(row[1])))
+    if refused is not None:
+        raise Rollback(refused)
 
 
 async def _take_token(db: aiosqlite.Connection, tenant: str, quota: Quota, now: float) -> None:
     rate = quota.batches_per_second
     if not rate:
         return
-    burst = float(quota.burst if quota.burst else max(1, math.ceil(rate)))
-    name = f"tenant:{tenant}"
+    burst, name = rules.bucket_burst(quota), rules.bucket_name(tenant)
     await db.execute(
         "INSERT INTO buckets (name, tokens, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
         (name, burst, now),
@@ -79,8 +69,7 @@ async def _take_token(db: aiosqlite.Connection, tenant: str, quota: Quota, now: 
     row = await _one(db, "SELECT tokens, updated FROM buckets WHERE name = ?", (name,))
     tokens = float(row[0]) if row else 0.0  # type: ignore[arg-type]  # REAL column
     updated = float(row[1]) if row else now  # type: ignore[arg-type]  # REAL column
-    have = min(burst, tokens + max(0.0, now - updated) * rate)
-    raise Rollback(CommitRefused("rate_limited", max(0.001, (1.0 - have) / rate)))
+    raise Rollback(CommitRefused("rate_limited", rules.rate_retry_after(quota, tokens, updated, now)))
 
 
 async def _consume_day(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
@@ -105,13 +94,12 @@ async def _consume_day(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, d
         return
     row = await _one(db, "SELECT rows FROM meter_day WHERE tenant = ? AND day = ?", (b.tenant, day))
     used_rows = int(row[0]) if row else 0  # type: ignore[call-overload]  # INTEGER column
-    over_rows = quota.rows_per_day is not None and used_rows + n > quota.rows_per_day
-    reason = "quota_rows_day" if over_rows else "quota_bytes_day"
-    raise Rollback(CommitRefused(reason, seconds_to_next_day(now)))
+    reason = rules.day_quota_reason(quota, used_rows, n)
+    raise Rollback(CommitRefused(reason, rules.seconds_to_next_day(now)))
 
 
 async def _consume_month(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: float) -> None:
-    month, n = month_of(now), len(b.rows)
+    month, n = rules.month_of(now), len(b.rows)
     await db.execute(
         "INSERT INTO meter_month (tenant, month) VALUES (?, ?) ON CONFLICT (tenant, month) DO NOTHING",
         (b.tenant, month),
@@ -124,46 +112,46 @@ async def _consume_month(db: aiosqlite.Connection, b: BatchCommit, quota: Quota,
         (n, b.tenant, month, *params),
     )
     if cur.rowcount != 1:
-        raise Rollback(CommitRefused("quota_rows_month", seconds_to_next_month(now)))
+        raise Rollback(CommitRefused("quota_rows_month", rules.seconds_to_next_month(now)))
 
 
 async def _chain(db: aiosqlite.Connection, b: BatchCommit, day: str) -> Accepted:
     """Record (never refuse) a gap before this batch, a fork at it, and what it resolves after it."""
-    gap = fork = False
     event = (
         "INSERT INTO chain_events (tenant, agent, seq, kind, day) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (tenant, agent, seq, kind) DO NOTHING"
     )
     key = (b.tenant, b.agent)
-    if b.seq > 1:
-        before = await _one(
-            db, "SELECT digest FROM batches WHERE tenant = ? AND agent = ? AND seq = ?", (*key, b.seq - 1)
-        )
-        if before is None:
-            gap = True
-            await db.execute(event, (*key, b.seq, "gap", day))
-        elif before[0] != b.prev:
-            fork = True
-    elif b.prev:
-        fork = True
-    if fork:
-        await db.execute(event, (*key, b.seq, "fork", day))
+    before = await _one(
+        db, "SELECT digest FROM batches WHERE tenant = ? AND agent = ? AND seq = ?", (*key, b.seq - 1)
+    )
     after = await _one(
         db, "SELECT prev FROM batches WHERE tenant = ? AND agent = ? AND seq = ?", (*key, b.seq + 1)
     )
-    if after is not None:
+    found = rules.chain_findings(
+        b.seq,
+        b.prev,
+        b.digest,
+        None if before is None else str(before[0]),
+        None if after is None else str(after[0]),
+    )
+    if found.gap:
+        await db.execute(event, (*key, b.seq, "gap", day))
+    if found.fork:
+        await db.execute(event, (*key, b.seq, "fork", day))
+    if found.resolves_next_gap:
         await db.execute(
             "UPDATE chain_events SET resolved = 1 "
             "WHERE tenant = ? AND agent = ? AND seq = ? AND kind = 'gap'",
             (*key, b.seq + 1),
         )
-        if after[0] != b.digest:
-            await db.execute(event, (*key, b.seq + 1, "fork", day))
-    return Accepted(gap=gap, fork=fork)
+    if found.next_forks:
+        await db.execute(event, (*key, b.seq + 1, "fork", day))
+    return Accepted(gap=found.gap, fork=found.fork)
 
 
 async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
-    day = day_of(now)
+    day = rules.day_of(now)
     await _recheck(db, b)
     cur = await db.execute(
         f"INSERT INTO batches ({BATCH_COLUMNS}) "

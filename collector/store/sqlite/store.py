@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -21,27 +20,23 @@ import msgspec
 import nacl.signing
 
 from collector import audit
-from collector.errors import Conflict, NotFound, Unavailable
-from collector.store import (
-    KEY_COLUMNS,
-    QUOTA_FIELDS,
+from collector.errors import NotFound, Unavailable
+from collector.store import rules
+from collector.store.records import (
     BatchCommit,
+    BatchPrivacy,
     CommitOutcome,
     KeyRecord,
-    KeyState,
     Quota,
     Refusal,
+    StoredRow,
     Tenant,
-    TenantState,
-    agent_has_key,
-    day_of,
-    refusal_action,
-    token_details,
+    UsageDay,
 )
-from collector.store.records import BatchPrivacy, StoredRow, UsageDay
-from collector.store.schema import MIGRATIONS, statements
+from collector.store.schema import KEY_COLUMNS, MIGRATIONS, QUOTA_FIELDS, statements
 from collector.store.sqlite import reads as sqlite_reads
 from collector.store.sqlite.ingest import Rollback, commit
+from collector.store.vocab import KeyState, TenantState
 from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339
 
@@ -206,18 +201,12 @@ class SqliteStore:
         return Tenant(rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None
 
     async def _active_tenant(self, db: aiosqlite.Connection, name: str) -> Tenant:
-        tenant = await self._tenant(db, name)
-        if tenant is None:
-            raise NotFound("tenant", name)
-        if tenant.state != "active":
-            raise Conflict(f"tenant {name!r} is {tenant.state}")
-        return tenant
+        return rules.must_be_active(await self._tenant(db, name), name)
 
     @_whole
     async def create_tenant(self, name: str, *, now: float) -> Tenant:
         async with self._tx() as db:
-            if await self._tenant(db, name) is not None:
-                raise Conflict(f"tenant {name!r} already exists")
+            rules.must_be_new_tenant(await self._tenant(db, name), name)
             await db.execute(
                 "INSERT INTO tenants (name, state, created, updated) VALUES (?, 'active', ?, ?)",
                 (name, now, now),
@@ -228,17 +217,10 @@ class SqliteStore:
     @_whole
     async def set_tenant_state(self, name: str, state: TenantState, *, now: float) -> Tenant:
         async with self._tx() as db:
-            tenant = await self._tenant(db, name)
-            if tenant is None:
-                raise NotFound("tenant", name)
-            if tenant.state == "deleted":
-                raise Conflict(f"tenant {name!r} is deleted")
+            change = rules.tenant_change(await self._tenant(db, name), name, state, now)
             await db.execute("UPDATE tenants SET state = ?, updated = ? WHERE name = ?", (state, now, name))
-            action = {"active": "tenant.resume", "suspended": "tenant.suspend", "deleted": "tenant.delete"}[
-                state
-            ]
-            await self._audit(db, action, name, {"from": tenant.state}, now)
-            return Tenant(name, state, tenant.created, now)
+            await self._audit(db, change.action, name, change.details, now)
+            return change.tenant
 
     async def get_tenant(self, name: str) -> Tenant | None:
         async with self._lock:
@@ -257,16 +239,15 @@ class SqliteStore:
     async def _insert_key(
         self, db: aiosqlite.Connection, tenant: str, agent: str, public_key: bytes, now: float, via: str
     ) -> KeyRecord:
-        kid = compute_key_id(public_key)
-        existing = list(await db.execute_fetchall("SELECT tenant FROM keys WHERE key_id = ?", (kid,)))
-        if existing:
-            raise Conflict(f"key {kid} is already registered")
+        key, details = rules.added_key(tenant, agent, public_key, now, via)
+        existing = list(await db.execute_fetchall("SELECT 1 FROM keys WHERE key_id = ?", (key.key_id,)))
+        rules.must_be_new_key(bool(existing), key.key_id)
         await db.execute(
             f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, 'active', ?, NULL, NULL)",
-            (kid, tenant, agent, public_key, now),
+            (key.key_id, tenant, agent, public_key, now),
         )
-        await self._audit(db, "key.add", tenant, {"key_id": kid, "agent": agent, "via": via}, now)
-        return KeyRecord(kid, tenant, agent, public_key, "active", now)
+        await self._audit(db, "key.add", tenant, details, now)
+        return key
 
     @_whole
     async def add_key(self, tenant: str, agent: str, public_key: bytes, *, now: float) -> KeyRecord:
@@ -280,33 +261,18 @@ class SqliteStore:
             rows = list(
                 await db.execute_fetchall(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
             )
-            if not rows:
-                raise NotFound("key", key_id)
-            key = self._key_record(rows[0])
-            if key.state == "revoked":
-                raise Conflict(f"key {key_id} is revoked")
-            if state == "retired" and key.state == "retired":
+            key = self._key_record(rows[0]) if rows else None
+            change = rules.key_change(key, key_id, state, now)
+            if change is None:
+                assert key is not None  # key_change raised NotFound otherwise
                 return key
-            if state == "retired":
-                await db.execute(
-                    "UPDATE keys SET state = 'retired', retired_at = ? WHERE key_id = ?", (now, key_id)
-                )
-                key = msgspec.structs.replace(key, state="retired", retired_at=now)
-            elif state == "revoked":
-                await db.execute(
-                    "UPDATE keys SET state = 'revoked', revoked_at = ? WHERE key_id = ?", (now, key_id)
-                )
-                key = msgspec.structs.replace(key, state="revoked", revoked_at=now)
-            else:
-                raise Conflict("a key cannot be re-activated; add a new one")
-            await self._audit(
-                db,
-                f"key.{'retire' if state == 'retired' else 'revoke'}",
-                key.tenant,
-                {"key_id": key_id, "agent": key.agent},
-                now,
+            new = change.key
+            await db.execute(
+                "UPDATE keys SET state = ?, retired_at = ?, revoked_at = ? WHERE key_id = ?",
+                (new.state, new.retired_at, new.revoked_at, key_id),
             )
-            return key
+            await self._audit(db, change.action, new.tenant, change.details, now)
+            return new
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         rows = await self._read(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
@@ -342,7 +308,7 @@ class SqliteStore:
                 (token_id, tenant, secret_hash, expires, now, agent, int(rotate)),
             )
             await self._audit(
-                db, "enroll.token", tenant, token_details(token_id, expires, agent, rotate), now
+                db, "enroll.token", tenant, rules.token_details(token_id, expires, agent, rotate), now
             )
 
     @_whole
@@ -352,22 +318,17 @@ class SqliteStore:
         async with self._tx() as db:
             rows = list(
                 await db.execute_fetchall(
-                    "SELECT tenant, secret_hash, expires, used_at, agent, rotate FROM enroll_tokens "
-                    "WHERE token_id = ?",
-                    (token_id,),
+                    f"SELECT {rules.TOKEN_COLUMNS} FROM enroll_tokens WHERE token_id = ?", (token_id,)
                 )
             )
-            if not rows or not hmac.compare_digest(bytes(rows[0][1]), secret_hash):
-                raise NotFound("enroll token", token_id)
-            tenant, _, expires, used_at, bound, rotate = rows[0]
-            if used_at is not None or expires <= now or (bound is not None and bound != agent):
-                raise NotFound("enroll token", token_id)
+            token = rules.token_row(tuple(rows[0]) if rows else None)
+            token = rules.redeemable(token, token_id, secret_hash, agent, now)
+            tenant = token.tenant
             await self._active_tenant(db, tenant)
             has_key = await db.execute_fetchall(
                 "SELECT 1 FROM keys WHERE tenant = ? AND agent = ? LIMIT 1", (tenant, agent)
             )
-            if list(has_key) and not rotate:
-                raise Conflict(agent_has_key(agent))
+            rules.rotation_allowed(token, agent, bool(list(has_key)))
             cur = await db.execute(
                 "UPDATE enroll_tokens SET used_at = ?, key_id = ? WHERE token_id = ? AND used_at IS NULL",
                 (now, compute_key_id(public_key), token_id),
@@ -382,16 +343,14 @@ class SqliteStore:
         async with self._tx() as db:
             if await self._tenant(db, quota.tenant) is None:
                 raise NotFound("tenant", quota.tenant)
-            values = [getattr(quota, f) for f in QUOTA_FIELDS]
+            values = rules.quota_values(quota)
             await db.execute(
                 f"INSERT INTO quotas (tenant, {', '.join(QUOTA_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 f"ON CONFLICT (tenant) DO UPDATE SET {_QUOTA_UPDATE}",
                 (quota.tenant, *values),
             )
-            await db.execute("DELETE FROM buckets WHERE name = ?", (f"tenant:{quota.tenant}",))
-            await self._audit(
-                db, "quota.set", quota.tenant, dict(zip(QUOTA_FIELDS, values, strict=True)), now
-            )
+            await db.execute("DELETE FROM buckets WHERE name = ?", (rules.bucket_name(quota.tenant),))
+            await self._audit(db, "quota.set", quota.tenant, rules.quota_details(quota), now)
             return quota
 
     async def get_quota(self, tenant: str) -> Quota:
@@ -420,7 +379,7 @@ class SqliteStore:
 
     @_whole
     async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
-        day, minute = day_of(now), int(now // 60)
+        day, minute = rules.day_of(now), rules.minute_of(now)
         async with self._tx() as db:
             await db.execute(
                 "INSERT INTO refusals (tenant, day, reason, count) VALUES (?, ?, ?, ?) "
@@ -433,16 +392,12 @@ class SqliteStore:
                 (refusal.tenant, minute, refusal.reason),
             )
             if cur.rowcount == 1:  # first of this minute: forget minutes older than a day
-                await db.execute("DELETE FROM refusal_minutes WHERE minute < ?", (minute - 1440,))
+                await db.execute(
+                    "DELETE FROM refusal_minutes WHERE minute < ?", (minute - rules.MINUTES_KEPT,)
+                )
             if cur.rowcount == 1 and self._key is not None:
-                details: dict[str, audit.Detail] = {
-                    "reason": refusal.reason,
-                    "agent": refusal.agent,
-                    "seq": refusal.seq,
-                    "key_id": refusal.key_id,
-                    "note": "first refusal for this reason in this minute; later ones are counted in usage",
-                }
-                await self._audit(db, refusal_action(refusal.reason), refusal.tenant, details, now)
+                details = rules.refusal_details(refusal)
+                await self._audit(db, rules.refusal_action(refusal.reason), refusal.tenant, details, now)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(
