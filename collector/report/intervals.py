@@ -26,6 +26,8 @@ import math
 
 import msgspec
 
+from collector.store import vocab
+
 __all__ = [
     "CONFIDENCE",
     "KNOWN_MECHANISMS",
@@ -44,8 +46,9 @@ CONFIDENCE = 0.95
 Z95 = 1.959963984540054  # two-sided 95 % standard normal quantile
 LN20 = math.log(20.0)  # P(|Laplace(b)| > b·ln 20) = 0.05
 
-# Mechanisms whose scale is understood exactly. Anything else is treated like ``derived``.
-KNOWN_MECHANISMS = frozenset({"gaussian", "laplace", "derived"})
+# Mechanisms whose scale is understood exactly (collector.store.vocab.Mechanism). Anything else is
+# treated like ``derived``.
+KNOWN_MECHANISMS = vocab.KNOWN_MECHANISMS
 
 
 class Estimate(msgspec.Struct, frozen=True):

@@ -48,6 +48,7 @@ from collector.report.intervals import (
     total,
 )
 from collector.store.records import BatchPrivacy, StoredRow, UsageDay
+from collector.store.vocab import RowStat
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = [
@@ -70,8 +71,9 @@ __all__ = [
 
 ADDITIVE_STATS = frozenset({"count", "sum", "histogram", "distinct_units"})
 # Stats whose true value is never negative: the renderers clip these at 0 for display only.
-COUNT_LIKE_STATS = frozenset({"count", "histogram", "distinct_units"})
-_STAT_ORDER = {"count": 0, "distinct_units": 1, "sum": 2, "mean": 3, "histogram": 4}
+COUNT_LIKE_STATS: frozenset[str] = frozenset[RowStat]({"count", "histogram", "distinct_units"})
+_KNOWN_ORDER: dict[RowStat, int] = {"count": 0, "distinct_units": 1, "sum": 2, "mean": 3, "histogram": 4}
+_STAT_ORDER: dict[str, int] = {k: v for k, v in _KNOWN_ORDER.items()}  # widened: stored stats are open
 
 
 class Point(msgspec.Struct, frozen=True):

@@ -15,12 +15,14 @@ __all__ = [
     "ENROLL_REASONS",
     "IMPORT_REASONS",
     "KNOWN_MECHANISMS",
+    "ROW_STATS",
     "BatchReason",
     "EnrollReason",
     "ImportReason",
     "KeyState",
     "Mechanism",
     "RefusalReason",
+    "RowStat",
     "TenantState",
 ]
 
@@ -63,6 +65,10 @@ EnrollReason = Literal["enroll_rate_limited", "enroll_malformed", "enroll_token"
 #: Everything counted in the ``refusals`` table and shown in usage.
 RefusalReason = BatchReason | ImportReason | EnrollReason
 
+#: The statistics of released rows, besides quantiles named ``p50``, ``p90``, ``p99.9``… (a histogram
+#: row carries its bucket in ``dims["bucket"]``). Stored rows may carry another name; reports skip it.
+RowStat = Literal["count", "sum", "mean", "histogram", "distinct_units"]
+
 #: Noise mechanisms the reports know how to turn into intervals. Stored rows may carry another name
 #: (the wire allows any short string); the reports then note it and treat the scale as a std.
 Mechanism = Literal["gaussian", "laplace", "derived"]
@@ -71,3 +77,4 @@ BATCH_REASONS: tuple[BatchReason, ...] = get_args(BatchReason)
 IMPORT_REASONS: tuple[ImportReason, ...] = get_args(ImportReason)
 ENROLL_REASONS: tuple[EnrollReason, ...] = get_args(EnrollReason)
 KNOWN_MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
+ROW_STATS: tuple[RowStat, ...] = get_args(RowStat)
