@@ -1,7 +1,8 @@
 """``hush-collector``: the admin CLI and the server entry point.
 
-Exit codes: 0 ok; 1 verification failed or something was refused; 2 usage or configuration error;
-3 not found; 4 unavailable (database, key file, address); 5 conflicts with the current state.
+Exit codes (:class:`hushmetric.exitcodes.ExitCode`, shared with ``hush-agent``): 0 ok; 1 verification
+failed or something was refused; 2 usage or configuration error; 3 not found; 4 unavailable
+(database, key file, address); 5 conflicts with the current state; 130 interrupted.
 Errors are one line on stderr, never a traceback. Output that scripts read (key id, token, public
 key, the bound address) is alone on its line.
 """
@@ -19,17 +20,16 @@ from collector.cli import admin as commands
 from collector.errors import AuditError, Conflict, NotFound, Unavailable
 from collector.store.db import DEFAULT_DB
 from hushmetric.errors import ConfigError, ContractError, HushError, SignatureError
+from hushmetric.exitcodes import ExitCode
 
-__all__ = ["EXIT_CODES", "build_parser", "main"]
-
-EXIT_CODES = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "unavailable": 4, "conflict": 5}
+__all__ = ["build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -173,18 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_code(exc: HushError) -> int:
+def _exit_code(exc: HushError) -> ExitCode:
     if isinstance(exc, NotFound):
-        return EXIT_CODES["not_found"]
+        return ExitCode.NOT_FOUND
     if isinstance(exc, Unavailable):
-        return EXIT_CODES["unavailable"]
+        return ExitCode.UNAVAILABLE
     if isinstance(exc, Conflict):
-        return EXIT_CODES["conflict"]
+        return ExitCode.CONFLICT
     if isinstance(exc, AuditError | SignatureError):
-        return EXIT_CODES["failed"]
+        return ExitCode.FAILED
     if isinstance(exc, ConfigError | ContractError):
-        return EXIT_CODES["usage"]
-    return EXIT_CODES["failed"]
+        return ExitCode.USAGE
+    return ExitCode.FAILED
 
 
 def main(
@@ -208,8 +208,4 @@ def main(
         print(f"hush-collector: {exc.message}", file=err)
         return _exit_code(exc)
     except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return ExitCode.INTERRUPTED

@@ -23,6 +23,7 @@ from collector.store import TenantState, day_of
 from collector.store.db import open_store, sqlite_path
 from collector.store.pg.url import redact_url
 from hushmetric.errors import ConfigError
+from hushmetric.exitcodes import ExitCode
 from hushmetric.keys import generate_signing_key, load_signing_key, public_key_b64, read_public_key_arg
 from hushmetric.timefmt import format_rfc3339
 
@@ -62,7 +63,7 @@ async def _init(ctx: Context) -> int:
     finally:
         await store.close()
     ctx.say(f"initialised {redact_url(ctx.db)} (audit key {ctx.key_path})")  # never a password
-    return 0
+    return ExitCode.OK
 
 
 async def _migrate(ctx: Context) -> int:
@@ -89,7 +90,7 @@ async def _migrate(ctx: Context) -> int:
         ctx.say(f"{redact_url(ctx.db)}: schema v{after}, up to date")
     else:
         ctx.say(f"{redact_url(ctx.db)}: schema v{before} -> v{after}")
-    return 0
+    return ExitCode.OK
 
 
 def _sqlite_version(path: Path) -> int:
@@ -97,13 +98,13 @@ def _sqlite_version(path: Path) -> int:
         try:
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
         except sqlite3.DatabaseError:
-            return 0
+            return ExitCode.OK
     return int(row[0] or 0)
 
 
 async def _pubkey(ctx: Context) -> int:
     ctx.say(public_key_b64(bytes(signing_key(ctx).verify_key)))
-    return 0
+    return ExitCode.OK
 
 
 async def _tenant(ctx: Context) -> int:
@@ -121,7 +122,7 @@ async def _tenant(ctx: Context) -> int:
                 )
             else:
                 ctx.out.write(tenants_table(tenants))
-            return 0
+            return ExitCode.OK
         if a.action == "create":
             check_id(a.name, "tenant name")
             tenant = await store.create_tenant(a.name, now=ctx.clock())
@@ -130,7 +131,7 @@ async def _tenant(ctx: Context) -> int:
             state = states[a.action]
             tenant = await store.set_tenant_state(a.name, state, now=ctx.clock())
         ctx.say(f"tenant {tenant.name}: {tenant.state}")
-    return 0
+    return ExitCode.OK
 
 
 async def _key(ctx: Context) -> int:
@@ -169,7 +170,7 @@ async def _key(ctx: Context) -> int:
                 a.key_id, "retired" if a.action == "retire" else "revoked", now=ctx.clock()
             )
             ctx.say(f"key {record.key_id}: {record.state}")
-    return 0
+    return ExitCode.OK
 
 
 async def _enroll_token(ctx: Context) -> int:
@@ -184,7 +185,7 @@ async def _enroll_token(ctx: Context) -> int:
             store, a.tenant, ttl_seconds=ttl, now=ctx.clock(), agent=a.agent, rotate=a.rotate
         )
     ctx.say(token)
-    return 0
+    return ExitCode.OK
 
 
 def _quota_value(flag: str, text: str) -> float | int | None:
@@ -234,7 +235,7 @@ async def _quota(ctx: Context) -> int:
             f"{'used today':20} {doc['today']['rows']} rows, {doc['today']['bytes']} bytes, "
             f"{doc['today']['batches']} batches"
         )
-    return 0
+    return ExitCode.OK
 
 
 _COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {

@@ -10,7 +10,7 @@ from pathlib import Path
 from collector import audit
 from collector.cli.kit import Context, check_bound, check_day, open_for, signing_key
 from collector.cli.tables import format_usage
-from collector.config import CollectorConfig, load_config, seconds
+from collector.config import CollectorConfig, load_config
 from collector.errors import AuditError, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
@@ -18,6 +18,7 @@ from collector.store.db import sqlite_path
 from collector.store.pg.url import redact_url
 from collector.tls import ServerTls
 from hushmetric.errors import ConfigError
+from hushmetric.exitcodes import ExitCode
 from hushmetric.keys import read_public_key_arg
 from hushmetric.timefmt import format_rfc3339
 
@@ -32,7 +33,7 @@ async def usage_cmd(ctx: Context) -> int:
             raise NotFound("tenant", a.tenant)
         days = await store.usage(a.tenant, since, until)
     ctx.out.write(format_usage(days, a.format))
-    return 0
+    return ExitCode.OK
 
 
 async def audit_cmd(ctx: Context) -> int:
@@ -48,7 +49,7 @@ async def audit_cmd(ctx: Context) -> int:
         except AuditError as exc:
             raise AuditError(f"{a.file}: {exc.message}", line=exc.line) from exc
         ctx.say(f"verified {result.count} entries; head {result.head}")
-        return 0
+        return ExitCode.OK
     key = signing_key(ctx)
     async with open_for(ctx, signed=False) as store:
         if a.tenant and await store.get_tenant(a.tenant) is None:
@@ -64,7 +65,7 @@ async def audit_cmd(ctx: Context) -> int:
         print(f"exported {len(entries)} entries to {a.out}", file=ctx.err)
     else:
         ctx.out.write(body.decode())
-    return 0
+    return ExitCode.OK
 
 
 async def import_cmd(ctx: Context) -> int:
@@ -97,7 +98,7 @@ async def import_cmd(ctx: Context) -> int:
                 now=ctx.clock(),
             )
             failed = failed or refused > 0
-    return 1 if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def _server_tls(ctx: Context, config: CollectorConfig, cfg_path: str | None) -> ServerTls | None:
@@ -106,16 +107,15 @@ def _server_tls(ctx: Context, config: CollectorConfig, cfg_path: str | None) -> 
     a = ctx.args
     base = Path(cfg_path).resolve().parent if cfg_path else Path()
 
-    def pick(flag: str | None, key: str) -> Path | None:
+    def pick(flag: str | None, value: str | None) -> Path | None:
         if flag:
             return Path(flag)
-        value = getattr(config, key)
         return None if value is None else base / value
 
     cert, key, client_ca = (
-        pick(a.tls_cert, "tls_cert"),
-        pick(a.tls_key, "tls_key"),
-        pick(a.client_ca, "client_ca"),
+        pick(a.tls_cert, config.tls_cert),
+        pick(a.tls_key, config.tls_key),
+        pick(a.client_ca, config.client_ca),
     )
     if (cert is None) != (key is None):
         raise ConfigError("--tls-cert and --tls-key go together (or tls_cert and tls_key in the config)")
@@ -157,10 +157,10 @@ async def serve_cmd(ctx: Context) -> int:
             flush=True,
         )
     settings = IngestSettings(
-        max_clock_skew_seconds=seconds(config, "max_clock_skew", path=cfg_path),
+        max_clock_skew_seconds=config.max_clock_skew,
         default_max_batch_bytes=config.default_max_batch_bytes,
     )
-    grace = float(seconds(config, "shutdown_grace", path=cfg_path))
+    grace = float(config.shutdown_grace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -212,7 +212,7 @@ async def serve_cmd(ctx: Context) -> int:
         if metrics is not None:
             metrics.stop()
     print("hush-collector: stopped", file=ctx.err, flush=True)
-    return 0
+    return ExitCode.OK
 
 
 async def reports_cmd(ctx: Context) -> int:
@@ -253,9 +253,9 @@ async def reports_cmd(ctx: Context) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot write report: {exc.strerror or exc}", key="--out") from exc
         print(f"wrote {a.command} report ({a.format}, {len(data)} bytes) to {a.out}", file=ctx.err)
-        return 0
+        return ExitCode.OK
     ctx.out.write(data.decode() + ("" if data.endswith(b"\n") else "\n"))
-    return 0
+    return ExitCode.OK
 
 
 async def tls_cmd(ctx: Context) -> int:
@@ -275,4 +275,4 @@ async def tls_cmd(ctx: Context) -> int:
         f'client_cert = "{out / "client.pem"}", client_key = "{out / "client.key"}"',
         file=ctx.err,
     )
-    return 0
+    return ExitCode.OK
