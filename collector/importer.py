@@ -35,7 +35,7 @@ class ImportReport(msgspec.Struct):
         self.refused[reason] = self.refused.get(reason, 0) + count
 
 
-async def import_bundle(
+async def import_bundle(  # noqa: C901  # the bundle checks in the order they must run, then each entry
     store: Store, data: bytes | BinaryIO, *, now: float, settings: IngestSettings | None = None
 ) -> ImportReport:
     """Import one bundle: its bytes, or a seekable binary file kept open for the call (then read

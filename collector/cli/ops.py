@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collector import audit
 from collector.cli.kit import Context, check_bound, check_day, open_for, signing_key
@@ -21,6 +22,11 @@ from hushmetric.errors import ConfigError
 from hushmetric.exitcodes import ExitCode
 from hushmetric.keys import read_public_key_arg
 from hushmetric.timefmt import format_rfc3339
+
+if TYPE_CHECKING:  # gRPC loads only for the server
+    import grpc
+
+    from collector.tls import Reloader
 
 __all__ = ["audit_cmd", "import_cmd", "reports_cmd", "serve_cmd", "tls_cmd", "usage_cmd"]
 
@@ -126,6 +132,31 @@ def _server_tls(ctx: Context, config: CollectorConfig, cfg_path: str | None) -> 
     return ServerTls(cert, key, client_ca)
 
 
+def _transport(
+    ctx: Context, config: CollectorConfig, cfg_path: str | None, listen: str
+) -> tuple[grpc.ServerCredentials | None, Reloader | None]:
+    """The gRPC port's credentials and certificate reloader (both None for plaintext), announced on
+    stderr: the TLS mode, or the warning for plaintext beyond loopback."""
+    server_tls = _server_tls(ctx, config, cfg_path)
+    if server_tls is None:
+        from collector.tls import plaintext_warning
+
+        warning = plaintext_warning(listen, insecure=ctx.args.insecure or config.insecure)
+        if warning:
+            print(f"hush-collector: {warning}", file=ctx.err, flush=True)
+        return None, None
+    from collector.tls import server_credentials
+
+    credentials, reloader = server_credentials(server_tls)
+    mode = "mutual TLS" if server_tls.client_ca is not None else "TLS"
+    print(
+        f"hush-collector: {mode} on the gRPC port (certificates reload on change or SIGHUP)",
+        file=ctx.err,
+        flush=True,
+    )
+    return credentials, reloader
+
+
 async def serve_cmd(ctx: Context) -> int:
     a = ctx.args
     config = load_config(Path(a.config)) if a.config else CollectorConfig()
@@ -137,25 +168,7 @@ async def serve_cmd(ctx: Context) -> int:
     listen = a.listen or config.listen
     if not listen:
         raise ConfigError("--listen HOST:PORT is required (or `listen` in the config file)")
-    server_tls = _server_tls(ctx, config, cfg_path)
-    credentials, reloader = None, None
-    if server_tls is not None:
-        from collector.tls import server_credentials
-
-        credentials, reloader = server_credentials(server_tls)
-    else:
-        from collector.tls import plaintext_warning
-
-        warning = plaintext_warning(listen, insecure=a.insecure or config.insecure)
-        if warning:
-            print(f"hush-collector: {warning}", file=ctx.err, flush=True)
-    if server_tls is not None:
-        mode = "mutual TLS" if server_tls.client_ca is not None else "TLS"
-        print(
-            f"hush-collector: {mode} on the gRPC port (certificates reload on change or SIGHUP)",
-            file=ctx.err,
-            flush=True,
-        )
+    credentials, reloader = _transport(ctx, config, cfg_path, listen)
     settings = IngestSettings(
         max_clock_skew_seconds=config.max_clock_skew,
         default_max_batch_bytes=config.default_max_batch_bytes,

@@ -156,7 +156,9 @@ def _bisect(f: Callable[[float], float], rising: bool) -> float:
     return (lo + hi) / 2.0
 
 
-def histogram_quantile(buckets: Sequence[tuple[float, float, NoisySum]], q: float) -> HistogramQuantile:
+def histogram_quantile(  # noqa: C901  # one walk over the buckets with its edge cases (open ends, empty)
+    buckets: Sequence[tuple[float, float, NoisySum]], q: float
+) -> HistogramQuantile:
     """Quantile ``q`` of a noisy histogram (bucket edges and noisy counts, disjoint, sorted or not)."""
     bs = sorted(buckets, key=lambda b: (b[0], b[1]))
     counts = [max(b[2].value, 0.0) for b in bs]

@@ -34,7 +34,8 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_example_is_valid() -> None:
     policy = load_policy(EXAMPLE)
-    assert policy.metrics and policy.budget.mechanism == "zcdp"
+    assert policy.metrics
+    assert policy.budget.mechanism == "zcdp"
     # a full period of windows fits the cap exactly
     windows_per_day = 86400 // policy.window_seconds
     assert per_window_budget(policy) * windows_per_day == pytest.approx(policy.budget.rho)
@@ -87,9 +88,11 @@ def test_minimised_keeps_only_attributes_some_metric_uses(tmp_path: Path) -> Non
 
     text = MINIMAL.replace("[attrs.plan]", '[attrs.message]\nkind = "text"\n[attrs.plan]')
     policy = load_policy(write(tmp_path, text))
-    assert set(policy.attrs) == {"plan", "message"} and used_attrs(policy) == {"plan"}
+    assert set(policy.attrs) == {"plan", "message"}
+    assert used_attrs(policy) == {"plan"}
     lean = minimised(policy)
-    assert set(lean.attrs) == {"plan"} and lean.metrics == policy.metrics
+    assert set(lean.attrs) == {"plan"}
+    assert lean.metrics == policy.metrics
     assert policy_digest(policy) != policy_digest(lean)  # batches carry the digest of the policy as written
 
 
@@ -101,5 +104,6 @@ def test_pipeline_redactor_drops_unused_attributes_before_scanning(tmp_path: Pat
     text = MINIMAL.replace("[attrs.plan]", '[attrs.message]\nkind = "text"\n[attrs.plan]')
     redactor = Redactor(minimised(load_policy(write(tmp_path, text))), b"s" * 32)
     out = redactor.redact(Event("signup", 1.0, "u1", None, {"plan": "free", "message": "mail a@example.org"}))
-    assert out is not None and out.attrs == {"plan": "free"}
+    assert out is not None
+    assert out.attrs == {"plan": "free"}
     assert redactor.take_counts() == {"dropped_key": 1}  # never scanned: no email finding counted

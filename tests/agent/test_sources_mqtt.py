@@ -217,9 +217,11 @@ async def test_broker_down_is_retried_quietly(caplog: pytest.LogCaptureFixture) 
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await it.aclose()
-    assert src.attempts >= 3 and src.state == "down"
+    assert src.attempts >= 3
+    assert src.state == "down"
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    assert len(warnings) == 1
+    assert "unreachable" in warnings[0].getMessage()
 
 
 async def test_reconnects_after_being_kicked_and_drops_stale_acks(ids: tuple[str, str]) -> None:
@@ -241,8 +243,10 @@ async def test_reconnects_after_being_kicked_and_drops_stale_acks(ids: tuple[str
 
         # The source reconnects by itself and gets m1 again (never acknowledged).
         (again,) = await take(it, None, 1)
-        assert again.data == b"m1" and src.attempts > generation_before
-        assert c1.ack is not None and again.ack is not None
+        assert again.data == b"m1"
+        assert src.attempts > generation_before
+        assert c1.ack is not None
+        assert again.ack is not None
         c1.ack()  # from the old connection: dropped, the packet id belongs to another connection
         await asyncio.sleep(0.2)
         await it.aclose()

@@ -17,8 +17,10 @@ from hushmetric.errors import ConfigError
 
 
 def test_recognises_both_schemes_only() -> None:
-    assert is_pg_url("postgresql://h/db") and is_pg_url("postgres://h/db")
-    assert not is_pg_url("./hushmetric.db") and not is_pg_url("sqlite:///x.db")
+    assert is_pg_url("postgresql://h/db")
+    assert is_pg_url("postgres://h/db")
+    assert not is_pg_url("./hushmetric.db")
+    assert not is_pg_url("sqlite:///x.db")
 
 
 def test_passwords_never_appear_in_messages() -> None:

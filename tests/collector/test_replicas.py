@@ -134,7 +134,8 @@ def replica(cli: Cli) -> Iterator[str]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
-            assert proc.stdout is not None and proc.stderr is not None
+            assert proc.stdout is not None
+            assert proc.stderr is not None
             proc.stdout.close()
             proc.stderr.close()
         assert code == 0, f"replica exited with {code}"
@@ -261,7 +262,8 @@ async def test_serve_refuses_to_start_when_the_database_is_unreachable(tmp_path:
     code, out, err = await cli.run("serve", "--listen", "127.0.0.1:0")
     if "PostgreSQL store is not available" in err:
         pytest.xfail(NOT_WIRED)
-    assert code != 0 and out == ""
+    assert code != 0
+    assert out == ""
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert "cannot reach database postgresql://postgres@127.0.0.1:9/hush" in err, err
@@ -308,7 +310,8 @@ async def test_database_outage_while_serving_is_unavailable_then_recovers(
                 assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
                 reply = await stub.Submit(second, timeout=RPC_TIMEOUT)  # the agent's retry, same bytes
-                assert reply.seq == 2 and not reply.duplicate
+                assert reply.seq == 2
+                assert not reply.duplicate
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()

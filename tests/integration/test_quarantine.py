@@ -236,7 +236,8 @@ async def test_a_suspended_tenant_holds_the_outbox_and_nothing_is_quarantined(
     async with sender(tmp_path, endpoint) as s:
         report = await s.drain_once()
     assert (report.delivered, report.quarantined, report.pending) == (0, 0, 3)
-    assert report.last_error is not None and "tenant_suspended" in report.last_error
+    assert report.last_error is not None
+    assert "tenant_suspended" in report.last_error
     await store.set_tenant_state("acme", "active", now=clock())
     async with sender(tmp_path, endpoint) as s:
         report = await s.drain_once()

@@ -201,10 +201,12 @@ async def test_agent_state_corruption_is_detected_quarantined_and_blocks_release
                 if total < existing * (1 - 1e-9) and not report.blocked:
                     silent += 1
                 if case in HARMLESS or (case in EITHER and report.ok):
-                    assert report.ok and not report.blocked, report.message()
+                    assert report.ok, report.message()
+                    assert not report.blocked, report.message()
                     assert total >= existing * (1 - 1e-9)
                 else:
-                    assert not report.ok and report.blocked, report.message()
+                    assert not report.ok, report.message()
+                    assert report.blocked, report.message()
                     policy = load_policy(agent.root / "policy.toml")
                     acknowledged = integrity.acknowledge_reset(
                         agent.state, conn, policy, note=f"proof {case}"
@@ -215,7 +217,8 @@ async def test_agent_state_corruption_is_detected_quarantined_and_blocks_release
             finally:
                 conn.close()
             again = integrity.check_state(agent.state)
-            assert again.ok and not again.blocked, again.message()
+            assert again.ok, again.message()
+            assert not again.blocked, again.message()
             hits, _, _ = scan_files([agent.state, collector.workdir], canaries)
             leaks += len(hits)
         finally:
@@ -236,7 +239,8 @@ async def test_agent_state_corruption_is_detected_quarantined_and_blocks_release
         reset_charges=len(acknowledged),
     )
     figures.record("8b egress scan", f"after corruption {case}", runs=ROUNDS, faults=ROUNDS, lost=leaks)
-    assert silent == 0 and leaks == 0
+    assert silent == 0
+    assert leaks == 0
 
 
 async def test_current_runtime_on_damaged_state(tmp_path: Path, figures: Figures) -> None:
@@ -302,7 +306,8 @@ async def test_daemon_detects_blocks_and_resumes_after_acknowledgement(
         spent = sum(p["spent"] for p in json.loads(agent.cli("ledger", "--json").out))
         assert spent >= existing * (1 - 1e-9)
         again = agent.run_once(more)
-        assert again.code == 0 and json.loads(again.out)["windows_released"] > 0, again
+        assert again.code == 0, again
+        assert json.loads(again.out)["windows_released"] > 0, again
     finally:
         await collector.stop()
 
@@ -327,7 +332,8 @@ async def test_collector_db_corruption_is_quarantined_and_serve_starts(
     COLLECTOR_CASES[case](collector.db, rng)
     check = collector_integrity.check_db(collector.db)
     assert not check.ok, check
-    assert check.quarantined and all((collector.workdir / q).exists() for q in check.quarantined)
+    assert check.quarantined
+    assert all((collector.workdir / q).exists() for q in check.quarantined)
     with sqlite3.connect(collector.db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     started_ok = True

@@ -105,15 +105,20 @@ DECODERS = {
 def _check_decoded(limits: Limits, events: list[Event], letters: list[DeadLetter]) -> None:
     for letter in letters:
         assert letter.reason in DEAD_LETTER_REASONS, letter
-        assert "\n" not in letter.detail and len(letter.sha256) == 64
+        assert "\n" not in letter.detail
+        assert len(letter.sha256) == 64
     for e in events:
-        assert isinstance(e.name, str) and 0 < len(e.name) <= limits.max_key_length
-        assert isinstance(e.unit, str) and 0 < len(e.unit) <= limits.max_key_length
-        assert isinstance(e.ts, float) and 0 <= e.ts < 253402300800.0
+        assert isinstance(e.name, str)
+        assert 0 < len(e.name) <= limits.max_key_length
+        assert isinstance(e.unit, str)
+        assert 0 < len(e.unit) <= limits.max_key_length
+        assert isinstance(e.ts, float)
+        assert 0 <= e.ts < 253402300800.0
         assert e.value is None or (isinstance(e.value, float) and math.isfinite(e.value))
         assert len(e.attrs) <= limits.max_attrs
         for k, v in e.attrs.items():
-            assert isinstance(k, str) and 0 < len(k) <= limits.max_key_length
+            assert isinstance(k, str)
+            assert 0 < len(k) <= limits.max_key_length
             assert isinstance(v, str | int | float | bool)
             assert not isinstance(v, str) or len(v) <= limits.max_value_length
             assert not isinstance(v, float) or math.isfinite(v)
@@ -219,7 +224,8 @@ async def test_mqtt_payload_path(figures: Figures) -> None:
         async with aiomqtt.Client("127.0.0.1", 1883, identifier=client_id, clean_session=True):
             pass  # forget the persistent session
     mangled = sum(received.get(str(i)) != p for i, p in enumerate(payloads))
-    assert mangled == 0 and t.crashes == 0, t.examples
+    assert mangled == 0, t.examples
+    assert t.crashes == 0, t.examples
     _record(
         figures,
         "mqtt payload path",
@@ -573,7 +579,17 @@ async def test_bundle_importer(tmp_path: Path, figures: Figures) -> None:
         cli.crash(f"{len(lines)} report lines for {len(names)} files: {r.err[-600:]}")
     cli.accepted = sum(bool(re.search(r"refused 0$", line)) for line in lines)
     cli.clear = len(lines) - cli.accepted
-    assert read.crashes == 0 and imported.crashes == 0 and cli.crashes == 0, (
+    assert read.crashes == 0, (
+        read.examples,
+        imported.examples,
+        cli.examples,
+    )
+    assert imported.crashes == 0, (
+        read.examples,
+        imported.examples,
+        cli.examples,
+    )
+    assert cli.crashes == 0, (
         read.examples,
         imported.examples,
         cli.examples,
@@ -744,7 +760,9 @@ async def test_grpc_submit(tmp_path: Path, figures: Figures) -> None:
     finally:
         await c.stop()
     logged = c.tracebacks()
-    assert signed.crashes == 0 and raw.crashes == 0 and not logged, (signed.examples, raw.examples, logged)
+    assert signed.crashes == 0, (signed.examples, raw.examples, logged)
+    assert raw.crashes == 0, (signed.examples, raw.examples, logged)
+    assert not logged, (signed.examples, raw.examples, logged)
     _record(figures, "grpc Submit: signed hostile payloads", signed, started, codes=len(codes))
     _record(figures, "grpc Submit: raw frames", raw, started)
 

@@ -232,12 +232,17 @@ async def test_collector_outage_and_cuts_deliver_everything_in_order_once(
     )
     assert not hits, hits
     assert not acc.problems, acc.problems[:10]
-    assert acc.lost == 0 and acc.extra == 0 and acc.twice == 0
-    assert delivery["gaps"] == 0 and delivery["out_of_order"] == 0 and delivery["chain_events"] == 0, delivery
-    assert delivery["egress_twice"] == 0 and delivery["egress_missing"] == 0 and delivery["egress_ok"], (
-        delivery
-    )
-    assert max_depth >= OUTBOX_CAP and backpressure, (max_depth, backpressure)
+    assert acc.lost == 0
+    assert acc.extra == 0
+    assert acc.twice == 0
+    assert delivery["gaps"] == 0, delivery
+    assert delivery["out_of_order"] == 0, delivery
+    assert delivery["chain_events"] == 0, delivery
+    assert delivery["egress_twice"] == 0, delivery
+    assert delivery["egress_missing"] == 0, delivery
+    assert delivery["egress_ok"], delivery
+    assert max_depth >= OUTBOX_CAP, (max_depth, backpressure)
+    assert backpressure, (max_depth, backpressure)
     assert not agent.tracebacks(), agent.tracebacks()
 
 
@@ -280,12 +285,14 @@ async def test_cuts_mid_delivery_deliver_everything_in_order_once(tmp_path: Path
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             await collector.start("--listen", f"127.0.0.1:{port}")
             result = await run
-            assert result.code == 0 and "Traceback" not in result.err, result.err
+            assert result.code == 0, result.err
+            assert "Traceback" not in result.err, result.err
             interrupted += json.loads(result.out)["outbox_depth"] > 0
         empty = tmp_path / "empty.jsonl"
         empty.write_bytes(b"")
         final = agent.run_once(empty)
-        assert final.code == 0 and json.loads(final.out)["outbox_depth"] == 0, final
+        assert final.code == 0, final
+        assert json.loads(final.out)["outbox_depth"] == 0, final
         acc = accounting(per_window, collector, agent)
         delivery = _delivery(collector, agent)
         hits, files, nbytes = scan_files([collector.workdir, agent.state], canaries)
@@ -315,11 +322,15 @@ async def test_cuts_mid_delivery_deliver_everything_in_order_once(tmp_path: Path
     )
     assert not hits, hits
     assert not acc.problems, acc.problems[:10]
-    assert acc.lost == 0 and acc.extra == 0 and acc.twice == 0
-    assert delivery["gaps"] == 0 and delivery["out_of_order"] == 0 and delivery["chain_events"] == 0, delivery
-    assert delivery["egress_twice"] == 0 and delivery["egress_missing"] == 0 and delivery["egress_ok"], (
-        delivery
-    )
+    assert acc.lost == 0
+    assert acc.extra == 0
+    assert acc.twice == 0
+    assert delivery["gaps"] == 0, delivery
+    assert delivery["out_of_order"] == 0, delivery
+    assert delivery["chain_events"] == 0, delivery
+    assert delivery["egress_twice"] == 0, delivery
+    assert delivery["egress_missing"] == 0, delivery
+    assert delivery["egress_ok"], delivery
     assert delivery["batches"] >= ROUNDS * WINDOWS_PER_ROUND
 
 
@@ -466,5 +477,7 @@ async def test_broker_restarts_lose_nothing(tmp_path: Path, figures: Figures) ->
     )
     assert not hits, hits
     assert not acc.problems, acc.problems[:10]
-    assert acc.lost == 0 and acc.extra == 0 and acc.twice == 0
+    assert acc.lost == 0
+    assert acc.extra == 0
+    assert acc.twice == 0
     assert not agent.tracebacks(), agent.tracebacks()
