@@ -49,12 +49,10 @@ def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     first = math.floor(lo / step) * step
     last = math.ceil(hi / step - 1e-9) * step
-    ticks: list[float] = []
-    t = first
-    while t <= last + step * 1e-9 and len(ticks) < 20:
-        ticks.append(round(t, 10))
-        t += step
-    return ticks
+    # Each tick from its index, not by adding step after step: the accumulated rounding error could
+    # push the last tick past `last` and leave the top of the range without one.
+    n = min(round((last - first) / step), 19)
+    return [round(first + i * step, 10) for i in range(n + 1)]
 
 
 def _fmt(x: float) -> str:
