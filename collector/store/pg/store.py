@@ -58,7 +58,6 @@ from collector.store.schema import KEY_COLUMNS, QUOTA_FIELDS
 from collector.store.vocab import KeyState, TenantState
 from hushmetric.errors import ConfigError
 from hushmetric.keys import key_id as compute_key_id
-from hushmetric.timefmt import format_rfc3339
 
 __all__ = ["PgOptions", "PgStore", "is_pg_url", "open_pg_store", "pg_initialised"]
 
@@ -360,17 +359,9 @@ class PgStore:
         if self._key is None:
             raise Unavailable("the collector signing key is not loaded; cannot write the audit log")
         await db.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
-        head = await db.fetchrow("SELECT i, hash FROM audit ORDER BY i DESC LIMIT 1")
-        index, prev = (int(head[0]) + 1, str(head[1])) if head else (1, audit.GENESIS)
-        entry = audit.make_entry(
-            index=index,
-            prev=prev,
-            ts=format_rfc3339(now),
-            action=action,
-            tenant=tenant,
-            details=details,
-            key=self._key,
-        )
+        row = await db.fetchrow("SELECT i, hash FROM audit ORDER BY i DESC LIMIT 1")
+        head = (row[0], row[1]) if row is not None else None
+        entry = audit.next_entry(head, now=now, action=action, tenant=tenant, details=details, key=self._key)
         await db.execute(
             "INSERT INTO audit (i, ts, action, tenant, details, prev, hash, sig) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

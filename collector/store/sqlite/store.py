@@ -38,7 +38,6 @@ from collector.store.sqlite import reads as sqlite_reads
 from collector.store.sqlite.ingest import Rollback, commit
 from collector.store.vocab import KeyState, TenantState
 from hushmetric.keys import key_id as compute_key_id
-from hushmetric.timefmt import format_rfc3339
 
 __all__ = ["SqliteStore"]
 
@@ -149,17 +148,9 @@ class SqliteStore:
     ) -> audit.AuditEntry:
         if self._key is None:
             raise Unavailable("the collector signing key is not loaded; cannot write the audit log")
-        head = list(await db.execute_fetchall("SELECT i, hash FROM audit ORDER BY i DESC LIMIT 1"))
-        index, prev = (head[0][0] + 1, head[0][1]) if head else (1, audit.GENESIS)
-        entry = audit.make_entry(
-            index=index,
-            prev=prev,
-            ts=format_rfc3339(now),
-            action=action,
-            tenant=tenant,
-            details=details,
-            key=self._key,
-        )
+        rows = list(await db.execute_fetchall("SELECT i, hash FROM audit ORDER BY i DESC LIMIT 1"))
+        head = (rows[0][0], rows[0][1]) if rows else None
+        entry = audit.next_entry(head, now=now, action=action, tenant=tenant, details=details, key=self._key)
         await db.execute(
             "INSERT INTO audit (i, ts, action, tenant, details, prev, hash, sig) VALUES (?,?,?,?,?,?,?,?)",
             (
