@@ -29,11 +29,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hushmetric import dsse
-from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
+from hushmetric.batch import payload_digest
 from hushmetric.keys import generate_signing_key, public_key_b64
-from hushmetric.timefmt import format_rfc3339
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
+from tests import batchkit
 from tests.pg import temp_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
@@ -63,23 +63,13 @@ class Sender:
 
     def next(self, now: float) -> dsse.Envelope:
         self.seq += 1
-        payload = encode_batch(
-            Batch(
-                v=1,
-                tenant=self.tenant,
-                agent=self.agent,
-                seq=self.seq,
-                prev=self.prev,
-                created=format_rfc3339(now),
-                window=Window(format_rfc3339(now - 60), format_rfc3339(now)),
-                policy="ab" * 32,
-                privacy=Privacy("user", None, None, 0.01),
-                redactions={},
-                rows=[
-                    Row("visits", "count", {"i": str(i)}, float(i), Noise("gaussian", 1.0))
-                    for i in range(ROWS)
-                ],
-            )
+        payload = batchkit.payload(
+            tenant=self.tenant,
+            agent=self.agent,
+            seq=self.seq,
+            prev=self.prev,
+            created=now,
+            released=batchkit.rows(ROWS, metric="visits", dim="i", label="", scale=1.0),
         )
         self.prev = payload_digest(payload)
         return dsse.sign(payload, dsse.BATCH_PAYLOAD_TYPE, self.key)
