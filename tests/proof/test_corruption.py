@@ -57,7 +57,7 @@ AGENT_WIRED = (
     "integrity" in (ROOT / "agent/runtime.py").read_text()
     and "acknowledge" in (ROOT / "agent/cli.py").read_text()
 )
-COLLECTOR_WIRED = "integrity" in (ROOT / "collector/commands_ops.py").read_text()
+COLLECTOR_WIRED = "integrity" in (ROOT / "collector/cli/ops.py").read_text()
 ROUNDS = pick(1, 4)  # independent repetitions of each case (new state, new random damage)
 
 
