@@ -31,6 +31,7 @@ import nacl.signing
 from collector import audit
 from collector.errors import NotFound, Unavailable
 from collector.store import rules
+from collector.store.group import GroupCommit, group_order
 from collector.store.pg import reads as pg_reads
 from collector.store.pg.ingest import Rollback, affected, commit
 from collector.store.pg.schema import current_version, pg_migrations
@@ -167,6 +168,9 @@ class PgStore:
         self._pool = pool
         self._key = signing_key
         self._where = redact_url(url)
+        self._group: GroupCommit[tuple[BatchCommit, Quota, float], CommitOutcome] = GroupCommit(
+            self._commit_group
+        )
 
     # -- lifetime ------------------------------------------------------------------------------
     @classmethod
@@ -232,6 +236,7 @@ class PgStore:
         return store
 
     async def close(self) -> None:
+        await self._group.close()
         await self._pool.close()
 
     async def ping(self) -> None:
@@ -593,10 +598,37 @@ class PgStore:
 
     # -- ingest --------------------------------------------------------------------------------
     async def commit_batch(self, batch: BatchCommit, quota: Quota, *, now: float) -> CommitOutcome:
-        try:
-            return await self._write(lambda db: commit(db, batch, quota, now))
-        except Rollback as stop:
-            return stop.outcome
+        return await self._group.submit((batch, quota, now))
+
+    @property
+    def commit_groups(self) -> int:
+        """Ingest transactions run so far (batches committed ÷ this is the mean group size)."""
+        return self._group.groups
+
+    async def _commit_group(
+        self, group: list[tuple[BatchCommit, Quota, float]]
+    ) -> list[CommitOutcome | BaseException]:
+        """One transaction (retried whole on a deadlock), each batch in a savepoint, so a refusal
+        or an error rolls back that batch only; returns after COMMIT, the group's one WAL flush.
+        Decided in (tenant, agent, seq) order, so replicas take tenants' meter rows in one order."""
+        order = group_order([(b.tenant, b.agent, b.seq) for b, _, _ in group])
+
+        async def work(db: Connection) -> list[CommitOutcome | BaseException]:
+            results: list[CommitOutcome | BaseException] = [RuntimeError("not decided")] * len(group)
+            for i in order:
+                batch, quota, now = group[i]
+                try:
+                    async with db.transaction():  # nested: a savepoint
+                        results[i] = await commit(db, batch, quota, now)
+                except Rollback as stop:
+                    results[i] = stop.outcome
+                except (*_RETRY_TX, asyncpg.exceptions.QueryCanceledError, *_UNAVAILABLE):
+                    raise  # the whole group: retried, or Unavailable for every batch in it
+                except asyncpg.PostgresError as exc:  # this batch only; its savepoint is rolled back
+                    results[i] = exc
+            return results
+
+        return await self._write(work)
 
     async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
         day, minute = rules.day_of(now), rules.minute_of(now)
