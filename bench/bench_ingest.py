@@ -70,6 +70,7 @@ def envelopes(n: int, now: float, tenants: int = 1) -> tuple[list[ingest_pb2.Env
                 window=Window(format_rfc3339(now - 60), format_rfc3339(now)),
                 policy="ab" * 32,
                 privacy=Privacy("user", None, None, 0.01),
+                redactions={},
                 rows=[
                     Row(f"m{r}", "count", {"region": f"r{r}"}, float(r), Noise("gaussian", 1.5))
                     for r in range(ROWS)
@@ -110,7 +111,8 @@ async def _serve(kind: str, db: str, key_file: str) -> None:
     if kind == "sqlite":
         store = await SqliteStore.open(Path(db), signing_key=key)
     else:
-        store = await open_pg_store(db, signing_key=key, max_size=10)
+        # the pool as the URL sizes it (``pool_max``), else 10
+        store = await open_pg_store(db, signing_key=key, max_size=None if "pool_max=" in db else 10)
     try:
         await serve(store, "127.0.0.1:0", stop=stop, on_bound=lambda a: print(a, flush=True), grace_seconds=1)
     finally:
@@ -118,7 +120,10 @@ async def _serve(kind: str, db: str, key_file: str) -> None:
 
 
 @contextmanager
-def _servers(kind: str, db: str, key_file: Path, count: int = 1) -> Iterator[list[str]]:
+def _servers(
+    kind: str, db: str, key_file: Path, count: int = 1, pids: list[int] | None = None
+) -> Iterator[list[str]]:
+    """``count`` server processes; their addresses (and, into ``pids``, their process ids)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "bench.bench_ingest", "--serve", kind, db, str(key_file)],
@@ -127,6 +132,8 @@ def _servers(kind: str, db: str, key_file: Path, count: int = 1) -> Iterator[lis
         )
         for _ in range(count)
     ]
+    if pids is not None:
+        pids.extend(p.pid for p in procs)
     try:
         addresses = []
         for p in procs:

@@ -39,32 +39,40 @@ def group_order(keys: Sequence[tuple[str, str, int]]) -> list[int]:
 
 
 class GroupCommit(Generic[T, R]):
-    """Submissions in, results out; at most one group is written at a time."""
+    """Submissions in, results out; at most ``writers`` groups are written at a time.
+
+    One writer suits SQLite (one connection, one writer at a time anyway). A server database is
+    bound by round trips rather than by the flush: a few writers, each a group on its own pooled
+    connection, keep it busy while each group still shares one commit."""
 
     def __init__(
         self,
         run: Callable[[list[T]], Awaitable[list[R | BaseException]]],
         *,
         max_group: int = MAX_GROUP,
+        writers: int = 1,
     ) -> None:
         self._run = run
         self._max = max_group
+        self._max_writers = max(1, writers)
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
         self.groups = 0  # groups committed (or failed): submissions / groups is the mean group size
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._drain(), name="group-commit")
+        if len(self._writers) < self._max_writers:
+            writer = asyncio.create_task(self._drain(), name="group-commit")
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)  # also when cancelled before it ran
         # shield: cancelling the caller must not cancel the future the writer resolves
         return await asyncio.shield(future)
 
     async def close(self) -> None:
         """Wait for the groups in flight (a store closes its database after this)."""
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        while self._writers:
+            await asyncio.shield(asyncio.gather(*self._writers, return_exceptions=True))
 
     async def _drain(self) -> None:
         try:
@@ -92,8 +100,12 @@ class GroupCommit(Generic[T, R]):
                     else:
                         future.set_result(result)
         finally:
-            self._writer = None
-            if self._pending:  # cancelled with submissions left: they must not wait forever
+            # Leave the set in the same step as the last look at the queue (no await between): a
+            # submission either was seen above or finds room for a new writer.
+            me = asyncio.current_task()
+            if me is not None:
+                self._writers.discard(me)
+            if not self._writers and self._pending:  # cancelled with submissions left: never wait forever
                 for _, future in self._pending:
                     if not future.done():
                         future.set_exception(RuntimeError("the store is closing"))

@@ -93,3 +93,30 @@ async def test_groups_are_bounded() -> None:
 def test_group_order_is_by_tenant_agent_seq() -> None:
     keys = [("t2", "a", 1), ("t1", "b", 2), ("t1", "b", 1), ("t1", "a", 9)]
     assert [keys[i] for i in group_order(keys)] == sorted(keys)
+
+
+async def test_several_writers_write_groups_side_by_side() -> None:
+    run = _Recorder()
+    run.gate.clear()
+    group: GroupCommit[int, int] = GroupCommit(run, writers=2)
+    tasks = [asyncio.create_task(group.submit(0))]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    tasks += [asyncio.create_task(group.submit(i)) for i in range(1, 6)]  # arrive while 0 is written
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert run.groups == [[0], [1, 2, 3, 4, 5]]  # both open at once, as on two connections
+    run.gate.set()
+    assert await asyncio.gather(*tasks) == [i * 10 for i in range(6)]
+
+
+async def test_a_submission_right_after_a_group_is_not_stranded() -> None:
+    """The writer leaves in the same step as its last look at the queue, so the next submission
+    either joins its loop or starts a new writer."""
+    run = _Recorder()
+    group: GroupCommit[int, int] = GroupCommit(run)
+    for i in range(50):
+        first = asyncio.create_task(group.submit(i))
+        second = asyncio.create_task(group.submit(i + 1))
+        assert await asyncio.wait_for(asyncio.gather(first, second), 60) == [i * 10, i * 10 + 10]
+    await group.close()

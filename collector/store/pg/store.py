@@ -163,13 +163,20 @@ class PgStore:
     """A :class:`~collector.store.Store` on an asyncpg pool; ``signing_key`` signs audit entries."""
 
     def __init__(
-        self, pool: Any, signing_key: nacl.signing.SigningKey | None, *, url: str = "postgresql"
+        self,
+        pool: Any,
+        signing_key: nacl.signing.SigningKey | None,
+        *,
+        url: str = "postgresql",
+        pool_max: int = 2,
     ) -> None:
         self._pool = pool
         self._key = signing_key
         self._where = redact_url(url)
+        # Several writers: PostgreSQL is bound by round trips, not by the flush; half the pool
+        # writes groups, the rest serves the reads before each commit (keys, tenants, quotas).
         self._group: GroupCommit[tuple[BatchCommit, Quota, float], CommitOutcome] = GroupCommit(
-            self._commit_group
+            self._commit_group, writers=max(1, pool_max // 2)
         )
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -224,7 +231,7 @@ class PgStore:
             raise _unavailable(f"cannot reach database {where}", exc) from exc
         except ValueError as exc:  # asyncpg's own URL parsing
             raise ConfigError(f"bad database URL {where}: {exc}") from exc
-        store = cls(pool, signing_key, url=url)
+        store = cls(pool, signing_key, url=url, pool_max=options.max_size)
         try:
             if migrate or create:
                 await store.migrate(create=create)
