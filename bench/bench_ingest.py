@@ -117,13 +117,20 @@ async def _serve(kind: str, db: str, key_file: str) -> None:
         await serve(store, "127.0.0.1:0", stop=stop, on_bound=lambda a: print(a, flush=True), grace_seconds=1)
     finally:
         await store.close()
+        print(f"commit_groups={getattr(store, 'commit_groups', 0)}", flush=True)
 
 
 @contextmanager
 def _servers(
-    kind: str, db: str, key_file: Path, count: int = 1, pids: list[int] | None = None
+    kind: str,
+    db: str,
+    key_file: Path,
+    count: int = 1,
+    pids: list[int] | None = None,
+    groups: list[int] | None = None,
 ) -> Iterator[list[str]]:
-    """``count`` server processes; their addresses (and, into ``pids``, their process ids)."""
+    """``count`` server processes; their addresses (into ``pids`` their process ids, and into
+    ``groups``, once they stopped, the ingest transactions each committed)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "bench.bench_ingest", "--serve", kind, db, str(key_file)],
@@ -154,6 +161,9 @@ def _servers(
                 p.kill()
                 p.wait()
             if p.stdout is not None:
+                said = re.search(r"commit_groups=(\d+)", p.stdout.read())
+                if groups is not None and said:
+                    groups.append(int(said[1]))
                 p.stdout.close()
 
 
