@@ -173,10 +173,10 @@ class PgStore:
         self._pool = pool
         self._key = signing_key
         self._where = redact_url(url)
-        # Several writers: PostgreSQL is bound by round trips, not by the flush; half the pool
-        # writes groups, the rest serves the reads before each commit (keys, tenants, quotas).
+        # Several writers: PostgreSQL is bound by round trips, not by the flush; three quarters of
+        # the pool write groups, the rest serves the reads before each commit (keys, tenants, quotas).
         self._group: GroupCommit[tuple[BatchCommit, Quota, float], CommitOutcome] = GroupCommit(
-            self._commit_group, writers=max(1, pool_max // 2)
+            self._commit_group, writers=max(1, pool_max * 3 // 4)
         )
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -615,24 +615,36 @@ class PgStore:
     async def _commit_group(
         self, group: list[tuple[BatchCommit, Quota, float]]
     ) -> list[CommitOutcome | BaseException]:
-        """One transaction (retried whole on a deadlock), each batch in a savepoint, so a refusal
-        or an error rolls back that batch only; returns after COMMIT, the group's one WAL flush.
-        Decided in (tenant, agent, seq) order, so replicas take tenants' meter rows in one order."""
+        """One transaction (retried whole on a deadlock), each batch behind a savepoint, so a
+        refusal or an error rolls back that batch only; returns after COMMIT, the group's one WAL
+        flush. Decided in (tenant, agent, seq) order, so replicas take tenants' rows in one order."""
+        if len(group) == 1:  # alone: the transaction is its savepoint (no extra round trips)
+            batch, quota, now = group[0]
+            try:
+                return [await self._write(lambda db: commit(db, batch, quota, now))]
+            except Rollback as stop:
+                return [stop.outcome]
         order = group_order([(b.tenant, b.agent, b.seq) for b, _, _ in group])
 
         async def work(db: Connection) -> list[CommitOutcome | BaseException]:
             results: list[CommitOutcome | BaseException] = [RuntimeError("not decided")] * len(group)
-            for i in order:
+            await db.execute("SAVEPOINT batch")
+            for n, i in enumerate(order):
                 batch, quota, now = group[i]
                 try:
-                    async with db.transaction():  # nested: a savepoint
-                        results[i] = await commit(db, batch, quota, now)
+                    results[i] = await commit(db, batch, quota, now)
                 except Rollback as stop:
                     results[i] = stop.outcome
+                    await db.execute("ROLLBACK TO SAVEPOINT batch")  # the savepoint stays for the next
+                    continue
                 except (*_RETRY_TX, asyncpg.exceptions.QueryCanceledError, *_UNAVAILABLE):
                     raise  # the whole group: retried, or Unavailable for every batch in it
-                except asyncpg.PostgresError as exc:  # this batch only; its savepoint is rolled back
+                except asyncpg.PostgresError as exc:  # this batch only
                     results[i] = exc
+                    await db.execute("ROLLBACK TO SAVEPOINT batch")
+                    continue
+                if n < len(order) - 1:  # keep this batch, mark the next one's start: one round trip
+                    await db.execute("RELEASE SAVEPOINT batch; SAVEPOINT batch")
             return results
 
         return await self._write(work)
