@@ -39,45 +39,56 @@ def group_order(keys: Sequence[tuple[str, str, int]]) -> list[int]:
 
 
 class GroupCommit(Generic[T, R]):
-    """Submissions in, results out; at most ``writers`` groups are written at a time.
+    """Submissions in, results out, in ``lanes`` queues with one writer each.
 
-    One writer suits SQLite (one connection, one writer at a time anyway). A server database is
-    bound by round trips rather than by the flush: a few writers, each a group on its own pooled
-    connection, keep it busy while each group still shares one commit."""
+    One lane suits SQLite (one connection: one writer at a time anyway). A server database is bound
+    by round trips rather than by the flush, so several lanes, each writing its groups on its own
+    pooled connection, keep it busy. ``lane`` picks an item's queue: by tenant, a tenant's batches
+    meet in one group instead of waiting for each other's row locks across parallel transactions,
+    and different tenants are written side by side."""
 
     def __init__(
         self,
         run: Callable[[list[T]], Awaitable[list[R | BaseException]]],
         *,
         max_group: int = MAX_GROUP,
-        writers: int = 1,
+        lanes: int = 1,
+        lane: Callable[[T], int] | None = None,
     ) -> None:
         self._run = run
         self._max = max_group
-        self._max_writers = max(1, writers)
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._writers: set[asyncio.Task[None]] = set()
+        self._lanes = max(1, lanes)
+        self._lane = lane
+        self._pending: dict[int, list[tuple[T, asyncio.Future[R]]]] = {}
+        self._writers: dict[int, asyncio.Task[None]] = {}
         self.groups = 0  # groups committed (or failed): submissions / groups is the mean group size
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if len(self._writers) < self._max_writers:
-            writer = asyncio.create_task(self._drain(), name="group-commit")
-            self._writers.add(writer)
-            writer.add_done_callback(self._writers.discard)  # also when cancelled before it ran
+        n = self._lane(item) % self._lanes if self._lane is not None else 0
+        self._pending.setdefault(n, []).append((item, future))
+        if n not in self._writers:
+            writer = asyncio.create_task(self._drain(n), name=f"group-commit-{n}")
+            self._writers[n] = writer
+            writer.add_done_callback(lambda t: self._forget(n, t))  # also when cancelled before it ran
         # shield: cancelling the caller must not cancel the future the writer resolves
         return await asyncio.shield(future)
+
+    def _forget(self, n: int, writer: asyncio.Task[None]) -> None:
+        if self._writers.get(n) is writer:
+            del self._writers[n]
 
     async def close(self) -> None:
         """Wait for the groups in flight (a store closes its database after this)."""
         while self._writers:
-            await asyncio.shield(asyncio.gather(*self._writers, return_exceptions=True))
+            await asyncio.shield(asyncio.gather(*self._writers.values(), return_exceptions=True))
 
-    async def _drain(self) -> None:
+    async def _drain(self, n: int) -> None:
+        queue = self._pending.setdefault(n, [])
         try:
-            while self._pending:
-                group, self._pending = self._pending[: self._max], self._pending[self._max :]
+            while queue:
+                group = queue[: self._max]
+                del queue[: self._max]
                 self.groups += 1
                 try:
                     results = await self._run([item for item, _ in group])
@@ -100,13 +111,13 @@ class GroupCommit(Generic[T, R]):
                     else:
                         future.set_result(result)
         finally:
-            # Leave the set in the same step as the last look at the queue (no await between): a
-            # submission either was seen above or finds room for a new writer.
-            me = asyncio.current_task()
-            if me is not None:
-                self._writers.discard(me)
-            if not self._writers and self._pending:  # cancelled with submissions left: never wait forever
-                for _, future in self._pending:
+            # Leave in the same step as the last look at the queue (no await between): a
+            # submission either was seen above or starts a new writer for its lane.
+            current = asyncio.current_task()
+            if current is not None:
+                self._forget(n, current)
+            if n not in self._writers and queue:  # cancelled with submissions left: never wait forever
+                for _, future in queue:
                     if not future.done():
                         future.set_exception(RuntimeError("the store is closing"))
-                self._pending = []
+                queue.clear()

@@ -95,19 +95,23 @@ def test_group_order_is_by_tenant_agent_seq() -> None:
     assert [keys[i] for i in group_order(keys)] == sorted(keys)
 
 
-async def test_several_writers_write_groups_side_by_side() -> None:
+async def test_lanes_are_written_side_by_side_and_each_groups_its_own() -> None:
+    """Lane by parity, as the PostgreSQL store lanes by tenant: lane 1 is written while lane 0's
+    group is open (two connections); lane 0's later arrivals wait and form its next group."""
     run = _Recorder()
     run.gate.clear()
-    group: GroupCommit[int, int] = GroupCommit(run, writers=2)
+    group: GroupCommit[int, int] = GroupCommit(run, lanes=2, lane=lambda i: i % 2)
     tasks = [asyncio.create_task(group.submit(0))]
     for _ in range(3):
         await asyncio.sleep(0)
     tasks += [asyncio.create_task(group.submit(i)) for i in range(1, 6)]  # arrive while 0 is written
     for _ in range(3):
         await asyncio.sleep(0)
-    assert run.groups == [[0], [1, 2, 3, 4, 5]]  # both open at once, as on two connections
+    assert run.groups == [[0], [1, 3, 5]]
     run.gate.set()
     assert await asyncio.gather(*tasks) == [i * 10 for i in range(6)]
+    assert run.groups == [[0], [1, 3, 5], [2, 4]]
+    await group.close()
 
 
 async def test_a_submission_right_after_a_group_is_not_stranded() -> None:
