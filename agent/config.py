@@ -49,6 +49,10 @@ class MqttSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="m
     tls: bool = False
     ca_file: str | None = None
     keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    # Unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum; with a 3.1.1
+    # broker its max_inflight_messages decides). See docs/operations.md, "MQTT brokers".
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+    protocol: Literal["5", "3.1.1"] = "5"  # "5" falls back to 3.1.1 when the broker refuses it
 
 
 class FileSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="file", tag_field="type"):
