@@ -52,7 +52,10 @@ class MqttSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="m
     # Unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum; with a 3.1.1
     # broker its max_inflight_messages decides). See docs/operations.md, "MQTT brokers".
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
-    protocol: Literal["5", "3.1.1"] = "5"  # "5" falls back to 3.1.1 when the broker refuses it
+    # "3.1.1" (default): the window is the broker's max_inflight_messages; "5": asks for receive_maximum,
+    # for a broker behind a slow link whose settings cannot be changed (paho parses MQTT 5 packets at
+    # about half the speed, measured: see docs/operations.md). "5" falls back to 3.1.1 if refused.
+    protocol: Literal["5", "3.1.1"] = "3.1.1"
 
 
 class FileSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="file", tag_field="type"):
