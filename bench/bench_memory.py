@@ -3,8 +3,8 @@
 Memory must be a function of configuration, not of input size (issue 12, point 2). The datasets are
 the demo's PII-dense mix with its units folded onto a fixed population (20,000 units), so 100k and
 1M events differ in volume only; a third run keeps the demo's own units (they grow with the events,
-~72k at 863k events), the shape the issue's 744 MiB was measured on. Peak RSS is the child's own
-(``wait4``), not the harness's. The idle daemon runs with an MQTT source on a private Mosquitto, no
+~72k at 863k events), the shape the issue's 744 MiB was measured on. Peak RSS is the CLI process's own
+(VmHWM at its exit), not the harness's. The idle daemon runs with an MQTT source on a private Mosquitto, no
 collector configured and nothing flowing; its RSS is read from /proc after it has connected.
 Environment: HUSH_BENCH_MEMORY_EVENTS (default "100000,1000000").
 """
@@ -57,23 +57,36 @@ def init_site(root: Path, extra: str = "") -> Path:
     return config
 
 
-def peak_rss(argv: Sequence[str]) -> tuple[float, float]:
-    """(peak RSS in MiB, wall seconds) of one child process run to its end."""
+# The CLI's own peak, read from /proc at its exit (VmHWM: the high-water mark of the process image
+# exec'd, its own memory only). Not wait4's ru_maxrss: Linux keeps in it the RSS the child had between
+# fork and exec, i.e. the harness's own — which, after bench_pipeline has loaded its datasets, is
+# hundreds of MiB and hides the figure.
+_REPORT_PEAK = """\
+import sys
+from pathlib import Path
+from agent.cli import main
+rc = main(sys.argv[1:])
+hwm = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+print("peak_kib", int(hwm.split()[1]), file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def peak_rss(args: Sequence[str]) -> tuple[float, float]:
+    """(peak RSS in MiB, wall seconds) of one ``hush-agent`` run (``args`` after the program name)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
+    argv = [sys.executable, "-c", _REPORT_PEAK, *args]
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[2:5])} exited with {proc.returncode}: {err.strip()[-300:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - started
+        raise RuntimeError(f"hush-agent {args[0]} exited with {proc.returncode}: {err.strip()[-300:]}")
+    kib = int(err.rsplit("peak_kib", 1)[1].split()[0])
+    return kib / 1024, time.perf_counter() - started
 
 
 def run_once(tmp: Path, data: Path, name: str) -> tuple[float, float]:
     config = init_site(tmp / f"site-{name}")
-    return peak_rss([*CLI, "run", "--once", "--input", str(data), *RANGE, "--config", str(config)])
+    return peak_rss(["run", "--once", "--input", str(data), *RANGE, "--config", str(config)])
 
 
 def idle_daemon(tmp: Path, settle: float = 5.0) -> float | None:
