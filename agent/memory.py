@@ -3,8 +3,9 @@
 Peak memory of the agent process is, by construction, a sum of terms set by configuration — never by
 how much input arrives (measured with ``tracemalloc`` and peak RSS, see ``bench/bench_memory.py``):
 
-- **code**: the interpreter and the modules the running mode imports (about 40 MiB with the MQTT
-  source; OpenDP adds about 20 MiB from the first release on, the gRPC sender about 20 MiB);
+- **code**: the interpreter and the modules the running mode imports (about 52 MiB for the daemon
+  with an MQTT source, OpenDP 16 MiB of it; the gRPC sender about 20 MiB more, imported only when a
+  collector is configured);
 - **input in flight**: raw chunks waiting between the sources and the ingest loop, at most
   :attr:`Budget.queue_bytes` (one chunk more when a single chunk is larger), plus one group commit of
   at most :attr:`Budget.group_bytes` of input, decoded and redacted (Python objects take about five
