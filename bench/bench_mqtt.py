@@ -1,8 +1,9 @@
 """MQTT source throughput: the agent draining a QoS 1 backlog vs a bare aiomqtt subscriber, same broker.
 
 A private Mosquitto runs with the settings of docs/operations.md ("MQTT brokers"). For each payload
-kind — one event per message, and JSON-lines payloads of 50 events — a backlog is published while the
-subscriber is away (persistent session), then drained:
+kind — one event per message, and payloads of 50 events (a JSON array: ``mosquitto_pub -l`` sends
+one line per message, so newline-separated payloads cannot be published with it) — a backlog is
+published while the subscriber is away (persistent session), then drained:
 
 - baseline: a bare aiomqtt subscriber (QoS 1, broker-side auto-acknowledged by paho, nothing done
   with the payload): the fastest this broker and client library hand messages over;
