@@ -484,8 +484,10 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
         return m.span()
     if start >= 2 and text[start - 1] == ":" and "0" <= text[start - 2] <= "9":
         return None  # continues a time: "13:53:08 2017-05-16 00"
-    if start >= 2 and text[start - 1] == " " and "0" <= text[start - 2] <= "9" and text[start] != "+":
-        return None  # inside a column of numbers, "0 0 44 541 4893 5933" (vmstat, counters)
+    if start >= 2 and text[start - 1] == " " and "0" <= text[start - 2] <= "9" and text[start] not in "+(":
+        # inside a column of numbers, "0 0 44 541 4893 5933" (vmstat, counters); a "+" or an area
+        # code in parentheses, "0 (200) 200-0000", is a phone whatever number stands before it
+        return None
     if start >= 10 and _REQUEST_BEFORE.search(text, start - 16, start):
         return None  # '"GET / HTTP/1.1" 200 100 100': an access log's status, size and duration
     if _HHMM.match(text, start) and _COMPACT_DATE_BEFORE.search(text, max(0, start - 10), start):

@@ -333,3 +333,9 @@ def test_log_timestamps_are_never_findings(when: datetime, n: int, pid: int, lev
 def test_access_log_status_size_and_duration_are_not_phones(status: int, size: int, micros: int) -> None:
     assert found(f'"GET /index.html HTTP/1.1" {status} {size} "-" "curl/8.4.0"') == []
     assert found(f'"POST /api/v1/orders HTTP/2.0" {status} {size} {micros}') == []
+
+
+@pytest.mark.parametrize("text", ["0 (200) 200-0000", "size 5 (415) 555-0142 today"])
+def test_an_area_code_in_parentheses_after_a_number_is_still_a_phone(text: str) -> None:
+    """Found by the redaction property test: the counter-column rule hid "(200) 200-0000" after "0 "."""
+    assert [f.detector for f in Scanner().scan(text)] == ["phone"]

@@ -49,13 +49,15 @@ async def test_the_queue_blocks_producers_by_bytes_and_lets_one_oversize_item_in
     await queue.put("a", 6)
     blocked = asyncio.create_task(queue.put("b", 6))  # 12 > 10: waits for room
     await asyncio.sleep(0)
-    assert not blocked.done() and queue.qsize() == 1
+    assert not blocked.done()
+    assert queue.qsize() == 1
     assert await queue.get() == "a"
     await blocked
     assert queue.queued_bytes == 6
     assert queue.get_nowait() == "b"
     await queue.put("huge", 1000)  # larger than the capacity, into an empty queue: passes alone
-    assert queue.queued_bytes == 1000 and queue.get_nowait() == "huge"
+    assert queue.queued_bytes == 1000
+    assert queue.get_nowait() == "huge"
     with pytest.raises(asyncio.QueueEmpty):
         queue.get_nowait()
 
@@ -77,9 +79,12 @@ def test_the_limiter_throttles_only_past_the_soft_limit() -> None:
     limiter = MemoryLimiter(100 * MIB, rss=lambda: rss[0])
     assert not limiter.check()
     rss[0] = 95 * MIB  # past 90 %
-    assert limiter.check() and limiter.throttled and limiter.throttles == 1
+    assert limiter.check()
+    assert limiter.throttled
+    assert limiter.throttles == 1
     rss[0] = 80 * MIB
-    assert not limiter.check() and not limiter.throttled
+    assert not limiter.check()
+    assert not limiter.throttled
     assert not MemoryLimiter(None, rss=lambda: 1 << 50).check()  # no limit, no limiter
 
 
@@ -89,7 +94,8 @@ def test_a_bad_max_memory_names_the_key(tmp_path: Path) -> None:
         config.write_text(config.read_text().split("[limits]")[0] + f'[limits]\nmax_memory = "{value}"\n')
         with pytest.raises(ConfigError) as err:
             load_config(config)
-        assert err.value.key == "limits.max_memory" and str(config) in str(err.value)
+        assert err.value.key == "limits.max_memory"
+        assert str(config) in str(err.value)
     config.write_text(config.read_text().split("[limits]")[0] + '[limits]\nmax_memory = "200MiB"\n')
     assert load_config(config).config.limits.max_memory_bytes == 200 << 20
 
@@ -131,4 +137,5 @@ def test_over_the_memory_limit_input_flows_one_chunk_at_a_time_and_nothing_is_lo
     held_events, held_groups, throttles = run("64MiB", 1 << 40)
     assert free_events == held_events == len(events)
     assert max(free_groups) > 1  # without pressure, chunks are committed in groups
-    assert set(held_groups) == {1} and throttles == len(held_groups)
+    assert set(held_groups) == {1}
+    assert throttles == len(held_groups)
