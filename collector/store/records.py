@@ -21,6 +21,8 @@ __all__ = [
     "Conflicting",
     "Duplicate",
     "KeyRecord",
+    "OutputPage",
+    "OutputRow",
     "Quota",
     "Refusal",
     "StoredRow",
@@ -139,6 +141,21 @@ class StoredRow(msgspec.Struct, frozen=True):
     value: float
     mechanism: str
     scale: float
+
+
+class OutputRow(msgspec.Struct, frozen=True):
+    """A released row with the id of its stored batch: what an output's cursor advances over."""
+
+    batch_id: int
+    row: StoredRow
+
+
+class OutputPage(msgspec.Struct, frozen=True):
+    """The rows of the next stored batches after a cursor; ``upto`` is the last batch id the page
+    covers (also when its batches released no rows), ``after`` when there is nothing new."""
+
+    upto: int
+    rows: list[OutputRow]
 
 
 class BatchPrivacy(msgspec.Struct, frozen=True):
