@@ -7,7 +7,9 @@ from collector.store import Store
 from tests.collector.collector_testkit import Agent, Clock
 
 
-async def test_pages_follow_batch_ids_and_cover_empty_batches(store: Store, clock: Clock, acme: Agent) -> None:
+async def test_pages_follow_batch_ids_and_cover_empty_batches(
+    store: Store, clock: Clock, acme: Agent
+) -> None:
     for rows in (2, 0, 3):  # an empty window is a stored batch with no rows: the cursor still passes it
         await ingest(store, acme.next(rows=rows), now=clock())
     assert await store.output_cursor("prom") == 0
