@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import cramjam
+import nacl.signing
 import pytest
 
 from collector.ingest import ingest
 from collector.outputs.push import Pusher, backoff
 from collector.outputs.remote_write import RetryableError, decode_write_request, post
 from collector.store import Store
+from collector.store.sqlite.store import SqliteStore
 from tests.collector.collector_testkit import Agent, Clock
+
+
+@pytest.fixture
+async def store(tmp_path: Path, audit_key: nacl.signing.SigningKey) -> AsyncIterator[Store]:
+    """SQLite only: the cursor contract on both stores is tests/collector/outputs/test_cursors.py."""
+    s = await SqliteStore.open(tmp_path / "collector.db", signing_key=audit_key, create=True)
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @dataclass
