@@ -4,7 +4,6 @@ pushed by the pusher as batches are stored and by ``hush-collector push`` on dem
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import socket
@@ -47,6 +46,14 @@ def _get(url: str) -> Any:
         return json.load(reply)
 
 
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as reply:  # noqa: S310 - loopback
+            return reply.status == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert PROMETHEUS is not None
@@ -70,10 +77,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for _ in range(600):  # ready: a condition, not a time (at most ~60 s of polling)
             if proc.poll() is not None:
                 pytest.fail(f"prometheus exited: {(home / 'prometheus.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:  # noqa: S310 - loopback
-                    if r.status == 200:
-                        break
+            if _ready(base):
+                break
             time.sleep(0.1)
         yield base
     finally:
@@ -190,7 +195,15 @@ def test_serve_pushes_batches_as_they_are_stored(prometheus: str, tmp_path: Path
     hush.ok("init")
     hush.ok("tenant", "create", "gamma")
     agent = Agent("gamma", "edge-3", created=float(int(time.time())))
-    hush.ok("key", "add", "gamma", "--agent", "edge-3", "--public-key", base64.b64encode(agent.public_key).decode())
+    hush.ok(
+        "key",
+        "add",
+        "gamma",
+        "--agent",
+        "edge-3",
+        "--public-key",
+        base64.b64encode(agent.public_key).decode(),
+    )
     with (
         serving(hush, "--remote-write", f"{prometheus}/api/v1/write") as served,
         grpc.insecure_channel(served.address) as channel,
