@@ -78,7 +78,9 @@ def _otlp(channel: grpc.aio.Channel) -> Deliver:
 async def push_cmd(ctx: Context) -> int:
     a = ctx.args
     if bool(a.remote_write) == bool(a.otlp_export):
-        raise ConfigError("name one output: --remote-write URL or --otlp-export HOST:PORT", key="--to")
+        raise ConfigError(
+            "name one output: --remote-write URL or --otlp-export HOST:PORT", key="--remote-write"
+        )
     since, until = check_bound(a.since, "--from"), check_bound(a.until, "--until")
     channel = _otlp_channel(a.otlp_export) if a.otlp_export else None
     deliver = _otlp(channel) if channel is not None else _remote_write(_check_url(a.remote_write))
