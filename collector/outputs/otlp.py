@@ -2,7 +2,8 @@
 (pure), sent over gRPC to any OTLP endpoint.
 
 Each series name becomes one OTLP gauge (``hush_released`` → ``hush.released``, the companions
-``hush.released.noise_std``, ``hush.released.ci95_lower``, ``hush.released.ci95_upper``); labels
+``hush.released.noise_std``, ``hush.released.ci95_lower``, ``hush.released.ci95_upper``, and per
+batch ``hush.batch.rows``, ``hush.batch.rho``, ``hush.batch.epsilon``); labels
 become data-point attributes, the window becomes ``[start_time, time]``. Same rows, same cursor
 semantics as remote-write: UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED and ABORTED are
 retried (the OTLP specification's retryable codes), anything else is a refusal.
@@ -35,8 +36,9 @@ _RETRYABLE = {
 
 
 def otlp_name(series: str) -> str:
-    """``hush_released_noise_std`` → ``hush.released.noise_std`` (OTLP names use dots as namespaces)."""
-    return series.replace("hush_released", "hush.released", 1).replace("released_", "released.", 1)
+    """``hush_released_noise_std`` → ``hush.released.noise_std``, ``hush_batch_rho`` → ``hush.batch.rho``
+    (OTLP names use dots between namespaces)."""
+    return ".".join(series.split("_", 2))
 
 
 def export_request(samples: list[Sample]) -> metrics_service_pb2.ExportMetricsServiceRequest:

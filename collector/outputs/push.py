@@ -22,11 +22,12 @@ import logging
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from collector.errors import Unavailable
 from collector.outputs.remote_write import RefusedError, RetryableError
-from collector.outputs.series import Sample, samples
+from collector.outputs.series import Sample, batch_samples, samples
 from collector.store import Store
 
 __all__ = ["Deliver", "Pusher", "backoff", "push_range"]
@@ -79,7 +80,7 @@ class Pusher:
             return False
         batches = len({r.batch_id for r in page.rows})
         try:
-            await self._deliver(samples(r.row for r in page.rows))
+            await self._deliver(samples(r.row for r in page.rows) + batch_samples(page.batches, page.nrows))
         except RefusedError as exc:
             self.refused += batches
             _log.error("output %s refused batches %d..%d for good: %s", self.name, after + 1, page.upto, exc)
@@ -123,6 +124,9 @@ async def push_range(
 ) -> int:
     """Deliver one tenant's rows whose window starts in [since, until); returns the row count."""
     rows = await store.released_rows(tenant, since, until)
+    batches = await store.batch_privacy(tenant, since, until)
+    counts = Counter((r.agent, r.seq) for r in rows)
+    await deliver(batch_samples(batches, [counts[(b.agent, b.seq)] for b in batches]))
     for i in range(0, len(rows), chunk):
         await deliver(samples(rows[i : i + chunk]))
     return len(rows)

@@ -11,6 +11,11 @@ A dashboard that plots the value without its band shows noise as signal; publish
 series of their own lets every panel draw it. Labels: ``tenant``, ``agent``, ``metric``, ``stat`` and
 one ``dim_<key>`` per dimension (prefixed so a dimension can never shadow a reserved label, and
 sanitised to the Prometheus label alphabet).
+
+Each stored batch adds, at its window end, what usage and privacy dashboards need and the batch
+header already declares (data-independent, signed): ``hush_batch_rows`` (rows it released) and
+``hush_batch_rho`` / ``hush_batch_epsilon`` (the privacy it declared spent), labelled ``tenant``,
+``agent`` and ``unit`` (the privacy unit).
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from collections.abc import Iterable
 import msgspec
 
 from collector.report.intervals import estimate, row_noise
-from collector.store.records import StoredRow
+from collector.store.records import BatchPrivacy, StoredRow
 from hushmetric.timefmt import parse_rfc3339
 
-__all__ = ["COMPANIONS", "VALUE", "Sample", "label_name", "samples"]
+__all__ = ["BATCH_SERIES", "COMPANIONS", "VALUE", "Sample", "batch_samples", "label_name", "samples"]
 
 VALUE = "hush_released"
 COMPANIONS = ("hush_released_noise_std", "hush_released_ci95_lower", "hush_released_ci95_upper")
+BATCH_SERIES = ("hush_batch_rows", "hush_batch_rho", "hush_batch_epsilon")
 
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -69,5 +75,18 @@ def samples(rows: Iterable[StoredRow]) -> list[Sample]:
         end, start = _ms(row.window_end), _ms(row.window_start)
         for name, value in zip((VALUE, *COMPANIONS), (row.value, est.std, est.low, est.high), strict=True):
             out.append(Sample(_labels(name, row), float(value), end, start))
+    out.sort(key=lambda s: (s.labels, s.timestamp_ms))
+    return out
+
+
+def batch_samples(batches: Iterable[BatchPrivacy], nrows: Iterable[int]) -> list[Sample]:
+    """Rows released and privacy declared per batch; a spend the batch did not declare is left out."""
+    out: list[Sample] = []
+    for b, n in zip(batches, nrows, strict=True):
+        labels = (("agent", b.agent), ("tenant", b.tenant), ("unit", b.unit))
+        end, start = _ms(b.window_end), _ms(b.window_start)
+        for name, value in zip(BATCH_SERIES, (float(n), b.rho, b.epsilon), strict=True):
+            if value is not None:
+                out.append(Sample((("__name__", name), *labels), float(value), end, start))
     out.sort(key=lambda s: (s.labels, s.timestamp_ms))
     return out

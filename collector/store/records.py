@@ -151,11 +151,13 @@ class OutputRow(msgspec.Struct, frozen=True):
 
 
 class OutputPage(msgspec.Struct, frozen=True):
-    """The rows of the next stored batches after a cursor; ``upto`` is the last batch id the page
+    """The next stored batches after a cursor and their rows; ``upto`` is the last batch id the page
     covers (also when its batches released no rows), ``after`` when there is nothing new."""
 
     upto: int
     rows: list[OutputRow]
+    batches: list[BatchPrivacy] = []  # what each batch declared it spent, in id order
+    nrows: list[int] = []  # rows per batch, same order (usage panels)
 
 
 class BatchPrivacy(msgspec.Struct, frozen=True):

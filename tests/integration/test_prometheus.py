@@ -4,6 +4,7 @@ pushed by the pusher as batches are stored and by ``hush-collector push`` on dem
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -133,6 +134,8 @@ async def test_released_values_and_their_bounds_reach_prometheus(prometheus: str
     assert std[key] == 1.5
     assert lo == pytest.approx(10.0 - Z95 * 1.5)
     assert high[key] == pytest.approx(10.0 + Z95 * 1.5)
+    spent = _query(prometheus, 'hush_batch_rho{tenant="acme"}', at)
+    assert spent == {"agent=edge-1,tenant=acme,unit=user": 0.01}
 
     # the same page again (a crash between delivery and the cursor update): Prometheus takes it
     await deliver([s for r in (await store.output_rows_after(0, 10)).rows for s in _samples(r.row)])
@@ -216,3 +219,48 @@ def test_serve_pushes_batches_as_they_are_stored(prometheus: str, tmp_path: Path
                 break
             time.sleep(0.1)
         assert sorted(got.values()) == [10.0, 11.0]
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "packaging" / "grafana" / "hushmetric.json"
+
+
+def test_every_dashboard_query_runs_on_the_remote_written_series(prometheus: str, tmp_path: Path) -> None:
+    """packaging/grafana/hushmetric.json: each panel's PromQL (variables filled in as Grafana would) is
+    valid, and the usage, KPI band, noise and privacy panels find the series remote-write produced."""
+    import asyncio
+
+    now = time.time()
+    agent = Agent("delta", "edge-4", created=now - 30)
+
+    async def seed() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            s = await SqliteStore.open(
+                tmp_path / "d.db", signing_key=nacl.signing.SigningKey.generate(), create=True
+            )
+            stack.push_async_callback(s.close)
+            await s.create_tenant("delta", now=now)
+            await s.add_key("delta", "edge-4", agent.public_key, now=now)
+            await ingest(s, agent.next(rows=3), now=now)
+
+            async def deliver(samples: list[Sample]) -> None:
+                await post(f"{prometheus}/api/v1/write", samples)
+
+            assert await Pusher(s, "remote-write", deliver).push_once()
+
+    asyncio.run(seed())
+    dashboard = json.loads(DASHBOARD.read_text())
+    fill = {
+        "$tenant": "delta", "$agent": ".*", "$metric": ".*", "$stat": ".*", "$stages": "metric0|metric1",
+        "$rows_per_day": "1000", "$__range": "1h",
+    }  # fmt: skip
+    must_find = {"Released rows per tenant (range)", "KPI with its 95 % noise interval", "Noise standard deviation",
+                 "Privacy budget spent per day", "Quota use per tenant (rows per day)", "Funnel: stage counts in the range"}  # fmt: skip
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for var, value in fill.items():
+                expr = expr.replace(var, value)
+            assert "$" not in expr, expr
+            got = _query(prometheus, expr, now)  # fails on a PromQL error
+            if panel["title"] in must_find and target["refId"] == "A":
+                assert got, (panel["title"], expr)

@@ -16,7 +16,7 @@ import msgspec
 from asyncpg import Connection
 
 from collector.store.pg.reads import Fetch
-from collector.store.records import OutputPage, OutputRow, StoredRow
+from collector.store.records import BatchPrivacy, OutputPage, OutputRow, StoredRow
 
 __all__ = ["advance", "cursor", "rows_after"]
 
@@ -63,6 +63,12 @@ async def rows_after(fetch: Fetch, after: int, max_batches: int) -> OutputPage:
         after,
         upto,
     )
+    batches = await fetch(
+        "SELECT tenant, agent, seq, window_start, window_end, unit, epsilon, delta, rho, nrows "
+        "FROM batches WHERE id > $1 AND id <= $2 ORDER BY id",
+        after,
+        upto,
+    )
     return OutputPage(
         upto,
         [
@@ -74,4 +80,6 @@ async def rows_after(fetch: Fetch, after: int, max_batches: int) -> OutputPage:
             )
             for r in rows
         ],
+        [BatchPrivacy(b[0], b[1], int(b[2]), b[3], b[4], b[5], b[6], b[7], b[8]) for b in batches],
+        [int(b[9]) for b in batches],
     )

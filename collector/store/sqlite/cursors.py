@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from collector.store.records import OutputPage, OutputRow, StoredRow
+from collector.store.records import BatchPrivacy, OutputPage, OutputRow, StoredRow
 
 __all__ = ["advance", "cursor", "rows_after"]
 
@@ -50,6 +50,11 @@ async def rows_after(read: Read, after: int, max_batches: int) -> OutputPage:
         "WHERE b.id > ? AND b.id <= ? ORDER BY b.id, r.rowid",
         (after, upto),
     )
+    batches = await read(
+        "SELECT tenant, agent, seq, window_start, window_end, unit, epsilon, delta, rho, nrows "
+        "FROM batches WHERE id > ? AND id <= ? ORDER BY id",
+        (after, upto),
+    )
     return OutputPage(
         upto,
         [
@@ -59,4 +64,6 @@ async def rows_after(read: Read, after: int, max_batches: int) -> OutputPage:
             )
             for r in rows
         ],
+        [BatchPrivacy(*b[:9]) for b in batches],
+        [int(b[9]) for b in batches],
     )

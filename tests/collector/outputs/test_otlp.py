@@ -90,9 +90,12 @@ async def test_rows_arrive_as_gauges_with_their_noise_and_window(
     assert await pusher.push_once()
     assert not await pusher.push_once()
     points = receiver.points()
-    assert set(points) == {
+    assert set(points) >= {
         "hush.released", "hush.released.noise_std", "hush.released.ci95_lower", "hush.released.ci95_upper",
+        "hush.batch.rows",
     }  # fmt: skip
+    [(attrs, n, _, _)] = points["hush.batch.rows"]
+    assert (attrs["tenant"], attrs["agent"], n) == ("acme", "a1", 2.0)
     values = sorted((attrs["dim_region"], v) for attrs, v, _, _ in points["hush.released"])
     assert values == [("r0", 10.0), ("r1", 11.0)]
     attrs, std, start, end = points["hush.released.noise_std"][0]
@@ -122,3 +125,4 @@ async def test_a_refusing_receiver_is_not_retried(
 def test_names() -> None:
     assert otlp_name("hush_released") == "hush.released"
     assert otlp_name("hush_released_ci95_lower") == "hush.released.ci95_lower"
+    assert otlp_name("hush_batch_rho") == "hush.batch.rho"

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.outputs.remote_write import compress, decode_write_request, encode_write_request
-from collector.outputs.series import COMPANIONS, VALUE, Sample, label_name, samples
+from collector.outputs.series import COMPANIONS, VALUE, Sample, batch_samples, label_name, samples
 from collector.report.intervals import LN20, Z95
-from collector.store.records import StoredRow
+from collector.store.records import BatchPrivacy, StoredRow
 
 
 def _row(value: float = 10.0, mechanism: str = "gaussian", scale: float = 2.0, **dims: str) -> StoredRow:
@@ -52,6 +52,18 @@ def test_dimension_keys_cannot_shadow_reserved_labels() -> None:
     assert labels["dim_http_route"] == "/x"
     assert labels["__name__"] in {VALUE, *COMPANIONS}
     assert label_name("a-b.c") == "dim_a_b_c"
+
+
+def test_batches_add_rows_and_declared_privacy_but_no_undeclared_spend() -> None:
+    b = BatchPrivacy(
+        "acme", "a1", 7, "2026-03-10T11:59:00Z", "2026-03-10T12:00:00Z", "user", None, None, 0.01
+    )
+    got = {s.name: (dict(s.labels), s.value, s.timestamp_ms) for s in batch_samples([b], [3])}
+    assert set(got) == {"hush_batch_rows", "hush_batch_rho"}  # epsilon was not declared: no sample
+    labels, rho, end = got["hush_batch_rho"]
+    assert (rho, end) == (0.01, 1773144000000)
+    assert labels == {"__name__": "hush_batch_rho", "tenant": "acme", "agent": "a1", "unit": "user"}
+    assert got["hush_batch_rows"][1] == 3.0
 
 
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
