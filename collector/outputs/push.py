@@ -61,14 +61,9 @@ class Pusher:
         self._max_batches, self._poll = max_batches, poll_seconds
         self._base, self._cap = backoff_base, backoff_cap
         self._clock, self._rand = clock, rand
-        self._wake = asyncio.Event()
         self.delivered = 0  # batches whose rows reached the receiver
         self.refused = 0  # batches the receiver refused for good
         self.failures = 0  # retryable failures so far
-
-    def wake(self) -> None:
-        """A batch was stored: look now rather than at the next poll."""
-        self._wake.set()
 
     async def push_once(self) -> bool:
         """Deliver the next page after the cursor; False when there was nothing new.
@@ -100,23 +95,17 @@ class Pusher:
                 self.failures += 1
                 delay = backoff(attempt, base=self._base, cap=self._cap, rand=self._rand)
                 _log.warning("output %s: %s; retrying in %.1fs", self.name, exc, delay)
-                await _wait(stop, None, delay)
+                await _wait(stop, delay)
                 continue
             attempt = 0
-            if not moved:
-                await _wait(stop, self._wake, self._poll)
-                self._wake.clear()
+            if not moved:  # caught up: look again after the poll interval
+                await _wait(stop, self._poll)
 
 
-async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
-    """Until ``stop`` or ``wake`` is set, at most ``seconds``."""
-    waiters = [asyncio.create_task(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.create_task(wake.wait()))
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Until ``stop`` is set, at most ``seconds``."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), seconds)
-    for w in waiters:
-        w.cancel()
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def push_range(

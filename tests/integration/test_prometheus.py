@@ -4,6 +4,7 @@ pushed by the pusher as batches are stored and by ``hush-collector push`` on dem
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -55,12 +56,12 @@ def _ready(base: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def _prometheus(home: Path, port: int) -> Iterator[str]:
+    """A Prometheus with the remote-write receiver on 127.0.0.1:``port``, its TSDB under ``home``."""
     assert PROMETHEUS is not None
-    home = tmp_path_factory.mktemp("prometheus")
+    home.mkdir(parents=True, exist_ok=True)
     (home / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
-    port = _free_port()
     log = (home / "prometheus.log").open("w")
     proc = subprocess.Popen(
         [
@@ -86,6 +87,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _prometheus(tmp_path_factory.mktemp("prometheus"), _free_port()) as base:
+        yield base
 
 
 def _query(base: str, promql: str, at: float) -> dict[str, float]:
@@ -149,7 +156,6 @@ def _samples(row: Any) -> list[Sample]:
 
 def test_push_on_demand_from_the_cli(prometheus: str, tmp_path: Path) -> None:
     """``hush-collector push --remote-write`` delivers a tenant's range; an unreachable one is one error line."""
-    import asyncio
 
     db = tmp_path / "c.db"
     now = time.time()
@@ -227,7 +233,6 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "packaging" / "grafana" / "hus
 def test_every_dashboard_query_runs_on_the_remote_written_series(prometheus: str, tmp_path: Path) -> None:
     """packaging/grafana/hushmetric.json: each panel's PromQL (variables filled in as Grafana would) is
     valid, and the usage, KPI band, noise and privacy panels find the series remote-write produced."""
-    import asyncio
 
     now = time.time()
     agent = Agent("delta", "edge-4", created=now - 30)
@@ -264,3 +269,37 @@ def test_every_dashboard_query_runs_on_the_remote_written_series(prometheus: str
             got = _query(prometheus, expr, now)  # fails on a PromQL error
             if panel["title"] in must_find and target["refId"] == "A":
                 assert got, (panel["title"], expr)
+
+
+async def test_an_outage_of_prometheus_loses_nothing(store: SqliteStore, tmp_path: Path) -> None:
+    """The pusher runs while no Prometheus listens (connection refused, retried with backoff); once one
+    starts on that address, every stored batch arrives."""
+    now = time.time()
+    agent = Agent("omega", "edge-9", created=now - 90)
+    await store.create_tenant("omega", now=now)
+    await store.add_key("omega", "edge-9", agent.public_key, now=now)
+    for _ in range(2):
+        await ingest(store, agent.next(rows=2), now=now)
+        agent.created += 30
+    port = _free_port()
+
+    async def deliver(samples: list[Sample]) -> None:
+        await post(f"http://127.0.0.1:{port}/api/v1/write", samples)
+
+    pusher = Pusher(store, "remote-write", deliver, backoff_base=0.05, backoff_cap=0.2, poll_seconds=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pusher.run(stop))
+    try:
+        while pusher.failures < 3:  # down: nothing delivered, the cursor stays
+            await asyncio.sleep(0.02)
+        assert await store.output_cursor("remote-write") == 0
+        with _prometheus(tmp_path / "late", port) as base:
+            while pusher.delivered < 2:
+                await asyncio.sleep(0.05)
+            got = _query(base, 'count(hush_released{tenant="omega"})', now)
+            assert list(got.values()) == [2.0]  # two series (r0, r1) ...
+            got = _query(base, 'count_over_time(hush_released{tenant="omega", dim_region="r0"}[5m])', now)
+            assert list(got.values()) == [2.0]  # ... each with both windows' samples
+    finally:
+        stop.set()
+        await task
