@@ -73,7 +73,7 @@ class Pusher:
         page = await self._store.output_rows_after(after, self._max_batches)
         if page.upto == after:
             return False
-        batches = len({r.batch_id for r in page.rows})
+        batches = len(page.batches)
         try:
             await self._deliver(samples(r.row for r in page.rows) + batch_samples(page.batches, page.nrows))
         except RefusedError as exc:
@@ -90,11 +90,14 @@ class Pusher:
         while not stop.is_set():
             try:
                 moved = await self.push_once()
-            except (RetryableError, Unavailable) as exc:
+            except Exception as exc:  # an output must outlive any one failure (logged below)
                 attempt += 1
                 self.failures += 1
                 delay = backoff(attempt, base=self._base, cap=self._cap, rand=self._rand)
-                _log.warning("output %s: %s; retrying in %.1fs", self.name, exc, delay)
+                if isinstance(exc, RetryableError | Unavailable):
+                    _log.warning("output %s: %s; retrying in %.1fs", self.name, exc, delay)
+                else:  # a defect, not an outage: keep the trace, keep retrying
+                    _log.exception("output %s failed; retrying in %.1fs", self.name, delay)
                 await _wait(stop, delay)
                 continue
             attempt = 0

@@ -17,6 +17,7 @@ import pytest
 from collector.ingest import ingest
 from collector.outputs.push import Pusher, backoff
 from collector.outputs.remote_write import RetryableError, decode_write_request, post
+from collector.outputs.series import Sample
 from collector.store import Store
 from collector.store.sqlite.store import SqliteStore
 from tests.collector.collector_testkit import Agent, Clock
@@ -72,7 +73,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _pusher(store: Store, url: str, clock: Clock) -> Pusher:
-    async def deliver(samples: list) -> None:  # type: ignore[type-arg]
+    async def deliver(samples: list[Sample]) -> None:
         await post(url, samples)
 
     return Pusher(
@@ -152,3 +153,24 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert backoff(4, base=0.5, cap=60, rand=lambda: 1.0) == 4.0
     assert backoff(30, base=0.5, cap=60, rand=lambda: 1.0) == 60.0
     assert backoff(30, base=0.5, cap=60, rand=lambda: 0.0) == 30.0
+
+
+async def test_an_unexpected_error_does_not_end_the_pusher(store: Store, clock: Clock, acme: Agent) -> None:
+    await ingest(store, acme.next(rows=1), now=clock())
+    await ingest(store, acme.next(rows=0), now=clock())  # an empty window counts as a delivered batch too
+    calls: list[int] = []
+
+    async def flaky(samples: list[Sample]) -> None:
+        calls.append(len(samples))
+        if len(calls) == 1:
+            raise RuntimeError("a defect in a receiver adapter")
+
+    pusher = Pusher(store, "remote-write", flaky, backoff_base=0.001, backoff_cap=0.01, rand=lambda: 0.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pusher.run(stop))
+    while pusher.delivered < 2:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    assert pusher.failures == 1
+    assert calls[0] == calls[1]  # the same page again
