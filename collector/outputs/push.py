@@ -8,8 +8,10 @@ compare-and-set (:meth:`Store.advance_output_cursor`). So:
   the same page is sent again after a capped, jittered backoff (``base·2^(n-1)``, at most ``cap``);
 * a crash between delivery and the cursor update resends one page, which the receivers absorb
   (Prometheus ignores an identical sample, an OTLP gauge point is idempotent by time);
-* a refusal for good (HTTP 4xx) is counted and logged, and the cursor moves on: retrying samples
-  the receiver will never accept would stop every later batch behind them.
+* a refusal for good (HTTP 4xx) is narrowed down to the batches refused (the page is sent again
+  batch by batch: Prometheus refuses a whole request for one out-of-order sample); those are counted
+  and logged, and the cursor moves on: retrying samples the receiver will never accept would stop
+  every later batch behind them.
 
 ``push_range`` delivers the rows of one tenant and window range on demand, without a cursor.
 """
@@ -28,7 +30,8 @@ from collections.abc import Awaitable, Callable
 from collector.errors import Unavailable
 from collector.outputs.remote_write import RefusedError, RetryableError
 from collector.outputs.series import Sample, batch_samples, samples
-from collector.store import Store
+from collector.store import OutputPage, Store
+from collector.store.records import StoredRow
 
 __all__ = ["Deliver", "Pusher", "backoff", "push_range"]
 
@@ -73,17 +76,32 @@ class Pusher:
         page = await self._store.output_rows_after(after, self._max_batches)
         if page.upto == after:
             return False
-        batches = len(page.batches)
         try:
             await self._deliver(samples(r.row for r in page.rows) + batch_samples(page.batches, page.nrows))
-        except RefusedError as exc:
-            self.refused += batches
-            _log.error("output %s refused batches %d..%d for good: %s", self.name, after + 1, page.upto, exc)
-        else:
-            self.delivered += batches
+            self.delivered += len(page.batches)
+        except RefusedError:
+            # Prometheus refuses a whole request for one out-of-order sample: find the batches it
+            # refuses one by one, so one late batch does not take the rest of the page with it
+            await self._one_by_one(page)
         # False: another pusher on the same cursor moved it first; the next round starts from there
         await self._store.advance_output_cursor(self.name, after, page.upto, now=self._clock())
         return True
+
+    async def _one_by_one(self, page: OutputPage) -> None:
+        rows: dict[int, list[StoredRow]] = {}
+        for r in page.rows:
+            rows.setdefault(r.batch_id, []).append(r.row)
+        for batch_id, batch, n in zip(page.ids, page.batches, page.nrows, strict=True):
+            try:
+                await self._deliver(samples(rows.get(batch_id, [])) + batch_samples([batch], [n]))
+            except RefusedError as exc:
+                self.refused += 1
+                _log.error(
+                    "output %s refused batch %s/%s seq %d for good: %s",
+                    self.name, batch.tenant, batch.agent, batch.seq, exc,
+                )  # fmt: skip
+            else:
+                self.delivered += 1
 
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0

@@ -158,6 +158,7 @@ class OutputPage(msgspec.Struct, frozen=True):
     rows: list[OutputRow]
     batches: list[BatchPrivacy] = []  # what each batch declared it spent, in id order
     nrows: list[int] = []  # rows per batch, same order (usage panels)
+    ids: list[int] = []  # the batch ids, same order
 
 
 class BatchPrivacy(msgspec.Struct, frozen=True):

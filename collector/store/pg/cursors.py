@@ -64,7 +64,7 @@ async def rows_after(fetch: Fetch, after: int, max_batches: int) -> OutputPage:
         upto,
     )
     batches = await fetch(
-        "SELECT tenant, agent, seq, window_start, window_end, unit, epsilon, delta, rho, nrows "
+        "SELECT tenant, agent, seq, window_start, window_end, unit, epsilon, delta, rho, nrows, id "
         "FROM batches WHERE id > $1 AND id <= $2 ORDER BY id",
         after,
         upto,
@@ -82,4 +82,5 @@ async def rows_after(fetch: Fetch, after: int, max_batches: int) -> OutputPage:
         ],
         [BatchPrivacy(b[0], b[1], int(b[2]), b[3], b[4], b[5], b[6], b[7], b[8]) for b in batches],
         [int(b[9]) for b in batches],
+        [int(b[10]) for b in batches],
     )

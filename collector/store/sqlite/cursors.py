@@ -51,7 +51,7 @@ async def rows_after(read: Read, after: int, max_batches: int) -> OutputPage:
         (after, upto),
     )
     batches = await read(
-        "SELECT tenant, agent, seq, window_start, window_end, unit, epsilon, delta, rho, nrows "
+        "SELECT tenant, agent, seq, window_start, window_end, unit, epsilon, delta, rho, nrows, id "
         "FROM batches WHERE id > ? AND id <= ? ORDER BY id",
         (after, upto),
     )
@@ -66,4 +66,5 @@ async def rows_after(read: Read, after: int, max_batches: int) -> OutputPage:
         ],
         [BatchPrivacy(*b[:9]) for b in batches],
         [int(b[9]) for b in batches],
+        [int(b[10]) for b in batches],
     )

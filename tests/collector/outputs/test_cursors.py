@@ -20,6 +20,8 @@ async def test_pages_follow_batch_ids_and_cover_empty_batches(
     assert [(r.row.seq, r.row.value) for r in second.rows] == [(3, 10.0), (3, 11.0), (3, 12.0)]
     assert [(b.seq, b.rho) for b in first.batches + second.batches] == [(1, 0.01), (2, 0.01), (3, 0.01)]
     assert first.nrows + second.nrows == [2, 0, 3]
+    assert first.ids[-1] == first.upto
+    assert second.ids[-1] == second.upto
     assert await store.output_rows_after(second.upto, 2) == type(second)(second.upto, [])
 
 

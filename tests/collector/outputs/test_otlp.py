@@ -116,7 +116,7 @@ async def test_a_refusing_receiver_is_not_retried(
     async def deliver(samples: list[Sample]) -> None:
         await export(channel, samples)
 
-    receiver.fail = [grpc.StatusCode.INVALID_ARGUMENT]
+    receiver.fail = [grpc.StatusCode.INVALID_ARGUMENT] * 2  # the page, then the batch alone
     pusher = Pusher(store, "otlp", deliver, clock=clock)
     assert await pusher.push_once()
     assert pusher.refused == 1

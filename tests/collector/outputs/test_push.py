@@ -130,14 +130,19 @@ async def test_run_retries_through_an_outage_until_delivered(
 async def test_a_refusal_for_good_is_counted_and_later_batches_still_flow(
     store: Store, clock: Clock, acme: Agent, receiver: Receiver
 ) -> None:
-    await ingest(store, acme.next(rows=1), now=clock())
-    receiver.statuses = [400]
+    for rows in (1, 2, 3):
+        await ingest(store, acme.next(rows=rows), now=clock())
+    # the page of three is refused whole (as Prometheus does for one out-of-order sample); sent batch
+    # by batch, only the second is refused: the first and third arrive
+    receiver.statuses = [400, 204, 400, 204]
     pusher = _pusher(store, receiver.url, clock)
     assert await pusher.push_once()
-    assert (pusher.refused, pusher.delivered) == (1, 0)
+    assert (pusher.refused, pusher.delivered) == (1, 2)
+    assert _values(receiver) == [10.0, 10.0, 11.0, 12.0]
+    assert receiver.requests == 4
     await ingest(store, acme.next(rows=1), now=clock())
     assert await pusher.push_once()
-    assert pusher.delivered == 1
+    assert pusher.delivered == 3
 
 
 async def test_an_unreachable_receiver_is_retryable(store: Store, clock: Clock, acme: Agent) -> None:
