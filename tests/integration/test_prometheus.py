@@ -303,3 +303,27 @@ async def test_an_outage_of_prometheus_loses_nothing(store: SqliteStore, tmp_pat
     finally:
         stop.set()
         await task
+
+
+async def test_an_out_of_order_batch_is_refused_alone(prometheus: str, store: SqliteStore) -> None:
+    """Prometheus refuses a whole request for one out-of-order sample (HTTP 400): the pusher sends the
+    page again batch by batch, so only the late batch is lost to it and the next one still arrives."""
+    now = time.time()
+    agent = Agent("late", "edge-5", created=now - 40)
+    await store.create_tenant("late", now=now)
+    await store.add_key("late", "edge-5", agent.public_key, now=now)
+
+    async def deliver(samples: list[Sample]) -> None:
+        await post(f"{prometheus}/api/v1/write", samples)
+
+    pusher = Pusher(store, "remote-write", deliver)
+    await ingest(store, agent.next(rows=1), now=now)
+    assert await pusher.push_once()
+    agent.created = now - 100  # older than what Prometheus holds for this series: out of order
+    await ingest(store, agent.next(rows=1), now=now)
+    agent.created = now - 20
+    await ingest(store, agent.next(rows=1), now=now)
+    assert await pusher.push_once()
+    assert (pusher.delivered, pusher.refused) == (2, 1)
+    got = _query(prometheus, 'count_over_time(hush_released{tenant="late"}[5m])', now)
+    assert list(got.values()) == [2.0]  # the first and the third window
