@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("import", "import air-gap bundles with the checks of online ingest")
     p.add_argument("files", nargs="+", metavar="FILE.tar")
 
-    p = cmd("export", "released rows with their noise std and 95 % interval, as CSV or Parquet")
+    p = cmd("export", "released rows with their noise std and 95-percent interval, as CSV or Parquet")
     p.add_argument("--tenant", required=True)
     p.add_argument("--from", dest="since", metavar="DATE|RFC3339", help="windows starting at or after")
     p.add_argument("--until", metavar="DATE|RFC3339", help="windows starting before")

@@ -77,3 +77,11 @@ def test_errors_are_one_line(hush: Hush) -> None:
     one_line_error(hush("export", "--tenant", "acme", "--from", "yesterday"), 2, "--from")
     one_line_error(hush("push", "--tenant", "acme"), 2, "--remote-write URL or --otlp-export")
     one_line_error(hush("push", "--tenant", "acme", "--remote-write", "ftp://x"), 2, "http")
+
+
+def test_help_of_the_output_commands_renders(hush: Hush) -> None:
+    """argparse %-formats help texts: a bare percent sign in one broke ``hush-collector --help``."""
+    for argv in ((), ("export",), ("push",), ("serve",)):
+        r = hush(*argv, "--help", db=False)
+        assert r.code == 0, r.err
+    assert "95-percent interval" in hush("export", "--help", db=False).out
