@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv test lint pytest proto demo bench proof airgap-bundle clean
+.PHONY: help venv services test lint pytest proto demo bench proof airgap-bundle clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -22,7 +22,10 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check agent collector hushmetric tests bench scripts packaging
 	$(BIN)/mypy
 
-pytest: $(STAMP)  ## the test suite only
+services:  ## test services the project installs itself: Prometheus for the remote-write tests (root + apt)
+	@scripts/ensure-prometheus.sh
+
+pytest: $(STAMP) services  ## the test suite only
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint pytest  ## lint, type-check and run the whole suite (short proof families included)
@@ -36,7 +39,7 @@ demo: $(STAMP)  ## collector + agent end to end on embedded defaults, then the r
 bench: $(STAMP)  ## throughput ratios against baselines measured in the same run
 	$(BIN)/python -m bench
 
-proof: $(STAMP)  ## long fault, misuse and privacy families with a table of figures
+proof: $(STAMP) services  ## long fault, misuse and privacy families with a table of figures
 	HUSH_PROOF=long HUSH_PROOF_OUT=$${HUSH_PROOF_OUT:-build/proof-figures.json} $(BIN)/python -m pytest -q -s -p no:cacheprovider -m 'slow or not slow' tests/proof
 
 airgap-bundle: $(STAMP)  ## signed offline installer: make airgap-bundle RELEASE_KEY=FILE

@@ -44,6 +44,9 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tls_key: str | None = None
     client_ca: str | None = None
     insecure: bool = False  # allow plaintext on an address other hosts can reach (behind a TLS proxy)
+    # Outputs (collector/outputs/): pushed as batches are stored, each from its own durable cursor.
+    remote_write: str | None = None  # Prometheus remote-write URL, e.g. http://127.0.0.1:9090/api/v1/write
+    otlp_export: str | None = None  # OTLP/gRPC metrics endpoint HOST:PORT
 
 
 def _listen_ok(value: str | None) -> bool:

@@ -166,6 +166,17 @@ def main() -> int:
             db,
         )
 
+        say("outputs: released rows with their noise interval, as an analyst's CSV")
+        exported = root / "released.csv"
+        run("hush-collector", "export", "--tenant", TENANT, "--out", str(exported), "--db", db)
+        lines = exported.read_text().splitlines()
+        print("\n".join(lines[:4]) + f"\n  … {len(lines) - 1} rows in {exported.name}")
+        print(
+            "  the same rows go to Prometheus as they are stored with `serve --remote-write URL`\n"
+            "  (hush_released + noise std + 95 % bounds; Grafana: packaging/grafana/hushmetric.json),\n"
+            "  to any OTLP endpoint with `--otlp-export HOST:PORT`, or as Parquet (`export --format parquet`)"
+        )
+
         say("privacy budget spent (agent ledger)")
         run("hush-agent", "ledger", "--config", cfg)
 
@@ -203,6 +214,9 @@ def main() -> int:
         "  hush-agent init --dir mysite --tenant acme --collector 127.0.0.1:7443\n"
         "  hush-agent --config mysite/agent.toml redact --text < some-log-lines.txt\n"
         "  hush-agent --config mysite/agent.toml tune\n"
+        "  inputs: [[sources]] type = \"otlp\" (4317/4318) or \"syslog\" (5140) in agent.toml — README\n"
+        "  outputs: hush-collector serve --remote-write http://127.0.0.1:9090/api/v1/write\n"
+        "           hush-collector push|export --tenant acme   (docs/operations.md, Outputs)\n"
         "  hush-collector --help   ·   hush-agent --help   ·   docs/operations.md\n" + keep_hint
     )
     return 0

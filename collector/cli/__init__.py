@@ -41,6 +41,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _outputs(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--remote-write", metavar="URL", help=f"Prometheus remote-write endpoint (…/api/v1/write): {what}"
+    )
+    p.add_argument("--otlp-export", metavar="HOST:PORT", help=f"OTLP/gRPC metrics endpoint: {what}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hush-collector",
@@ -74,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow plaintext on a non-loopback address (behind a TLS proxy)",
     )
+    _outputs(p, "push released rows as batches are stored (durable cursor, retries)")
 
     tls = sub.add_parser("tls", help="certificates for trying TLS").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -154,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("import", "import air-gap bundles with the checks of online ingest")
     p.add_argument("files", nargs="+", metavar="FILE.tar")
+
+    p = cmd("export", "released rows with their noise std and 95-percent interval, as CSV or Parquet")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--from", dest="since", metavar="DATE|RFC3339", help="windows starting at or after")
+    p.add_argument("--until", metavar="DATE|RFC3339", help="windows starting before")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--out", metavar="FILE", help="default: stdout (CSV only)")
+    p = cmd("push", "push one tenant's released rows in a window range to an output, now")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--from", dest="since", metavar="DATE|RFC3339", help="windows starting at or after")
+    p.add_argument("--until", metavar="DATE|RFC3339", help="windows starting before")
+    _outputs(p, "the output to push to")
 
     for name, help_ in (("report", "KPI report over released metrics"), ("funnel", "funnel report")):
         p = cmd(name, help_)

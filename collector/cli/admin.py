@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from collector import enroll
-from collector.cli import ops
+from collector.cli import ops, outputs
 from collector.cli.kit import Context, check_duration, check_id, json_line, open_for, signing_key
 from collector.cli.tables import keys_table, tenants_table
 from collector.errors import Conflict, NotFound, Unavailable
@@ -252,6 +252,8 @@ _COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "import": ops.import_cmd,
     "report": ops.reports_cmd,
     "funnel": ops.reports_cmd,
+    "export": outputs.export_cmd,
+    "push": outputs.push_cmd,
 }
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from collector import audit
 from collector.cli.kit import Context, check_bound, check_day, open_for, signing_key
+from collector.cli.outputs import pushers
 from collector.cli.tables import format_usage
 from collector.config import CollectorConfig, load_config
 from collector.errors import AuditError, NotFound, Unavailable
@@ -204,7 +205,15 @@ async def serve_cmd(ctx: Context) -> int:
         if not check.ok:
             print(f"hush-collector: {check.message()}", file=ctx.err, flush=True)
     try:
-        async with open_for(ctx) as store:
+        async with (
+            open_for(ctx) as store,
+            pushers(
+                store,
+                remote_write=a.remote_write or config.remote_write,
+                otlp_export=a.otlp_export or config.otlp_export,
+                err=ctx.err,
+            ),
+        ):
             try:
                 await serve(
                     store,

@@ -30,6 +30,8 @@ from collector.store.records import (
     Conflicting,
     Duplicate,
     KeyRecord,
+    OutputPage,
+    OutputRow,
     Quota,
     Refusal,
     StoredRow,
@@ -49,6 +51,8 @@ __all__ = [
     "Duplicate",
     "KeyRecord",
     "KeyState",
+    "OutputPage",
+    "OutputRow",
     "Quota",
     "Refusal",
     "RefusalReason",
@@ -165,3 +169,16 @@ class Store(Protocol):
     async def batch_privacy(
         self, tenant: str, since: str | None, until: str | None
     ) -> list[BatchPrivacy]: ...
+
+    # -- outputs (collector.outputs) -----------------------------------------------------------
+    async def output_cursor(self, name: str) -> int:
+        """The id of the last batch the output ``name`` delivered (0 when it never did)."""
+        ...
+
+    async def advance_output_cursor(self, name: str, expected: int, to: int, *, now: float) -> bool:
+        """Move the cursor from ``expected`` to ``to`` atomically; False when it was not at ``expected``."""
+        ...
+
+    async def output_rows_after(self, after: int, max_batches: int) -> OutputPage:
+        """The rows of at most ``max_batches`` stored batches with ids above ``after``, in id order."""
+        ...

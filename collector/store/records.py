@@ -21,6 +21,8 @@ __all__ = [
     "Conflicting",
     "Duplicate",
     "KeyRecord",
+    "OutputPage",
+    "OutputRow",
     "Quota",
     "Refusal",
     "StoredRow",
@@ -139,6 +141,24 @@ class StoredRow(msgspec.Struct, frozen=True):
     value: float
     mechanism: str
     scale: float
+
+
+class OutputRow(msgspec.Struct, frozen=True):
+    """A released row with the id of its stored batch: what an output's cursor advances over."""
+
+    batch_id: int
+    row: StoredRow
+
+
+class OutputPage(msgspec.Struct, frozen=True):
+    """The next stored batches after a cursor and their rows; ``upto`` is the last batch id the page
+    covers (also when its batches released no rows), ``after`` when there is nothing new."""
+
+    upto: int
+    rows: list[OutputRow]
+    batches: list[BatchPrivacy] = []  # what each batch declared it spent, in id order
+    nrows: list[int] = []  # rows per batch, same order (usage panels)
+    ids: list[int] = []  # the batch ids, same order
 
 
 class BatchPrivacy(msgspec.Struct, frozen=True):

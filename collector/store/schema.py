@@ -160,7 +160,17 @@ ALTER TABLE enroll_tokens ADD COLUMN agent TEXT;
 ALTER TABLE enroll_tokens ADD COLUMN rotate INTEGER NOT NULL DEFAULT 0
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2)]
+# v3: one durable cursor per output (Prometheus remote-write, OTLP export): the id of the last batch
+# it delivered, so an outage of the receiver loses nothing and a restart resends nothing.
+_V3 = """
+CREATE TABLE output_cursors (
+    name TEXT PRIMARY KEY,
+    batch_id BIGINT NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+)
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3)]
 
 
 def statements(script: str) -> list[str]:

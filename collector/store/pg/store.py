@@ -33,6 +33,7 @@ from collector import audit
 from collector.errors import NotFound, Unavailable
 from collector.store import rules
 from collector.store.group import GroupCommit, group_order
+from collector.store.pg import cursors as pg_cursors
 from collector.store.pg import reads as pg_reads
 from collector.store.pg.ingest import Rollback, affected, commit
 from collector.store.pg.schema import current_version, pg_migrations
@@ -50,6 +51,7 @@ from collector.store.records import (
     BatchPrivacy,
     CommitOutcome,
     KeyRecord,
+    OutputPage,
     Quota,
     Refusal,
     StoredRow,
@@ -695,6 +697,19 @@ class PgStore:
 
     async def batch_privacy(self, tenant: str, since: str | None, until: str | None) -> list[BatchPrivacy]:
         return await pg_reads.batch_privacy(self._fetch, tenant, since, until)
+
+    # -- outputs -------------------------------------------------------------------------------
+    async def output_cursor(self, name: str) -> int:
+        return await pg_cursors.cursor(self._fetch, name)
+
+    async def advance_output_cursor(self, name: str, expected: int, to: int, *, now: float) -> bool:
+        async def work(db: Connection) -> bool:
+            return await pg_cursors.advance(db, name, expected, to, now)
+
+        return await self._run(work)
+
+    async def output_rows_after(self, after: int, max_batches: int) -> OutputPage:
+        return await pg_cursors.rows_after(self._fetch, after, max_batches)
 
 
 async def _create_database(url: str, connect_timeout: float) -> None:

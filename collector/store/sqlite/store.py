@@ -30,6 +30,7 @@ from collector.store.records import (
     BatchPrivacy,
     CommitOutcome,
     KeyRecord,
+    OutputPage,
     Quota,
     Refusal,
     StoredRow,
@@ -37,6 +38,7 @@ from collector.store.records import (
     UsageDay,
 )
 from collector.store.schema import KEY_COLUMNS, MIGRATIONS, QUOTA_FIELDS, statements
+from collector.store.sqlite import cursors as sqlite_cursors
 from collector.store.sqlite import reads as sqlite_reads
 from collector.store.sqlite.ingest import Rollback, commit
 from collector.store.vocab import KeyState, TenantState
@@ -429,3 +431,14 @@ class SqliteStore:
 
     async def batch_privacy(self, tenant: str, since: str | None, until: str | None) -> list[BatchPrivacy]:
         return await sqlite_reads.batch_privacy(self._read, tenant, since, until)
+
+    # -- outputs -------------------------------------------------------------------------------
+    async def output_cursor(self, name: str) -> int:
+        return await sqlite_cursors.cursor(self._read, name)
+
+    async def advance_output_cursor(self, name: str, expected: int, to: int, *, now: float) -> bool:
+        async with self._tx() as db:
+            return await sqlite_cursors.advance(db, name, expected, to, now)
+
+    async def output_rows_after(self, after: int, max_batches: int) -> OutputPage:
+        return await sqlite_cursors.rows_after(self._read, after, max_batches)
