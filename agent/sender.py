@@ -131,10 +131,17 @@ _BY_REASON: dict[str, Verdict] = {
     "agent_mismatch": "permanent",
     "signer_mismatch": "permanent",  # signed by keys of different tenants or agents: never acceptable
     "too_old": "permanent",  # older than the tenant's max age: it only gets older
+    # Its window's day at the collector has no room for the ρ this batch declares, and the day is
+    # signed into it: waiting cannot help, while batches of later days fit. `outbox retry` resends
+    # it once an operator raised the cap.
+    "privacy_cap": "permanent",
     # Not about this batch: every later batch would be refused alike, so the head batch waits.
     "future_dated": "held",  # the agent's clock runs ahead; time or NTP fixes it
     "tenant_suspended": "held",  # until an operator resumes the tenant
     "tenant_deleted": "held",  # nothing of the tenant is taken; quarantining everything gains nothing
+    # The tenant has not approved this policy digest (yet): every later batch carries the same
+    # digest, so they wait for the approval (`policy approve`) instead of all going to quarantine.
+    "policy_unapproved": "held",
     # Time fixes these; RetryInfo says when.
     "rate_limited": "throttled",
     "quota_rows_day": "throttled",
