@@ -165,6 +165,10 @@ class Store(Protocol):
         windows, ``YYYY-MM-DD`` bounds inclusive, ordered by day then agent."""
         ...
 
+    async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
+        """Stored batches per declared policy digest, windows starting in [since, until) (RFC 3339)."""
+        ...
+
     # -- ingest --------------------------------------------------------------------------------
     async def commit_batch(self, batch: BatchCommit, quota: Quota, *, now: float) -> CommitOutcome:
         """The one ingest transaction: dedupe on (tenant, agent, seq); re-check key and tenant state;

@@ -53,6 +53,9 @@ def test_policy_commands_and_their_errors(tmp_path: Path) -> None:
         "v2",
     )
     assert DIGEST in ok(tmp_path, "policy", "list", "acme")
+    report = ok(tmp_path, "report", "acme")  # the KPI report carries the governance section
+    assert "Governance" in report
+    assert f"{DIGEST[:16]}  revoked" in report
     one_line(run(tmp_path, "policy", "cap", "acme", "--rho-per-day", "-1"), ExitCode.USAGE, "--rho-per-day")
     one_line(run(tmp_path, "policy", "cap", "acme", "--rho-per-day", "nan"), ExitCode.USAGE, "--rho-per-day")
     assert ok(tmp_path, "policy", "cap", "acme", "--rho-per-day", "0.5", "--per", "tenant") == (

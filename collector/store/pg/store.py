@@ -679,6 +679,9 @@ class PgStore:
     async def privacy_spend(self, tenant: str, since: str | None, until: str | None) -> list[SpendDay]:
         return await self._run(lambda db: gov.spend(db, tenant, since, until), tx=False)
 
+    async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
+        return await self._run(lambda db: gov.policy_batches(db, tenant, since, until), tx=False)
+
     # -- reads ---------------------------------------------------------------------------------
     async def usage(
         self, tenant: str | None = None, since: str | None = None, until: str | None = None

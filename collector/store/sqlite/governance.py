@@ -14,8 +14,18 @@ import aiosqlite
 
 from collector.store import rules
 from collector.store.records import BatchCommit, CommitRefused, PolicyRecord, PrivacyCap, SpendDay
+from hushmetric.timefmt import parse_rfc3339
 
-__all__ = ["get_cap", "get_policy", "govern", "list_policies", "put_cap", "put_policy", "spend"]
+__all__ = [
+    "get_cap",
+    "get_policy",
+    "govern",
+    "list_policies",
+    "policy_batches",
+    "put_cap",
+    "put_policy",
+    "spend",
+]
 
 _POLICY_COLS = "tenant, digest, state, note, approved, revoked"
 
@@ -110,3 +120,17 @@ async def spend(
         SpendDay(tenant, str(r[0]) or None, str(r[1]), int(r[2]), int(r[2]) / rules.RHO_UNITS_PER_RHO)
         for r in rows
     ]
+
+
+async def policy_batches(
+    db: aiosqlite.Connection, tenant: str, since: str | None, until: str | None
+) -> dict[str, int]:
+    """Stored batches per declared policy digest, windows starting in [since, until) (RFC 3339)."""
+    lo = parse_rfc3339(since) if since is not None else float("-inf")
+    hi = parse_rfc3339(until) if until is not None else float("inf")
+    rows = await db.execute_fetchall(
+        "SELECT policy, COUNT(*) FROM batches WHERE tenant = ? AND window_start_epoch >= ? "
+        "AND window_start_epoch < ? GROUP BY policy ORDER BY policy",
+        (tenant, lo, hi),
+    )
+    return {str(r[0]): int(r[1]) for r in rows}

@@ -440,6 +440,10 @@ class SqliteStore:
         async with self._lock:
             return await gov.spend(self._db, tenant, since, until)
 
+    async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
+        async with self._lock:
+            return await gov.policy_batches(self._db, tenant, since, until)
+
     # -- reads ---------------------------------------------------------------------------------
     async def usage(
         self, tenant: str | None = None, since: str | None = None, until: str | None = None
