@@ -14,17 +14,18 @@ UNAVAILABLE, DEADLINE, other     transport trouble: fail over to the next config
 rate_limited, quota_*            throttled: wait what ``google.rpc.RetryInfo`` asks (back-off when
 (RESOURCE_EXHAUSTED)             absent), then resend the same bytes to the same endpoint
 tenant_suspended,                held: refused for a reason that is not about this batch and that time or
-tenant_deleted, future_dated,    an operator fixes (resume the tenant, fix a clock); every later batch
-unknown reason of PERMISSION_    would be refused the same way, so the batch stays at the head, the
-DENIED / UNAUTHENTICATED /       reason is logged once and the sender backs off long
-FAILED_PRECONDITION /            (``refused_retry_max``); no failover — every endpoint is one collector
+tenant_deleted, future_dated,    an operator fixes (resume the tenant, fix a clock, approve the policy);
+policy_unapproved, unknown       every later batch would be refused the same way, so the batch stays at
+reason of PERMISSION_DENIED /    the head, the reason is logged once and the sender backs off long
+UNAUTHENTICATED /                (``refused_retry_max``); no failover — every endpoint is one collector
+FAILED_PRECONDITION /
 UNIMPLEMENTED / NOT_FOUND
 malformed, payload_type,         permanent: these exact bytes can never be accepted (the payload, its
 too_large, bad_signature,        ``created`` time and its signatures are fixed), so holding the batch
 unknown_key, revoked_key,        would block every later one forever. It moves to the outbox quarantine
 retired_key, tenant_mismatch,    (kept, never dropped silently; listed by ``status`` and ``outbox
 agent_mismatch, signer_mismatch, quarantine``; ``outbox retry`` puts it back after the cause is fixed,
-conflict, too_old;               ``outbox drop`` removes it with a note in the egress ledger) and
+conflict, too_old, privacy_cap;  ``outbox drop`` removes it with a note in the egress ledger) and
 INVALID_ARGUMENT, ALREADY_EXISTS delivery continues with the next seq. The collector records the
 without reason; "larger than     skipped seq as a chain gap, never as a refusal of later batches.
 max" (gRPC's own receive cap)
