@@ -14,11 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.errors import Conflict, NotFound
+from collector.importer import import_bundle
 from collector.ingest import Rejected, Stored, ingest
 from collector.store import PrivacyCap, Store
 from collector.store.rules import RHO_UNITS_PER_RHO, cap_units, policy_refusal, rho_units
 from collector.store.sqlite.store import SqliteStore
+from hushmetric import bundle
 from hushmetric.batch import Privacy
+from hushmetric.timefmt import format_rfc3339
 from tests import batchkit
 from tests.collector.collector_testkit import Agent, Clock
 
@@ -205,3 +208,23 @@ def test_policy_refusal_is_opt_in_and_fails_closed_after_revocations() -> None:
     assert policy_refusal({APPROVED: "approved"}, OTHER) is not None
     assert policy_refusal({APPROVED: "revoked"}, APPROVED) is not None
     assert policy_refusal({APPROVED: "revoked"}, OTHER) is not None
+
+
+async def test_an_air_gap_import_is_governed_like_online_ingest(
+    store: Store, clock: Clock, acme: Agent
+) -> None:
+    """A bundle cannot carry batches past the approvals or the cap: import runs the same transaction."""
+    await store.approve_policy("acme", APPROVED, note="", now=clock())
+    await store.set_privacy_cap("acme", PrivacyCap("acme", 0.02), now=clock())
+    batches = [
+        (1, acme.next(policy=APPROVED, privacy=rho(0.01))),
+        (2, acme.next(policy=OTHER, privacy=rho(0.01))),  # unapproved
+        (3, acme.next(policy=APPROVED, privacy=rho(0.01))),
+        (4, acme.next(policy=APPROVED, privacy=rho(0.01))),  # over the cap
+    ]
+    data = bundle.write_bundle(
+        batches, tenant="acme", agent=acme.agent, created=format_rfc3339(clock.now), key=acme.key
+    )
+    report = await import_bundle(store, data, now=clock.now)
+    assert (report.accepted, report.refused) == (2, {"policy_unapproved": 1, "privacy_cap": 1})
+    assert {r.seq for r in await store.released_rows("acme", None, None)} == {1, 3}
