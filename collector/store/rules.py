@@ -29,6 +29,8 @@ from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339, parse_rfc3339
 
 __all__ = [
+    "MAX_BATCH_UNITS",
+    "MAX_SPEND_UNITS",
     "MINUTES_KEPT",
     "RHO_UNITS_PER_RHO",
     "TOKEN_COLUMNS",
@@ -65,6 +67,7 @@ __all__ = [
     "rotation_allowed",
     "seconds_to_next_day",
     "seconds_to_next_month",
+    "spend_charge",
     "spend_targets",
     "state_refusal",
     "tenant_change",
@@ -370,6 +373,11 @@ def refusal_details(refusal: Refusal) -> dict[str, Detail]:
 #: ρ is summed in integers of 1e-12 ρ: float sums of concurrent admissions would depend on their
 #: order (0.1 + 0.2 > 0.3), integers make "admitted ρ equals the cap" exact on every replica.
 RHO_UNITS_PER_RHO = 10**12
+#: The most one batch can be charged (2**53 units, about 9007 ρ): a larger declared ρ (the wire
+#: allows up to the largest float) has no usable bound and is refused wherever a cap applies.
+MAX_BATCH_UNITS = 2**53
+#: Sums saturate here (about 4.6e6 ρ), so adding a batch never overflows a 64-bit integer column.
+MAX_SPEND_UNITS = 2**62
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -386,7 +394,7 @@ def window_day(window_start: str) -> str:
 
 def rho_units(rho: float | None, epsilon: float | None, delta: float | None) -> int | None:
     """The ρ a batch declares, in units, rounded up (never under-counted). Pure ε-DP converts to
-    ε²/2-zCDP; (ε, δ) with δ > 0 and no ρ has no ρ bound: None (refused wherever a cap applies)."""
+    ε²/2-zCDP; (ε, δ) with δ > 0 and no ρ has no ρ bound: None."""
     if rho is not None:
         value = Decimal(repr(rho))
     elif epsilon is not None and not delta:
@@ -396,9 +404,24 @@ def rho_units(rho: float | None, epsilon: float | None, delta: float | None) -> 
     return int((value * RHO_UNITS_PER_RHO).to_integral_value(ROUND_CEILING))
 
 
+def spend_charge(
+    rho: float | None, epsilon: float | None, delta: float | None, *, capped: bool
+) -> int | CommitRefused | None:
+    """What a batch charges to ``privacy_spend``: units; a refusal when a cap applies and the batch
+    has no usable ρ bound (none declared, or over :data:`MAX_BATCH_UNITS`); None when nothing is to
+    be counted (no bound, no cap). Uncapped, an absurd ρ counts as the most a batch can."""
+    units = rho_units(rho, epsilon, delta)
+    if units is not None and units <= MAX_BATCH_UNITS:
+        return units
+    if capped:
+        return CommitRefused("privacy_cap")
+    return None if units is None else MAX_BATCH_UNITS
+
+
 def cap_units(rho_per_day: float) -> int:
-    """A cap in units, rounded down (a cap is never exceeded by rounding)."""
-    return int((Decimal(repr(rho_per_day)) * RHO_UNITS_PER_RHO).to_integral_value(ROUND_FLOOR))
+    """A cap in units, rounded down (a cap is never exceeded by rounding), at most the saturation."""
+    units = int((Decimal(repr(rho_per_day)) * RHO_UNITS_PER_RHO).to_integral_value(ROUND_FLOOR))
+    return min(units, MAX_SPEND_UNITS)
 
 
 def spend_targets(agent: str, cap: PrivacyCap | None) -> list[tuple[str, int | None]]:

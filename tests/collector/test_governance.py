@@ -17,7 +17,16 @@ from collector.errors import Conflict, NotFound
 from collector.importer import import_bundle
 from collector.ingest import Rejected, Stored, ingest
 from collector.store import PrivacyCap, Store
-from collector.store.rules import RHO_UNITS_PER_RHO, cap_units, policy_refusal, rho_units
+from collector.store.records import CommitRefused
+from collector.store.rules import (
+    MAX_BATCH_UNITS,
+    MAX_SPEND_UNITS,
+    RHO_UNITS_PER_RHO,
+    cap_units,
+    policy_refusal,
+    rho_units,
+    spend_charge,
+)
 from collector.store.sqlite.store import SqliteStore
 from hushmetric import bundle
 from hushmetric.batch import Privacy
@@ -202,6 +211,15 @@ def test_declared_rho_is_never_under_counted_and_a_cap_never_rounded_up(value: f
     assert rho_units(None, 1.0, 1e-6) is None
 
 
+def test_spend_charge_refuses_what_has_no_usable_bound_only_under_a_cap() -> None:
+    assert spend_charge(0.5, None, None, capped=True) == RHO_UNITS_PER_RHO // 2
+    assert spend_charge(None, 1.0, 1e-6, capped=False) is None
+    assert spend_charge(None, 1.0, 1e-6, capped=True) == CommitRefused("privacy_cap")
+    assert spend_charge(1e300, None, None, capped=False) == MAX_BATCH_UNITS
+    assert spend_charge(1e300, None, None, capped=True) == CommitRefused("privacy_cap")
+    assert cap_units(1e300) == MAX_SPEND_UNITS
+
+
 def test_policy_refusal_is_opt_in_and_fails_closed_after_revocations() -> None:
     assert policy_refusal({}, APPROVED) is None
     assert policy_refusal({APPROVED: "approved"}, APPROVED) is None
@@ -228,3 +246,19 @@ async def test_an_air_gap_import_is_governed_like_online_ingest(
     report = await import_bundle(store, data, now=clock.now)
     assert (report.accepted, report.refused) == (2, {"policy_unapproved": 1, "privacy_cap": 1})
     assert {r.seq for r in await store.released_rows("acme", None, None)} == {1, 3}
+
+
+async def test_an_absurd_declared_rho_neither_overflows_the_sums_nor_slips_under_a_cap(
+    store: Store, clock: Clock, acme: Agent
+) -> None:
+    """ρ up to the largest float is valid on the wire; 1e300 in integer units does not fit a
+    database integer, and sums of large charges must not overflow either."""
+    for _ in range(3):  # no cap: counted (saturating), stored
+        assert isinstance(await ingest(store, acme.next(privacy=rho(1e300)), now=clock()), Stored)
+    assert isinstance(await ingest(store, acme.next(privacy=rho(9000.0)), now=clock()), Stored)
+    [tenant] = [s for s in await store.privacy_spend("acme", DAY, DAY) if s.agent is None]
+    assert tenant.units == 3 * MAX_BATCH_UNITS + 9000 * RHO_UNITS_PER_RHO  # each absurd one at most
+    await store.set_privacy_cap("acme", PrivacyCap("acme", 1e300), now=clock())
+    refused = await ingest(store, acme.next(privacy=rho(1e300)), now=clock())  # no usable bound
+    assert isinstance(refused, Rejected)
+    assert refused.reason == "privacy_cap"

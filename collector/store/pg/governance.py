@@ -53,11 +53,9 @@ async def govern(db: Connection, b: BatchCommit) -> CommitRefused | None:
     if refused is not None:
         return refused
     cap = await get_cap(db, b.tenant, lock=True)
-    units = rules.rho_units(b.rho, b.epsilon, b.delta)
-    if units is None:
-        if cap is not None:
-            return CommitRefused("privacy_cap")
-        return None  # no ρ bound declared and none asked for: nothing to count
+    units = rules.spend_charge(b.rho, b.epsilon, b.delta, capped=cap is not None)
+    if not isinstance(units, int):
+        return units  # a refusal, or None: nothing to count
     day = rules.window_day(b.window_start)
     for agent, limit in rules.spend_targets(b.agent, cap):
         await db.execute(
@@ -67,10 +65,14 @@ async def govern(db: Connection, b: BatchCommit) -> CommitRefused | None:
             agent,
             day,
         )
-        sql = "UPDATE privacy_spend SET units = units + $1 WHERE tenant = $2 AND agent = $3 AND day = $4"
-        args: list[object] = [units, b.tenant, agent, day]
+        # capped: the condition decides; uncapped: the sum saturates (it never overflows)
+        sql = (
+            "UPDATE privacy_spend SET units = LEAST(units + $1, $2) "
+            "WHERE tenant = $3 AND agent = $4 AND day = $5"
+        )
+        args: list[object] = [units, rules.MAX_SPEND_UNITS, b.tenant, agent, day]
         if limit is not None:
-            sql += " AND units + $1 <= $5"
+            sql += " AND units + $1 <= $6"
             args.append(limit)
         if await db.fetchval(sql + " RETURNING 1", *args) is None:
             return CommitRefused("privacy_cap")

@@ -52,11 +52,9 @@ async def govern(db: aiosqlite.Connection, b: BatchCommit) -> CommitRefused | No
     if refused is not None:
         return refused
     cap = await get_cap(db, b.tenant)
-    units = rules.rho_units(b.rho, b.epsilon, b.delta)
-    if units is None:
-        if cap is not None:
-            return CommitRefused("privacy_cap")
-        return None  # no ρ bound declared and none asked for: nothing to count
+    units = rules.spend_charge(b.rho, b.epsilon, b.delta, capped=cap is not None)
+    if not isinstance(units, int):
+        return units  # a refusal, or None: nothing to count
     day = rules.window_day(b.window_start)
     for agent, limit in rules.spend_targets(b.agent, cap):
         await db.execute(
@@ -64,10 +62,12 @@ async def govern(db: aiosqlite.Connection, b: BatchCommit) -> CommitRefused | No
             "ON CONFLICT (tenant, agent, day) DO NOTHING",
             (b.tenant, agent, day),
         )
+        # capped: the condition decides; uncapped: the sum saturates (it never overflows)
         cond, params = ("", ()) if limit is None else (" AND units + ? <= ?", (units, limit))
         cur = await db.execute(
-            f"UPDATE privacy_spend SET units = units + ? WHERE tenant = ? AND agent = ? AND day = ?{cond}",
-            (units, b.tenant, agent, day, *params),
+            "UPDATE privacy_spend SET units = MIN(units + ?, ?) "
+            f"WHERE tenant = ? AND agent = ? AND day = ?{cond}",
+            (units, rules.MAX_SPEND_UNITS, b.tenant, agent, day, *params),
         )
         if cur.rowcount != 1:
             return CommitRefused("privacy_cap")
