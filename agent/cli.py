@@ -192,6 +192,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"policy digest {policy_digest(policy)[:16]}){suffix}"
     )
     _out(_guarantee_line(policy))
+    # what central ops approve (issue 14): the full digest, as the collector compares it
+    _out(
+        f"approve with: hush-collector policy approve {loaded.config.tenant} --digest {policy_digest(policy)}"
+    )
     _print_custom_detectors(policy)
     return EXIT_OK
 

@@ -14,17 +14,18 @@ UNAVAILABLE, DEADLINE, other     transport trouble: fail over to the next config
 rate_limited, quota_*            throttled: wait what ``google.rpc.RetryInfo`` asks (back-off when
 (RESOURCE_EXHAUSTED)             absent), then resend the same bytes to the same endpoint
 tenant_suspended,                held: refused for a reason that is not about this batch and that time or
-tenant_deleted, future_dated,    an operator fixes (resume the tenant, fix a clock); every later batch
-unknown reason of PERMISSION_    would be refused the same way, so the batch stays at the head, the
-DENIED / UNAUTHENTICATED /       reason is logged once and the sender backs off long
-FAILED_PRECONDITION /            (``refused_retry_max``); no failover — every endpoint is one collector
+tenant_deleted, future_dated,    an operator fixes (resume the tenant, fix a clock, approve the policy);
+policy_unapproved, unknown       every later batch would be refused the same way, so the batch stays at
+reason of PERMISSION_DENIED /    the head, the reason is logged once and the sender backs off long
+UNAUTHENTICATED /                (``refused_retry_max``); no failover — every endpoint is one collector
+FAILED_PRECONDITION /
 UNIMPLEMENTED / NOT_FOUND
 malformed, payload_type,         permanent: these exact bytes can never be accepted (the payload, its
 too_large, bad_signature,        ``created`` time and its signatures are fixed), so holding the batch
 unknown_key, revoked_key,        would block every later one forever. It moves to the outbox quarantine
 retired_key, tenant_mismatch,    (kept, never dropped silently; listed by ``status`` and ``outbox
 agent_mismatch, signer_mismatch, quarantine``; ``outbox retry`` puts it back after the cause is fixed,
-conflict, too_old;               ``outbox drop`` removes it with a note in the egress ledger) and
+conflict, too_old, privacy_cap;  ``outbox drop`` removes it with a note in the egress ledger) and
 INVALID_ARGUMENT, ALREADY_EXISTS delivery continues with the next seq. The collector records the
 without reason; "larger than     skipped seq as a chain gap, never as a refusal of later batches.
 max" (gRPC's own receive cap)
@@ -131,10 +132,17 @@ _BY_REASON: dict[str, Verdict] = {
     "agent_mismatch": "permanent",
     "signer_mismatch": "permanent",  # signed by keys of different tenants or agents: never acceptable
     "too_old": "permanent",  # older than the tenant's max age: it only gets older
+    # Its window's day at the collector has no room for the ρ this batch declares, and the day is
+    # signed into it: waiting cannot help, while batches of later days fit. `outbox retry` resends
+    # it once an operator raised the cap.
+    "privacy_cap": "permanent",
     # Not about this batch: every later batch would be refused alike, so the head batch waits.
     "future_dated": "held",  # the agent's clock runs ahead; time or NTP fixes it
     "tenant_suspended": "held",  # until an operator resumes the tenant
     "tenant_deleted": "held",  # nothing of the tenant is taken; quarantining everything gains nothing
+    # The tenant has not approved this policy digest (yet): every later batch carries the same
+    # digest, so they wait for the approval (`policy approve`) instead of all going to quarantine.
+    "policy_unapproved": "held",
     # Time fixes these; RetryInfo says when.
     "rate_limited": "throttled",
     "quota_rows_day": "throttled",

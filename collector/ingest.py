@@ -80,6 +80,11 @@ REASONS: dict[BatchReason, Kind] = {
     "quota_rows_day": "resource_exhausted",
     "quota_rows_month": "resource_exhausted",
     "quota_bytes_day": "resource_exhausted",
+    # Governance (issue 14): the tenant has not approved the batch's policy digest, or the batch's
+    # declared privacy loss does not fit the tenant's central cap for its window's day. Neither is
+    # fixed by waiting: an operator approves the policy or raises the cap.
+    "policy_unapproved": "failed_precondition",
+    "privacy_cap": "failed_precondition",
 }
 
 DEFAULT_MAX_BATCH_BYTES = 4 << 20

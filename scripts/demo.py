@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -128,7 +129,17 @@ def main() -> int:
         Path(cfg).write_text(text.replace("seed = 7\n", f"seed = 7\nusers = {args.users}\n"))
         key_id = run("hush-agent", "enroll", "--token", token, "--config", cfg, capture=True).strip()
         print(f"enrolled key {key_id[:16]}…")
-        run("hush-agent", "validate", "--config", cfg)
+        validated = run("hush-agent", "validate", "--config", cfg, capture=True)
+        print(validated, end="")
+
+        say("central governance: approve the agent's policy digest (batches under others are refused)")
+        digest = re.search(r"--digest ([0-9a-f]{64})", validated)
+        if digest is None:
+            raise SystemExit("demo: `hush-agent validate` printed no policy digest to approve")
+        run(
+            "hush-collector", "policy", "approve", TENANT, "--digest", digest.group(1),
+            "--note", "demo policy", "--db", db,
+        )  # fmt: skip
 
         say("redaction at the edge: three raw log lines through the agent's detectors (dry run)")
         samples = "\n".join(

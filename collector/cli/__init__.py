@@ -144,6 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tenant", metavar="TENANT")
     p.add_argument("--json", action="store_true")
 
+    policy = sub.add_parser("policy", help="approved policy digests and privacy caps").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    for action, help_ in (
+        ("approve", "approve a policy digest: the tenant then refuses batches under any other"),
+        ("revoke", "revoke an approved digest: new batches under it are refused at once"),
+    ):
+        p = cmd(action, help_, parent=policy)
+        p.add_argument("tenant", metavar="TENANT")
+        p.add_argument("--digest", required=True, metavar="SHA256", help="as `hush-agent validate` prints it")
+        if action == "approve":
+            p.add_argument("--note", metavar="TEXT", help="why (kept with the approval and audited)")
+    p = cmd("list", "list approved and revoked digests", parent=policy)
+    p.add_argument("tenant", nargs="?", metavar="TENANT")
+    p.add_argument("--json", action="store_true")
+    p = cmd("cap", "cap the rho the tenant's batches may declare per UTC day of their windows", parent=policy)
+    p.add_argument("tenant", metavar="TENANT")
+    p.add_argument("--rho-per-day", required=True, metavar="R|none", help="zCDP rho; 'none' lifts the cap")
+    p.add_argument("--per", choices=("agent", "tenant"), default="agent", help="each agent, or all together")
+    p = cmd("spend", "rho admitted per agent on a UTC day, against the cap", parent=policy)
+    p.add_argument("tenant", metavar="TENANT")
+    p.add_argument("--day", metavar="YYYY-MM-DD", help="default: today")
+    p.add_argument("--json", action="store_true")
+
     p = cmd("usage", "usage per tenant and UTC day")
     p.add_argument("--tenant")
     p.add_argument("--since", metavar="YYYY-MM-DD")

@@ -16,6 +16,7 @@ import msgspec
 
 from collector import enroll
 from collector.cli import ops, outputs
+from collector.cli.governance import policy_cmd
 from collector.cli.kit import Context, check_duration, check_id, json_line, open_for, signing_key
 from collector.cli.tables import keys_table, tenants_table
 from collector.errors import Conflict, NotFound, Unavailable
@@ -247,6 +248,7 @@ _COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "key": _key,
     "enroll-token": _enroll_token,
     "quota": _quota,
+    "policy": policy_cmd,
     "usage": ops.usage_cmd,
     "audit": ops.audit_cmd,
     "import": ops.import_cmd,

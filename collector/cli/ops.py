@@ -239,6 +239,7 @@ async def serve_cmd(ctx: Context) -> int:
 
 async def reports_cmd(ctx: Context) -> int:
     from collector.report.funnel import funnel_report  # reports load only for these commands
+    from collector.report.governance import governance_section, spend_days
     from collector.report.kpi import kpi_report
     from collector.report.render import render
 
@@ -265,7 +266,22 @@ async def reports_cmd(ctx: Context) -> int:
                 "rows_per_month": q.rows_per_month,
                 "bytes_per_day": q.bytes_per_day,
             }
-            report = kpi_report(rows, privacy, usage, tenant=a.tenant, since=since, until=until, quota=limits)
+            governed = governance_section(
+                await store.list_policies(a.tenant),
+                await store.policy_batches(a.tenant, since, until),
+                await store.get_privacy_cap(a.tenant),
+                await store.privacy_spend(a.tenant, *spend_days(since, until)),
+            )
+            report = kpi_report(
+                rows,
+                privacy,
+                usage,
+                tenant=a.tenant,
+                since=since,
+                until=until,
+                quota=limits,
+                governance=governed,
+            )
     windows = not getattr(a, "totals", False)
     text = render(report, a.format, windows=windows)  # type: ignore[arg-type]  # KpiReport | FunnelReport
     data = text if isinstance(text, bytes) else text.encode()

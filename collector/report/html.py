@@ -338,6 +338,30 @@ def _kpi_operations(r: KpiReport) -> list[str]:
     return out
 
 
+def _kpi_governance(r: KpiReport) -> list[str]:
+    """Approved policies (stored batches under revoked ones marked) and ρ admitted against the cap."""
+    g = r.governance
+    if g is None or not (g.policies or g.spend or g.cap_rho_per_day is not None):
+        return []
+    out = ["<section><h2>Governance</h2>"]
+    if g.policies:
+        rows = [[p.digest, p.state, str(p.batches), p.note] for p in g.policies]
+        out.append(_table("Policy digests", ["digest", "state", "batches", "note"], rows, {2}))
+    cap = "none" if g.cap_rho_per_day is None else f"{fmt_num(g.cap_rho_per_day)} per {g.cap_per} and UTC day"
+    out.append(f'<p class="meta">Central privacy cap (ρ): {esc(cap)}</p>')
+    if g.spend:
+        rows = [
+            [s.day, s.agent or "(tenant)", fmt_num(s.rho), fmt_num(s.cap), fmt_pct(s.fraction)]
+            for s in g.spend
+        ]
+        out.append(
+            _table("ρ admitted per agent and day", ["day", "agent", "ρ", "cap", "use"], rows, {2, 3, 4})
+        )
+    out += [f'<p class="meta">{esc(n)}</p>' for n in g.notes]
+    out.append("</section>")
+    return out
+
+
 def _kpi_html(r: KpiReport) -> str:
     ids = _Ids()
     windows = {(p.window_start, p.window_end) for s in r.series for p in s.points}
@@ -349,7 +373,14 @@ def _kpi_html(r: KpiReport) -> str:
         "exports keep the raw, unbiased values.</p>",
         "</header>",
     ]
-    body = [*head, *_kpi_metrics(r, ids), *_kpi_totals(r), *_kpi_operations(r), *_notes(r.notes)]
+    body = [
+        *head,
+        *_kpi_metrics(r, ids),
+        *_kpi_totals(r),
+        *_kpi_operations(r),
+        *_kpi_governance(r),
+        *_notes(r.notes),
+    ]
     return _page(f"KPI report · {r.tenant}", body)
 
 

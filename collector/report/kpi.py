@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from collector.report.governance import GovernanceSection
 from collector.report.intervals import (
     CONFIDENCE,
     KNOWN_MECHANISMS,
@@ -142,6 +143,7 @@ class KpiReport(msgspec.Struct, frozen=True, tag="kpi"):
     usage: UsageSummary
     privacy: PrivacySpend
     notes: list[str]
+    governance: GovernanceSection | None = None  # when the caller read the tenant's governance
 
 
 def parse_bound(text: str | None) -> float | None:
@@ -331,6 +333,7 @@ def kpi_report(
     since: str | None,
     until: str | None,
     quota: Mapping[str, int | None] | None = None,
+    governance: GovernanceSection | None = None,
 ) -> KpiReport:
     """Build the KPI report of ``tenant`` over ``[since, until)``; see the module docstring."""
     lo, hi = parse_bound(since), parse_bound(until)
@@ -369,4 +372,5 @@ def kpi_report(
         usage=_usage(days),
         privacy=_spend(batches),
         notes=notes,
+        governance=governance,
     )

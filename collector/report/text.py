@@ -161,9 +161,31 @@ def kpi_table(r: KpiReport, *, windows: bool = True) -> str:
         out += _table(["by", "key", "unit", "batches", "rho", "epsilon", "delta"], prows, {3, 4, 5, 6})
     else:
         out.append("no batches in the range")
+    out += _governance_lines(r)
     if r.notes:
         out += ["", "Notes", *(f"- {term_text(n, 400)}" for n in r.notes)]
     return "\n".join(out) + "\n"
+
+
+def _governance_lines(r: KpiReport) -> list[str]:
+    """Approved policies (stored batches under revoked ones marked) and ρ admitted against the cap."""
+    g = r.governance
+    if g is None or not (g.policies or g.spend or g.cap_rho_per_day is not None):
+        return []
+    out = ["", "Governance"]
+    if g.policies:
+        rows = [[p.digest[:16], p.state, str(p.batches), term_text(p.note, 40)] for p in g.policies]
+        out += _table(["policy", "state", "batches", "note"], rows, {2})
+    cap = "none" if g.cap_rho_per_day is None else f"{fmt_num(g.cap_rho_per_day)} per {g.cap_per} and day"
+    out += [f"privacy cap (rho): {cap}"]
+    if g.spend:
+        rows = [
+            [s.day, term_text(s.agent or "(tenant)", 24), fmt_num(s.rho), fmt_num(s.cap), fmt_pct(s.fraction)]
+            for s in g.spend
+        ]
+        out += _table(["day", "agent", "rho", "cap", "use"], rows, {2, 3, 4})
+    out += [f"- {term_text(n, 400)}" for n in g.notes]
+    return out
 
 
 def _cell(x: object) -> str:

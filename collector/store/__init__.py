@@ -32,8 +32,11 @@ from collector.store.records import (
     KeyRecord,
     OutputPage,
     OutputRow,
+    PolicyRecord,
+    PrivacyCap,
     Quota,
     Refusal,
+    SpendDay,
     StoredRow,
     Tenant,
     UsageDay,
@@ -53,9 +56,12 @@ __all__ = [
     "KeyState",
     "OutputPage",
     "OutputRow",
+    "PolicyRecord",
+    "PrivacyCap",
     "Quota",
     "Refusal",
     "RefusalReason",
+    "SpendDay",
     "Store",
     "Tenant",
     "TenantState",
@@ -136,9 +142,41 @@ class Store(Protocol):
         """The largest ``max_batch_bytes`` of any tenant, or None when none is set."""
         ...
 
+    # -- governance (issue 14) -----------------------------------------------------------------
+    async def approve_policy(self, tenant: str, digest: str, *, note: str, now: float) -> PolicyRecord:
+        """Approve a policy digest for the tenant (again, after a revocation); audited as
+        ``policy.approve``. Raises NotFound (tenant), Conflict (deleted tenant, already approved)."""
+        ...
+
+    async def revoke_policy(self, tenant: str, digest: str, *, now: float) -> PolicyRecord:
+        """Revoke an approved digest (``policy.revoke``): new batches under it are refused at once.
+        Raises NotFound (tenant or approval), Conflict (deleted tenant, already revoked)."""
+        ...
+
+    async def list_policies(self, tenant: str | None = None) -> list[PolicyRecord]:
+        """Approved and revoked digests, by tenant then approval time."""
+        ...
+
+    async def set_privacy_cap(self, tenant: str, cap: PrivacyCap | None, *, now: float) -> PrivacyCap | None:
+        """Set (None: lift) the tenant's ρ cap per day, audited as ``policy.cap``. Raises NotFound,
+        Conflict (deleted tenant, a cap that is not a positive finite ρ)."""
+        ...
+
+    async def get_privacy_cap(self, tenant: str) -> PrivacyCap | None: ...
+
+    async def privacy_spend(self, tenant: str, since: str | None, until: str | None) -> list[SpendDay]:
+        """ρ admitted per agent (and for the tenant: ``agent`` None) and UTC day of the batches'
+        windows, ``YYYY-MM-DD`` bounds inclusive, ordered by day then agent."""
+        ...
+
+    async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
+        """Stored batches per declared policy digest, windows starting in [since, until) (RFC 3339)."""
+        ...
+
     # -- ingest --------------------------------------------------------------------------------
     async def commit_batch(self, batch: BatchCommit, quota: Quota, *, now: float) -> CommitOutcome:
         """The one ingest transaction: dedupe on (tenant, agent, seq); re-check key and tenant state;
+        check the policy digest is approved and charge the declared ρ against the privacy cap;
         take a rate-limit token; consume day/month quotas by conditional updates; store batch, rows,
         metering and chain events. Anything but Accepted leaves no trace except duplicate counters."""
         ...

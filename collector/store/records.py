@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from collector.store.vocab import BatchReason, KeyState, RefusalReason, TenantState
+from collector.store.vocab import BatchReason, CapScope, KeyState, PolicyState, RefusalReason, TenantState
 from hushmetric.batch import Row
 
 __all__ = [
@@ -23,8 +23,11 @@ __all__ = [
     "KeyRecord",
     "OutputPage",
     "OutputRow",
+    "PolicyRecord",
+    "PrivacyCap",
     "Quota",
     "Refusal",
+    "SpendDay",
     "StoredRow",
     "Tenant",
     "UsageDay",
@@ -64,6 +67,38 @@ class Quota(msgspec.Struct, frozen=True):
     bytes_per_day: int | None = None
     max_batch_bytes: int | None = None
     max_age_seconds: int | None = None
+
+
+class PolicyRecord(msgspec.Struct, frozen=True):
+    """A policy digest a tenant approved (and maybe revoked since: the record stays, stored batches
+    name it). A tenant with at least one approved digest admits batches under approved digests only."""
+
+    tenant: str
+    digest: str  # hex SHA-256 of the agent's canonical policy, as ``hush-agent validate`` prints it
+    state: PolicyState
+    note: str
+    approved: float  # epoch seconds of the (latest) approval
+    revoked: float | None = None
+
+
+class PrivacyCap(msgspec.Struct, frozen=True):
+    """The most zCDP ρ a tenant's batches may declare per UTC day of their windows, summed per agent
+    or over the whole tenant (``per``)."""
+
+    tenant: str
+    rho_per_day: float
+    per: CapScope = "agent"
+
+
+class SpendDay(msgspec.Struct, frozen=True):
+    """ρ admitted for one agent (``agent`` is None: the tenant's agents together) and UTC day, in
+    the exact units the cap is checked in (:func:`collector.store.rules.rho_units`) and as ρ."""
+
+    tenant: str
+    agent: str | None
+    day: str
+    units: int
+    rho: float
 
 
 class BatchCommit(msgspec.Struct, frozen=True):

@@ -14,19 +14,25 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import msgspec
 
 from collector.audit import Detail
 from collector.errors import Conflict, NotFound
-from collector.store.records import CommitRefused, KeyRecord, Quota, Refusal, Tenant
-from collector.store.vocab import BatchReason, KeyState, RefusalReason, TenantState
+from collector.store.records import CommitRefused, KeyRecord, PolicyRecord, PrivacyCap, Quota, Refusal, Tenant
+from collector.store.vocab import BatchReason, KeyState, PolicyState, RefusalReason, TenantState
 from hushmetric.keys import key_id as compute_key_id
-from hushmetric.timefmt import format_rfc3339
+from hushmetric.timefmt import format_rfc3339, parse_rfc3339
 
 __all__ = [
+    "MAX_BATCH_UNITS",
+    "MAX_SPEND_UNITS",
     "MINUTES_KEPT",
+    "RHO_UNITS_PER_RHO",
     "TOKEN_COLUMNS",
     "ChainFindings",
     "KeyChange",
@@ -36,6 +42,8 @@ __all__ = [
     "agent_has_key",
     "bucket_burst",
     "bucket_name",
+    "cap_details",
+    "cap_units",
     "chain_findings",
     "day_of",
     "day_quota_reason",
@@ -46,19 +54,27 @@ __all__ = [
     "must_be_active",
     "must_be_new_key",
     "must_be_new_tenant",
+    "policy_approval",
+    "policy_refusal",
+    "policy_revocation",
     "quota_details",
     "quota_values",
     "rate_retry_after",
     "redeemable",
     "refusal_action",
     "refusal_details",
+    "rho_units",
     "rotation_allowed",
     "seconds_to_next_day",
     "seconds_to_next_month",
+    "spend_charge",
+    "spend_targets",
     "state_refusal",
     "tenant_change",
     "token_details",
     "token_row",
+    "valid_digest",
+    "window_day",
 ]
 
 # Refusal minutes older than a day are forgotten (the first refusal of a minute is audited).
@@ -350,3 +366,120 @@ def refusal_details(refusal: Refusal) -> dict[str, Detail]:
         "key_id": refusal.key_id,
         "note": "first refusal for this reason in this minute; later ones are counted in usage",
     }
+
+
+# -- governance: approved policies and central privacy caps (issue 14) ---------------------------
+
+#: ρ is summed in integers of 1e-12 ρ: float sums of concurrent admissions would depend on their
+#: order (0.1 + 0.2 > 0.3), integers make "admitted ρ equals the cap" exact on every replica.
+RHO_UNITS_PER_RHO = 10**12
+#: The most one batch can be charged (2**53 units, about 9007 ρ): a larger declared ρ (the wire
+#: allows up to the largest float) has no usable bound and is refused wherever a cap applies.
+MAX_BATCH_UNITS = 2**53
+#: Sums saturate here (about 4.6e6 ρ), so adding a batch never overflows a 64-bit integer column.
+MAX_SPEND_UNITS = 2**62
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def valid_digest(digest: str) -> bool:
+    """A policy digest as ``hush-agent validate`` prints it: 64 lowercase hex digits."""
+    return bool(_DIGEST.match(digest))
+
+
+def window_day(window_start: str) -> str:
+    """The UTC day a batch's privacy loss is charged to: its window's (windows divide days, as the
+    agent's budget periods do), not its arrival's, so a backlog delivered late cannot reopen a day."""
+    return day_of(parse_rfc3339(window_start))
+
+
+def rho_units(rho: float | None, epsilon: float | None, delta: float | None) -> int | None:
+    """The ρ a batch declares, in units, rounded up (never under-counted). Pure ε-DP converts to
+    ε²/2-zCDP; (ε, δ) with δ > 0 and no ρ has no ρ bound: None."""
+    if rho is not None:
+        value = Decimal(repr(rho))
+    elif epsilon is not None and not delta:
+        value = Decimal(repr(epsilon)) ** 2 / 2
+    else:
+        return None
+    return int((value * RHO_UNITS_PER_RHO).to_integral_value(ROUND_CEILING))
+
+
+def spend_charge(
+    rho: float | None, epsilon: float | None, delta: float | None, *, capped: bool
+) -> int | CommitRefused | None:
+    """What a batch charges to ``privacy_spend``: units; a refusal when a cap applies and the batch
+    has no usable ρ bound (none declared, or over :data:`MAX_BATCH_UNITS`); None when nothing is to
+    be counted (no bound, no cap). Uncapped, an absurd ρ counts as the most a batch can."""
+    units = rho_units(rho, epsilon, delta)
+    if units is not None and units <= MAX_BATCH_UNITS:
+        return units
+    if capped:
+        return CommitRefused("privacy_cap")
+    return None if units is None else MAX_BATCH_UNITS
+
+
+def cap_units(rho_per_day: float) -> int:
+    """A cap in units, rounded down (a cap is never exceeded by rounding), at most the saturation."""
+    units = int((Decimal(repr(rho_per_day)) * RHO_UNITS_PER_RHO).to_integral_value(ROUND_FLOOR))
+    return min(units, MAX_SPEND_UNITS)
+
+
+def spend_targets(agent: str, cap: PrivacyCap | None) -> list[tuple[str, int | None]]:
+    """The ``privacy_spend`` rows a batch charges, in lock order, each with its limit in units (None:
+    counted, not capped). Both the agent's and the tenant's ('') rows are always charged, so a cap
+    switched between ``--per agent`` and ``--per tenant`` mid-day sees everything already admitted."""
+    limit = None if cap is None else cap_units(cap.rho_per_day)
+    return [
+        (agent, limit if cap is not None and cap.per == "agent" else None),
+        ("", limit if cap is not None and cap.per == "tenant" else None),
+    ]
+
+
+def policy_refusal(policies: Mapping[str, PolicyState], digest: str) -> CommitRefused | None:
+    """A tenant that never approved a digest takes any policy (attachment is opt-in); once it has
+    approval records (``policies``: digest → state), only approved digests are taken — also after
+    its last approval was revoked, so a revocation never falls back to "anything goes". Read
+    inside the ingest transaction: a revocation acts at once."""
+    if policies and policies.get(digest) != "approved":
+        return CommitRefused("policy_unapproved")
+    return None
+
+
+def _not_deleted(tenant: Tenant | None, name: str) -> None:
+    if tenant is None:
+        raise NotFound("tenant", name)
+    if tenant.state == "deleted":
+        raise Conflict(f"tenant {name!r} is deleted")
+
+
+def policy_approval(
+    tenant: Tenant | None, name: str, existing: PolicyRecord | None, digest: str, note: str, now: float
+) -> tuple[PolicyRecord, dict[str, Detail]]:
+    """Approve a digest (again, after a revocation); approving an approved one is a Conflict."""
+    _not_deleted(tenant, name)
+    if existing is not None and existing.state == "approved":
+        raise Conflict(f"policy {digest[:16]} is already approved for tenant {name!r}")
+    record = PolicyRecord(name, digest, "approved", note, now)
+    return record, {"digest": digest, "note": note}
+
+
+def policy_revocation(
+    tenant: Tenant | None, name: str, existing: PolicyRecord | None, digest: str, now: float
+) -> tuple[PolicyRecord, dict[str, Detail]]:
+    """Revoke an approved digest: new batches under it are refused; stored ones stay (and say so)."""
+    _not_deleted(tenant, name)
+    if existing is None:
+        raise NotFound("approved policy", digest)
+    if existing.state == "revoked":
+        raise Conflict(f"policy {digest[:16]} is already revoked for tenant {name!r}")
+    return msgspec.structs.replace(existing, state="revoked", revoked=now), {"digest": digest}
+
+
+def cap_details(tenant: Tenant | None, name: str, cap: PrivacyCap | None) -> dict[str, Detail]:
+    """Check a cap can be set (None: lifted) and give its audit details."""
+    _not_deleted(tenant, name)
+    if cap is None:
+        return {"rho_per_day": None, "per": None}
+    if not (math.isfinite(cap.rho_per_day) and cap.rho_per_day > 0):
+        raise Conflict(f"a privacy cap must be a positive finite rho, not {cap.rho_per_day}")
+    return {"rho_per_day": cap.rho_per_day, "per": cap.per}

@@ -170,7 +170,36 @@ CREATE TABLE output_cursors (
 )
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3)]
+
+# v4 (issue 14, central governance): the policy digests each tenant approved (a revoked approval stays,
+# stored batches name it), the tenant's central privacy cap, and the ρ admitted per agent and UTC day
+# of the batches' windows, in integer units of 1e-12 ρ so that concurrent admissions add up exactly
+# (``agent`` '' is the tenant's agents together).
+_V4 = """
+CREATE TABLE policies (
+    tenant TEXT NOT NULL REFERENCES tenants (name),
+    digest TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('approved', 'revoked')),
+    note TEXT NOT NULL,
+    approved DOUBLE PRECISION NOT NULL,
+    revoked DOUBLE PRECISION,
+    PRIMARY KEY (tenant, digest)
+);
+CREATE TABLE privacy_caps (
+    tenant TEXT PRIMARY KEY REFERENCES tenants (name),
+    rho_per_day DOUBLE PRECISION NOT NULL,
+    per TEXT NOT NULL CHECK (per IN ('agent', 'tenant'))
+);
+CREATE TABLE privacy_spend (
+    tenant TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    day TEXT NOT NULL,
+    units BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, agent, day)
+)
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4)]
 
 
 def statements(script: str) -> list[str]:

@@ -12,15 +12,18 @@ from typing import Literal, get_args
 
 __all__ = [
     "BATCH_REASONS",
+    "CAP_SCOPES",
     "ENROLL_REASONS",
     "IMPORT_REASONS",
     "KNOWN_MECHANISMS",
     "ROW_STATS",
     "BatchReason",
+    "CapScope",
     "EnrollReason",
     "ImportReason",
     "KeyState",
     "Mechanism",
+    "PolicyState",
     "RefusalReason",
     "RowStat",
     "TenantState",
@@ -28,6 +31,10 @@ __all__ = [
 
 TenantState = Literal["active", "suspended", "deleted"]
 KeyState = Literal["active", "retired", "revoked"]
+#: An approved policy digest of a tenant, or one whose approval was revoked (kept: stored batches name it).
+PolicyState = Literal["approved", "revoked"]
+#: Whom a central privacy cap applies to: each agent of the tenant alone, or the tenant's agents together.
+CapScope = Literal["agent", "tenant"]
 
 #: Why a batch was refused (online ingest and import); each maps to one gRPC status (collector.ingest).
 BatchReason = Literal[
@@ -50,6 +57,8 @@ BatchReason = Literal[
     "quota_rows_day",
     "quota_rows_month",
     "quota_bytes_day",
+    "policy_unapproved",
+    "privacy_cap",
 ]
 #: Why a bundle (or one of its entries) was refused on import, beyond the batch reasons.
 ImportReason = Literal[
@@ -78,3 +87,4 @@ IMPORT_REASONS: tuple[ImportReason, ...] = get_args(ImportReason)
 ENROLL_REASONS: tuple[EnrollReason, ...] = get_args(EnrollReason)
 KNOWN_MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
 ROW_STATS: tuple[RowStat, ...] = get_args(RowStat)
+CAP_SCOPES: tuple[CapScope, ...] = get_args(CapScope)

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import pytest
 
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
@@ -55,11 +56,21 @@ def test_collector_metrics_count_outcomes_per_tenant_and_latency(tmp_path: Path)
                 await stub.Submit(envelope_to_proto(first), timeout=10)
                 await stub.Submit(envelope_to_proto(first), timeout=10)  # a duplicate
 
+        async def unapproved() -> None:  # a policy refusal is metered like any other (issue 14)
+            async with grpc.aio.insecure_channel(served.address) as channel:
+                stub = ingest_pb2_grpc.IngestStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Submit(envelope_to_proto(sender.next()), timeout=10)
+                assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
         asyncio.run(submit())
+        hush.ok("policy", "approve", "acme", "--digest", "ee" * 32)  # not what the sender declares
+        asyncio.run(unapproved())
         text = scrape(port)
     assert 'hush_collector_batches_total{outcome="accepted",tenant="acme"} 1.0' in text
     assert 'hush_collector_batches_total{outcome="duplicate",tenant="acme"} 1.0' in text
-    assert "hush_collector_ingest_seconds_count 2.0" in text
+    assert 'hush_collector_batches_total{outcome="policy_unapproved",tenant="acme"} 1.0' in text
+    assert "hush_collector_ingest_seconds_count 3.0" in text
 
 
 def test_agent_daemon_exposes_metrics(tmp_path: Path) -> None:

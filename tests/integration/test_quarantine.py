@@ -145,6 +145,7 @@ def test_every_refusal_reason_of_the_collector_has_a_considered_verdict(reason: 
     expected_permanent = {
         "malformed", "payload_type", "too_large", "bad_signature", "conflict", "unknown_key",
         "revoked_key", "retired_key", "tenant_mismatch", "agent_mismatch", "signer_mismatch", "too_old",
+        "privacy_cap",
     }  # fmt: skip
     assert (verdict == "permanent") == (reason in expected_permanent)
 

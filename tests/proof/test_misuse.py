@@ -5,7 +5,8 @@ One ``hush-collector serve`` subprocess on 127.0.0.1:0 over a real SQLite file, 
 Attacks: tampered payloads (every byte position of a sample batch in long mode, a stratified sample
 in short mode), tampered and forged signatures, unknown, retired (batch created after retirement)
 and revoked keys, payloadType swaps, conflicting replays, batches claiming another tenant or agent,
-suspended and deleted tenants, future-dated and expired batches (``--max-age`` set by ``quota set``),
+suspended and deleted tenants, batches under an unapproved or revoked policy digest and over the
+tenant's daily privacy cap, future-dated and expired batches (``--max-age`` set by ``quota set``),
 oversize payloads (tenant limit and gRPC frame limit), floods past the rate limit, decoy signatures
 under another tenant's public key id (to borrow its limits or charge it refusals) and keys of two
 tenants co-signing, enrollment abuse (guessed tokens past the per-address limit, a second key for
@@ -33,12 +34,14 @@ import pytest
 from hushmetric import bundle, dsse
 from hushmetric.batch import payload_digest
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
+from tests import batchkit
 from tests.collector.collector_testkit import gnu_sparse_member, pax_sparse_member, strip_end
 from tests.proof.proofkit import LONG, Collector, Figures, Reply, Signer, now_s, pick, submit
 
 pytestmark = pytest.mark.timeout(pick(300, 1500))
 
 FAMILY = "5 misuse"
+REVOKED_POLICY = "dd" * 32
 
 
 @dataclass
@@ -91,7 +94,7 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
     started = time.monotonic()
     c = Collector(tmp_path / "collector")
     c.init()
-    for name in ("acme", "globex", "flood", "paused", "gone"):
+    for name in ("acme", "globex", "flood", "paused", "gone", "ruled"):
         c.ok("tenant", "create", name)
     c.ok("quota", "set", "acme", "--max-age", "1h", "--max-batch-bytes", "8192")
     c.ok("quota", "set", "flood", "--batches-per-second", "0.0001", "--burst", "3")
@@ -99,8 +102,13 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
     r1, v1 = Signer("acme", "r1"), Signer("acme", "v1")
     g1, f1 = Signer("globex", "g1"), Signer("flood", "f1")
     p1, d1 = Signer("paused", "p1"), Signer("gone", "d1")
-    for s in (a1, a2, r1, v1, g1, f1, p1, d1):
+    u1 = Signer("ruled", "u1")  # governed: one approved policy, a revoked one, a cap of 3 batches a day
+    for s in (a1, a2, r1, v1, g1, f1, p1, d1, u1):
         c.add_agent(s)
+    c.ok("policy", "approve", "ruled", "--digest", batchkit.POLICY)
+    c.ok("policy", "approve", "ruled", "--digest", REVOKED_POLICY)
+    c.ok("policy", "revoke", "ruled", "--digest", REVOKED_POLICY)
+    c.ok("policy", "cap", "ruled", "--rho-per-day", "0.03")  # batchkit batches declare 0.01 each
     c.ok("tenant", "suspend", "paused")
     c.ok("tenant", "delete", "gone")
     c.ok("key", "revoke", v1.key_id)
@@ -213,6 +221,17 @@ async def test_misuse_is_refused_counted_audited_never_stored(tmp_path: Path, fi
         led.expect(
             "deleted tenant", await submit(stub, d1.sign(d1.payload())), "PERMISSION_DENIED", "tenant_deleted"
         )
+
+        # -- governance: unapproved and revoked policy digests, ρ over the tenant's daily cap ---------
+        for _ in range(3):
+            await legit(u1)  # 3 x 0.01 = the cap, exactly
+        for digest in ("ee" * 32, REVOKED_POLICY):  # never approved; approved, then revoked
+            env = u1.sign(u1.payload(policy=digest))
+            reply = await submit(stub, env)
+            led.expect("policy not approved", reply, "FAILED_PRECONDITION", "policy_unapproved")
+        for k in range(pick(3, 20)):
+            env = u1.sign(u1.payload(label=f"over{k}"))
+            led.expect("over the privacy cap", await submit(stub, env), "FAILED_PRECONDITION", "privacy_cap")
 
         # -- time: future-dated beyond the skew, older than the tenant's max age (1h) ---------------
         for delta in (3600, 86400 * 365, 10 * 365 * 86400):

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from collector.store import rules
+from collector.store.pg.governance import govern
 from collector.store.records import (
     Accepted,
     BatchCommit,
@@ -215,6 +216,9 @@ async def commit(db: Connection, b: BatchCommit, quota: Quota, now: float) -> Co
         )
         return Duplicate()
     await _store_rows(db, int(batch_id), b)  # before the tenant's hot rows: their locks are held shorter
+    refused = await govern(db, b)  # approved policy and privacy cap, before rate and quotas
+    if refused is not None:
+        raise Rollback(refused)
     await _take_token(db, b.tenant, quota, now)
     await _consume_day(db, b, quota, day, now)
     await _consume_month(db, b, quota, now)

@@ -34,6 +34,7 @@ from collector.errors import NotFound, Unavailable
 from collector.store import rules
 from collector.store.group import GroupCommit, group_order
 from collector.store.pg import cursors as pg_cursors
+from collector.store.pg import governance as gov
 from collector.store.pg import reads as pg_reads
 from collector.store.pg.ingest import Rollback, affected, commit
 from collector.store.pg.schema import current_version, pg_migrations
@@ -52,8 +53,11 @@ from collector.store.records import (
     CommitOutcome,
     KeyRecord,
     OutputPage,
+    PolicyRecord,
+    PrivacyCap,
     Quota,
     Refusal,
+    SpendDay,
     StoredRow,
     Tenant,
     UsageDay,
@@ -685,6 +689,58 @@ class PgStore:
                 await self._audit(db, rules.refusal_action(refusal.reason), refusal.tenant, details, now)
 
         await self._write(work)
+
+    # -- governance ----------------------------------------------------------------------------
+    async def approve_policy(self, tenant: str, digest: str, *, note: str, now: float) -> PolicyRecord:
+        async def work(db: Connection) -> PolicyRecord:
+            await self._admin(db)
+            existing = await gov.get_policy(db, tenant, digest)
+            record, details = rules.policy_approval(
+                await self._get_tenant(db, tenant), tenant, existing, digest, note, now
+            )
+            await gov.put_policy(db, record)
+            await self._audit(db, "policy.approve", tenant, details, now)
+            return record
+
+        return await self._write(work)
+
+    async def revoke_policy(self, tenant: str, digest: str, *, now: float) -> PolicyRecord:
+        async def work(db: Connection) -> PolicyRecord:
+            await self._admin(db)
+            existing = await gov.get_policy(db, tenant, digest)
+            record, details = rules.policy_revocation(
+                await self._get_tenant(db, tenant), tenant, existing, digest, now
+            )
+            await gov.put_policy(db, record)
+            await self._audit(db, "policy.revoke", tenant, details, now)
+            return record
+
+        return await self._write(work)
+
+    async def list_policies(self, tenant: str | None = None) -> list[PolicyRecord]:
+        return await self._run(lambda db: gov.list_policies(db, tenant), tx=False)
+
+    async def set_privacy_cap(self, tenant: str, cap: PrivacyCap | None, *, now: float) -> PrivacyCap | None:
+        async def work(db: Connection) -> PrivacyCap | None:
+            await self._admin(db)
+            details = rules.cap_details(await self._get_tenant(db, tenant), tenant, cap)
+            if cap is None:
+                await db.execute("DELETE FROM privacy_caps WHERE tenant = $1", tenant)
+            else:
+                await gov.put_cap(db, cap)
+            await self._audit(db, "policy.cap", tenant, details, now)
+            return cap
+
+        return await self._write(work)
+
+    async def get_privacy_cap(self, tenant: str) -> PrivacyCap | None:
+        return await self._run(lambda db: gov.get_cap(db, tenant), tx=False)
+
+    async def privacy_spend(self, tenant: str, since: str | None, until: str | None) -> list[SpendDay]:
+        return await self._run(lambda db: gov.spend(db, tenant, since, until), tx=False)
+
+    async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
+        return await self._run(lambda db: gov.policy_batches(db, tenant, since, until), tx=False)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(

@@ -21,6 +21,7 @@ from collector.store.records import (
     Quota,
 )
 from collector.store.schema import BATCH_COLUMNS, batch_values
+from collector.store.sqlite.governance import govern
 
 __all__ = ["Rollback", "commit"]
 
@@ -174,6 +175,9 @@ async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: fl
         )
         return Duplicate()
     batch_id = cur.lastrowid
+    refused = await govern(db, b)  # approved policy and privacy cap, before rate and quotas
+    if refused is not None:
+        raise Rollback(refused)
     await _take_token(db, b.tenant, quota, now)
     await _consume_day(db, b, quota, day, now)
     await _consume_month(db, b, quota, now)

@@ -31,14 +31,18 @@ from collector.store.records import (
     CommitOutcome,
     KeyRecord,
     OutputPage,
+    PolicyRecord,
+    PrivacyCap,
     Quota,
     Refusal,
+    SpendDay,
     StoredRow,
     Tenant,
     UsageDay,
 )
 from collector.store.schema import KEY_COLUMNS, MIGRATIONS, QUOTA_FIELDS, statements
 from collector.store.sqlite import cursors as sqlite_cursors
+from collector.store.sqlite import governance as gov
 from collector.store.sqlite import reads as sqlite_reads
 from collector.store.sqlite.ingest import Rollback, commit
 from collector.store.vocab import KeyState, TenantState
@@ -419,6 +423,56 @@ class SqliteStore:
             if cur.rowcount == 1 and self._key is not None:
                 details = rules.refusal_details(refusal)
                 await self._audit(db, rules.refusal_action(refusal.reason), refusal.tenant, details, now)
+
+    # -- governance ----------------------------------------------------------------------------
+    @_whole
+    async def approve_policy(self, tenant: str, digest: str, *, note: str, now: float) -> PolicyRecord:
+        async with self._tx() as db:
+            existing = await gov.get_policy(db, tenant, digest)
+            record, details = rules.policy_approval(
+                await self._tenant(db, tenant), tenant, existing, digest, note, now
+            )
+            await gov.put_policy(db, record)
+            await self._audit(db, "policy.approve", tenant, details, now)
+            return record
+
+    @_whole
+    async def revoke_policy(self, tenant: str, digest: str, *, now: float) -> PolicyRecord:
+        async with self._tx() as db:
+            existing = await gov.get_policy(db, tenant, digest)
+            record, details = rules.policy_revocation(
+                await self._tenant(db, tenant), tenant, existing, digest, now
+            )
+            await gov.put_policy(db, record)
+            await self._audit(db, "policy.revoke", tenant, details, now)
+            return record
+
+    async def list_policies(self, tenant: str | None = None) -> list[PolicyRecord]:
+        async with self._lock:
+            return await gov.list_policies(self._db, tenant)
+
+    @_whole
+    async def set_privacy_cap(self, tenant: str, cap: PrivacyCap | None, *, now: float) -> PrivacyCap | None:
+        async with self._tx() as db:
+            details = rules.cap_details(await self._tenant(db, tenant), tenant, cap)
+            if cap is None:
+                await db.execute("DELETE FROM privacy_caps WHERE tenant = ?", (tenant,))
+            else:
+                await gov.put_cap(db, cap)
+            await self._audit(db, "policy.cap", tenant, details, now)
+            return cap
+
+    async def get_privacy_cap(self, tenant: str) -> PrivacyCap | None:
+        async with self._lock:
+            return await gov.get_cap(self._db, tenant)
+
+    async def privacy_spend(self, tenant: str, since: str | None, until: str | None) -> list[SpendDay]:
+        async with self._lock:
+            return await gov.spend(self._db, tenant, since, until)
+
+    async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
+        async with self._lock:
+            return await gov.policy_batches(self._db, tenant, since, until)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(

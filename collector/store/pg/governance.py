@@ -1,0 +1,146 @@
+"""Governance on PostgreSQL (issue 14): the same ingest step and record SQL as
+:mod:`collector.store.sqlite.governance`, exact across replicas.
+
+- the tenant's approval records are read ``FOR SHARE``: a revocation in flight waits for batches holding the
+  lock, and a batch arriving during it waits and then re-reads (READ COMMITTED re-evaluates the
+  ``WHERE`` on the new row), so a revoked digest admits nothing once the revocation has committed;
+- ρ is added to the agent's and then the tenant's ``privacy_spend`` row (always in that order: no
+  deadlock) by conditional ``UPDATE`` in integer units; the update takes the row lock and re-checks
+  the condition against the newest committed value, so concurrent admissions on several replicas
+  meet a cap exactly and never exceed it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collector.store import rules
+from collector.store.records import BatchCommit, CommitRefused, PolicyRecord, PrivacyCap, SpendDay
+from hushmetric.timefmt import parse_rfc3339
+
+__all__ = [
+    "get_cap",
+    "get_policy",
+    "govern",
+    "list_policies",
+    "policy_batches",
+    "put_cap",
+    "put_policy",
+    "spend",
+]
+
+Connection = Any  # asyncpg ships no type information
+_POLICY_COLS = "tenant, digest, state, note, approved, revoked"
+
+
+def _policy(row: Any) -> PolicyRecord:
+    return PolicyRecord(str(row[0]), str(row[1]), row[2], str(row[3]), float(row[4]), row[5])
+
+
+async def get_cap(db: Connection, tenant: str, *, lock: bool = False) -> PrivacyCap | None:
+    row = await db.fetchrow(
+        "SELECT rho_per_day, per FROM privacy_caps WHERE tenant = $1" + (" FOR SHARE" if lock else ""),
+        tenant,
+    )
+    return PrivacyCap(tenant, float(row[0]), row[1]) if row is not None else None
+
+
+async def govern(db: Connection, b: BatchCommit) -> CommitRefused | None:
+    """The refusal of a batch under an unapproved policy, or of one whose ρ does not fit the cap;
+    else None, the batch's ρ charged (the caller rolls back on a refusal)."""
+    rows = await db.fetch("SELECT digest, state FROM policies WHERE tenant = $1 FOR SHARE", b.tenant)
+    refused = rules.policy_refusal({str(r[0]): r[1] for r in rows}, b.policy)
+    if refused is not None:
+        return refused
+    cap = await get_cap(db, b.tenant, lock=True)
+    units = rules.spend_charge(b.rho, b.epsilon, b.delta, capped=cap is not None)
+    if not isinstance(units, int):
+        return units  # a refusal, or None: nothing to count
+    day = rules.window_day(b.window_start)
+    for agent, limit in rules.spend_targets(b.agent, cap):
+        await db.execute(
+            "INSERT INTO privacy_spend (tenant, agent, day) VALUES ($1, $2, $3) "
+            "ON CONFLICT (tenant, agent, day) DO NOTHING",
+            b.tenant,
+            agent,
+            day,
+        )
+        # capped: the condition decides; uncapped: the sum saturates (it never overflows)
+        sql = (
+            "UPDATE privacy_spend SET units = LEAST(units + $1, $2) "
+            "WHERE tenant = $3 AND agent = $4 AND day = $5"
+        )
+        args: list[object] = [units, rules.MAX_SPEND_UNITS, b.tenant, agent, day]
+        if limit is not None:
+            sql += " AND units + $1 <= $6"
+            args.append(limit)
+        if await db.fetchval(sql + " RETURNING 1", *args) is None:
+            return CommitRefused("privacy_cap")
+    return None
+
+
+async def get_policy(db: Connection, tenant: str, digest: str) -> PolicyRecord | None:
+    row = await db.fetchrow(
+        f"SELECT {_POLICY_COLS} FROM policies WHERE tenant = $1 AND digest = $2", tenant, digest
+    )
+    return _policy(row) if row is not None else None
+
+
+async def put_policy(db: Connection, p: PolicyRecord) -> None:
+    await db.execute(
+        f"INSERT INTO policies ({_POLICY_COLS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, digest) "
+        "DO UPDATE SET state = excluded.state, note = excluded.note, approved = excluded.approved, "
+        "revoked = excluded.revoked",
+        p.tenant,
+        p.digest,
+        p.state,
+        p.note,
+        p.approved,
+        p.revoked,
+    )
+
+
+async def list_policies(db: Connection, tenant: str | None) -> list[PolicyRecord]:
+    where, params = ("WHERE tenant = $1", [tenant]) if tenant is not None else ("", [])
+    rows = await db.fetch(
+        f"SELECT {_POLICY_COLS} FROM policies {where} ORDER BY tenant, approved, digest", *params
+    )
+    return [_policy(r) for r in rows]
+
+
+async def put_cap(db: Connection, cap: PrivacyCap) -> None:
+    await db.execute(
+        "INSERT INTO privacy_caps (tenant, rho_per_day, per) VALUES ($1, $2, $3) "
+        "ON CONFLICT (tenant) DO UPDATE SET rho_per_day = excluded.rho_per_day, per = excluded.per",
+        cap.tenant,
+        cap.rho_per_day,
+        cap.per,
+    )
+
+
+async def spend(db: Connection, tenant: str, since: str | None, until: str | None) -> list[SpendDay]:
+    rows = await db.fetch(
+        "SELECT agent, day, units FROM privacy_spend WHERE tenant = $1 AND day >= $2 AND day <= $3 "
+        "ORDER BY day, agent",
+        tenant,
+        since or "",
+        until or "9999",
+    )
+    return [
+        SpendDay(tenant, str(r[0]) or None, str(r[1]), int(r[2]), int(r[2]) / rules.RHO_UNITS_PER_RHO)
+        for r in rows
+    ]
+
+
+async def policy_batches(db: Connection, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
+    """Stored batches per declared policy digest, windows starting in [since, until) (RFC 3339)."""
+    lo = parse_rfc3339(since) if since is not None else float("-inf")
+    hi = parse_rfc3339(until) if until is not None else float("inf")
+    rows = await db.fetch(
+        "SELECT policy, COUNT(*) FROM batches WHERE tenant = $1 AND window_start_epoch >= $2 "
+        "AND window_start_epoch < $3 GROUP BY policy ORDER BY policy",
+        tenant,
+        lo,
+        hi,
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
