@@ -23,9 +23,11 @@ __all__ = [
     "LoadedConfig",
     "LogConfig",
     "MqttSource",
+    "OtlpSource",
     "OutboxConfig",
     "Source",
     "StdinSource",
+    "SyslogSource",
     "deprecations",
     "load_config",
 ]
@@ -63,7 +65,48 @@ class DemoSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="d
     start: str = "2026-01-05T00:00:00Z"  # event time of the first event (deterministic output)
 
 
-Source = MqttSource | FileSource | StdinSource | DemoSource
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: this listener is off
+AttrKey = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class OtlpSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="otlp", tag_field="type"):
+    """OTLP receiver for logs and metrics (agent/sources/otlp.py); the mapping is described there."""
+
+    host: str = "127.0.0.1"  # loopback by default: exposing it is a decision, not an accident
+    grpc_port: Port = 4317
+    http_port: Port = 4318  # protobuf and JSON on POST /v1/logs and /v1/metrics
+    # The privacy unit: this attribute of the record (or data point), else of its resource.
+    unit_attribute: AttrKey = "enduser.id"
+    # Log event name: this attribute, else the record's event_name, else the body (if name_from_body),
+    # else default_name; a record with none of them is dead-lettered.
+    name_attribute: AttrKey = "event.name"
+    name_from_body: bool = False
+    default_name: AttrKey | None = None
+    body_attribute: AttrKey = "body"  # a string body becomes this free-text attribute (redacted)
+    value_attribute: AttrKey | None = None  # a numeric log attribute to use as the event value
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 << 20)] = 4 << 20
+    max_pending: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16  # requests waiting for a commit
+    ack_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0  # then: retryable error
+    retry_after: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 2  # seconds, in RetryInfo / Retry-After
+    tls_cert: str | None = None  # PEM chain; with tls_key, both listeners use TLS
+    tls_key: str | None = None
+
+
+class SyslogSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="syslog", tag_field="type"):
+    """Syslog receiver, RFC 5424 and RFC 3164 (agent/sources/syslog.py); fields are described there."""
+
+    host: str = "127.0.0.1"
+    tcp_port: Port = 5140  # octet-counted or newline-framed
+    udp_port: Port = 0  # one message per datagram, no acknowledgement possible
+    name_field: AttrKey = "app_name"  # app_name, msgid, hostname, procid, facility or SDID.PARAM
+    unit_field: AttrKey = "hostname"
+    default_name: AttrKey | None = None  # when name_field is absent ("-") in a message
+    message_attribute: AttrKey = "message"  # the free text, redacted by the policy like any attribute
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=480, le=1 << 20)] = 8192
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
+
+
+Source = MqttSource | FileSource | StdinSource | DemoSource | OtlpSource | SyslogSource
 
 
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

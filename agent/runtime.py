@@ -113,7 +113,7 @@ def _future(event: Event, source: str, now: float) -> DeadLetter:
 def _is_live(source: Source) -> bool:
     from agent.sources.mqtt import MqttSource
 
-    return isinstance(source, MqttSource)
+    return isinstance(source, MqttSource) or bool(getattr(source, "live", False))
 
 
 def open_agent_state(loaded: LoadedConfig) -> sqlite3.Connection:
@@ -317,6 +317,7 @@ class Agent:
         offsets: dict[str, int] = {}
         for chunk in chunks:
             events, bad = self.decoder.decode(chunk.data, chunk.source, now=now)
+            letters.extend(chunk.letters)
             letters.extend(bad)
             for event in self.redactor.redact_many(events):
                 if event.ts > now + MAX_FUTURE_SKEW:

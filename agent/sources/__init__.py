@@ -6,18 +6,24 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import ssl
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from agent import config as cfg
 from agent import journal
+from agent.decode import Decoder
 from agent.sources.base import Chunk, OffsetGetter, Source
 from agent.sources.demo import DemoSource, generate_lines, write_dataset
 from agent.sources.file import FileSource
 from agent.sources.mqtt import MqttSource
+from agent.sources.otlp import OtlpSource, server_context
+from agent.sources.otlp_map import Mapping
 from agent.sources.stdin import StdinSource
+from agent.sources.syslog import SyslogFields, SyslogSource
 from hushmetric.errors import ConfigError
 from hushmetric.timefmt import parse_rfc3339
 
@@ -27,8 +33,10 @@ __all__ = [
     "FileSource",
     "MqttSource",
     "OffsetGetter",
+    "OtlpSource",
     "Source",
     "StdinSource",
+    "SyslogSource",
     "build_source",
     "build_sources",
     "generate_lines",
@@ -89,6 +97,10 @@ def build_source(
             )
         case cfg.StdinSource():
             return StdinSource(max_line_bytes=limits.max_event_bytes)
+        case cfg.OtlpSource():
+            return _otlp(spec, loaded, index)
+        case cfg.SyslogSource():
+            return _syslog(spec, loaded, index)
         case cfg.DemoSource():
             try:
                 start = parse_rfc3339(spec.start)
@@ -138,3 +150,95 @@ def _mqtt(spec: cfg.MqttSource, loaded: cfg.LoadedConfig, index: int) -> MqttSou
         tls_context=context,
         keepalive=spec.keepalive,
     )
+
+
+def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSource:
+    where = {"path": str(loaded.path)}
+    if not spec.grpc_port and not spec.http_port:
+        raise ConfigError(
+            "expected grpc_port or http_port (or both) above 0; both listeners are off",
+            **where,
+            key=f"sources[{index}].grpc_port",
+        )
+    tls = None
+    if (spec.tls_cert is None) != (spec.tls_key is None):
+        missing = "tls_key" if spec.tls_key is None else "tls_cert"
+        raise ConfigError(
+            "expected both tls_cert and tls_key (PEM files) or neither",
+            **where,
+            key=f"sources[{index}].{missing}",
+        )
+    if spec.tls_cert is not None and spec.tls_key is not None:
+        tls = (loaded.at(spec.tls_cert), loaded.at(spec.tls_key))
+        try:
+            server_context(*tls)  # fail at start-up with the file named, not at the first connection
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load TLS certificate {tls[0]} with key {tls[1]}: {exc}",
+                **where,
+                key=f"sources[{index}].tls_cert",
+            ) from exc
+    for key in ("grpc_port", "http_port"):
+        _check_listen(spec.host, getattr(spec, key), socket.SOCK_STREAM, loaded, f"sources[{index}].{key}")
+    mapping = Mapping(
+        unit_attribute=spec.unit_attribute,
+        name_attribute=spec.name_attribute,
+        name_from_body=spec.name_from_body,
+        default_name=spec.default_name,
+        body_attribute=spec.body_attribute,
+        value_attribute=spec.value_attribute,
+    )
+    return OtlpSource(
+        decoder=Decoder(loaded.config.limits),
+        mapping=mapping,
+        clock=time.time,
+        host=spec.host,
+        grpc_port=spec.grpc_port or None,
+        http_port=spec.http_port or None,
+        max_request_bytes=spec.max_request_bytes,
+        max_pending=spec.max_pending,
+        ack_timeout=spec.ack_timeout,
+        retry_after=spec.retry_after,
+        tls=tls,
+    )
+
+
+def _syslog(spec: cfg.SyslogSource, loaded: cfg.LoadedConfig, index: int) -> SyslogSource:
+    if not spec.tcp_port and not spec.udp_port:
+        raise ConfigError(
+            "expected tcp_port or udp_port (or both) above 0; both listeners are off",
+            path=str(loaded.path),
+            key=f"sources[{index}].tcp_port",
+        )
+    _check_listen(spec.host, spec.tcp_port, socket.SOCK_STREAM, loaded, f"sources[{index}].tcp_port")
+    _check_listen(spec.host, spec.udp_port, socket.SOCK_DGRAM, loaded, f"sources[{index}].udp_port")
+    return SyslogSource(
+        host=spec.host,
+        tcp_port=spec.tcp_port or None,
+        udp_port=spec.udp_port or None,
+        fields=SyslogFields(
+            name_field=spec.name_field,
+            unit_field=spec.unit_field,
+            default_name=spec.default_name,
+            message_attribute=spec.message_attribute,
+        ),
+        clock=time.time,
+        max_message_bytes=spec.max_message_bytes,
+        max_connections=spec.max_connections,
+    )
+
+
+def _check_listen(host: str, port: int, kind: socket.SocketKind, loaded: cfg.LoadedConfig, key: str) -> None:
+    """Fail at start-up, in one line naming the key, when a listener cannot bind (port taken, address
+    not local, privileged port); the receiver binds for real when it starts."""
+    if not port:
+        return
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=kind)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", path=str(loaded.path), key=key
+        ) from None

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.model import DeadLetter
+
 __all__ = ["Chunk", "OffsetGetter", "Source"]
 
 OffsetGetter = Callable[[str], "int | None"]
@@ -22,6 +24,9 @@ class Chunk:
     - ``ack``: for sources that redeliver until told otherwise (MQTT QoS 1); the pipeline calls it
       from the event loop thread only after that transaction committed. It is idempotent and never
       raises; calling it late (after a reconnect) is harmless — the broker redelivers instead.
+    - ``letters``: inputs the source itself refused (an OTLP data point without a privacy unit, an
+      unparseable syslog frame); committed with the chunk's events like the decoder's dead letters,
+      before ``ack``.
     """
 
     source: str
@@ -29,6 +34,7 @@ class Chunk:
     offset_key: str | None = None
     offset: int | None = None
     ack: Callable[[], None] | None = None
+    letters: tuple[DeadLetter, ...] = ()
 
 
 class Source(Protocol):

@@ -24,6 +24,8 @@ __all__ = [
     "json_values",
     "msgpack_of",
     "mutate",
+    "otlp_requests",
+    "syslog_corpus",
     "tar_of",
 ]
 
@@ -226,3 +228,130 @@ def tar_of(members: list[tuple[tarfile.TarInfo, bytes | None]], *, fmt: int = ta
 
 def msgpack_of(obj: object) -> bytes:
     return msgspec.msgpack.encode(obj)
+
+
+# -- OTLP and syslog receivers -------------------------------------------------------------------------
+
+
+def _any_values(depth: int = 3) -> st.SearchStrategy[object]:
+    """OTLP AnyValue messages: every kind, NaN and infinities, huge ints, long text, nested maps."""
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    scalars = st.one_of(
+        st.text(max_size=60).map(lambda v: common_pb2.AnyValue(string_value=v)),
+        st.text(min_size=4000, max_size=6000, alphabet="ab").map(
+            lambda v: common_pb2.AnyValue(string_value=v)
+        ),
+        st.booleans().map(lambda v: common_pb2.AnyValue(bool_value=v)),
+        st.integers(-(2**63), 2**63 - 1).map(lambda v: common_pb2.AnyValue(int_value=v)),
+        st.floats().map(lambda v: common_pb2.AnyValue(double_value=v)),
+        st.binary(max_size=20).map(lambda v: common_pb2.AnyValue(bytes_value=v)),
+        st.just(common_pb2.AnyValue()),
+    )
+    if depth == 0:
+        return scalars
+    inner = _any_values(depth - 1)
+    return scalars | st.lists(inner, max_size=3).map(
+        lambda vs: common_pb2.AnyValue(array_value=common_pb2.ArrayValue(values=vs))  # type: ignore[arg-type]
+    )
+
+
+def _key_values() -> st.SearchStrategy[list[object]]:
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    keys = st.sampled_from(["enduser.id", "event.name", "plan", "", "k" * 300]) | st.text(max_size=12)
+    return st.lists(
+        st.builds(lambda k, v: common_pb2.KeyValue(key=k, value=v), keys, _any_values()), max_size=8
+    )
+
+
+@st.composite
+def otlp_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A serialized OTLP export request (logs or metrics) with hostile but well-formed content."""
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
+    stamp = st.integers(0, 2**64 - 1)
+    resource = resource_pb2.Resource(attributes=draw(_key_values()))  # type: ignore[arg-type]
+    if draw(st.booleans()):
+        records = [
+            logs_pb2.LogRecord(
+                time_unix_nano=draw(stamp),
+                observed_time_unix_nano=draw(stamp),
+                severity_text=draw(st.text(max_size=10)),
+                body=draw(_any_values()),  # type: ignore[arg-type]
+                attributes=draw(_key_values()),  # type: ignore[arg-type]
+                event_name=draw(st.text(max_size=300)),
+            )
+            for _ in range(draw(st.integers(0, 5)))
+        ]
+        logs = logs_service_pb2.ExportLogsServiceRequest(
+            resource_logs=[
+                logs_pb2.ResourceLogs(resource=resource, scope_logs=[logs_pb2.ScopeLogs(log_records=records)])
+            ]
+        )
+        return "logs", logs.SerializeToString()
+    points = [
+        metrics_pb2.NumberDataPoint(
+            time_unix_nano=draw(stamp),
+            attributes=draw(_key_values()),  # type: ignore[arg-type]
+            **draw(
+                st.sampled_from(
+                    [{}, {"as_int": 2**63 - 1}, {"as_double": float("nan")}, {"as_double": 1e308}]
+                )
+            ),
+        )
+        for _ in range(draw(st.integers(0, 5)))
+    ]
+    kind = draw(st.sampled_from(["gauge", "sum", "cumulative", "histogram", "empty"]))
+    name = draw(st.text(max_size=300))
+    if kind == "gauge":
+        metric = metrics_pb2.Metric(name=name, gauge=metrics_pb2.Gauge(data_points=points))
+    elif kind in ("sum", "cumulative"):
+        temporality = 1 if kind == "sum" else 2
+        metric = metrics_pb2.Metric(
+            name=name, sum=metrics_pb2.Sum(data_points=points, aggregation_temporality=temporality)
+        )
+    elif kind == "histogram":
+        metric = metrics_pb2.Metric(
+            name=name,
+            histogram=metrics_pb2.Histogram(data_points=[metrics_pb2.HistogramDataPoint(count=1, sum=1.0)]),
+        )
+    else:
+        metric = metrics_pb2.Metric(name=name)
+    metrics = metrics_service_pb2.ExportMetricsServiceRequest(
+        resource_metrics=[
+            metrics_pb2.ResourceMetrics(
+                resource=resource, scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])]
+            )
+        ]
+    )
+    return "metrics", metrics.SerializeToString()
+
+
+def syslog_corpus() -> Iterator[tuple[str, bytes]]:
+    """Hand-picked hostile syslog input, as TCP stream bytes (framing included)."""
+    ok = b"<13>1 2026-01-05T10:00:00Z host-1 app - - - hello"
+    yield "valid 5424", ok + b"\n"
+    yield "valid 3164", b"<34>Oct 11 22:14:15 host su: failed\n"
+    yield "octet counted", b"%d %s" % (len(ok), ok)
+    yield "huge octet count", b"99999999999 " + ok
+    yield "octet count longer than the stream", b"500 " + ok
+    yield "zero octet count", b"0 " + ok + b"\n"
+    yield "empty", b""
+    yield "newlines only", b"\n" * 5000
+    yield "nul bytes", b"\x00" * 5000
+    yield "binary", bytes(range(256)) * 8
+    yield "overlong line", b"<13>" + b"x" * 100_000 + b"\n" + ok + b"\n"
+    yield "bad pri", b"<999>x\n<-1>x\n<>x\n<1\n"
+    yield "bad 5424 stamp", b"<13>1 2026-13-45T99:00:00Z h a p m - x\n"
+    yield "bad sd", b'<13>1 - h a p m [a b="c] x\n<13>1 - h a p m [\n<13>1 - h a p m [x y=z]\n'
+    yield "many sd params", b"<13>1 - h a p m [x " + b" ".join(b'p%d="v"' % i for i in range(5000)) + b"] m\n"
+    yield "deep brackets", b"<13>1 - h a p m " + b"[" * 5000 + b"\n"
+    yield "bad 3164 date", b"<13>Feb 30 25:61:61 host app: x\n"
+    yield "non-utf8", b"<13>1 - h\xff a\xc0 p m - \xfe\xfd\n"
+    yield "bom only", b"<13>1 - h a p m - \xef\xbb\xbf\n"
+    yield "crlf", ok + b"\r\n" + ok + b"\r\n"

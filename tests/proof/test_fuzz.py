@@ -14,6 +14,11 @@ Targets and what counts as a clear error:
   validly signed hostile payloads (deep nesting, huge strings, non-UTF-8, wrong types, NaN): a
   status code of the contract (INVALID_ARGUMENT and friends), never UNKNOWN/INTERNAL, and the
   server keeps serving without logging a traceback.
+- the OTLP receiver (gRPC and HTTP on loopback): random, mutated and hypothesis-built export requests
+  get OK, INVALID_ARGUMENT or RESOURCE_EXHAUSTED (HTTP 200/400/413/415), every chunk it hands on decodes
+  to valid events or dead letters with known reasons, and it keeps serving;
+- the syslog receiver: framing and parsing (pure) on a corpus, mutations and hypothesis bytes cut at
+  any point, then the corpus over real TCP and UDP: events or dead letters, and it keeps serving.
 
 Corpus inputs are hand-picked; hypothesis inputs are derandomized in short mode.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import math
 import random
 import re
@@ -828,3 +834,235 @@ def test_batch_decoder(figures: Figures) -> None:
     run()
     assert t.crashes == 0, t.examples
     _record(figures, "batch decoder (hypothesis)", t, started)
+
+
+# -- the OTLP receiver ---------------------------------------------------------------------------------
+
+OTLP_GRPC_CODES = {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}
+OTLP_HTTP_CODES = {200, 400, 413, 415}
+SOURCE_LETTERS = DEAD_LETTER_REASONS | {"unsupported", "syslog"}
+
+
+def _check_chunks(t: Tally, got: list[Chunk]) -> None:
+    """Every chunk a receiver produced decodes to valid events or dead letters with known reasons."""
+    limits, decoder = DECODERS["default limits"]
+    for chunk in got:
+        try:
+            events, letters = decoder.decode(chunk.data, chunk.source, now=1.0)
+            _check_decoded(limits, events, letters)
+        except AssertionError as exc:
+            t.crash(f"{chunk.source}: {exc}")
+        for letter in chunk.letters:
+            if letter.reason not in SOURCE_LETTERS:
+                t.crash(f"{chunk.source}: unknown reason {letter.reason}")
+    got.clear()
+
+
+async def test_otlp_receiver(figures: Figures, caplog: pytest.LogCaptureFixture) -> None:
+    """Raw gRPC frames and HTTP bodies (protobuf and JSON; random, mutated, hypothesis-built requests):
+    a status of the contract, chunks the decoder takes, and the receiver keeps serving."""
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+    from agent.sources import OtlpSource
+    from agent.sources.otlp_map import Mapping
+    from tests.proof.fuzzkit import otlp_requests
+
+    started = time.monotonic()
+    rng = random.Random(4317)
+    src = OtlpSource(
+        decoder=Decoder(Limits()),
+        mapping=Mapping(),
+        clock=time.time,
+        grpc_port=0,
+        http_port=0,
+        max_request_bytes=1 << 20,
+    )
+    got: list[Chunk] = []
+
+    async def pipeline() -> None:
+        async for chunk in src.chunks():
+            got.append(chunk)
+            if chunk.ack is not None:
+                chunk.ack()
+
+    task = asyncio.create_task(pipeline())
+    await asyncio.wait_for(src.ready.wait(), 10)
+    valid = logs_service_pb2.ExportLogsServiceRequest()
+    valid.resource_logs.add().scope_logs.add().log_records.add(
+        time_unix_nano=10**18,
+        attributes=[
+            {"key": "enduser.id", "value": {"string_value": "u"}},
+            {"key": "event.name", "value": {"string_value": "n"}},
+        ],
+    )
+    good = valid.SerializeToString()
+    bodies: list[tuple[str, bytes]] = [("valid", good), ("empty", b""), ("oversized", b"\x0a" * (2 << 20))]
+    bodies += [("mutated", mutate(good, rng)) for _ in range(pick(150, 3000))]
+    bodies += [
+        ("random", bytes(rng.randrange(256) for _ in range(rng.randint(0, 300))))
+        for _ in range(pick(30, 500))
+    ]
+
+    @settings(HYPOTHESIS, max_examples=pick(100, 3000))
+    @given(otlp_requests())
+    def build(request: tuple[str, bytes]) -> None:
+        bodies.append((request[0], request[1]))
+
+    build()
+    grpc_t, http_t = Tally(), Tally()
+    import urllib.error
+    import urllib.request
+
+    import grpc as grpc_mod
+
+    def post(path: str, body: bytes, media: str) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{src.http_bound}{path}",
+            data=body,
+            headers={"Content-Type": media},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310 - a fixed http URL
+                return int(response.status)
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    try:
+        async with grpc_mod.aio.insecure_channel(
+            f"127.0.0.1:{src.grpc_bound}", options=[("grpc.max_send_message_length", 8 << 20)]
+        ) as channel:
+            calls = {
+                kind: channel.unary_unary(
+                    f"/opentelemetry.proto.collector.{kind}.v1.{kind.title()}Service/Export",
+                    request_serializer=None,
+                    response_deserializer=None,
+                )
+                for kind in ("logs", "metrics")
+            }
+            for i, (name, body) in enumerate(bodies):
+                kind = name if name in calls else ("logs", "metrics")[i % 2]
+                grpc_t.tried += 1
+                try:
+                    await calls[kind](body, timeout=30)
+                    code = "OK"
+                except grpc_mod.aio.AioRpcError as err:
+                    code = err.code().name
+                if code not in OTLP_GRPC_CODES:
+                    grpc_t.crash(f"grpc {name}: {code}")
+                grpc_t.accepted += code == "OK"
+                grpc_t.clear += code != "OK"
+                _check_chunks(grpc_t, got)
+                if i % 8 == 0:  # HTTP: every eighth body as protobuf, and as mutated OTLP/JSON
+                    path = f"/v1/{kind}"
+                    as_json = mutate(
+                        b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"attributes":[]}]}]}]}', rng
+                    )
+                    for media, data in (("application/x-protobuf", body), ("application/json", as_json)):
+                        http_t.tried += 1
+                        status = await asyncio.to_thread(post, path, data, media)
+                        if status not in OTLP_HTTP_CODES:
+                            http_t.crash(f"http {name} {media}: {status}")
+                        http_t.accepted += status == 200
+                        http_t.clear += status != 200
+                        _check_chunks(http_t, got)
+            await calls["logs"](good, timeout=30)  # still serving
+        assert await asyncio.to_thread(post, "/v1/logs", good, "application/x-protobuf") == 200
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert grpc_t.crashes == 0 and http_t.crashes == 0 and not logged, (
+        grpc_t.examples,
+        http_t.examples,
+        logged,
+    )
+    _record(figures, "otlp receiver: grpc", grpc_t, started)
+    _record(figures, "otlp receiver: http", http_t, started)
+
+
+# -- the syslog receiver -------------------------------------------------------------------------------
+
+
+async def test_syslog_receiver(figures: Figures, caplog: pytest.LogCaptureFixture) -> None:
+    """Framing + parsing on the corpus, mutations and hypothesis bytes (pure), then the corpus over
+    real TCP and UDP sockets: events or dead letters with known reasons, and the receiver keeps serving."""
+    from agent.sources import SyslogSource
+    from agent.sources.syslog import Framer, SyslogFields, to_chunk_parts
+    from tests.proof.fuzzkit import syslog_corpus
+
+    started = time.monotonic()
+    rng = random.Random(514)
+    fields = SyslogFields()
+    corpus = list(syslog_corpus())
+    t = Tally()
+
+    def one(name: str, data: bytes, cut: int) -> None:
+        t.tried += 1
+        try:
+            framer = Framer(8192)
+            frames = framer.feed(data[:cut]) + framer.feed(data[cut:]) + framer.close()
+            lines, letters = to_chunk_parts(frames, fields, source="syslog:tcp", now=1.0, limit=8192)
+            _check_chunks(t, [Chunk("syslog:tcp", lines, letters=tuple(letters))])
+        except Exception as exc:
+            t.crash(f"{name}: {type(exc).__name__}: {exc}")
+            return
+        t.accepted += not letters
+        t.clear += bool(letters)
+
+    for name, data in corpus:
+        one(name, data, len(data) // 2)
+    base = b"".join(data for name, data in corpus if name.startswith("valid"))
+    for k in range(pick(300, 5000)):
+        data = mutate(base, rng)
+        one(f"mutation {k}", data, rng.randint(0, len(data)))
+
+    @HYPOTHESIS
+    @given(st.binary(max_size=2000), st.integers(0, 2000))
+    def run(data: bytes, cut: int) -> None:
+        one("hypothesis", data, cut)
+
+    run()
+
+    src = SyslogSource(fields=fields, clock=time.time, tcp_port=0, udp_port=0, max_message_bytes=8192)
+    got: list[Chunk] = []
+
+    async def pipeline() -> None:
+        async for chunk in src.chunks():
+            got.append(chunk)
+            if chunk.ack is not None:
+                chunk.ack()
+
+    task = asyncio.create_task(pipeline())
+    await asyncio.wait_for(src.ready.wait(), 10)
+    sock_t = Tally()
+    import socket
+
+    try:
+        assert src.tcp_bound and src.udp_bound
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for _, data in corpus:
+                sock_t.tried += 2
+                _, writer = await asyncio.open_connection("127.0.0.1", src.tcp_bound)
+                writer.write(data)
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+                udp.sendto(data[:60000], ("127.0.0.1", src.udp_bound))
+        _, writer = await asyncio.open_connection("127.0.0.1", src.tcp_bound)
+        writer.write(b"<13>1 - survivor app - - - still here\n")
+        await writer.drain()
+        writer.close()
+        deadline = time.monotonic() + 20
+        while not any(b"survivor" in c.data for c in got):
+            assert time.monotonic() < deadline, "the receiver stopped serving"
+            await asyncio.sleep(0.01)
+        sock_t.accepted = sock_t.tried
+        _check_chunks(sock_t, got)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert t.crashes == 0 and sock_t.crashes == 0 and not logged, (t.examples, sock_t.examples, logged)
+    _record(figures, "syslog framing and parsing", t, started, corpus=len(corpus))
+    _record(figures, "syslog receiver: tcp and udp", sock_t, started)
