@@ -18,13 +18,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from agent.config import LoadedConfig, load_config
 from hushmetric.errors import ConfigError, HushError
 from hushmetric.logs import setup_logging
+
+if TYPE_CHECKING:
+    from agent.policy import Policy
 
 __all__ = ["main"]
 
@@ -191,6 +194,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"ok: {loaded.path} and {loaded.policy_path} ({len(policy.metrics)} metrics, "
         f"policy digest {policy_digest(policy)[:16]}){suffix}"
     )
+    periodic = [m.name for m in policy.metrics if m.bound == "period"]
+    if periodic:
+        _out(
+            f"per-{policy.budget.period} bounds (charged once per {policy.budget.period}): "
+            f"{', '.join(periodic)}; the other metrics per window (see `hush-agent tune`)"
+        )
     return EXIT_OK
 
 
@@ -543,7 +552,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     rows = expected_error(policy)
     suggestion = suggest_budget(policy, args.target, args.metric or ()) if args.target is not None else None
     if args.json:
-        _print_json({"expected": rows, "suggestion": suggestion})
+        from agent.levels import compare_levels
+
+        _print_json({"expected": rows, "suggestion": suggestion, "levels": compare_levels(policy)})
         return EXIT_OK
     measure = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
     _out(f"expected error per released entry, per window, at {measure} {_fmt(per_window_budget(policy))}")
@@ -556,6 +567,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"{_fmt(r.std):>10} {_fmt(r.half_width_95):>10} {threshold:>9}"
         )
     _out("threshold: distinct units a value of an open dimension needs before it can appear")
+    _print_levels(policy)
     if suggestion is not None:
         _out("")
         if suggestion.needed_per_window == float("inf"):
@@ -578,6 +590,32 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _print_levels(policy: Policy) -> None:
+    """``tune``: 95 % half-widths under window bounds, period bounds, and period bounds with a total."""
+    from agent.levels import compare_levels
+
+    rows = compare_levels(policy)
+    if not rows:
+        return
+    _out("")
+    _out(
+        f"95% ± of a window value / of a {policy.budget.period} total (normal approx.): window bounds, "
+        "period bounds, period bounds with a period total (least squares at the collector)"
+    )
+    head = ("metric", "bound", "window bounds", "period bounds", "with total", "total share")
+    _out("{:<22} {:<7} {:>21} {:>21} {:>21} {:>11}".format(*head))
+    for r in rows:
+        levels = "-" if r.levels_window is None else f"{_fmt(r.levels_window)} / {_fmt(r.levels_total or 0)}"
+        share = "-" if r.total_share is None else f"{r.total_share:g}"
+        window = f"{_fmt(r.window_bound_window)} / {_fmt(r.window_bound_total)}"
+        period = f"{_fmt(r.period_bound_window)} / {_fmt(r.period_bound_total)}"
+        _out(f"{r.metric:<22} {r.bound:<7} {window:>21} {period:>21} {levels:>21} {share:>11}")
+    _out(
+        f"period bounds cap what a unit adds over the whole {policy.budget.period} (max_partitions, "
+        "max_contributions): more is dropped and counted as contributions_dropped"
+    )
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
