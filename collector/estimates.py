@@ -15,6 +15,10 @@ has a closed form for this two-level tree. With S = Σ x_i and V = Σ v_i:
     T̂   = (S/V + y/u) / (1/V + 1/u)          Var T̂   = 1 / (1/V + 1/u)
     t̂_i = x_i + (v_i / V)·(T̂ − S)            Var t̂_i = v_i − v_i² / (V + u)
 
+and for a sum over a subset A of the windows (covariances −v_i·v_j/(V + u) included)
+
+    Var Σ_A t̂_i = V_A − V_A² / (V + u)           (V_A = Σ_{i∈A} v_i; A = all gives Var T̂)
+
 so Σ t̂_i = T̂ exactly, the estimates are unbiased (linear in unbiased observations with weights
 that sum right), and each variance is at most that of the raw value. It is the minimum-variance
 unbiased linear combination (Gauss–Markov) because the noise is independent with known variances.
@@ -31,7 +35,15 @@ import math
 from collections.abc import Hashable, Iterable, Sequence
 from typing import NamedTuple
 
-__all__ = ["Estimate", "Observation", "Released", "consistent", "consistent_rows", "noise_variance"]
+__all__ = [
+    "Consistent",
+    "Estimate",
+    "Observation",
+    "Released",
+    "consistent",
+    "consistent_rows",
+    "noise_variance",
+]
 
 
 class Observation(NamedTuple):
@@ -91,10 +103,48 @@ def consistent(windows: Sequence[Observation], total: Observation | None) -> tup
     return estimates, Estimate(value, variance)
 
 
-def consistent_rows(rows: Iterable[Released]) -> dict[Released, Estimate]:
+class Consistent:
+    """Consistent estimates of a set of released values, and of sums of them with the right variance.
+
+    ``estimates`` maps every released value to its estimate. Window values combined with a period
+    total are correlated (their noise shares the total's): :meth:`sum` accounts for that, so the
+    interval of a whole period's windows is the total's, not the wider sum of the parts.
+    """
+
+    __slots__ = ("_groups", "estimates")
+
+    def __init__(self) -> None:
+        self.estimates: dict[Released, Estimate] = {}
+        # window value -> (its period row, V + u of the group, its own raw variance)
+        self._groups: dict[Released, tuple[Released, float, float]] = {}
+
+    def sum(self, rows: Iterable[Released]) -> Estimate:
+        """The estimate of the sum of ``rows`` (window or period values; each counted once)."""
+        value = 0.0
+        variance = 0.0
+        partial: dict[Released, tuple[float, float]] = {}  # period row -> (V_A, V + u)
+        for row in dict.fromkeys(rows):
+            estimate = self.estimates[row]
+            value += estimate.value
+            group = self._groups.get(row)
+            if group is None:
+                variance += estimate.variance
+                continue
+            total, whole, own = group
+            seen, _ = partial.get(total, (0.0, whole))
+            partial[total] = (seen + own, whole)
+        for v_a, whole in partial.values():
+            variance += max(v_a - v_a * v_a / whole, 0.0)
+        return Estimate(value, variance)
+
+
+def consistent_rows(rows: Iterable[Released]) -> Consistent:
     """Estimates for every released value: each period row with the window rows of its series that
-    lie inside its span, combined by :func:`consistent`; window rows without a period row, and
-    period rows, estimated as themselves when nothing pairs with them."""
+    lie inside its span, combined by :func:`consistent`; window rows without a period row (and a
+    period row with no window) stand as released.
+
+    A sum mixing a period total with its own windows counts the same quantity twice: callers sum
+    either windows or totals (reports sum windows; their estimates add up to the totals)."""
     windows: dict[Hashable, list[Released]] = {}
     totals: list[Released] = []
     for row in rows:
@@ -102,17 +152,20 @@ def consistent_rows(rows: Iterable[Released]) -> dict[Released, Estimate]:
             totals.append(row)
         else:
             windows.setdefault(row.series, []).append(row)
-    out: dict[Released, Estimate] = {}
+    out = Consistent()
     for total in totals:
         inside = [w for w in windows.get(total.series, []) if total.start <= w.start and w.end <= total.end]
         observations = [Observation(w.value, noise_variance(w.mechanism, w.scale)) for w in inside]
-        estimates, whole = consistent(
-            observations, Observation(total.value, noise_variance(total.mechanism, total.scale))
-        )
-        out[total] = whole
-        out.update(zip(inside, estimates, strict=True))
+        u = noise_variance(total.mechanism, total.scale)
+        estimates, whole = consistent(observations, Observation(total.value, u))
+        out.estimates[total] = whole
+        out.estimates.update(zip(inside, estimates, strict=True))
+        var_sum = math.fsum(o.variance for o in observations)
+        if inside and var_sum > 0:
+            for w, o in zip(inside, observations, strict=True):
+                out._groups[w] = (total, var_sum + u, o.variance)
     for series in windows.values():
         for w in series:
-            if w not in out:
-                out[w] = Estimate(w.value, noise_variance(w.mechanism, w.scale))
+            if w not in out.estimates:
+                out.estimates[w] = Estimate(w.value, noise_variance(w.mechanism, w.scale))
     return out

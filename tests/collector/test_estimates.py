@@ -83,7 +83,7 @@ def test_rows_pair_with_the_total_of_their_series_and_span() -> None:
     outside = row("a", "window", 4, 5, 7.0)  # the next period
     other = row("b", "window", 0, 1, 5.0)  # another series
     total = row("a", "period", 0, 4, 8.0)
-    out = consistent_rows([*windows, outside, other, total])
+    out = consistent_rows([*windows, outside, other, total]).estimates
     assert out[total].value == pytest.approx(7.2)  # (S/V + y/u) / (1/V + 1/u) = (4/4 + 8) / (1/4 + 1)
     assert math.fsum(out[w].value for w in windows) == pytest.approx(out[total].value)
     assert out[outside] == (7.0, 1.0) and out[other] == (5.0, 1.0)
@@ -93,3 +93,29 @@ def test_noise_variance_from_the_declared_scale() -> None:
     assert noise_variance("gaussian", 3.0) == 9.0
     assert noise_variance("laplace", 3.0) == 18.0
     assert noise_variance("derived", 3.0) == 9.0
+
+
+def test_sums_of_windows_carry_their_covariance() -> None:
+    """A whole period's windows have the total's variance; part of them less than the sum of their
+    own variances (negative covariance); Monte Carlo confirms the declared variance of a part."""
+    rng = random.Random(7)
+    truth = [5.0, 9.0, 2.0, 4.0]
+    parts = []
+    declared = None
+    for _ in range(4000):
+        rows = [
+            Released("a", "window", h, h + 1, t + rng.gauss(0.0, 2.0), "gaussian", 2.0)
+            for h, t in enumerate(truth)
+        ]
+        total = Released("a", "period", 0, 4, sum(truth) + rng.gauss(0.0, 3.0), "gaussian", 3.0)
+        est = consistent_rows([*rows, total])
+        whole = est.sum(rows)
+        assert whole.value == pytest.approx(est.estimates[total].value)
+        assert whole.variance == pytest.approx(est.estimates[total].variance)
+        part = est.sum(rows[:2])
+        parts.append(part.value)
+        declared = part.variance
+        assert part.variance < est.estimates[rows[0]].variance + est.estimates[rows[1]].variance
+    assert declared is not None
+    assert statistics.variance(parts) == pytest.approx(declared, rel=0.10)
+    assert abs(statistics.fmean(parts) - 14.0) <= 4.5 * math.sqrt(declared / 4000)
