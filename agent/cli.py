@@ -554,7 +554,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.json:
         from agent.levels import compare_levels
 
-        _print_json({"expected": rows, "suggestion": suggestion, "levels": compare_levels(policy)})
+        doc: dict[str, Any] = {"expected": rows, "suggestion": suggestion, "levels": compare_levels(policy)}
+        if args.input is not None:
+            from agent.levels import clipping
+
+            doc["clipping"] = clipping(policy, _sample_events(loaded, policy, args.input))
+        _print_json(doc)
         return EXIT_OK
     measure = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
     _out(f"expected error per released entry, per window, at {measure} {_fmt(per_window_budget(policy))}")
@@ -568,6 +573,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
     _out("threshold: distinct units a value of an open dimension needs before it can appear")
     _print_levels(policy)
+    if args.input is not None:
+        _print_clipping(loaded, policy, args.input)
     if suggestion is not None:
         _out("")
         if suggestion.needed_per_window == float("inf"):
@@ -590,6 +597,41 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _sample_events(loaded: LoadedConfig, policy: Policy, path: str) -> list[Any]:
+    """The events of a JSON-lines sample as the pipeline keeps them (decoded, redacted)."""
+    from agent.decode import Decoder
+    from agent.policy import minimised
+    from agent.redact import Redactor
+    from agent.runtime import load_secret
+
+    redactor = Redactor(minimised(policy), load_secret(loaded.secret_path))
+    decoder = Decoder(loaded.config.limits)
+    with _read_input(path) as fh:
+        events, _letters = decoder.decode(fh.read(), "tune", now=time.time())
+    return list(redactor.redact_many(events))
+
+
+def _print_clipping(loaded: LoadedConfig, policy: Policy, path: str) -> None:
+    """``tune --input``: the bias side: what the caps drop from a sample, per window and per period."""
+    from agent.levels import clipping
+
+    rows = clipping(policy, _sample_events(loaded, policy, path))
+    if not rows:
+        return
+    _out("")
+    _out(f"bias on the sample {path}: contributions the caps drop (missing from released values)")
+    _out(
+        "{:<22} {:<7} {:>13} {:>9} {:>8} {:>14}".format(
+            "metric", "bound", "contributions", "dropped", "units", "units clipped"
+        )
+    )
+    for r in rows:
+        share = f"{r.dropped / r.contributions:.1%}" if r.contributions else "-"
+        _out(
+            f"{r.metric:<22} {r.bound:<7} {r.contributions:>13} {share:>9} {r.units:>8} {r.units_clipped:>14}"
+        )
 
 
 def _print_levels(policy: Policy) -> None:
@@ -790,6 +832,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metric", action="append", metavar="NAME", help="apply --target to this metric (repeatable)"
+    )
+    p.add_argument(
+        "--input",
+        metavar="FILE",
+        help="a sample of events (JSON lines, - for stdin): what the caps drop, per window and per period",
     )
     p.add_argument("--json", action="store_true")
 

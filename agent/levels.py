@@ -18,13 +18,17 @@ the run report and ``status``). Choose ``max_contributions`` for the period.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Sequence
 
 import msgspec
 
-from agent.policy import Policy, period_seconds
+from agent.aggregate import WindowAggregator
+from agent.model import Event
+from agent.policy import Metric, Policy, period_seconds
 from agent.release import Z95, expected_error
 
-__all__ = ["DEFAULT_TOTAL_SHARE", "LevelComparison", "compare_levels"]
+__all__ = ["DEFAULT_TOTAL_SHARE", "Clipping", "LevelComparison", "clipping", "compare_levels"]
 
 DEFAULT_TOTAL_SHARE = 0.3  # windows within 1.2× and totals within 1.5× of one release at k = 4
 _PERIOD_STATS = ("count", "sum", "histogram")  # a period total exists for these (not derived ones)
@@ -92,4 +96,57 @@ def compare_levels(policy: Policy) -> list[LevelComparison]:
                 share,
             )
         )
+    return out
+
+
+class Clipping(msgspec.Struct, frozen=True):
+    """What a metric's caps drop from a sample of events, under window or period bounds: the bias
+    side of the choice (dropped contributions are missing from the released values)."""
+
+    metric: str
+    bound: str  # "window" or "period"
+    contributions: int  # the metric takes from the sample without caps
+    dropped: int  # of them, dropped by the caps
+    units: int  # units contributing
+    units_clipped: int  # units with at least one contribution dropped
+
+
+_UNCAPPED = 1_000_000  # the policy's largest cap: in effect none
+
+
+def _admitted(policy: Policy, metric: Metric, events: Sequence[Event], **caps: object) -> Counter[str]:
+    """Contributions admitted per unit for ``metric`` alone, with its fields overridden by ``caps``."""
+    alone = msgspec.structs.replace(policy, metrics=[msgspec.structs.replace(metric, **caps)])
+    agg = WindowAggregator(alone)
+    agg.add(events)
+    per_unit: Counter[str] = Counter()
+    for state in agg.flush():
+        for (unit, _key), n in state.metrics[0].contributions.items():
+            per_unit[unit] += n
+    return per_unit
+
+
+def clipping(policy: Policy, events: Sequence[Event]) -> list[Clipping]:
+    """Per metric that can take period bounds: what its caps drop from ``events`` (already
+    redacted, in arrival order) per window and per period. Local figures: nothing here leaves."""
+    out = []
+    for m in policy.metrics:
+        if m.stat == "distinct_units" or "open" in m.dims.values():
+            continue
+        offered = _admitted(
+            policy, m, events, bound="window", period_total=0.0,
+            max_partitions=_UNCAPPED, max_contributions=_UNCAPPED,
+        )  # fmt: skip
+        for bound in ("window", "period"):
+            kept = _admitted(policy, m, events, bound=bound, period_total=0.0)
+            out.append(
+                Clipping(
+                    m.name,
+                    bound,
+                    sum(offered.values()),
+                    sum(offered.values()) - sum(kept.values()),
+                    len(offered),
+                    sum(1 for unit, n in offered.items() if kept[unit] < n),
+                )
+            )
     return out

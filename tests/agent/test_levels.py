@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.levels import compare_levels
+from agent.levels import clipping, compare_levels
+from agent.model import Event
 from agent.policy import AttrRule, Budget, Metric, Policy, WindowSpec
 
 
@@ -40,3 +41,20 @@ def test_the_issue_goals_at_the_default_split_for_four_windows() -> None:
 def test_one_minute_windows_gain_the_square_root_of_1440() -> None:
     r = next(r for r in compare_levels(policy("1m")) if r.metric == "signup")
     assert r.window_bound_window / r.period_bound_window == pytest.approx(1440**0.5)
+
+
+def test_clipping_shows_what_each_bound_drops_from_a_sample() -> None:
+    """The bias side: a user with a signup in two windows of a day loses the second under a period
+    bound of one, and nothing under window bounds."""
+    p = policy("6h")
+    day = 1_767_571_200
+    events = [
+        Event("signup", day + 10, "a", attrs={"plan": "free"}),
+        Event("signup", day + 7 * 3600, "a", attrs={"plan": "free"}),
+        Event("signup", day + 20, "b", attrs={"plan": "team"}),
+        Event("signup", day + 30, "b", attrs={"plan": "team"}),  # twice in one window: dropped by both
+    ]
+    rows = {(r.metric, r.bound): r for r in clipping(p, events)}
+    window, period = rows[("signup", "window")], rows[("signup", "period")]
+    assert (window.contributions, window.dropped, window.units, window.units_clipped) == (4, 1, 2, 1)
+    assert (period.contributions, period.dropped, period.units, period.units_clipped) == (4, 2, 2, 2)

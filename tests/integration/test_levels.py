@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,28 @@ def test_consistent_estimates_from_real_releases() -> None:
     ):
         assert abs(statistics.fmean(samples) - truth) <= 4.0 * math.sqrt(variance / N)
         assert statistics.variance(samples) == pytest.approx(variance, rel=0.20)
+
+
+def test_validate_and_tune_through_the_cli(tmp_path: Path) -> None:
+    """A new user's view: validate names the period-bounded metrics of the shipped policy; tune
+    compares the three settings and, given a sample, shows what the caps drop."""
+    from agent.sources.demo import write_dataset
+    from tests.integration.agentkit import init_agent
+
+    agent = init_agent(tmp_path / "site")
+    assert "per-day bounds (charged once per day): signup, eval_requested" in agent.ok("validate")
+    sample = tmp_path / "sample.jsonl"
+    write_dataset(sample, users=200, days=1)
+    doc = agent.json("tune", "--input", str(sample))
+    levels = {r["metric"]: r for r in doc["levels"]}
+    assert levels["signup"]["bound"] == "period"
+    assert levels["signup"]["window_bound_window"] == pytest.approx(
+        2 * levels["signup"]["period_bound_window"]
+    )
+    clipped = {(r["metric"], r["bound"]): r for r in doc["clipping"]}
+    assert (
+        clipped[("signup", "period")]["contributions"] == 200
+        and clipped[("signup", "period")]["dropped"] == 0
+    )
+    text = agent.ok("tune", "--input", str(sample))
+    assert "window bounds" in text and "units clipped" in text
