@@ -194,6 +194,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"ok: {loaded.path} and {loaded.policy_path} ({len(policy.metrics)} metrics, "
         f"policy digest {policy_digest(policy)[:16]}){suffix}"
     )
+    _out(_guarantee_line(policy))
     periodic = [m.name for m in policy.metrics if m.bound == "period"]
     if periodic:
         _out(
@@ -343,17 +344,32 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         rows = ledger.summary(conn, policy)
     finally:
         conn.close()
+    from agent.epsilon import guarantee
+
+    # Each period's spend read as (ε, δ): ε by OpenDP's conversion at the policy's δ, and δ that
+    # conversion's plus the partition-selection δ the period's windows were charged.
+    spent_as = [guarantee(policy, spent=r.spent, selection_delta=r.delta) for r in rows]
     if args.json:
-        _print_json(rows)
+        _print_json(
+            [
+                {**msgspec.to_builtins(r), "epsilon": g.epsilon, "delta_total": g.delta_total}
+                for r, g in zip(rows, spent_as, strict=True)
+            ]
+        )
         return EXIT_OK
     unit = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
-    _out(f"{'period':<12} {unit + ' spent':>12} {'cap':>10} {'left':>10} {'releases':>9} {'refused':>8}")
-    for r in rows:
+    _out(
+        f"{'period':<12} {unit + ' spent':>12} {'cap':>10} {'left':>10} {'releases':>9} {'refused':>8}"
+        f" {'epsilon':>8} {'at delta':>9}"
+    )
+    for r, g in zip(rows, spent_as, strict=True):
         _out(
             f"{r.period:<12} {r.spent:>12.4f} {r.cap:>10.4f} {r.left:>10.4f} {r.releases:>9} {r.refusals:>8}"
+            f" {g.epsilon:>8.3g} {g.delta_total:>9.2g}"
         )
     if not rows:
         _out("(nothing released yet)")
+    _out("cap: " + _guarantee_line(policy))
     return EXIT_OK
 
 
@@ -401,9 +417,16 @@ def cmd_egress(args: argparse.Namespace) -> int:
 
 def cmd_dead_letter(args: argparse.Namespace) -> int:
     from agent import deadletter
-    from agent.runtime import open_agent_state
+    from agent.runtime import load_secret, open_agent_state
 
     loaded = _config(args)
+    if args.digest_of is not None:
+        # Digests are keyed with the site secret: this is how an operator matches an input from the
+        # sender's own logs against a dead letter without the agent ever storing the input.
+        key = deadletter.digest_key(load_secret(loaded.secret_path))
+        with _read_input(args.digest_of) as fh:
+            _out(deadletter.digest(key, fh.read()))
+        return EXIT_OK
     conn = open_agent_state(loaded)
     try:
         letters = deadletter.recent(conn, args.limit)
@@ -416,7 +439,7 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
     _out("refused inputs by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
     for d in letters:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.at))
-        _out(f"{stamp} {d.reason:<16} {d.source} {d.size}B sha256:{d.sha256[:16]} {d.detail}")
+        _out(f"{stamp} {d.reason:<16} {d.source} {d.size}B hmac:{d.digest[:16]} {d.detail}")
     return EXIT_OK
 
 
@@ -491,6 +514,7 @@ def _read_input(name: str) -> Any:
 
 def cmd_redact(args: argparse.Namespace) -> int:
     """A dry run of the redaction stage: what each event (or text line) would look like after it."""
+    from agent import deadletter
     from agent.decode import Decoder
     from agent.policy import load_policy, minimised
     from agent.redact import Redactor
@@ -500,8 +524,9 @@ def cmd_redact(args: argparse.Namespace) -> int:
     policy = load_policy(loaded.policy_path)
     # Events are shown as the pipeline keeps them (minimised policy); --text lines are scanned as a
     # free-text value, whatever the policy's attributes.
-    redactor = Redactor(minimised(policy), load_secret(loaded.secret_path))
-    decoder = Decoder(loaded.config.limits)
+    secret = load_secret(loaded.secret_path)
+    redactor = Redactor(minimised(policy), secret)
+    decoder = Decoder(loaded.config.limits, digest_key=deadletter.digest_key(secret))
     encoder = msgspec.json.Encoder()
     refused = 0
     with _read_input(args.input) as fh:
@@ -545,16 +570,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from agent.policy import load_policy, per_window_budget
     from agent.release import expected_error
-    from agent.tune import suggest_budget
+    from agent.tune import suggest_budget, threshold_notes
 
     loaded = _config(args)
     policy = load_policy(loaded.policy_path)
     rows = expected_error(policy)
     suggestion = suggest_budget(policy, args.target, args.metric or ()) if args.target is not None else None
     if args.json:
+        from agent.epsilon import guarantee
         from agent.levels import compare_levels
 
-        doc: dict[str, Any] = {"expected": rows, "suggestion": suggestion, "levels": compare_levels(policy)}
+        doc: dict[str, Any] = {
+            "expected": rows,
+            "suggestion": suggestion,
+            "privacy": guarantee(policy),
+            "levels": compare_levels(policy),
+        }
         if args.input is not None:
             from agent.levels import clipping
 
@@ -571,7 +602,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"{r.metric:<22} {r.stat:<14} {r.basis:<16} {r.mechanism:<9} "
             f"{_fmt(r.std):>10} {_fmt(r.half_width_95):>10} {threshold:>9}"
         )
-    _out("threshold: distinct units a value of an open dimension needs before it can appear")
+    for line in threshold_notes(rows):
+        _out(line)
+    _out(_guarantee_line(policy))
     _print_levels(policy)
     if args.input is not None:
         _print_clipping(loaded, policy, args.input)
@@ -588,6 +621,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"[budget] {suggestion.measure} = {_fmt(suggestion.needed_per_period)} per {suggestion.period} "
             f"(now {_fmt(suggestion.current_per_window)} per window)"
         )
+        if suggestion.measure == "rho":
+            from agent.epsilon import epsilon_at
+
+            eps = epsilon_at(suggestion.needed_per_period, policy.budget.delta)
+            _out(
+                f"  that is epsilon {eps:.3g} per {suggestion.period} at delta {policy.budget.delta:.2g} "
+                "(OpenDP), plus the delta of partition selection"
+            )
         if suggestion.missing_now:
             _out(f"over the target at the current budget: {', '.join(suggestion.missing_now)}")
         else:
@@ -597,6 +638,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _guarantee_line(policy: Any) -> str:
+    """One line: a full period of this policy in (epsilon, delta)-DP terms, by OpenDP's conversion."""
+    from agent.epsilon import guarantee
+
+    g = guarantee(policy)
+    head = (
+        f"privacy per {g.period}: {g.measure} {_fmt(g.cap)} gives "
+        f"(epsilon {g.epsilon:.3g}, delta {g.delta_total:.2g})"
+    )
+    parts = [f"{g.delta_conversion:.2g} reading rho as epsilon (OpenDP)"] if g.measure == "rho" else []
+    if g.delta_selection:
+        parts.append(f"{g.windows} windows x {g.delta_selection_per_window:.2g} partition selection")
+    return head + (f"; delta = {' + '.join(parts)}" if parts else "")
 
 
 def _sample_events(loaded: LoadedConfig, policy: Policy, path: str) -> list[Any]:
@@ -810,6 +866,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dead-letter", cmd_dead_letter, "inputs refused by the decoder, newest first")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument(
+        "--digest-of",
+        metavar="FILE|-",
+        help="print the site's keyed digest of this exact input (to match a dead letter), then exit",
+    )
     p.add_argument("--json", action="store_true")
 
     p = add("outbox", cmd_outbox, "batches the collector refused for good: list, retry or drop them")

@@ -15,19 +15,22 @@ wrong type, or a number out of range), ``missing`` (``name``, ``ts`` or ``unit``
 (timestamp string not RFC 3339 with an offset, or out of range), ``too_large`` (item over
 ``max_event_bytes``, or the chunk over ``max_payload_bytes``), ``too_many_attrs``, ``value_too_long``
 (attribute value over ``max_value_length``, or name/unit/key over ``max_key_length``), ``not_utf8``.
-Details never quote input values.
+Details never quote input values, and a dead letter's digest is keyed (``digest_key``, derived from
+the site secret by :func:`agent.deadletter.digest_key`; a random per-process key when none is given,
+so no caller can end up with an unkeyed digest).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any, Protocol, cast
 
 import msgspec
 
+from agent import deadletter
 from agent.config import Limits
 from agent.model import AttrValue, DeadLetter, Event
 from hushmetric.timefmt import parse_rfc3339
@@ -103,8 +106,9 @@ def _parse_ts(value: str) -> float:
 class Decoder:
     """Built once per :class:`Limits`; :meth:`decode` is then called per chunk."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, *, digest_key: bytes | None = None) -> None:
         self._limits = limits
+        self._key = digest_key if digest_key is not None else os.urandom(32)
         raw = _raw_type(limits)
         self._lines = msgspec.json.Decoder(raw)
         self._many = msgspec.json.Decoder(list[raw])  # type: ignore[valid-type]
@@ -276,13 +280,16 @@ class Decoder:
             elif isinstance(val, int) and not isinstance(val, bool) and not _INT_MIN <= val <= _INT_MAX:
                 raise _Refused("type", "attribute integer out of range")
 
-    @staticmethod
-    def _letter(reason: str, detail: str, data: bytes, source: str, now: float) -> DeadLetter:
+    def digest(self, data: bytes) -> str:
+        """The keyed digest a dead letter of ``data`` carries."""
+        return deadletter.digest(self._key, data)
+
+    def _letter(self, reason: str, detail: str, data: bytes, source: str, now: float) -> DeadLetter:
         return DeadLetter(
             reason=reason,
             detail=detail,
             source=source,
             size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
+            digest=deadletter.digest(self._key, data),
             at=now,
         )

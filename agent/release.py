@@ -66,8 +66,9 @@ class ExpectedError(msgspec.Struct, frozen=True):
     """Noise a metric gets at the policy's budget, per released entry, in the metric's value units.
 
     ``basis`` names the noised quantity (``count``, ``sum``, ``bucket count``, ``distinct units``);
-    for a mean the error of ``sum`` and ``count`` divides by the true count. ``threshold`` is the
-    noisy distinct-unit count a partition of an open dimension needs to be released.
+    for a mean the error of ``sum`` and ``count`` divides by the true count. ``threshold`` is what a
+    partition of an open dimension needs to be released: its noisy contribution count for ``count``,
+    its noisy distinct-unit count otherwise (see :func:`_partitions`).
     """
 
     metric: str

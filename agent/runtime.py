@@ -18,7 +18,6 @@ Durability rules, each with a test:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import signal
 import sqlite3
@@ -98,14 +97,14 @@ class RunReport(msgspec.Struct):
     delivery_error: str | None = None
 
 
-def _future(event: Event, source: str, now: float) -> DeadLetter:
-    body = msgspec.msgpack.encode(event)  # already redacted: the digest reveals nothing raw
+def _future(event: Event, source: str, now: float, decoder: Decoder) -> DeadLetter:
+    body = msgspec.msgpack.encode(event)  # already redacted, and the digest is keyed anyway
     return DeadLetter(
         reason="future_ts",
         detail=f"timestamp {event.ts - now:.0f} s ahead of the agent clock (max {MAX_FUTURE_SKEW:.0f} s)",
         source=source,
         size=len(body),
-        sha256=hashlib.sha256(body).hexdigest(),
+        digest=decoder.digest(body),
         at=now,
     )
 
@@ -151,8 +150,10 @@ class Agent:
         self.digest = policy_digest(self.policy)
         self.key: nacl.signing.SigningKey = load_signing_key(loaded.key_path)
         # Redact with the minimised policy: allowed attributes no metric uses are dropped first.
-        self.redactor = Redactor(minimised(self.policy), load_secret(loaded.secret_path))
-        self.decoder = Decoder(self.cfg.limits)
+        secret = load_secret(loaded.secret_path)
+        self.redactor = Redactor(minimised(self.policy), secret)
+        # Dead letters carry a digest keyed from the site secret, never an unkeyed hash of raw input.
+        self.decoder = Decoder(self.cfg.limits, digest_key=deadletter.digest_key(secret))
         self.metrics = metrics or AgentMetrics()
         self.report = RunReport()
         # Redaction counts stay on this site (run report, status, metrics): never in a batch.
@@ -321,7 +322,7 @@ class Agent:
             letters.extend(bad)
             for event in self.redactor.redact_many(events):
                 if event.ts > now + MAX_FUTURE_SKEW:
-                    letters.append(_future(event, chunk.source, now))
+                    letters.append(_future(event, chunk.source, now, self.decoder))
                 elif self.aggregator.is_late(event.ts):
                     self.report.late += 1
                 else:

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import msgspec
 
-from agent.policy import Policy, per_window_budget, period_seconds
+from agent.policy import Policy, per_window_budget, windows_per_period
 from agent.release import ExpectedError, expected_error
 from hushmetric.errors import ConfigError
 
-__all__ = ["BudgetSuggestion", "suggest_budget"]
+__all__ = ["BudgetSuggestion", "suggest_budget", "threshold_basis", "threshold_notes"]
 
 # A budget search over twelve orders of magnitude; 60 halvings of the log-interval is far below
 # any precision that matters for a budget.
@@ -29,6 +29,33 @@ class BudgetSuggestion(msgspec.Struct, frozen=True):
     needed_per_period: float  # the cap per period that gives every window `needed_per_window`
     period: str
     missing_now: list[str]  # metrics whose error exceeds the target at the current budget
+
+
+def threshold_basis(stat: str) -> str:
+    """What the threshold of a metric with an open dimension is compared with, per statistic.
+
+    Mirrors ``agent.release._partitions``: ``count`` and ``distinct_units`` are released by the
+    threshold mechanism itself, so a value appears when the noisy count it releases clears the
+    threshold — for ``count`` that is the bounded number of contributions (up to ``max_contributions``
+    per unit), not of units. Every other statistic first selects values on a noisy distinct-unit count
+    (each unit adds one), then releases the statistic over the selected values with its own noise.
+    """
+    if stat == "count":
+        return "noisy count of contributions (events after bounding, up to max_contributions per unit)"
+    if stat == "distinct_units":
+        return "noisy count of distinct units (the released value itself)"
+    return f"noisy count of distinct units, used only to select values; the {stat} is noised separately"
+
+
+def threshold_notes(rows: Sequence[ExpectedError]) -> list[str]:
+    """``tune``'s explanation of each threshold shown, one line per statistic that has one."""
+    stats = sorted({r.stat for r in rows if r.threshold is not None})
+    if not stats:
+        return []
+    lines = ["threshold: a value of an open dimension appears in a window only if its"]
+    lines += [f"  {stat}: {threshold_basis(stat)}" for stat in stats]
+    lines.append("  reaches the threshold (a value only one unit used appears with chance <= budget.delta)")
+    return lines
 
 
 def _worst(policy: Policy, budget: float, names: Sequence[str]) -> float:
@@ -59,7 +86,7 @@ def suggest_budget(policy: Policy, target: float, metrics: Sequence[str] = ()) -
             else:
                 low = mid
         needed = high
-    windows = max(1, period_seconds(policy) // policy.window_seconds)
+    windows = windows_per_period(policy)  # as per_window_budget divides the cap
     return BudgetSuggestion(
         target=target,
         metrics=names,

@@ -128,7 +128,16 @@ class MqttSource:
         payload = message.payload
         data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
         ack = self._acker(paho, message.mid, message.qos, generation) if message.qos > 0 else None
-        return Chunk(f"mqtt:{message.topic.value}", data, None, None, ack)
+        return Chunk(f"mqtt:{self._filter_of(message.topic)}", data, None, None, ack)
+
+    def _filter_of(self, topic: aiomqtt.Topic) -> str:
+        """The subscription filter ``topic`` came in by. A chunk's source names it, never the topic
+        itself: topics often carry user ids or email addresses, and the source is stored with every
+        dead letter."""
+        for pattern in self._topics:
+            if topic.matches(pattern):
+                return pattern
+        return "(no matching subscription)"  # a broker sending what we did not ask for
 
     def _acker(self, paho: Any, mid: int, qos: int, generation: int) -> Callable[[], None]:
         loop = asyncio.get_running_loop()

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent import deadletter
 from agent.config import Limits
 from agent.decode import Decoder
 from agent.model import Event
@@ -135,8 +137,21 @@ def test_dead_letter_fields_hold_no_raw_content() -> None:
     _, letters = DECODER.decode(line, "file:x", now=42.0)
     (letter,) = letters
     assert letter.reason == "ts" and letter.source == "file:x" and letter.at == 42.0
-    assert letter.size == len(line) and letter.sha256 == hashlib.sha256(line).hexdigest()
+    assert letter.size == len(line) and len(letter.digest) == 64
+    assert letter.digest != hashlib.sha256(line).hexdigest()  # keyed: not guessable by dictionary
     assert "alice" not in letter.detail
+
+
+def test_dead_letter_digest_is_keyed_stable_per_key_and_differs_across_sites() -> None:
+    line = b'{"name":"a","ts":"alice@example.com","unit":"u"}'
+    site_a = Decoder(LIMITS, digest_key=deadletter.digest_key(b"a" * 32))
+    site_b = Decoder(LIMITS, digest_key=deadletter.digest_key(b"b" * 32))
+    first = site_a.decode(line, "file:x", now=1.0)[1][0].digest
+    assert site_a.decode(line, "file:y", now=2.0)[1][0].digest == first  # stable on one site
+    assert Decoder(LIMITS, digest_key=deadletter.digest_key(b"a" * 32)).digest(line) == first  # and restarts
+    assert site_b.digest(line) != first
+    assert first == hmac.new(deadletter.digest_key(b"a" * 32), line, hashlib.sha256).hexdigest()
+    assert deadletter.digest_key(b"a" * 32) != b"a" * 32  # derived, not the pseudonym key itself
 
 
 def test_utf8_bom_is_skipped() -> None:

@@ -111,7 +111,7 @@ DECODERS = {
 def _check_decoded(limits: Limits, events: list[Event], letters: list[DeadLetter]) -> None:
     for letter in letters:
         assert letter.reason in DEAD_LETTER_REASONS, letter
-        assert "\n" not in letter.detail and len(letter.sha256) == 64
+        assert "\n" not in letter.detail and len(letter.digest) == 64
     for e in events:
         assert isinstance(e.name, str) and 0 < len(e.name) <= limits.max_key_length
         assert isinstance(e.unit, str) and 0 < len(e.unit) <= limits.max_key_length
@@ -205,8 +205,10 @@ async def test_mqtt_payload_path(figures: Figures) -> None:
                 while len(received) < end:
                     chunk = await asyncio.wait_for(pending if pending is not None else anext(it), 20)
                     pending = None
-                    assert chunk.source.startswith(f"mqtt:{topic}/")
-                    received[chunk.source.rsplit("/", 1)[1]] = chunk.data
+                    # the source names the subscription filter, never the topic (which may carry
+                    # personal data); one publisher at QoS 1: the broker keeps the order
+                    assert chunk.source == f"mqtt:{topic}/#"
+                    received[str(len(received))] = chunk.data
                     t.tried += 1
                     try:
                         events, letters = decoder.decode(chunk.data, chunk.source, now=1.0)
