@@ -395,13 +395,18 @@ def release_window(
 
 
 def release_period_total(
-    totals: Sequence[MetricWindow | None], policy: Policy, *, start: int, end: int
+    totals: Sequence[MetricWindow | None],
+    policy: Policy,
+    *,
+    start: int,
+    end: int,
+    budget: float | None = None,
 ) -> Release:
     """Noise and release the period totals (rows with ``level = "period"``) of the metrics that ask
     for one, from ``totals`` (per metric in policy order: the sum of the accumulators of the period's
     released windows; None for metrics without a total). Spends nothing here: the period's first
-    window already paid for it (:func:`period_cost`)."""
-    plan = _plan(policy, None)
+    window already paid for it (:func:`period_cost`). ``budget`` as for :func:`release_window`."""
+    plan = _plan(policy, budget)
     rows: list[Row] = []
     for mplan, mw in zip(plan.metrics, totals, strict=True):
         if mplan.total is not None:
