@@ -10,6 +10,9 @@ must be identical; noisy values may differ by at most ``L + t`` (``t = 7·√2·
 Gaussian; both mechanisms are drawn; derivation in
 :mod:`tests.proof.neighbourkit`); post-processed bytes are checked for what they must be.
 
+The policy has a metric with per-period bounds and a day total (issue 15): its windows, its
+caps held over the whole day and its period-total batches go through every adversarial kind too.
+
 10b (in process). The empirical privacy loss of the optimal test between a dataset and a worst-case
 neighbour that fills every cap of every metric in every window of one period. For Gaussian noise the
 likelihood-ratio test is linear in the released vector: T = Σ Δ_i·x_i / σ_i², with Δ the true
