@@ -351,3 +351,31 @@ def test_a_schedule_starting_mid_day_still_pays_the_whole_period(tmp_path: Path)
     cost, _ = window_cost(p)
     assert len(out) == 5 and out[0].privacy.rho == pytest.approx(cost + period_cost(p))
     assert (out[-1].window.start, out[-1].window.end) == ("2026-01-05T20:00:00Z", "2026-01-06T00:00:00Z")
+
+
+def test_a_refused_last_window_still_closes_the_period_with_its_total(tmp_path: Path) -> None:
+    """The total was paid with the period's first window: when the last window is refused (another
+    writer spent the rest of the day meanwhile), the total of the released windows still leaves."""
+    config = make_dir(tmp_path / "site")
+    agent = Agent(load_config(config), clock=lambda: T + 10 * DAY)
+    try:
+        agg = WindowAggregator(agent.policy, next_start=T)
+        agg.add([Event("signup", T + w * H + 5, f"u{w}", attrs={"plan": "free"}) for w in range(24)])
+        states = agg.take_until(T + DAY)
+        for state in states[:-1]:
+            assert agent._release_one(state) is not None
+        left = ledger.remaining(agent.conn, agent.policy, "2026-01-05")
+        other = sqlite3.connect(config.parent / "state" / "agent.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute(
+            "INSERT INTO privacy_charge (period, window_start, window_end, seq, rho, at) VALUES (?, ?, ?, ?, ?, ?)",
+            ("2026-01-05", 0, 0, 10_000, left, 0.0),
+        )
+        other.execute("COMMIT")
+        other.close()
+        assert agent._release_one(states[-1]) is None
+    finally:
+        asyncio.run(agent.aclose())
+    out = batches(config)
+    assert len(out) == 24 and {r.level for r in out[-1].rows} == {"period"}
+    assert out[-1].window.end == "2026-01-06T00:00:00Z"
