@@ -71,6 +71,7 @@ class Released(NamedTuple):
     value: float
     mechanism: str
     scale: float
+    ident: Hashable = None  # tells apart rows that are otherwise equal (e.g. a stored row's index)
 
 
 def noise_variance(mechanism: str, scale: float) -> float:
@@ -118,6 +119,10 @@ class Consistent:
         # window value -> (its period row, V + u of the group, its own raw variance)
         self._groups: dict[Released, tuple[Released, float, float]] = {}
 
+    def paired(self, row: Released) -> bool:
+        """Whether ``row`` is a window value combined with its period total."""
+        return row in self._groups
+
     def sum(self, rows: Iterable[Released]) -> Estimate:
         """The estimate of the sum of ``rows`` (window or period values; each counted once)."""
         value = 0.0
@@ -138,10 +143,21 @@ class Consistent:
         return Estimate(value, variance)
 
 
+def _tiles(windows: Sequence[Released], total: Released) -> bool:
+    """Whether ``windows`` (sorted by start) cover ``total``'s span end to end, each once."""
+    at = total.start
+    for w in windows:
+        if w.start != at or w.end <= w.start:
+            return False
+        at = w.end
+    return bool(windows) and at == total.end
+
+
 def consistent_rows(rows: Iterable[Released]) -> Consistent:
     """Estimates for every released value: each period row with the window rows of its series that
-    lie inside its span, combined by :func:`consistent`; window rows without a period row (and a
-    period row with no window) stand as released.
+    lie inside its span, combined by :func:`consistent` when they cover the span exactly (one value
+    per window, no gap: a total of windows that are not all here cannot be split among those that
+    are); any other row stands as released.
 
     A sum mixing a period total with its own windows counts the same quantity twice: callers sum
     either windows or totals (reports sum windows; their estimates add up to the totals)."""
@@ -154,7 +170,13 @@ def consistent_rows(rows: Iterable[Released]) -> Consistent:
             windows.setdefault(row.series, []).append(row)
     out = Consistent()
     for total in totals:
-        inside = [w for w in windows.get(total.series, []) if total.start <= w.start and w.end <= total.end]
+        inside = sorted(
+            (w for w in windows.get(total.series, []) if total.start <= w.start and w.end <= total.end),
+            key=lambda w: w.start,
+        )
+        if not _tiles(inside, total):
+            out.estimates[total] = Estimate(total.value, noise_variance(total.mechanism, total.scale))
+            continue
         observations = [Observation(w.value, noise_variance(w.mechanism, w.scale)) for w in inside]
         u = noise_variance(total.mechanism, total.scale)
         estimates, whole = consistent(observations, Observation(total.value, u))

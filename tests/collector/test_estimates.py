@@ -119,3 +119,21 @@ def test_sums_of_windows_carry_their_covariance() -> None:
     assert declared is not None
     assert statistics.variance(parts) == pytest.approx(declared, rel=0.10)
     assert abs(statistics.fmean(parts) - 14.0) <= 4.5 * math.sqrt(declared / 4000)
+
+
+def test_a_total_pairs_only_with_windows_that_tile_its_span() -> None:
+    """A report range that cuts a period, or a window released twice, leaves the raw values."""
+
+    def row(level: str, start: int, end: int, value: float, ident: int = 0) -> Released:
+        return Released("a", level, start, end, value, "gaussian", 1.0, ident)
+
+    total = row("period", 0, 4, 10.0)
+    missing = [row("window", h, h + 1, 2.0) for h in (0, 1, 3)]
+    twice = [row("window", h, h + 1, 2.0) for h in range(4)] + [row("window", 2, 3, 2.5, 1)]
+    for windows in (missing, twice):
+        out = consistent_rows([*windows, total])
+        assert all(out.estimates[w] == (w.value, 1.0) for w in windows) and out.estimates[total] == (
+            10.0,
+            1.0,
+        )
+        assert not any(out.paired(w) for w in windows)
