@@ -201,7 +201,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"per-{policy.budget.period} bounds (charged once per {policy.budget.period}): "
             f"{', '.join(periodic)}; the other metrics per window (see `hush-agent tune`)"
         )
+    _print_custom_detectors(policy)
     return EXIT_OK
+
+
+def _print_custom_detectors(policy: Any) -> None:
+    from agent.detectors.custom import describe
+
+    red = policy.redaction
+    for rule in red.custom:
+        action = rule.action or red.default
+        _out("custom detector " + describe(rule.name, rule.regex, rule.checksum, rule.context, action))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -260,10 +270,11 @@ def _parse_time(text: str | None, flag: str) -> float | None:
 
 
 def _print_run_report(report: Any) -> None:
-    from agent.detectors import DETECTOR_NAMES
+    from agent.redact import COUNTERS
 
-    found = {k: v for k, v in report.redactions.items() if k in DETECTOR_NAMES}
-    other = {k: v for k, v in report.redactions.items() if k not in DETECTOR_NAMES}
+    # Everything that is not one of the counters is a detector's, built-in or the policy's own.
+    found = {k: v for k, v in report.redactions.items() if k not in COUNTERS}
+    other = {k: v for k, v in report.redactions.items() if k in COUNTERS}
     _out(f"events accepted   {report.events}")
     _out(f"dead letters      {report.dead_letters}")
     if report.late and report.range_from_now:

@@ -23,6 +23,7 @@ from hushmetric.timefmt import parse_duration
 __all__ = [
     "AttrRule",
     "Budget",
+    "CustomRule",
     "Metric",
     "Policy",
     "Redaction",
@@ -86,19 +87,37 @@ class AttrRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     generalize: Literal["hour", "ip_prefix"] | None = None
 
 
+class CustomRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A site's own detector (``[[redaction.custom]]``): a bounded regular expression, an optional
+    checksum over the match (or its first group), optional context words that must appear within 40
+    characters before or after it, and the action for its findings (``redaction.default`` if unset).
+    Checked when the policy loads (see ``agent/detectors/custom.py``)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")]
+    regex: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    checksum: Literal["luhn", "mod-97", "mod-11"] | None = None
+    context: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]], msgspec.Meta(max_length=32)
+    ] = []
+    action: Action | None = None
+
+
 class Redaction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How each detector's findings are treated; detectors not named use ``default``.
 
     Detector names: url_credentials, jwt, api_key, email, iban, card, ssn, mac, ipv6, ipv4, phone,
     secret. ``drop`` removes the finding's text, ``mask`` writes ``[name]``, ``hash`` writes a keyed
     pseudonym ``name:<16 hex>``, ``generalize`` writes the /24 (IPv4) or /48 (IPv6) network and
-    masks detectors without a coarse form.
+    masks detectors without a coarse form. ``custom`` adds the site's own detectors (``CustomRule``),
+    which carry their own action.
     """
 
     default: Action = "mask"
     detectors: dict[str, Action] = {}
     # Drop the whole event when its name or an attribute key contains a finding.
     drop_event_on_name_finding: bool = True
+    # The site's own detectors, run before the built-in ones (at most 16).
+    custom: Annotated[list[CustomRule], msgspec.Meta(max_length=16)] = []
 
     def __post_init__(self) -> None:
         # A misspelt detector name would silently fall back to ``default``; refuse it instead.
@@ -316,7 +335,25 @@ def _check_delta(policy: Policy, path: str) -> None:
 
 
 def load_policy(path: Path) -> Policy:
-    return _check(load_toml(path, Policy), str(path))
+    policy = _check(load_toml(path, Policy), str(path))
+    _check_custom(policy.redaction, str(path))
+    return policy
+
+
+def _check_custom(red: Redaction, path: str) -> None:
+    """Each custom detector compiles, is cheap enough to run on hostile text and has its own name."""
+    from agent.detectors.custom import CustomDetectorError, compile_detector
+
+    seen: set[str] = set()
+    for i, rule in enumerate(red.custom):
+        key = f"redaction.custom[{i}]"
+        if rule.name in seen:
+            raise ConfigError(f"duplicate custom detector name {rule.name!r}", path=path, key=f"{key}.name")
+        seen.add(rule.name)
+        try:
+            compile_detector(rule.name, rule.regex, checksum=rule.checksum, context=rule.context)
+        except CustomDetectorError as exc:
+            raise ConfigError(str(exc), path=path, key=f"{key}.{exc.field}") from None
 
 
 def used_attrs(policy: Policy) -> set[str]:
@@ -343,12 +380,14 @@ _LATER_DEFAULTS = {"bound": "window", "period_total": 0.0}
 
 def policy_digest(policy: Policy) -> str:
     """Hex SHA-256 of the canonical encoding of the decoded policy (comments and layout do not count)."""
-    doc = msgspec.to_builtins(policy, order="sorted")
-    for metric in doc.get("metrics", []):
+    tree = msgspec.to_builtins(policy, order="sorted")
+    if not policy.redaction.custom:
+        del tree["redaction"]["custom"]  # a policy without custom detectors keeps its earlier digest
+    for metric in tree.get("metrics", []):
         for name, default in _LATER_DEFAULTS.items():
             if metric.get(name) == default:
                 del metric[name]
-    return hashlib.sha256(msgspec.msgpack.encode(doc)).hexdigest()
+    return hashlib.sha256(msgspec.msgpack.encode(tree)).hexdigest()
 
 
 def period_seconds(policy: Policy) -> int:

@@ -30,6 +30,9 @@ Rules, in order, for one event:
      site secret → another pseudonym);
    - ``generalize``: IPv4 → /24, IPv6 → /48; detectors without a meaningful coarse form are masked.
 
+   The policy's own detectors (``[[redaction.custom]]``, see ``agent/detectors/custom.py``) run
+   first, with their own ``action`` (or ``redaction.default``), and are counted under their names.
+
 6. **Unit.** ``unit`` never leaves the agent except as a grouping key, but when it holds a finding
    (an email, a phone…) it is replaced by ``unit:`` + its HMAC pseudonym (``pseudonymized_unit``),
    so raw ids never reach disk. Grouping is unchanged: the pseudonym is stable.
@@ -80,10 +83,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from agent.detectors import DETECTOR_NAMES, Finding, Scanner, generalize, normalize
+from agent.detectors.custom import CustomScanner, compile_detector
 from agent.model import AttrValue, Event
-from agent.policy import AttrRule, Policy
+from agent.policy import AttrRule, Policy, Redaction
 
-__all__ = ["COUNTERS", "Redactor"]
+__all__ = ["COUNTERS", "Redactor", "scanner_for"]
 
 # Counters reported next to the per-detector counts.
 COUNTERS = (
@@ -106,13 +110,16 @@ _SCAN_SLACK = 1024
 class Redactor:
     """Applies a policy's redaction rules to events. Not thread-safe: one per pipeline task."""
 
-    def __init__(self, policy: Policy, secret: bytes, *, scanner: Scanner | None = None) -> None:
+    def __init__(
+        self, policy: Policy, secret: bytes, *, scanner: Scanner | CustomScanner | None = None
+    ) -> None:
         if len(secret) < 16:
             raise ValueError("the site secret must be at least 16 bytes")
-        self._scanner = scanner or Scanner()
-        self._scan = self._scanner.scan
         red = policy.redaction
+        self._scanner = scanner or scanner_for(red)
+        self._scan = self._scanner.scan
         self._actions = {name: red.detectors.get(name, red.default) for name in self._scanner.names}
+        self._actions.update({rule.name: rule.action or red.default for rule in red.custom})
         self._default = red.default
         self._drop_on_name = red.drop_event_on_name_finding
         self._rules = dict(policy.attrs)
@@ -352,6 +359,15 @@ class Redactor:
             return self.pseudonym(detector, raw)
         general = generalize(detector, raw)
         return general if general is not None else f"[{detector}]"
+
+
+def scanner_for(red: Redaction) -> Scanner | CustomScanner:
+    """The built-in scanner, with the policy's own detectors (``[[redaction.custom]]``) if it has any."""
+    if not red.custom:
+        return Scanner()
+    return CustomScanner(
+        [compile_detector(r.name, r.regex, checksum=r.checksum, context=r.context) for r in red.custom]
+    )
 
 
 def _generalize_whole(value: AttrValue, how: str) -> AttrValue | None:

@@ -153,7 +153,8 @@ class Agent:
         secret = load_secret(loaded.secret_path)
         self.redactor = Redactor(minimised(self.policy), secret)
         # Dead letters carry a digest keyed from the site secret, never an unkeyed hash of raw input.
-        self.decoder = Decoder(self.cfg.limits, digest_key=deadletter.digest_key(secret))
+        self._letter_key = deadletter.digest_key(secret)
+        self.decoder = Decoder(self.cfg.limits, digest_key=self._letter_key)
         self.metrics = metrics or AgentMetrics()
         self.report = RunReport()
         # Redaction counts stay on this site (run report, status, metrics): never in a batch.
@@ -533,11 +534,13 @@ class Agent:
 
     def _sources(self, *, once: bool, input_path: str | None) -> list[Source]:
         if input_path is None:
-            return build_sources(self.loaded, once=once, conn=self.conn)
+            return build_sources(self.loaded, once=once, conn=self.conn, digest_key=self._letter_key)
         spec: FileSource | StdinSource = (
             StdinSource() if input_path == "-" else FileSource(path=input_path, follow=False)
         )
-        return build_sources(self.loaded, once=True, conn=self.conn, override=[spec])
+        return build_sources(
+            self.loaded, once=True, conn=self.conn, override=[spec], digest_key=self._letter_key
+        )
 
     def _demo_range(self, input_path: str | None) -> tuple[float, float] | None:
         """The demo generator's declared [start, start + days) when it is the only source."""

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import ssl
@@ -51,6 +52,7 @@ def build_sources(
     conn: sqlite3.Connection | None = None,
     offsets: OffsetGetter | None = None,
     override: Sequence[cfg.Source] | None = None,
+    digest_key: bytes | None = None,
 ) -> list[Source]:
     """Every configured source (or the ``override`` specs instead, e.g. from ``run --input``).
 
@@ -60,17 +62,22 @@ def build_sources(
     - File paths of configured sources are relative to the config's directory; paths of ``override``
       specs are relative to the current directory (what a user typing ``--input FILE`` means).
 
+    - ``digest_key`` keys the digests of the dead letters the receivers make themselves
+      (:func:`agent.deadletter.digest_key` of the site secret; a random per-process key without it).
+
     Raises :class:`ConfigError` for an unreadable password or CA file or a bad demo start time.
     """
     if offsets is None:
         offsets = (lambda key: journal.get_offset(conn, key)) if conn is not None else (lambda key: None)
     if override is not None:
         return [
-            build_source(spec, loaded, once=once, offsets=offsets, index=i, cwd_paths=True)
+            build_source(
+                spec, loaded, once=once, offsets=offsets, index=i, cwd_paths=True, digest_key=digest_key
+            )
             for i, spec in enumerate(override)
         ]
     return [
-        build_source(spec, loaded, once=once, offsets=offsets, index=i)
+        build_source(spec, loaded, once=once, offsets=offsets, index=i, digest_key=digest_key)
         for i, spec in enumerate(loaded.config.sources)
     ]
 
@@ -83,6 +90,7 @@ def build_source(
     offsets: OffsetGetter,
     index: int = 0,
     cwd_paths: bool = False,
+    digest_key: bytes | None = None,
 ) -> Source:
     limits = loaded.config.limits
     match spec:
@@ -98,9 +106,9 @@ def build_source(
         case cfg.StdinSource():
             return StdinSource(max_line_bytes=limits.max_event_bytes)
         case cfg.OtlpSource():
-            return _otlp(spec, loaded, index)
+            return _otlp(spec, loaded, index, digest_key)
         case cfg.SyslogSource():
-            return _syslog(spec, loaded, index)
+            return _syslog(spec, loaded, index, digest_key)
         case cfg.DemoSource():
             try:
                 start = parse_rfc3339(spec.start)
@@ -152,7 +160,8 @@ def _mqtt(spec: cfg.MqttSource, loaded: cfg.LoadedConfig, index: int) -> MqttSou
     )
 
 
-def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSource:
+def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int, digest_key: bytes | None) -> OtlpSource:
+    letter_key = digest_key if digest_key is not None else os.urandom(32)
     where = {"path": str(loaded.path)}
     if not spec.grpc_port and not spec.http_port:
         raise ConfigError(
@@ -187,9 +196,10 @@ def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSou
         default_name=spec.default_name,
         body_attribute=spec.body_attribute,
         value_attribute=spec.value_attribute,
+        digest_key=letter_key,
     )
     return OtlpSource(
-        decoder=Decoder(loaded.config.limits),
+        decoder=Decoder(loaded.config.limits, digest_key=letter_key),
         mapping=mapping,
         clock=time.time,
         host=spec.host,
@@ -203,7 +213,9 @@ def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int) -> OtlpSou
     )
 
 
-def _syslog(spec: cfg.SyslogSource, loaded: cfg.LoadedConfig, index: int) -> SyslogSource:
+def _syslog(
+    spec: cfg.SyslogSource, loaded: cfg.LoadedConfig, index: int, digest_key: bytes | None
+) -> SyslogSource:
     if not spec.tcp_port and not spec.udp_port:
         raise ConfigError(
             "expected tcp_port or udp_port (or both) above 0; both listeners are off",
@@ -221,6 +233,7 @@ def _syslog(spec: cfg.SyslogSource, loaded: cfg.LoadedConfig, index: int) -> Sys
             unit_field=spec.unit_field,
             default_name=spec.default_name,
             message_attribute=spec.message_attribute,
+            digest_key=digest_key if digest_key is not None else os.urandom(32),
         ),
         clock=time.time,
         max_message_bytes=spec.max_message_bytes,

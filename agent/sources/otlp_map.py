@@ -29,13 +29,14 @@ record's protobuf bytes, never its content) and are reported to the exporter as 
 
 from __future__ import annotations
 
-import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from agent import deadletter
 from agent.model import AttrValue, DeadLetter
 
 __all__ = ["Mapped", "Mapping", "map_logs", "map_metrics"]
@@ -53,6 +54,9 @@ class Mapping:
     default_name: str | None = None
     body_attribute: str = "body"
     value_attribute: str | None = None
+    # Keys the dead letters' digests (agent.deadletter.digest_key of the site secret); a random
+    # per-process key when none is given, so a digest is never an unkeyed hash of the input.
+    digest_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
 
 
 @dataclass(slots=True)
@@ -105,15 +109,10 @@ def _attrs(into: dict[str, AttrValue], key_values: Iterable[Any]) -> None:
             into[kv.key] = getattr(value, kind)
 
 
-def _letter(reason: str, detail: str, record: Any, source: str, now: float) -> DeadLetter:
+def _letter(reason: str, detail: str, record: Any, source: str, now: float, key: bytes) -> DeadLetter:
     raw = record.SerializeToString()
     return DeadLetter(
-        reason=reason,
-        detail=detail,
-        source=source,
-        size=len(raw),
-        sha256=hashlib.sha256(raw).hexdigest(),
-        at=now,
+        reason=reason, detail=detail, source=source, size=len(raw), digest=deadletter.digest(key, raw), at=now
     )
 
 
@@ -141,7 +140,14 @@ def map_logs(request: Any, mapping: Mapping, *, source: str, now: float) -> Mapp
                 unit = attrs.pop(unit_key, resource_unit)
                 if unit is None or isinstance(unit, bool) or unit == "":
                     out.letters.append(
-                        _letter("missing", f"log record without a {unit_key} attribute", record, source, now)
+                        _letter(
+                            "missing",
+                            f"log record without a {unit_key} attribute",
+                            record,
+                            source,
+                            now,
+                            mapping.digest_key,
+                        )
                     )
                     continue
                 body = _scalar(record.body) if record.HasField("body") else None
@@ -151,7 +157,14 @@ def map_logs(request: Any, mapping: Mapping, *, source: str, now: float) -> Mapp
                 name = name or mapping.default_name
                 if name is None or isinstance(name, bool):
                     out.letters.append(
-                        _letter("missing", f"log record without a {name_key} attribute", record, source, now)
+                        _letter(
+                            "missing",
+                            f"log record without a {name_key} attribute",
+                            record,
+                            source,
+                            now,
+                            mapping.digest_key,
+                        )
                     )
                     continue
                 if isinstance(body, str) and body:
@@ -189,7 +202,14 @@ def map_metrics(request: Any, mapping: Mapping, *, source: str, now: float) -> M
                 if kind in _DISTRIBUTIONS:
                     for point in getattr(metric, kind).data_points:
                         out.letters.append(
-                            _letter("unsupported", f"{kind} data point (pre-aggregated)", point, source, now)
+                            _letter(
+                                "unsupported",
+                                f"{kind} data point (pre-aggregated)",
+                                point,
+                                source,
+                                now,
+                                mapping.digest_key,
+                            )
                         )
                     continue
                 if kind not in ("gauge", "sum"):
@@ -198,7 +218,12 @@ def map_metrics(request: Any, mapping: Mapping, *, source: str, now: float) -> M
                     for point in metric.sum.data_points:
                         out.letters.append(
                             _letter(
-                                "unsupported", "cumulative sum data point (export delta)", point, source, now
+                                "unsupported",
+                                "cumulative sum data point (export delta)",
+                                point,
+                                source,
+                                now,
+                                mapping.digest_key,
                             )
                         )
                     continue
@@ -209,19 +234,35 @@ def map_metrics(request: Any, mapping: Mapping, *, source: str, now: float) -> M
                     if unit is None or isinstance(unit, bool) or unit == "":
                         out.letters.append(
                             _letter(
-                                "missing", f"data point without a {unit_key} attribute", point, source, now
+                                "missing",
+                                f"data point without a {unit_key} attribute",
+                                point,
+                                source,
+                                now,
+                                mapping.digest_key,
                             )
                         )
                         continue
                     which = point.WhichOneof("value")
                     if which is None:
                         out.letters.append(
-                            _letter("missing", "data point without a value", point, source, now)
+                            _letter(
+                                "missing",
+                                "data point without a value",
+                                point,
+                                source,
+                                now,
+                                mapping.digest_key,
+                            )
                         )
                         continue
                     value = point.as_double if which == "as_double" else point.as_int
                     if not metric.name:
-                        out.letters.append(_letter("missing", "metric without a name", point, source, now))
+                        out.letters.append(
+                            _letter(
+                                "missing", "metric without a name", point, source, now, mapping.digest_key
+                            )
+                        )
                         continue
                     lines.append(
                         _Line(metric.name, _ts(point.time_unix_nano, now=now), str(unit), value, attrs)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
-import hashlib
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from agent import deadletter
 from agent.model import AttrValue, DeadLetter
 from agent.sources.base import Chunk
 from hushmetric.timefmt import parse_rfc3339
@@ -58,6 +59,9 @@ class SyslogFields:
     unit_field: str = "hostname"
     default_name: str | None = None
     message_attribute: str = "message"
+    # Keys the dead letters' digests (agent.deadletter.digest_key of the site secret); a random
+    # per-process key when none is given, so a digest is never an unkeyed hash of the input.
+    digest_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
 
 
 class ParseError(Exception):
@@ -277,10 +281,11 @@ class _Line(msgspec.Struct, gc=False):
 _encoder = msgspec.json.Encoder()
 
 
-def _letter(reason: str, detail: str, frame: bytes | int, source: str, now: float) -> DeadLetter:
+def _letter(reason: str, detail: str, frame: bytes | int, source: str, now: float, key: bytes) -> DeadLetter:
+    # An oversized frame was skipped unread (only its size is known): the digest is of nothing.
     size = frame if isinstance(frame, int) else len(frame)
-    digest = hashlib.sha256(b"" if isinstance(frame, int) else frame).hexdigest()
-    return DeadLetter(reason=reason, detail=detail, source=source, size=size, sha256=digest, at=now)
+    digest = deadletter.digest(key, b"" if isinstance(frame, int) else frame)
+    return DeadLetter(reason=reason, detail=detail, source=source, size=size, digest=digest, at=now)
 
 
 def to_chunk_parts(
@@ -291,24 +296,44 @@ def to_chunk_parts(
     letters: list[DeadLetter] = []
     for frame in frames:
         if isinstance(frame, int) or len(frame) > limit:
-            letters.append(_letter("too_large", f"syslog frame over {limit} bytes", frame, source, now))
+            letters.append(
+                _letter(
+                    "too_large", f"syslog frame over {limit} bytes", frame, source, now, fields.digest_key
+                )
+            )
             continue
         try:
             msg = parse_message(frame, now=now)
         except ParseError as exc:
-            letters.append(_letter("syslog", f"not a syslog message: {exc}", frame, source, now))
+            letters.append(
+                _letter("syslog", f"not a syslog message: {exc}", frame, source, now, fields.digest_key)
+            )
             continue
         attrs = msg.fields
         unit = attrs.pop(fields.unit_field, None)
         name = attrs.pop(fields.name_field, None) or fields.default_name
         if unit is None or unit == "":
             letters.append(
-                _letter("missing", f"syslog message without {fields.unit_field}", frame, source, now)
+                _letter(
+                    "missing",
+                    f"syslog message without {fields.unit_field}",
+                    frame,
+                    source,
+                    now,
+                    fields.digest_key,
+                )
             )
             continue
         if name is None or name == "":
             letters.append(
-                _letter("missing", f"syslog message without {fields.name_field}", frame, source, now)
+                _letter(
+                    "missing",
+                    f"syslog message without {fields.name_field}",
+                    frame,
+                    source,
+                    now,
+                    fields.digest_key,
+                )
             )
             continue
         if msg.text:

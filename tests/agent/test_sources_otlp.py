@@ -212,7 +212,7 @@ async def test_sdk_metrics_points_with_a_unit_become_events_the_rest_dead_letter
     ]
     letters = [letter for chunk in got for letter in chunk.letters]
     assert sorted(letter.reason for letter in letters) == ["missing", "unsupported"]
-    assert all(len(letter.sha256) == 64 for letter in letters)
+    assert all(len(letter.digest) == 64 for letter in letters)
 
 
 def _kv(key: str, value: str) -> common_pb2.KeyValue:

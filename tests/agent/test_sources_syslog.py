@@ -327,3 +327,19 @@ async def test_agent_end_to_end_canaries_in_messages_never_reach_the_outbox(tmp_
     assert report.events == 30 and report.dead_letters == 1  # the source's own refusal is committed too
     assert report.windows_released == 1
     assert leaked([agent_dir.state_db]) == []
+
+
+def test_a_refused_frame_is_digested_under_the_site_key_never_a_plain_hash() -> None:
+    """Dead letters keep no raw content: the digest of a refused frame is keyed (issue 9, point 9)."""
+    import hashlib
+
+    from agent import deadletter
+
+    frame = b"<13>1 - web-1 shop - signup - mail jane.doe@example.com, no unit here"
+    key = deadletter.digest_key(b"s" * 32)
+    _, letters = to_chunk_parts(
+        [frame], SyslogFields(unit_field="meta.user", digest_key=key), source="syslog:tcp", now=0, limit=8192
+    )
+    assert [d.reason for d in letters] == ["missing"]
+    assert letters[0].digest == deadletter.digest(key, frame) != hashlib.sha256(frame).hexdigest()
+    assert "jane.doe" not in repr(letters[0])
