@@ -295,6 +295,8 @@ def _print_run_report(report: Any) -> None:
         f"windows released  {report.windows_released} ({report.rows_released} rows)"
         + (f", range {report.range_from} .. {report.range_to}" if report.range_from else "")
     )
+    if report.totals_released:
+        _out(f"period totals     {report.totals_released} (one batch at each period's close)")
     if report.windows_refused:
         _out(f"windows refused   {report.windows_refused} (privacy budget exhausted)")
     if report.windows_held:

@@ -92,6 +92,7 @@ class RunReport(msgspec.Struct):
     windows_held: int = 0  # not released: the ledger awaits an operator's acknowledgement
     windows_failed: int = 0  # not released because of an error (logged); retried at the next start
     rows_released: int = 0
+    totals_released: int = 0  # period-total batches (per-period bounds with a total), after their windows
     batches_sent: int = 0
     outbox_depth: int = 0
     delivery_error: str | None = None
@@ -449,13 +450,14 @@ class Agent:
                 outbox.put(self.conn, sealed)
                 if periods.has_period_bounds(self.policy):
                     periods.record_window(self.conn, self.policy, self.digest, state)
-                self._seal_period_total(state, period)
+                total = self._seal_period_total(state, period)
                 journal.release(self.conn, state.start, state.end)
                 journal.mark_released(self.conn, state.start)
                 journal.set_schedule_position(self.conn, state.end)
         except ledger.BudgetExhausted:
             self._refuse(state, period)
             return None
+        self.report.totals_released += total
         integrity.record_head(self.loaded.state_dir, self.conn)
         left = ledger.remaining(self.conn, self.policy, period)
         self.metrics.budget(spent=ledger.cap_of(self.policy) - left, left=left)
@@ -470,17 +472,17 @@ class Agent:
         bytes do not reveal when data arrived or how long a release waited for it."""
         return max(float(state.end + self.policy.lateness_seconds), self.session_start)
 
-    def _seal_period_total(self, state: WindowState, period: str) -> None:
+    def _seal_period_total(self, state: WindowState, period: str) -> bool:
         """At the close of a period (its last window, released or refused) whose period charge was
         paid: seal the period totals as one more batch, in the caller's transaction. It covers the
         period's windows from the first one this agent released under this policy (public)."""
         if not periods.has_totals(self.policy) or period_key(self.policy, state.end) == period:
-            return
+            return False
         if not ledger.period_charged(self.conn, period, self.digest):
-            return
+            return False
         begin = periods.first_start(self.conn, self.digest, period)
         if begin is None:
-            return
+            return False
         totals = periods.totals(self.conn, self.policy, self.digest, period)
         released = release_period_total(totals, self.policy, start=begin, end=state.end)
         seq, prev = outbox.next_seq(self.conn)
@@ -499,14 +501,16 @@ class Agent:
         # Nothing to spend (paid with the period's first window); the zero charge ties the seq.
         ledger.charge(self.conn, period=period, release=released, seq=seq)
         outbox.put(self.conn, sealed)
+        return True
 
     def _refuse(self, state: WindowState, period: str) -> None:
         with transaction(self.conn):
             ledger.refuse(self.conn, period=period, window_start=state.start, reason="budget_exhausted")
-            self._seal_period_total(state, period)
+            total = self._seal_period_total(state, period)
             journal.release(self.conn, state.start, state.end)
             journal.mark_released(self.conn, state.start)
             journal.set_schedule_position(self.conn, state.end)
+        self.report.totals_released += total
         log.error(
             "privacy budget exhausted: window discarded, nothing released",
             extra={"fields": {"period": period, "window_start": state.start}},

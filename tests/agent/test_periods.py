@@ -269,7 +269,7 @@ def test_two_days_release_windows_then_the_total_and_charge_each_day_once(tmp_pa
     config = make_dir(tmp_path / "site")
     events = [signup(T + 60 * i, f"u{i}") for i in range(30)]
     report = run_once(config, events, T, T + 2 * DAY)
-    assert report.windows_released == 48
+    assert report.windows_released == 48 and report.totals_released == 2
     out = batches(config)
     assert len(out) == 50  # 24 windows and the day's total, twice
     p = load_policy(config.parent / "policy.toml")
