@@ -16,6 +16,12 @@ over the selected partitions (two calls).
 Means and quantiles are post-processing of the released integers (mechanism ``derived``; their scale
 is an approximate standard deviation). What a window costs depends on the policy alone, never on the
 data, so the ledger can decide before any noise is drawn (:func:`window_cost`).
+
+A metric with per-period bounds (``bound = "period"``) gets, once per period, the share of the
+period's budget a full period of windows would give it (:func:`period_cost`), and its measurement's
+privacy map is checked at the sensitivity of the whole period vector — which the period's caps make
+that of one window. Each window then reuses the measurement, and an optional period total
+(:func:`release_period_total`, rows with ``level = "period"``) has its own share of it.
 """
 
 from __future__ import annotations
