@@ -233,7 +233,7 @@ class Decoder:
             obj.get("attrs", {}),
         )
 
-    def _check(self, obj: Any) -> None:
+    def _check(self, obj: Any) -> None:  # noqa: C901  # one flat list of checks, in the order they must run
         limits = self._limits
         if not isinstance(obj, dict):
             raise _Refused("type", "expected an object")

@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 
 from agent.config import CollectorConfig
-from agent.sender import channel_for, explain_transport
+from agent.transport import channel_for, explain_transport
 from hushmetric.errors import HushError
 from hushmetric.timefmt import parse_duration
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc

@@ -187,7 +187,7 @@ _MAX_DIM_VALUE = 256
 _MAX_DIMS = 15  # 16 on the wire, one kept for the histogram's "bucket"
 
 
-def _check(policy: Policy, path: str) -> Policy:
+def _check(policy: Policy, path: str) -> Policy:  # noqa: C901  # one flat list of cross-field rules
     """Cross-field rules the schema alone cannot state."""
     b = policy.budget
     if b.mechanism == "zcdp" and b.rho is None:

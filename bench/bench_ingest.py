@@ -31,10 +31,10 @@ import asyncpg
 import grpc
 import nacl.signing
 
-from collector.pg_store import open_pg_store
 from collector.server import serve
-from collector.sqlite_store import SqliteStore
 from collector.store import Store
+from collector.store.pg.store import open_pg_store
+from collector.store.sqlite.store import SqliteStore
 from hushmetric import dsse
 from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
 from hushmetric.keys import generate_signing_key, load_signing_key

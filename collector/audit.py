@@ -18,6 +18,7 @@ import nacl.exceptions
 import nacl.signing
 
 from collector.errors import AuditError
+from hushmetric.timefmt import format_rfc3339
 
 __all__ = [
     "GENESIS",
@@ -28,6 +29,7 @@ __all__ = [
     "Verified",
     "export_lines",
     "make_entry",
+    "next_entry",
     "verify",
 ]
 
@@ -106,6 +108,29 @@ def make_entry(
     hash_ = hashlib.sha256(_body(index, ts, action, tenant, details, prev)).hexdigest()
     sig = key.sign(_entry_message(index, prev, hash_)).signature.hex()
     return AuditEntry(index, ts, action, tenant, dict(details), prev, hash_, sig)
+
+
+def next_entry(
+    head: tuple[int, str] | None,
+    *,
+    now: float,
+    action: str,
+    tenant: str | None,
+    details: Mapping[str, Detail],
+    key: nacl.signing.SigningKey,
+) -> AuditEntry:
+    """The entry to append after ``head`` (the last entry's index and hash; None for an empty log):
+    what both stores write, read from the head inside their transaction."""
+    index, prev = (int(head[0]) + 1, str(head[1])) if head is not None else (1, GENESIS)
+    return make_entry(
+        index=index,
+        prev=prev,
+        ts=format_rfc3339(now),
+        action=action,
+        tenant=tenant,
+        details=details,
+        key=key,
+    )
 
 
 def export_lines(

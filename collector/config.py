@@ -24,11 +24,10 @@ from typing import Annotated
 
 import msgspec
 
-from hushmetric.config import load_toml
+from hushmetric.config import Duration, load_toml
 from hushmetric.errors import ConfigError
-from hushmetric.timefmt import parse_duration
 
-__all__ = ["CollectorConfig", "load_config", "seconds"]
+__all__ = ["CollectorConfig", "load_config"]
 
 
 class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -36,23 +35,15 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key_file: str | None = None
     listen: str | None = None
     metrics_listen: str | None = None
-    max_clock_skew: str = "5m"
+    max_clock_skew: Duration = Duration(300)  # seconds; "5m" in the file
     default_max_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 4 << 20
     max_concurrent_rpcs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256  # more: RESOURCE_EXHAUSTED
-    shutdown_grace: str = "10s"
+    shutdown_grace: Duration = Duration(10)
     # Native TLS: certificate chain and key (both or neither); client_ca turns on mutual TLS.
     tls_cert: str | None = None
     tls_key: str | None = None
     client_ca: str | None = None
     insecure: bool = False  # allow plaintext on an address other hosts can reach (behind a TLS proxy)
-
-
-def seconds(config: CollectorConfig, key: str, *, path: str | None = None) -> int:
-    """A duration setting in seconds; ConfigError naming ``path`` and ``key`` when malformed."""
-    try:
-        return parse_duration(str(getattr(config, key)))
-    except ValueError as exc:
-        raise ConfigError(str(exc), path=path, key=key) from exc
 
 
 def _listen_ok(value: str | None) -> bool:
@@ -63,10 +54,8 @@ def _listen_ok(value: str | None) -> bool:
 
 
 def load_config(path: Path) -> CollectorConfig:
-    config = load_toml(path, CollectorConfig)
-    for key in ("max_clock_skew", "shutdown_grace"):
-        seconds(config, key, path=str(path))
-    for key in ("listen", "metrics_listen"):
-        if not _listen_ok(getattr(config, key)):
+    config = load_toml(path, CollectorConfig)  # durations are parsed here, by their type
+    for key, value in (("listen", config.listen), ("metrics_listen", config.metrics_listen)):
+        if not _listen_ok(value):
             raise ConfigError("expected HOST:PORT", path=str(path), key=key)
     return config

@@ -14,20 +14,14 @@ import msgspec
 
 from collector.ingest import IngestSettings, Rejected, ingest, signers, speaker
 from collector.store import UNATTRIBUTED, Refusal, Store
+from collector.store.vocab import IMPORT_REASONS, RefusalReason
 from hushmetric import bundle, dsse
 from hushmetric.errors import ContractError
 
 __all__ = ["BUNDLE_REASONS", "ImportReport", "import_bundle"]
 
 #: Reasons beyond :data:`collector.ingest.REASONS` that only bundles have.
-BUNDLE_REASONS = (
-    "bundle_malformed",
-    "bundle_bad_signature",
-    "bundle_unknown_key",
-    "bundle_revoked_key",
-    "bundle_mismatch",
-    "bundle_hash_mismatch",
-)
+BUNDLE_REASONS = IMPORT_REASONS
 
 
 class ImportReport(msgspec.Struct):
@@ -37,11 +31,11 @@ class ImportReport(msgspec.Struct):
     error: str | None = None  # why the whole bundle was refused, if it was
     tenant: str | None = None  # the tenant of the manifest's key, once known
 
-    def refuse(self, reason: str, count: int = 1) -> None:
+    def refuse(self, reason: RefusalReason, count: int = 1) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + count
 
 
-async def import_bundle(
+async def import_bundle(  # noqa: C901  # the bundle checks in the order they must run, then each entry
     store: Store, data: bytes | BinaryIO, *, now: float, settings: IngestSettings | None = None
 ) -> ImportReport:
     """Import one bundle: its bytes, or a seekable binary file kept open for the call (then read
@@ -49,7 +43,7 @@ async def import_bundle(
     report = ImportReport()
 
     async def refuse_all(
-        reason: str, message: str, tenant: str = UNATTRIBUTED, count: int = 1
+        reason: RefusalReason, message: str, tenant: str = UNATTRIBUTED, count: int = 1
     ) -> ImportReport:
         await store.record_refusal(Refusal(tenant, reason), now=now)
         report.refuse(reason, count)

@@ -30,6 +30,7 @@ from collector.store import (
     Refusal,
     Store,
 )
+from collector.store.vocab import BatchReason
 from hushmetric import dsse
 from hushmetric.batch import Batch, decode_batch
 from hushmetric.errors import ContractError, SignatureError
@@ -59,7 +60,7 @@ Kind = Literal[
 ]
 
 #: Every reason a batch is refused for, and the kind of refusal (the gRPC status it maps to).
-REASONS: dict[str, Kind] = {
+REASONS: dict[BatchReason, Kind] = {
     "malformed": "invalid_argument",
     "payload_type": "invalid_argument",
     "too_large": "invalid_argument",
@@ -102,7 +103,7 @@ class Stored(msgspec.Struct, frozen=True):
 
 
 class Rejected(msgspec.Struct, frozen=True):
-    reason: str
+    reason: BatchReason
     message: str
     retry_after: float | None = None
 
@@ -115,7 +116,7 @@ Outcome = Stored | Rejected
 
 
 class _Refuse(Exception):  # internal control flow, turned into Rejected below
-    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: BatchReason, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.rejected = Rejected(reason, message, retry_after)
 
@@ -196,7 +197,7 @@ def speaker(verified: list[KeyRecord]) -> KeyRecord | None:
     return min(verified, key=lambda k: _PREFERENCE[k.state])
 
 
-async def _decide(
+async def _decide(  # noqa: C901  # the ingest checks in the order DESIGN.md gives them
     store: Store, envelope: dsse.Envelope, now: float, s: IngestSettings, ctx: _Context
 ) -> Stored:
     if envelope.payload_type != dsse.BATCH_PAYLOAD_TYPE:
@@ -218,7 +219,8 @@ async def _decide(
     tenant = await store.get_tenant(key.tenant)
     if tenant is None or tenant.state != "active":
         state = tenant.state if tenant is not None else "deleted"
-        raise _Refuse(f"tenant_{state}", f"tenant {key.tenant!r} is {state}")
+        reason: BatchReason = "tenant_suspended" if state == "suspended" else "tenant_deleted"
+        raise _Refuse(reason, f"tenant {key.tenant!r} is {state}")
     quota = await store.get_quota(key.tenant)  # limits of the verified key's tenant, never another's
     limit = quota.max_batch_bytes or s.default_max_batch_bytes
     if len(envelope.payload) > limit:

@@ -29,6 +29,7 @@ from collector.errors import Conflict, NotFound, Unavailable
 from collector.ingest import IngestSettings, Kind, Observer, Rejected, ingest
 from collector.ingest_refusals import FailureLimiter, RefusalBuffer, peer_host
 from collector.store import UNATTRIBUTED, Refusal, Store
+from collector.store.vocab import EnrollReason
 from hushmetric.errors import ContractError
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
 from hushmetric.wire import envelope_from_proto
@@ -171,7 +172,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 self._store, request.token, request.agent, bytes(request.public_key), now=now
             )
         except ContractError as exc:
-            failure = ("enroll_malformed", grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            failure: tuple[EnrollReason, grpc.StatusCode, str] = (
+                "enroll_malformed",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                exc.message,
+            )
         except NotFound:
             failure = (
                 "enroll_token",

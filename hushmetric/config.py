@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 import msgspec
 
 from hushmetric.errors import ConfigError
+from hushmetric.timefmt import parse_duration
 
-__all__ = ["MAX_CONFIG_BYTES", "convert", "load_toml"]
+__all__ = ["MAX_CONFIG_BYTES", "Duration", "convert", "load_toml"]
 
 T = TypeVar("T")
 MAX_CONFIG_BYTES = 1 << 20
@@ -33,10 +34,25 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class Duration(int):
+    """Seconds, written in a config file as ``"90d"``, ``"1h30m"``, ``"45s"`` or ``"300"``.
+
+    Parsed while the file is decoded (a malformed value is a ConfigError naming its key), so code
+    reads a number and never parses a setting it looked up by name."""
+
+
+def _decode_hook(type_: type, obj: Any) -> Any:
+    if type_ is Duration:
+        if not isinstance(obj, str):
+            raise ValueError('expected a duration string like "5m" or "45s"')
+        return Duration(parse_duration(obj))  # ValueError names the text; msgspec adds the key
+    raise NotImplementedError(type_)
+
+
 def convert(obj: Any, type_: type[T], *, path: str) -> T:
     """``msgspec.convert`` with a ConfigError that names ``path`` and the offending key."""
     try:
-        return msgspec.convert(obj, type_, strict=True)
+        return msgspec.convert(obj, type_, strict=True, dec_hook=_decode_hook)
     except msgspec.ValidationError as exc:
         msg, key = _split(exc)
         raise ConfigError(msg, path=path, key=key) from exc

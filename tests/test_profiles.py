@@ -50,7 +50,8 @@ def test_shipped_collector_config_decodes(profile: str) -> None:
         assert not path.exists(), "saas: the vendor runs the collector"
         return
     config = load_collector_config(path)
-    assert config.listen is not None and config.db is not None
+    assert config.listen is not None
+    assert config.db is not None
     assert config.db.startswith("/var/lib/hushmetric/collector/")
     if profile == "air-gap":  # no agent connects: loopback only, plaintext is fine there
         assert classify_host(config.listen.rpartition(":")[0]) == "loopback"
@@ -60,7 +61,9 @@ def test_shipped_collector_config_decodes(profile: str) -> None:
     assert not config.insecure
     assert None not in (config.tls_cert, config.tls_key, config.client_ca)
     agent = load_config(PROFILE_DIR / profile / "agent.toml").config.collector
-    assert agent.tls and agent.client_cert and agent.client_key  # and its agents present certificates
+    assert agent.tls
+    assert agent.client_cert
+    assert agent.client_key
 
 
 def test_shipped_profiles_are_not_interchangeable() -> None:
@@ -271,7 +274,8 @@ def test_check_files_reports_group_or_world_access(tmp_path: Path) -> None:
         os.chmod(tmp_path / name, mode)
     violations = check_files(load_config(tmp_path / "agent.toml"))
     assert keys(violations) == ["secret_file", "sources[0].password_file"]
-    assert "0640" in violations[0].message and "chmod 600" in violations[0].message
+    assert "0640" in violations[0].message
+    assert "chmod 600" in violations[0].message
 
 
 def test_check_files_ignores_missing_files(tmp_path: Path) -> None:

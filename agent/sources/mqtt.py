@@ -50,6 +50,7 @@ from typing import Any
 import aiomqtt
 
 from agent.sources.base import Chunk
+from agent.transport import Backoff
 
 __all__ = ["MqttSource"]
 
@@ -81,16 +82,14 @@ class MqttSource:
         self._password = password
         self._tls = tls_context
         self._keepalive = keepalive
-        self._base = backoff_base
-        self._cap = backoff_cap
-        self._rng = rng or random.Random()
+        # The first retry waits up to 2·base (the delay after n failures is base·2ⁿ, capped).
+        self._backoff = Backoff(2 * backoff_base, backoff_cap, rng or random.Random())
         self._live: int | None = None  # generation of the connection currently up
         self._generation = 0
         self.state = "starting"
         self.attempts = 0  # connection attempts so far (for status and tests)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        failures = 0
         while True:
             self.attempts += 1
             client = aiomqtt.Client(
@@ -113,16 +112,14 @@ class MqttSource:
                     granted = await client.subscribe([(topic, 1) for topic in self._topics])
                     self._set_state("connected", None)
                     self._check_grants(granted)
-                    failures = 0
+                    self._backoff.reset()
                     async for message in client.messages:
                         yield self._chunk(message, paho, self._generation)
             except aiomqtt.MqttError as exc:
                 self._set_state("down", exc)
             finally:
                 self._live = None
-            failures += 1
-            ceiling = min(self._cap, self._base * 2 ** min(failures, 30))
-            await asyncio.sleep(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
+            await asyncio.sleep(self._backoff.next())
 
     def _chunk(self, message: aiomqtt.Message, paho: Any, generation: int) -> Chunk:
         payload = message.payload

@@ -34,8 +34,11 @@ def test_statement_reflects_the_state_and_verifies(tmp_path: Path) -> None:
     assert "redactions" not in json.loads(
         base64.b64decode(json.loads(attest.sign(statement, key))["payload"])
     )
-    assert statement.egress.batches == 1 and statement.egress.rows == 4 and statement.egress.head
-    assert statement.policy.digest and statement.policy.mechanism == "zcdp"
+    assert statement.egress.batches == 1
+    assert statement.egress.rows == 4
+    assert statement.egress.head
+    assert statement.policy.digest
+    assert statement.policy.mechanism == "zcdp"
     signed = attest.sign(statement, key)
     assert attest.verify(signed, public) == statement
 

@@ -34,8 +34,11 @@ def test_sources_are_a_tagged_union(tmp_path: Path) -> None:
         )
     )
     mqtt, file = loaded.config.sources
-    assert isinstance(mqtt, MqttSource) and mqtt.topics == ["t/#"] and mqtt.port == 1883
-    assert isinstance(file, FileSource) and file.follow
+    assert isinstance(mqtt, MqttSource)
+    assert mqtt.topics == ["t/#"]
+    assert mqtt.port == 1883
+    assert isinstance(file, FileSource)
+    assert file.follow
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,8 @@ def test_the_first_layout_with_topics_and_plain_digests_is_dropped_on_upgrade(tm
     conn.close()
     conn = open_state(tmp_path, [deadletter.SCHEMA])
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "dead_letters" not in tables and "dead_letter_log" in tables
-    assert deadletter.recent(conn, 10) == [] and deadletter.counts(conn) == {"json": 7}  # counts kept
+    assert "dead_letters" not in tables
+    assert "dead_letter_log" in tables
+    assert deadletter.recent(conn, 10) == []
+    assert deadletter.counts(conn) == {"json": 7}
     conn.close()

@@ -44,11 +44,14 @@ def decode(data: bytes) -> tuple[list[Event], list[tuple[str, str]]]:
 def test_round_trip_json_lines_array_and_single(batch: list[Event]) -> None:
     lines = b"".join(msgspec.json.encode(e) + b"\n" for e in batch)
     got, bad = decode(lines)
-    assert bad == [] and got == batch
+    assert bad == []
+    assert got == batch
     got, bad = decode(msgspec.json.encode(batch))
-    assert bad == [] and got == batch
+    assert bad == []
+    assert got == batch
     got, bad = decode(msgspec.json.encode(batch[0]))
-    assert bad == [] and got == batch[:1]
+    assert bad == []
+    assert got == batch[:1]
 
 
 def test_rfc3339_and_integer_timestamps() -> None:
@@ -58,12 +61,15 @@ def test_rfc3339_and_integer_timestamps() -> None:
     )
     assert bad == []
     assert got[0].ts == 1767571200.5
-    assert got[1].ts == 1767571200.0 and isinstance(got[1].ts, float) and got[1].value == 3.0
+    assert got[1].ts == 1767571200.0
+    assert isinstance(got[1].ts, float)
+    assert got[1].value == 3.0
 
 
 def test_pretty_printed_single_object() -> None:
     got, bad = decode(b'{\n  "name": "a",\n  "ts": 1,\n  "unit": "u"\n}\n')
-    assert bad == [] and [e.name for e in got] == ["a"]
+    assert bad == []
+    assert [e.name for e in got] == ["a"]
 
 
 def test_mixed_chunk_keeps_good_lines_and_names_each_bad_one() -> None:
@@ -107,14 +113,16 @@ def test_limits() -> None:
     assert decode(line)[1][0][0] in {"too_many_attrs", "too_large"}
     small = Decoder(Limits(max_attrs=10, max_event_bytes=1 << 20))
     good, bad = small.decode(line, "t", now=0)
-    assert good == [] and [d.reason for d in bad] == ["too_many_attrs"]
+    assert good == []
+    assert [d.reason for d in bad] == ["too_many_attrs"]
     huge = b'{"name":"a","ts":1,"unit":"u","attrs":{"k":"' + b"x" * 100_000 + b'"}}'
     assert [r for r, _ in decode(huge + b"\n" + GOOD)[1]] == ["too_large"]
     long_name = msgspec.json.encode({"name": "n" * 300, "ts": 1, "unit": "u"})
     assert [r for r, _ in decode(long_name)[1]] == ["value_too_long"]
     payload = GOOD + b"\n" + b" " * (LIMITS.max_payload_bytes)
     got, bad = decode(payload)
-    assert got == [] and [r for r, _ in bad] == ["too_large"]
+    assert got == []
+    assert [r for r, _ in bad] == ["too_large"]
 
 
 def test_array_items_refused_one_by_one() -> None:
@@ -136,8 +144,11 @@ def test_dead_letter_fields_hold_no_raw_content() -> None:
     line = b'{"name":"a","ts":"' + secret + b'","unit":"u"}'
     _, letters = DECODER.decode(line, "file:x", now=42.0)
     (letter,) = letters
-    assert letter.reason == "ts" and letter.source == "file:x" and letter.at == 42.0
-    assert letter.size == len(line) and len(letter.digest) == 64
+    assert letter.reason == "ts"
+    assert letter.source == "file:x"
+    assert letter.at == 42.0
+    assert letter.size == len(line)
+    assert len(letter.digest) == 64
     assert letter.digest != hashlib.sha256(line).hexdigest()  # keyed: not guessable by dictionary
     assert "alice" not in letter.detail
 
@@ -156,7 +167,8 @@ def test_dead_letter_digest_is_keyed_stable_per_key_and_differs_across_sites() -
 
 def test_utf8_bom_is_skipped() -> None:
     got, bad = decode(b"\xef\xbb\xbf" + GOOD + b"\n" + GOOD)
-    assert bad == [] and len(got) == 2
+    assert bad == []
+    assert len(got) == 2
 
 
 def test_empty_and_blank_input() -> None:
@@ -248,4 +260,5 @@ def test_sub_microsecond_stamps_agree_on_both_paths(stamp: str) -> None:
     line = msgspec.json.encode({"name": "a", "ts": stamp, "unit": "u"})
     fast, _ = DECODER.decode(line, "t", now=0)
     slow, _ = DECODER.decode(line + b"\n{broken", "t", now=0)
-    assert len(fast) == 1 and fast == slow[:1]
+    assert len(fast) == 1
+    assert fast == slow[:1]

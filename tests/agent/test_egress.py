@@ -45,10 +45,13 @@ def test_ledger_verifies_and_reports_its_head(conn: sqlite3.Connection) -> None:
     fill(conn)
     result = egress.verify(conn)
     items = egress.entries(conn)
-    assert result.ok and result.count == 6 and result.first_bad is None
+    assert result.ok
+    assert result.count == 6
+    assert result.first_bad is None
     assert result.head == items[-1].hash == egress.head(conn)[1]
     assert [e.kind for e in items] == ["batch", "batch", "stop", "resume", "batch", "batch"]
-    assert items[2].reason == "incident 42" and items[2].seq is None
+    assert items[2].reason == "incident 42"
+    assert items[2].seq is None
     assert items[5].destination == "bundle:b.tar"
     assert [e.index for e in items] == [1, 2, 3, 4, 5, 6]
     assert all(b.prev == a.hash for a, b in itertools.pairwise(items))
@@ -183,7 +186,8 @@ def test_any_single_entry_tampering_is_detected(
     tamper(conn)
     result = egress.verify(conn)
     assert not result.ok
-    assert result.first_bad is not None and 1 <= result.first_bad <= 7
+    assert result.first_bad is not None
+    assert 1 <= result.first_bad <= 7
     assert result.reason
 
 
@@ -202,7 +206,8 @@ def test_exported_entries_verify_on_their_own_and_tampering_there_is_caught(conn
     assert egress.verify_entries(items[:1] + items[2:]).first_bad == 2
     assert egress.verify_entries([items[1], items[0], *items[2:]]).first_bad == 1
     truncated = egress.verify_entries(items[:4], expected_count=count, expected_head=head)
-    assert not truncated.ok and truncated.first_bad == 5
+    assert not truncated.ok
+    assert truncated.first_bad == 5
     assert not egress.verify_entries(items[:4], expected_head=head).ok
 
 
@@ -210,6 +215,7 @@ def test_format_entry_is_one_readable_line(conn: sqlite3.Connection) -> None:
     fill(conn)
     lines = [egress.format_entry(e) for e in egress.entries(conn)]
     assert all("\n" not in line for line in lines)
-    assert "batch 1 -> grpc:c1:4317" in lines[0] and "1970-01-01T00:00:11Z" in lines[0]
+    assert "batch 1 -> grpc:c1:4317" in lines[0]
+    assert "1970-01-01T00:00:11Z" in lines[0]
     assert "EGRESS STOPPED: incident 42" in lines[2]
     assert "egress resumed" in lines[3]

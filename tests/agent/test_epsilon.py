@@ -32,7 +32,7 @@ def test_the_issue_figures_and_more_than_the_hand_formula_gives_away() -> None:
     assert epsilon_at(0.5, 1e-7) > epsilon_at(0.5, 1e-6) > epsilon_at(0.25, 1e-6)
     assert epsilon_at(0.0, 1e-6) == 0.0
     assert epsilon_at(1e13, 1e-7) == math.inf  # OpenDP overflows: no meaningful ε, and no crash
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="0 < delta < 1"):
         epsilon_at(0.1, 0.0)
 
 
@@ -40,8 +40,10 @@ def test_a_period_adds_up_the_window_deltas() -> None:
     g = guarantee(POLICY)
     windows = 86400 // POLICY.window_seconds
     per_window = window_cost(POLICY)[1]
-    assert g.windows == windows and g.cap == POLICY.budget.rho
-    assert 0 < per_window <= POLICY.budget.delta and g.delta_selection_per_window == per_window
+    assert g.windows == windows
+    assert g.cap == POLICY.budget.rho
+    assert 0 < per_window <= POLICY.budget.delta
+    assert g.delta_selection_per_window == per_window
     assert g.delta_total == pytest.approx(POLICY.budget.delta + windows * per_window)
     assert g.epsilon == epsilon_at(2.0, POLICY.budget.delta)
     spent = guarantee(POLICY, spent=0.5, selection_delta=1e-7)  # what `ledger` shows for a period

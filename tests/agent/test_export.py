@@ -74,7 +74,8 @@ def test_export_writes_a_verifiable_bundle_and_empties_the_outbox(
         1,
         3,
     )
-    assert report.remaining == 0 and "exported 3 batches" in report.message
+    assert report.remaining == 0
+    assert "exported 3 batches" in report.message
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert report.bytes == out.stat().st_size
     assert [p.name for p in out.parent.iterdir()] == ["site-a.tar"]  # no temporary left behind
@@ -129,7 +130,8 @@ def test_an_existing_file_is_never_overwritten(conn: sqlite3.Connection, tmp_pat
         export_bundle(conn, KEY, out, tenant="acme", agent="edge-1", at=AT)
     assert err.value.code == "exists"
     assert out.read_bytes() == b"an earlier bundle"
-    assert outbox.depth(conn).count == 1 and egress.entries(conn) == []
+    assert outbox.depth(conn).count == 1
+    assert egress.entries(conn) == []
 
 
 def test_an_unwritable_destination_leaves_everything_in_place(
@@ -139,7 +141,8 @@ def test_an_unwritable_destination_leaves_everything_in_place(
     with pytest.raises(ExportError) as err:
         export_bundle(conn, KEY, tmp_path / "missing-dir" / "b.tar", tenant="acme", agent="edge-1", at=AT)
     assert err.value.code == "io"
-    assert outbox.depth(conn).count == 1 and egress.entries(conn) == []
+    assert outbox.depth(conn).count == 1
+    assert egress.entries(conn) == []
 
 
 def test_a_large_outbox_exports_in_several_bundles(conn: sqlite3.Connection, tmp_path: Path) -> None:

@@ -28,7 +28,8 @@ def test_append_replay_in_ts_order_and_survives_reopen(tmp_path: Path) -> None:
     conn = open_state(tmp_path, [journal.SCHEMA])
     replayed = [e for part in journal.replay(conn, chunk=2) for e in part]
     assert [(e.ts, e.name) for e in replayed] == [(5, "e"), (10, "e"), (10, "second"), (20, "e"), (30, "e")]
-    assert replayed[0].attrs == {"flag": True, "n": 3} and replayed[1].attrs == {"k": "v"}
+    assert replayed[0].attrs == {"flag": True, "n": 3}
+    assert replayed[1].attrs == {"k": "v"}
     assert [len(part) for part in journal.replay(conn, chunk=2)] == [2, 2, 1]
     assert journal.get_offset(conn, "file:/x") == 123
     assert journal.get_offset(conn, "file:/y") is None
@@ -37,10 +38,15 @@ def test_append_replay_in_ts_order_and_survives_reopen(tmp_path: Path) -> None:
 
 def test_nothing_is_kept_without_commit(tmp_path: Path) -> None:
     conn = open_state(tmp_path, [journal.SCHEMA])
-    with pytest.raises(RuntimeError), transaction(conn):
-        journal.append(conn, [ev(1)])
-        journal.set_offset(conn, "k", 9)
-        raise RuntimeError("crash before commit")
+
+    def crash_before_commit() -> None:
+        with transaction(conn):
+            journal.append(conn, [ev(1)])
+            journal.set_offset(conn, "k", 9)
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError, match="crash before commit"):
+        crash_before_commit()
     assert list(journal.replay(conn)) == []
     assert journal.get_offset(conn, "k") is None
     conn.close()

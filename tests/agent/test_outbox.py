@@ -101,9 +101,13 @@ def test_put_refuses_a_reused_or_skipped_seq(conn: sqlite3.Connection) -> None:
 
 
 def test_a_rolled_back_release_leaves_no_batch_and_no_sequence_advance(conn: sqlite3.Connection) -> None:
-    with pytest.raises(RuntimeError), transaction(conn):
-        outbox.put(conn, make(1, ""))
-        raise RuntimeError("privacy charge failed")
+    def release_then_fail() -> None:
+        with transaction(conn):
+            outbox.put(conn, make(1, ""))
+            raise RuntimeError("privacy charge failed")
+
+    with pytest.raises(RuntimeError, match="privacy charge failed"):
+        release_then_fail()
     assert outbox.next_seq(conn) == (1, "")
     assert outbox.pending(conn, 10) == []
 
@@ -164,7 +168,8 @@ def test_discard_returns_what_it_removed_and_requeue_all_restores_in_seq_order(
     with transaction(conn):
         gone = outbox.discard(conn, 2)
         assert outbox.discard(conn, 2) is None
-    assert gone is not None and (gone.seq, gone.digest, gone.code) == (2, made[1].digest, "UNAUTHENTICATED")
+    assert gone is not None
+    assert (gone.seq, gone.digest, gone.code) == (2, made[1].digest, "UNAUTHENTICATED")
     with transaction(conn):
         assert outbox.requeue_all(conn) == [1, 3]
     assert [s.seq for s in outbox.pending(conn, 10)] == [1, 3, 4]

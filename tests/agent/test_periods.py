@@ -74,7 +74,8 @@ def test_a_policy_without_the_new_keys_keeps_its_digest(tmp_path: Path) -> None:
 def test_period_keys_are_checked(tmp_path: Path, extra: str, key: str, expect: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_policy(write(tmp_path, MINIMAL + extra))
-    assert info.value.key == key and expect in str(info.value)
+    assert info.value.key == key
+    assert expect in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -89,14 +90,16 @@ def test_period_bounds_refuse_what_they_cannot_bound(
 ) -> None:
     with pytest.raises(ConfigError) as info:
         load_policy(write(tmp_path, MINIMAL.replace(*change) + 'bound = "period"\n'))
-    assert info.value.key == "metrics[0].bound" and expect in str(info.value)
+    assert info.value.key == "metrics[0].bound"
+    assert expect in str(info.value)
 
 
 def test_a_period_total_only_for_sums_of_windows(tmp_path: Path) -> None:
     text = MINIMAL.replace('stat = "count"', 'stat = "mean"') + 'bound = "period"\nperiod_total = 0.3\n'
     with pytest.raises(ConfigError) as info:
         load_policy(write(tmp_path, text))
-    assert info.value.key == "metrics[0].period_total" and "not mean" in str(info.value)
+    assert info.value.key == "metrics[0].period_total"
+    assert "not mean" in str(info.value)
 
 
 # -- aggregation -----------------------------------------------------------------------------------
@@ -134,7 +137,8 @@ def test_a_unit_is_capped_over_the_whole_period_not_per_window() -> None:
     flood = [Event("signup", T + w * H + i, "u1", attrs={"plan": "free"}) for w in range(4) for i in range(3)]
     agg.add([*flood, Event("signup", T + DAY + 5, "u1", attrs={"plan": "free"})])
     states = agg.take_until(T + DAY + H)
-    assert counts(states)[:4] == [2, 0, 0, 0] and counts(states)[-1] == 1
+    assert counts(states)[:4] == [2, 0, 0, 0]
+    assert counts(states)[-1] == 1
     assert agg.stats.contributions_dropped == 10
     # The window-bounded metric next to it keeps counting per window.
     agg2 = WindowAggregator(policy("window"), next_start=T)
@@ -147,7 +151,8 @@ def test_period_bounders_are_dropped_when_the_schedule_leaves_the_period() -> No
     agg = WindowAggregator(p, next_start=T)
     agg.add([Event("signup", T + 5, f"u{i}", attrs={"plan": "free"}) for i in range(50)])
     bounder = agg.period_usage("signup", "2026-01-05")
-    assert bounder is not None and bounder.units == 50
+    assert bounder is not None
+    assert bounder.units == 50
     agg.take_until(T + DAY)
     assert agg.period_usage("signup", "2026-01-05") is None
 
@@ -174,7 +179,8 @@ def test_period_bounds_give_each_window_the_noise_of_one_release_over_the_period
     levels = {e.metric: e for e in expected_error(policy(total=0.3))}
     assert window["signup"].std / period["signup"].std == pytest.approx(math.sqrt(24), rel=1e-6)
     assert window["signup"].std / levels["signup"].std == pytest.approx(math.sqrt(24 * 0.7), rel=1e-6)
-    assert period["signup"].bound == "period" and window["signup"].bound == "window"
+    assert period["signup"].bound == "period"
+    assert window["signup"].bound == "window"
     assert levels["signup"].total_std == pytest.approx(window["signup"].std / math.sqrt(24 * 0.3), rel=1e-6)
     assert window["views"].std == period["views"].std  # the other metric is unchanged
 
@@ -269,7 +275,8 @@ def test_two_days_release_windows_then_the_total_and_charge_each_day_once(tmp_pa
     config = make_dir(tmp_path / "site")
     events = [signup(T + 60 * i, f"u{i}") for i in range(30)]
     report = run_once(config, events, T, T + 2 * DAY)
-    assert report.windows_released == 48 and report.totals_released == 2
+    assert report.windows_released == 48
+    assert report.totals_released == 2
     out = batches(config)
     assert len(out) == 50  # 24 windows and the day's total, twice
     p = load_policy(config.parent / "policy.toml")
@@ -281,12 +288,14 @@ def test_two_days_release_windows_then_the_total_and_charge_each_day_once(tmp_pa
         assert all(b.privacy.rho == pytest.approx(cost) for b in rest)
         assert total.privacy.rho == 0.0
         assert (total.window.start, total.window.end) == (day_batches[0].window.start, rest[-1].window.end)
-        assert {r.level for r in total.rows} == {"period"} and {r.metric for r in total.rows} == {"signup"}
+        assert {r.level for r in total.rows} == {"period"}
+        assert {r.metric for r in total.rows} == {"signup"}
         assert {r.level for b in day_batches[:-1] for r in b.rows} == {"window"}
     conn = sqlite3.connect(config.parent / "state" / "agent.db")
     try:
         for summary in ledger.summary(conn, p):
-            assert summary.spent == pytest.approx(2.4) and summary.spent <= summary.cap * (1 + 1e-9)
+            assert summary.spent == pytest.approx(2.4)
+            assert summary.spent <= summary.cap * (1 + 1e-9)
         assert ledger.verify(conn, p).ok
     finally:
         conn.close()
@@ -307,7 +316,8 @@ def test_a_unit_flooding_every_window_changes_no_public_byte(tmp_path: Path) -> 
         config = make_dir(tmp_path / name)
         run_once(config, events, T, T + DAY)
         streams.append([public(b) for b in batches(config)])
-    assert streams[0] == streams[1] and len(streams[0]) == 25
+    assert streams[0] == streams[1]
+    assert len(streams[0]) == 25
 
 
 def test_a_restart_mid_period_keeps_the_bounds_and_the_single_charge(tmp_path: Path) -> None:
@@ -335,11 +345,13 @@ def test_a_restart_mid_period_keeps_the_bounds_and_the_single_charge(tmp_path: P
         cost, _ = window_cost(p)
         assert day.spent == pytest.approx(24 * cost + period_cost(p))
         totals = periods.totals(conn, p, digest, "2026-01-05")
-        assert totals[0] is not None and totals[0].parts[("free",)][1] == 3  # u1: 2, u2: 1
+        assert totals[0] is not None
+        assert totals[0].parts[("free",)][1] == 3
     finally:
         conn.close()
     out = batches(config)
-    assert len(out) == 25 and [b.privacy.rho > 0.1 for b in out].count(True) == 1
+    assert len(out) == 25
+    assert [b.privacy.rho > 0.1 for b in out].count(True) == 1
 
 
 def test_a_schedule_starting_mid_day_still_pays_the_whole_period(tmp_path: Path) -> None:
@@ -349,7 +361,8 @@ def test_a_schedule_starting_mid_day_still_pays_the_whole_period(tmp_path: Path)
     out = batches(config)
     p = load_policy(config.parent / "policy.toml")
     cost, _ = window_cost(p)
-    assert len(out) == 5 and out[0].privacy.rho == pytest.approx(cost + period_cost(p))
+    assert len(out) == 5
+    assert out[0].privacy.rho == pytest.approx(cost + period_cost(p))
     assert (out[-1].window.start, out[-1].window.end) == ("2026-01-05T20:00:00Z", "2026-01-06T00:00:00Z")
 
 
@@ -377,5 +390,6 @@ def test_a_refused_last_window_still_closes_the_period_with_its_total(tmp_path: 
     finally:
         asyncio.run(agent.aclose())
     out = batches(config)
-    assert len(out) == 24 and {r.level for r in out[-1].rows} == {"period"}
+    assert len(out) == 24
+    assert {r.level for r in out[-1].rows} == {"period"}
     assert out[-1].window.end == "2026-01-06T00:00:00Z"

@@ -34,7 +34,8 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_example_is_valid() -> None:
     policy = load_policy(EXAMPLE)
-    assert policy.metrics and policy.budget.mechanism == "zcdp"
+    assert policy.metrics
+    assert policy.budget.mechanism == "zcdp"
     # a full period of windows fits the cap exactly
     windows_per_day = 86400 // policy.window_seconds
     assert per_window_budget(policy) * windows_per_day == pytest.approx(policy.budget.rho)
@@ -87,9 +88,11 @@ def test_minimised_keeps_only_attributes_some_metric_uses(tmp_path: Path) -> Non
 
     text = MINIMAL.replace("[attrs.plan]", '[attrs.message]\nkind = "text"\n[attrs.plan]')
     policy = load_policy(write(tmp_path, text))
-    assert set(policy.attrs) == {"plan", "message"} and used_attrs(policy) == {"plan"}
+    assert set(policy.attrs) == {"plan", "message"}
+    assert used_attrs(policy) == {"plan"}
     lean = minimised(policy)
-    assert set(lean.attrs) == {"plan"} and lean.metrics == policy.metrics
+    assert set(lean.attrs) == {"plan"}
+    assert lean.metrics == policy.metrics
     assert policy_digest(policy) != policy_digest(lean)  # batches carry the digest of the policy as written
 
 
@@ -101,7 +104,8 @@ def test_pipeline_redactor_drops_unused_attributes_before_scanning(tmp_path: Pat
     text = MINIMAL.replace("[attrs.plan]", '[attrs.message]\nkind = "text"\n[attrs.plan]')
     redactor = Redactor(minimised(load_policy(write(tmp_path, text))), b"s" * 32)
     out = redactor.redact(Event("signup", 1.0, "u1", None, {"plan": "free", "message": "mail a@example.org"}))
-    assert out is not None and out.attrs == {"plan": "free"}
+    assert out is not None
+    assert out.attrs == {"plan": "free"}
     assert redactor.take_counts() == {"dropped_key": 1}  # never scanned: no email finding counted
 
 
@@ -127,7 +131,9 @@ def test_a_window_that_does_not_divide_its_period_is_refused(tmp_path: Path, per
         load_policy(path)
     message = str(info.value)
     assert message.startswith(f"{path}: window.size: {size} does not divide one "), message
-    assert "valid sizes" in message and "1h" in message and "6h" in message
+    assert "valid sizes" in message
+    assert "1h" in message
+    assert "6h" in message
 
 
 def _allowed() -> list[tuple[str, str]]:
@@ -188,7 +194,8 @@ def test_a_period_whose_windows_could_pass_max_delta_is_refused(tmp_path: Path) 
         load_policy(path)
     message = str(info.value)
     assert message.startswith(f"{path}: budget.delta: "), message
-    assert "1.68e-05 (168 windows x delta 1e-07)" in message and "max_delta 1e-05" in message
+    assert "1.68e-05 (168 windows x delta 1e-07)" in message
+    assert "max_delta 1e-05" in message
     assert "lower budget.delta to at most 5.95e-08" in message
     # lowering delta, raising max_delta, or fewer chargeable windows (per_window) all fit
     for fix in ("delta = 5e-8", "max_delta = 2e-5", "per_window = 0.01"):

@@ -78,7 +78,8 @@ def test_gaussian_count_scale_matches_budget_and_spread() -> None:
     share = per_window_budget(p) * 1.0 / 4.0
     sigma = math.sqrt(1) * 2 / math.sqrt(2 * share)  # Δ2 = sqrt(P)·C; σ² = Δ²/(2ρ)
     values, declared = spread(p, state, "count")
-    assert declared == pytest.approx(sigma, rel=1e-9) and declared >= sigma
+    assert declared == pytest.approx(sigma, rel=1e-9)
+    assert declared >= sigma
     truth = {repr([("os", o)]): float(2 * sum(1 for u in range(40) if OS[u % 3] == o)) for o in OS}
     assert set(values) == set(truth)  # "bsd" is declared: released although nobody used it
     empirical = pooled_std(values, truth)
@@ -118,8 +119,11 @@ def test_laplace_count_and_sum() -> None:
         b_sum * math.sqrt(2.0), rel=0.15
     )
     rel = release_window(state, p)
-    assert rel.epsilon is not None and rel.rho is None and rel.delta is None
-    assert rel.epsilon <= per_window_budget(p) and rel.epsilon == pytest.approx(1.0)
+    assert rel.epsilon is not None
+    assert rel.rho is None
+    assert rel.delta is None
+    assert rel.epsilon <= per_window_budget(p)
+    assert rel.epsilon == pytest.approx(1.0)
 
 
 def test_mean_is_derived_and_its_scale_is_roughly_right() -> None:
@@ -154,7 +158,8 @@ def test_histogram_and_quantiles() -> None:
     assert pooled_std(values, truth) == pytest.approx(sigma, rel=0.25)
     rows = [r for r in release_window(state, p).rows if r.metric == "q"]
     assert [r.stat for r in rows] == ["p50", "p90"]
-    assert rows[0].value == pytest.approx(20.0, abs=2.0) and rows[1].value == pytest.approx(36.0, abs=2.0)
+    assert rows[0].value == pytest.approx(20.0, abs=2.0)
+    assert rows[1].value == pytest.approx(36.0, abs=2.0)
     assert all(r.noise.mechanism == "derived" and 0 < r.noise.scale <= 40 for r in rows)
 
 
@@ -180,10 +185,13 @@ def test_partition_selection_keeps_frequent_and_drops_rare_values() -> None:
         for row in rel.rows:
             seen[row.metric, row.dims["page"]] = seen.get((row.metric, row.dims["page"]), 0) + 1
     assert seen == {("pages", "home"): 200, ("paged", "home"): 200}
-    assert rel.delta is not None and 0 < rel.delta <= p.budget.delta
-    assert rel.rho is not None and rel.rho <= per_window_budget(p)
+    assert rel.delta is not None
+    assert 0 < rel.delta <= p.budget.delta
+    assert rel.rho is not None
+    assert rel.rho <= per_window_budget(p)
     errors = {e.metric: e for e in expected_error(p)}
-    assert errors["pages"].threshold is not None and 1 < errors["pages"].threshold < 300
+    assert errors["pages"].threshold is not None
+    assert 1 < errors["pages"].threshold < 300
 
 
 @pytest.mark.parametrize("mechanism", ["zcdp", "pure"])
@@ -206,11 +214,11 @@ def test_cost_depends_on_policy_only_and_budget_override() -> None:
     full = state_of(p, os_events())
     a, b = release_window(empty, p), release_window(full, p)
     assert a.rho == b.rho == window_cost(p)[0]
-    assert a.rho is not None and 1.0 * (1 - 1e-9) <= a.rho <= 1.0
+    assert a.rho is not None
+    assert 1.0 * (1 - 1e-9) <= a.rho <= 1.0
     half = release_window(full, p, budget=0.5)
-    assert half.rho == pytest.approx(0.5) and half.rows[0].noise.scale == pytest.approx(
-        b.rows[0].noise.scale * math.sqrt(2)
-    )
+    assert half.rho == pytest.approx(0.5)
+    assert half.rows[0].noise.scale == pytest.approx(b.rows[0].noise.scale * math.sqrt(2))
 
 
 def test_expected_error_matches_released_scales() -> None:

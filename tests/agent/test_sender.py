@@ -271,7 +271,8 @@ async def test_collector_down_for_a_while_then_everything_arrives_exactly_once(
     assert collector.order == [1, 2, 3, 4, 5]  # stored once each, in order
     assert collector.calls == [1, 1, 2, 3, 4, 5]  # the lost reply made seq 1 go twice: a duplicate
     assert [e.seq for e in egress.entries(conn)] == [1, 2, 3, 4, 5]
-    assert sender.status.delivered == 4 and sender.status.duplicates == 1
+    assert sender.status.delivered == 4
+    assert sender.status.duplicates == 1
 
 
 async def test_retry_info_on_resource_exhausted_is_honoured(
@@ -301,7 +302,8 @@ async def test_permission_denied_keeps_the_outbox_and_is_logged_once(
     sender = make_sender([server.endpoint])
     report = await sender.drain_once()
     assert (report.delivered, report.pending) == (0, 3)
-    assert report.last_error is not None and report.last_error.startswith("PERMISSION_DENIED")
+    assert report.last_error is not None
+    assert report.last_error.startswith("PERMISSION_DENIED")
     assert "permission_denied" in report.last_error
 
     sleeps = Sleeps()
@@ -312,7 +314,8 @@ async def test_permission_denied_keeps_the_outbox_and_is_logged_once(
     task = asyncio.create_task(sender.run(stop))
     try:
         await eventually(lambda: len(sleeps.asked) >= 5)
-        assert outbox.depth(conn).count == 3 and egress.entries(conn) == []
+        assert outbox.depth(conn).count == 3
+        assert egress.entries(conn) == []
         assert sender.status.state == "refused"
         assert min(sleeps.asked) >= 15  # the long back-off, not the transport one
         refusals = [r for r in caplog.records if "refused" in r.getMessage()]
@@ -332,7 +335,8 @@ async def test_unknown_key_is_unauthenticated_and_keeps_the_outbox(
     release(conn, 2, key=nacl.signing.SigningKey(b"\x09" * 32))
     report = await make_sender([server.endpoint]).drain_once()
     assert (report.delivered, report.pending) == (0, 2)
-    assert report.last_error is not None and report.last_error.startswith("UNAUTHENTICATED")
+    assert report.last_error is not None
+    assert report.last_error.startswith("UNAUTHENTICATED")
     assert server.collector.stored == {}
 
 
@@ -359,8 +363,11 @@ async def test_nothing_is_sent_while_egress_is_stopped(
         egress.stop(conn, reason="incident", at=1.0)
     sender = make_sender([server.endpoint])
     report = await sender.drain_once()
-    assert report.stopped and report.delivered == 0 and report.pending == 2
-    assert report.last_error is not None and "incident" in report.last_error
+    assert report.stopped
+    assert report.delivered == 0
+    assert report.pending == 2
+    assert report.last_error is not None
+    assert "incident" in report.last_error
     assert server.collector.calls == []
     with transaction(conn):
         egress.resume(conn, at=2.0)
@@ -407,7 +414,8 @@ async def test_all_endpoints_down_reports_the_reason(
     release(conn, 1)
     report = await make_sender([f"127.0.0.1:{free_port()}"]).drain_once()
     assert (report.delivered, report.pending) == (0, 1)
-    assert report.last_error is not None and report.last_error.startswith("UNAVAILABLE")
+    assert report.last_error is not None
+    assert report.last_error.startswith("UNAVAILABLE")
 
 
 async def test_notify_wakes_an_idle_sender(
@@ -431,11 +439,9 @@ async def test_no_endpoints_means_nothing_is_dialled(
 ) -> None:
     release(conn, 1)
     report = await make_sender([]).drain_once()
-    assert (
-        report.pending == 1
-        and report.last_error is not None
-        and "no collector endpoints" in report.last_error
-    )
+    assert report.pending == 1
+    assert report.last_error is not None
+    assert "no collector endpoints" in report.last_error
 
 
 async def test_a_batch_over_the_servers_size_limit_is_quarantined_not_retried_forever(
@@ -450,7 +456,8 @@ async def test_a_batch_over_the_servers_size_limit_is_quarantined_not_retried_fo
         await srv.stop()
     assert (report.quarantined, report.pending) == (1, 0)
     (q,) = outbox.quarantined(conn)
-    assert q.code == "RESOURCE_EXHAUSTED" and "larger than max" in q.reason
+    assert q.code == "RESOURCE_EXHAUSTED"
+    assert "larger than max" in q.reason
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -518,7 +525,8 @@ async def test_tls_with_a_private_ca_and_a_server_name_override(
             [srv.endpoint], tls=True, ca_file=str(pki / "ca.pem"), server_name="other.test"
         ).drain_once()
         assert (wrong.delivered, wrong.pending) == (0, 2)  # the name does not match the certificate
-        assert wrong.last_error is not None and wrong.last_error.startswith("UNAVAILABLE")
+        assert wrong.last_error is not None
+        assert wrong.last_error.startswith("UNAVAILABLE")
         right = await make_sender(
             [srv.endpoint], tls=True, ca_file=str(pki / "ca.pem"), server_name="collector.test"
         ).drain_once()

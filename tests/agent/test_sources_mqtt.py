@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiomqtt
 import pytest
@@ -43,13 +43,19 @@ async def forget_session(client_id: str) -> None:
         pass
 
 
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (polling), failing with ``what`` after ``timeout`` seconds: a
+    loaded CI machine changes how long things take, never whether they happen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
 async def connected(src: MqttSource, it: AsyncIterator[Chunk]) -> asyncio.Future[Chunk]:
     """Start pulling the first chunk and wait until the subscription is in place."""
     first = asyncio.ensure_future(anext(it))
-    deadline = time.monotonic() + 5
-    while src.state != "connected":
-        assert time.monotonic() < deadline, "no connection to the broker"
-        await asyncio.sleep(0.01)
+    await eventually(lambda: src.state == "connected", "no connection to the broker")
     await asyncio.sleep(0.05)  # SUBACK received before state flips; give the broker a moment anyway
     return first
 
@@ -214,14 +220,15 @@ async def test_broker_down_is_retried_quietly(caplog: pytest.LogCaptureFixture) 
     caplog.set_level(logging.DEBUG, logger="agent.sources.mqtt")
     it = src.chunks()
     task = asyncio.ensure_future(anext(it))
-    await asyncio.sleep(1.5)
+    await eventually(lambda: src.attempts >= 3, "the source stopped retrying")
     assert not task.done()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await it.aclose()
-    assert src.attempts >= 3 and src.state == "down"
+    assert src.state == "down"
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    assert len(warnings) == 1
+    assert "unreachable" in warnings[0].getMessage()
 
 
 async def test_reconnects_after_being_kicked_and_drops_stale_acks(ids: tuple[str, str]) -> None:
@@ -243,8 +250,10 @@ async def test_reconnects_after_being_kicked_and_drops_stale_acks(ids: tuple[str
 
         # The source reconnects by itself and gets m1 again (never acknowledged).
         (again,) = await take(it, None, 1)
-        assert again.data == b"m1" and src.attempts > generation_before
-        assert c1.ack is not None and again.ack is not None
+        assert again.data == b"m1"
+        assert src.attempts > generation_before
+        assert c1.ack is not None
+        assert again.ack is not None
         c1.ack()  # from the old connection: dropped, the packet id belongs to another connection
         await asyncio.sleep(0.2)
         await it.aclose()

@@ -129,7 +129,8 @@ RECORDS = [
 async def test_sdk_logs_become_events(transport: str) -> None:
     src = make()
     async with running(src) as got:
-        assert src.grpc_bound and src.http_bound
+        assert src.grpc_bound
+        assert src.http_bound
         exporter = (
             grpc_log_exporter(src.grpc_bound) if transport == "grpc" else http_log_exporter(src.http_bound)
         )
@@ -143,11 +144,14 @@ async def test_sdk_logs_become_events(transport: str) -> None:
     assert first.ts == pytest.approx(NOW, abs=1e-3)
     assert first.value is None
     # resource + record attributes, the body as free text; never the unit or name attribute
-    assert first.attrs["service.name"] == "shop" and first.attrs["region"] == "eu"
-    assert first.attrs["plan"] == "team" and first.attrs["n"] == 0
+    assert first.attrs["service.name"] == "shop"
+    assert first.attrs["region"] == "eu"
+    assert first.attrs["plan"] == "team"
+    assert first.attrs["n"] == 0
     assert first.attrs["body"] == "user canary@example.org clicked"
     assert first.attrs["severity"] == "INFO"
-    assert "enduser.id" not in first.attrs and "event.name" not in first.attrs
+    assert "enduser.id" not in first.attrs
+    assert "event.name" not in first.attrs
 
 
 async def test_name_from_event_name_body_or_default_and_value_attribute() -> None:
@@ -163,9 +167,11 @@ async def test_name_from_event_name_body_or_default_and_value_attribute() -> Non
             sdk_logs, grpc_log_exporter(src.grpc_bound), records, {"user": "from-resource"}
         )
     events = {e.name: e for e in events_of(got)}
-    assert events["checkout"].value == 12.5 and events["checkout"].unit == "a"
+    assert events["checkout"].value == 12.5
+    assert events["checkout"].unit == "a"
     assert "amount" not in events["checkout"].attrs
-    assert events["login"].unit == "b" and "body" not in events["login"].attrs
+    assert events["login"].unit == "b"
+    assert "body" not in events["login"].attrs
 
 
 def sdk_metrics(exporter: Any, resource: dict[str, Any]) -> list[Any]:
@@ -190,7 +196,8 @@ DELTA = {Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporalit
 async def test_sdk_metrics_points_with_a_unit_become_events_the_rest_dead_letters(transport: str) -> None:
     src = make()
     async with running(src) as got:
-        assert src.grpc_bound and src.http_bound
+        assert src.grpc_bound
+        assert src.http_bound
         if transport == "grpc":
             exporter = recording(GrpcMetricExporter)(
                 endpoint=f"http://127.0.0.1:{src.grpc_bound}",
@@ -259,12 +266,14 @@ async def test_partial_success_counts_refused_records_with_reasons() -> None:
         response = await logs_service_pb2_grpc.LogsServiceStub(channel).Export(request, timeout=10)
     assert response.partial_success.rejected_log_records == 2
     message = response.partial_success.error_message
-    assert "without a enduser.id attribute" in message and "value_too_long" in message
+    assert "without a enduser.id attribute" in message
+    assert "value_too_long" in message
     assert "xxxxx" not in message
     [chunk] = got
     assert [letter.reason for letter in chunk.letters] == ["missing"]  # the decoder refuses the other
     events, letters = Decoder(Limits(max_value_length=16)).decode(chunk.data, chunk.source, now=NOW)
-    assert [e.unit for e in events] == ["u1", "u3"] and [x.reason for x in letters] == ["value_too_long"]
+    assert [e.unit for e in events] == ["u1", "u3"]
+    assert [x.reason for x in letters] == ["value_too_long"]
 
     metrics = metrics_service_pb2.ExportMetricsServiceRequest(
         resource_metrics=[
@@ -396,13 +405,15 @@ async def test_http_json_and_gzip() -> None:
             json.dumps(as_json).encode(),
             {"Content-Type": "application/json"},
         )
-        assert code == 200 and headers["Content-Type"] == "application/json"
+        assert code == 200
+        assert headers["Content-Type"] == "application/json"
         assert json.loads(data)["partialSuccess"]["rejectedLogRecords"] == "1"
         zipped = gzip.compress(log_request(record("u2")).SerializeToString())
         code, _, data = await asyncio.to_thread(
             post, src.http_bound, "/v1/logs", zipped, {**PROTO, "Content-Encoding": "gzip"}
         )
-        assert code == 200 and logs_service_pb2.ExportLogsServiceResponse.FromString(data) is not None
+        assert code == 200
+        assert logs_service_pb2.ExportLogsServiceResponse.FromString(data) is not None
     assert [e.unit for e in events_of(got)] == ["u1", "u2"]
 
 
@@ -452,10 +463,8 @@ async def test_http_hostile_requests_get_clear_status_and_the_server_keeps_servi
         )
         for payload, expected in cases:
             answer = await asyncio.to_thread(raw_http, port, payload)
-            assert answer.startswith(b"HTTP/1.1") and expected in answer.split(b"\r\n", 1)[0], (
-                payload[:60],
-                answer[:80],
-            )
+            assert answer.startswith(b"HTTP/1.1"), (payload[:60], answer[:80])
+            assert expected in answer.split(b"\r\n", 1)[0], (payload[:60], answer[:80])
         code, _, _ = await asyncio.to_thread(
             post, port, "/v1/logs", log_request(record("ok")).SerializeToString(), PROTO
         )
@@ -520,13 +529,16 @@ async def test_agent_end_to_end_canaries_never_reach_the_outbox(tmp_path: Path) 
                 "message": text,
                 "email": CANARIES["email"],
             },
-            "timestamp": int(NOW * 1e9),
+            "timestamp": int(now * 1e9),
         }
         for i in range(20)
     ]
     try:
         await _listening(grpc_port)
         await _listening(http_port)
+        # Stamped once the daemon listens: its schedule begins with the window holding its start
+        # time, so an event stamped earlier (when this module was imported, say) could be late.
+        now = time.time()
         grpc_results = await asyncio.to_thread(
             sdk_logs,
             grpc_log_exporter(grpc_port),
@@ -538,13 +550,16 @@ async def test_agent_end_to_end_canaries_never_reach_the_outbox(tmp_path: Path) 
         )
         assert [r.name for r in grpc_results + http_results] == ["SUCCESS", "SUCCESS"]
         # Answered after the commit: the events are in the journal already.
-        assert agent.report.events == 40 and agent.report.dead_letters == 1
+        assert agent.report.events == 40
+        assert agent.report.dead_letters == 1
     finally:
         stop.set()
         await serving
     await agent.release(agent.aggregator.flush())
     await agent.aclose()
-    assert agent.report.rows_released >= 1 and agent.report.windows_released == 1
+    # One window, or two when the clock crossed a window boundary during the test (the first empty).
+    assert agent.report.rows_released >= 1
+    assert agent.report.windows_released in (1, 2)
     assert leaked([agent_dir.state_db]) == []
 
 
@@ -565,7 +580,8 @@ def test_config_builds_with_loopback_defaults(tmp_path: Path) -> None:
     assert (defaults.host, defaults.grpc_port, defaults.http_port) == ("127.0.0.1", 4317, 4318)
     port = _free_port()  # not 4317 itself: another process on this machine may hold it
     [src] = _build(tmp_path, f'type = "otlp"\nunit_attribute = "user.id"\ngrpc_port = {port}\nhttp_port = 0')
-    assert isinstance(src, OtlpSource) and src.name == "otlp:127.0.0.1"
+    assert isinstance(src, OtlpSource)
+    assert src.name == "otlp:127.0.0.1"
     assert (src._grpc_port, src._http_port) == (port, None)
     assert src._mapping.unit_attribute == "user.id"
 
@@ -592,7 +608,8 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path, source: str, expect
 
     with pytest.raises(ConfigError) as err:
         _build(tmp_path, source)
-    assert str(tmp_path / "agent.toml") in str(err.value) and expected in str(err.value)
+    assert str(tmp_path / "agent.toml") in str(err.value)
+    assert expected in str(err.value)
     assert "\n" not in str(err.value)
 
 
@@ -608,7 +625,8 @@ async def test_tls_on_both_listeners_with_the_sdk_exporters(
     src = make(tls=(tmp_path / "server.pem", tmp_path / "server.key"))
     ca = str(tmp_path / "ca.pem")
     async with running(src) as got:
-        assert src.grpc_bound and src.http_bound
+        assert src.grpc_bound
+        assert src.http_bound
         grpc_exporter = recording(GrpcLogExporter)(
             endpoint=f"https://localhost:{src.grpc_bound}",
             insecure=False,

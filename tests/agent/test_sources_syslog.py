@@ -79,7 +79,8 @@ def test_events_name_and_unit_from_configured_fields_message_as_free_text() -> N
     [event] = events
     assert (event.name, event.unit) == ("ID47", 'u"1]')
     assert event.attrs["text"] == "An application event log entry"
-    assert "msgid" not in event.attrs and "meta.user" not in event.attrs
+    assert "msgid" not in event.attrs
+    assert "meta.user" not in event.attrs
     assert [(x.reason, x.size) for x in letters] == [("missing", len(RFC3164)), ("too_large", 9000)]
     assert "lonvick" not in repr(letters)
 
@@ -160,7 +161,8 @@ async def until(condition: object, what: str = "condition") -> None:
 async def test_tcp_both_framings_and_udp() -> None:
     src = make()
     async with running(src) as got:
-        assert src.tcp_bound and src.udp_bound
+        assert src.tcp_bound
+        assert src.udp_bound
         _, writer = await asyncio.open_connection("127.0.0.1", src.tcp_bound)
         framed = b"<13>1 - host-a app - - - octet counted"
         writer.write(b"%d %s" % (len(framed), framed) + b"<13>Mar 10 11:00:00 host-b app: newline framed\n")
@@ -234,7 +236,8 @@ async def test_hostile_tcp_input_never_stops_the_receiver() -> None:
 async def test_util_linux_logger(framing: str) -> None:
     src = make()
     async with running(src) as got:
-        assert src.tcp_bound and src.udp_bound
+        assert src.tcp_bound
+        assert src.udp_bound
         port = src.udp_bound if framing == "udp" else src.tcp_bound
         args = [
             "logger",
@@ -257,7 +260,8 @@ async def test_util_linux_logger(framing: str) -> None:
         await until(lambda: len(events_of(got)) == 1)
     [event] = events_of(got)
     assert event.name == "shop"
-    assert event.attrs["msgid"] == "checkout" and event.attrs["user@32473.id"] == "u-77"
+    assert event.attrs["msgid"] == "checkout"
+    assert event.attrs["user@32473.id"] == "u-77"
     assert event.attrs["message"] == "order paid by canary@example.org"
 
 
@@ -274,7 +278,9 @@ def test_config_builds_and_refuses_a_receiver_without_listeners(tmp_path: Path) 
         f'tenant = "a"\nagent = "b"\n[[sources]]\ntype = "syslog"\nunit_field = "meta.user"\ntcp_port = {port}\n'
     )
     [src] = build_sources(load_config(path), once=False)
-    assert isinstance(src, SyslogSource) and src._fields.unit_field == "meta.user" and src._tcp_port == port
+    assert isinstance(src, SyslogSource)
+    assert src._fields.unit_field == "meta.user"
+    assert src._tcp_port == port
     path.write_text('tenant = "a"\nagent = "b"\n[[sources]]\ntype = "syslog"\ntcp_port = 0\n')
     with pytest.raises(ConfigError, match=r"sources\[0\]\.tcp_port: expected tcp_port or udp_port"):
         build_sources(load_config(path), once=False)
@@ -324,7 +330,8 @@ async def test_agent_end_to_end_canaries_in_messages_never_reach_the_outbox(tmp_
         once.cancel()
         await asyncio.gather(once, return_exceptions=True)
         await agent.aclose()
-    assert report.events == 30 and report.dead_letters == 1  # the source's own refusal is committed too
+    assert report.events == 30
+    assert report.dead_letters == 1
     assert report.windows_released == 1
     assert leaked([agent_dir.state_db]) == []
 

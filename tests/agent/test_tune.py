@@ -94,10 +94,13 @@ def test_the_text_is_what_release_does() -> None:
     # count: the threshold (46 at σ 5 here) is on contributions — 4 units with 20 events each (80)
     # clear it by 6.8 σ, which 4 distinct units never could.
     (count,) = expected_error(_open_policy("count"))
-    assert count.threshold is not None and count.threshold > 4 and 80 - count.threshold > 6 * count.std
+    assert count.threshold is not None
+    assert count.threshold > 4
+    assert 80 - count.threshold > 6 * count.std
     assert _released_values("count", units=4, each=20) == {"/a"}
     # sum: the threshold (3 here) is on distinct units — one unit with 20 events never clears it,
     # though 20 contributions would.
     (total,) = expected_error(_open_policy("sum"))
-    assert total.threshold is not None and 1 < total.threshold < 20
+    assert total.threshold is not None
+    assert 1 < total.threshold < 20
     assert _released_values("sum", units=1, each=20) == set()

@@ -22,11 +22,12 @@ import pytest
 from collector.ingest_refusals import RefusalBuffer
 from collector.store import Store
 from hushmetric import dsse
-from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
+from hushmetric.batch import Row, payload_digest
 from hushmetric.keys import key_id
-from hushmetric.timefmt import format_rfc3339, parse_rfc3339
+from hushmetric.timefmt import parse_rfc3339
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
+from tests import batchkit
 
 T0 = parse_rfc3339("2026-03-10T12:00:00Z")
 STORE_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -60,29 +61,21 @@ class Agent:
         return key_id(self.public_key)
 
     def rows(self, n: int) -> list[Row]:
-        return [
-            Row(f"metric{i % 3}", "count", {"region": f"r{i}"}, float(10 + i), Noise("gaussian", 1.5))
-            for i in range(n)
-        ]
+        return batchkit.rows(n, base=10)
 
     def payload(
         self, *, rows: int = 1, seq: int | None = None, prev: str | None = None, **over: Any
     ) -> bytes:
-        fields: dict[str, Any] = {
-            "v": 1,
-            "tenant": self.tenant,
-            "agent": self.agent,
-            "seq": seq if seq is not None else self.seq + 1,
-            "prev": prev if prev is not None else self.prev,
-            "created": format_rfc3339(self.created),
-            "window": Window(format_rfc3339(self.created - 60), format_rfc3339(self.created)),
-            "policy": "ab" * 32,
-            "privacy": Privacy("user", None, None, 0.01),
-            "redactions": {"email": 2},
-            "rows": self.rows(rows),
-        }
-        fields.update(over)
-        return encode_batch(Batch(**fields))
+        return batchkit.payload(
+            tenant=self.tenant,
+            agent=self.agent,
+            seq=seq if seq is not None else self.seq + 1,
+            prev=prev if prev is not None else self.prev,
+            created=self.created,
+            released=self.rows(rows),
+            redactions={"email": 2},
+            over=over,
+        )
 
     def sign(self, payload: bytes, payload_type: str = dsse.BATCH_PAYLOAD_TYPE) -> dsse.Envelope:
         return dsse.sign(payload, payload_type, self.key)
@@ -181,7 +174,8 @@ def serving(hush: Hush, *extra: str) -> Iterator[Served]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         proc.stdout.close()
         proc.stderr.close()
 

@@ -14,8 +14,8 @@ import pytest
 from collector.ingest import IngestSettings
 from collector.ingest_refusals import RefusalBuffer
 from collector.server import serve
-from collector.sqlite_store import SqliteStore
 from collector.store import Store
+from collector.store.sqlite.store import SqliteStore
 from hushmetric.v1 import ingest_pb2_grpc
 from tests.collector.collector_testkit import STORE_KINDS, Agent, Clock, Server
 
@@ -35,7 +35,7 @@ async def store(
     request: pytest.FixtureRequest, tmp_path: Path, audit_key: nacl.signing.SigningKey
 ) -> AsyncIterator[Store]:
     if request.param == "postgres":
-        from collector.pg_store import open_pg_store
+        from collector.store.pg.store import open_pg_store
         from tests.pg import temp_database
 
         async with temp_database() as url:

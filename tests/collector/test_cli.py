@@ -16,7 +16,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from collector.schema import MIGRATIONS
+from collector.store.schema import MIGRATIONS
 from hushmetric import bundle, dsse
 from tests.collector.collector_testkit import Agent, Hush, Served, one_line_error, serving
 from tests.pg import temp_database
@@ -35,7 +35,8 @@ def b64(agent: Agent) -> str:
 
 def test_init_creates_db_and_private_key(hush: Hush) -> None:
     key_file = Path(f"{hush.db}.key")
-    assert hush.db.exists() and key_file.stat().st_mode & 0o777 == 0o600
+    assert hush.db.exists()
+    assert key_file.stat().st_mode & 0o777 == 0o600
     pub = hush.ok("pubkey").strip()
     assert len(base64.b64decode(pub)) == 32
     hush.ok("init")  # idempotent
@@ -140,8 +141,11 @@ def test_quota_set_show(hush: Hush) -> None:
     )
     hush.ok("quota", "set", "acme", "--bytes-per-day", "1000")
     shown = json.loads(hush.ok("quota", "show", "acme", "--json"))
-    assert shown["rows_per_day"] == 50 and shown["bytes_per_day"] == 1000 and shown["burst"] == 5
-    assert shown["batches_per_second"] == 2.5 and shown["max_age_seconds"] == 90 * 86400
+    assert shown["rows_per_day"] == 50
+    assert shown["bytes_per_day"] == 1000
+    assert shown["burst"] == 5
+    assert shown["batches_per_second"] == 2.5
+    assert shown["max_age_seconds"] == 90 * 86400
     assert shown["today"]["rows"] == 0
     hush.ok("quota", "set", "acme", "--rows-per-day", "none")
     assert json.loads(hush.ok("quota", "show", "acme", "--json"))["rows_per_day"] is None
@@ -221,17 +225,20 @@ def test_import_bundle_is_idempotent_and_checks_bytes(hush: Hush, tmp_path: Path
     tampered = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
     (tmp_path / "t.tar").write_bytes(tampered)
     r = hush("import", "t.tar")
-    assert r.code == 1 and "bundle_hash_mismatch=1" in r.out, r
+    assert r.code == 1, r
+    assert "bundle_hash_mismatch=1" in r.out, r
     # a manifest signed by another key
     forged = bundle.write_bundle(
         envelopes, tenant="acme", agent="a1", created="x", key=nacl.signing.SigningKey.generate()
     )
     (tmp_path / "f.tar").write_bytes(forged)
     r = hush("import", "f.tar")
-    assert r.code == 1 and "bundle_unknown_key=1" in r.out, r
+    assert r.code == 1, r
+    assert "bundle_unknown_key=1" in r.out, r
     (tmp_path / "junk.tar").write_bytes(b"not a tar")
     r = hush("import", "junk.tar")
-    assert r.code == 1 and "bundle_malformed" in r.out
+    assert r.code == 1
+    assert "bundle_malformed" in r.out
     one_line_error(hush("import", "absent.tar"), 3, "absent.tar")
 
 
@@ -257,7 +264,8 @@ def test_import_refuses_manifest_with_bad_signature(hush: Hush, tmp_path: Path) 
             tar.addfile(info, io.BytesIO(body))
     (tmp_path / "m.tar").write_bytes(out.getvalue())
     r = hush("import", "m.tar")
-    assert r.code == 1 and "bundle_bad_signature=1" in r.out, r
+    assert r.code == 1, r
+    assert "bundle_bad_signature=1" in r.out, r
 
 
 def test_report_and_funnel_commands(hush: Hush, tmp_path: Path) -> None:

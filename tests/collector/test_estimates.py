@@ -45,7 +45,8 @@ def test_windows_add_up_to_the_total_and_the_solution_is_least_squares(
 def test_without_a_total_the_raw_values_stand() -> None:
     windows = [Observation(3.0, 4.0), Observation(-1.0, 4.0)]
     estimates, whole = consistent(windows, None)
-    assert [e.value for e in estimates] == [3.0, -1.0] and whole == (2.0, 8.0)
+    assert [e.value for e in estimates] == [3.0, -1.0]
+    assert whole == (2.0, 8.0)
 
 
 def test_an_exact_total_is_kept_and_the_windows_take_up_the_gap() -> None:
@@ -86,7 +87,8 @@ def test_rows_pair_with_the_total_of_their_series_and_span() -> None:
     out = consistent_rows([*windows, outside, other, total]).estimates
     assert out[total].value == pytest.approx(7.2)  # (S/V + y/u) / (1/V + 1/u) = (4/4 + 8) / (1/4 + 1)
     assert math.fsum(out[w].value for w in windows) == pytest.approx(out[total].value)
-    assert out[outside] == (7.0, 1.0) and out[other] == (5.0, 1.0)
+    assert out[outside] == (7.0, 1.0)
+    assert out[other] == (5.0, 1.0)
 
 
 def test_noise_variance_from_the_declared_scale() -> None:
@@ -132,7 +134,8 @@ def test_a_total_pairs_only_with_windows_that_tile_its_span() -> None:
     twice = [row("window", h, h + 1, 2.0) for h in range(4)] + [row("window", 2, 3, 2.5, 1)]
     for windows in (missing, twice):
         out = consistent_rows([*windows, total])
-        assert all(out.estimates[w] == (w.value, 1.0) for w in windows) and out.estimates[total] == (
+        assert all(out.estimates[w] == (w.value, 1.0) for w in windows)
+        assert out.estimates[total] == (
             10.0,
             1.0,
         )

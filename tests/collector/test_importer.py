@@ -39,7 +39,8 @@ async def test_a_batch_of_another_agent_smuggled_into_a_bundle_is_refused(
         key=acme.key,
     )
     report = await import_bundle(store, data, now=clock.now)
-    assert report.accepted == 1 and report.refused == {"bundle_mismatch": 1}
+    assert report.accepted == 1
+    assert report.refused == {"bundle_mismatch": 1}
     usage = await store.usage("acme", None, None)
     assert sum(day.batches for day in usage) == 1  # the other agent's batch was not stored
     assert all(row.agent == acme.agent for row in await store.released_rows("acme", None, None))
@@ -76,7 +77,9 @@ def test_both_sparse_forms_are_what_they_claim(acme: Agent, form: str) -> None:
     data = sparse_bundle(acme, form, members=1)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         member = tar.getmember("batches/100.dsse.json")
-        assert member.isreg() and member.issparse() and member.size == EXPANDED
+        assert member.isreg()
+        assert member.issparse()
+        assert member.size == EXPANDED
         assert len(data) < EXPANDED
 
 
@@ -94,7 +97,8 @@ async def test_a_sparse_bundle_is_refused_within_bounded_memory(
         finally:
             tracemalloc.stop()
     assert report.refused == {"bundle_malformed": 1}
-    assert report.error is not None and "sparse" in report.error
+    assert report.error is not None
+    assert "sparse" in report.error
     # 200 members of 1 MiB each once expanded; the fixed importer never expands one
     assert peak < 16 << 20, f"peak {peak >> 20} MiB"
     assert sum(day.batches for day in await store.usage("acme", None, None)) == 0

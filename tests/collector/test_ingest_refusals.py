@@ -22,7 +22,8 @@ async def test_a_flood_of_junk_is_one_write_per_day_and_reason(store: Store, clo
     days = {u.day: u.refused for u in await store.usage("-")}
     assert days == {"2026-03-10": {"bad_signature": 500, "unknown_key": 500}, "2026-03-11": {"malformed": 1}}
     assert len(await store.audit_entries()) - before == 3  # one coalesced entry per (reason, minute)
-    assert buffer.pending() == 0 and await buffer.flush(store) == 0
+    assert buffer.pending() == 0
+    assert await buffer.flush(store) == 0
 
 
 def test_the_map_is_bounded_and_only_unattributed_refusals_are_buffered() -> None:

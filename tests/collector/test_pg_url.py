@@ -1,10 +1,10 @@
-"""collector.pg_url: recognising, redacting and taking the store's options out of postgresql:// URLs."""
+"""collector.store.pg.url: recognising, redacting and taking the store's options out of postgresql:// URLs."""
 
 from __future__ import annotations
 
 import pytest
 
-from collector.pg_url import (
+from collector.store.pg.url import (
     PgOptions,
     check,
     database_of,
@@ -17,8 +17,10 @@ from hushmetric.errors import ConfigError
 
 
 def test_recognises_both_schemes_only() -> None:
-    assert is_pg_url("postgresql://h/db") and is_pg_url("postgres://h/db")
-    assert not is_pg_url("./hushmetric.db") and not is_pg_url("sqlite:///x.db")
+    assert is_pg_url("postgresql://h/db")
+    assert is_pg_url("postgres://h/db")
+    assert not is_pg_url("./hushmetric.db")
+    assert not is_pg_url("sqlite:///x.db")
 
 
 def test_passwords_never_appear_in_messages() -> None:

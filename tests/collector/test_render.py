@@ -14,10 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.funnel import FunnelReport, funnel_report
-from collector.model import BatchPrivacy, StoredRow, UsageDay
-from collector.render import CSV_FIELDS_FUNNEL, CSV_FIELDS_KPI, Report, csv_text, render, term_text
-from collector.report import KpiReport, kpi_report
+from collector.report.fmt import csv_text, term_text
+from collector.report.funnel import FunnelReport, funnel_report
+from collector.report.kpi import KpiReport, kpi_report
+from collector.report.render import Report, render
+from collector.report.text import CSV_FIELDS_FUNNEL, CSV_FIELDS_KPI
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 
 T = "acme"
 HOSTILE = "<script>alert(1)</script>"
@@ -158,7 +160,9 @@ def test_funnel_csv() -> None:
 
 def test_csv_neutralizes_formulas() -> None:
     assert csv_text("=HYPERLINK(1)") == "'=HYPERLINK(1)"
-    assert csv_text("+1") == "'+1" and csv_text("@x") == "'@x" and csv_text("ok") == "ok"
+    assert csv_text("+1") == "'+1"
+    assert csv_text("@x") == "'@x"
+    assert csv_text("ok") == "ok"
     evil = StoredRow(
         T, "-agent", 1, "=start", "@end", "=cmd|'/c calc'!A1", "+stat", {"=k": "=v"}, -3.0, "gaussian", 1
     )
@@ -169,7 +173,8 @@ def test_csv_neutralizes_formulas() -> None:
         cells = [c for r in csv.reader(io.StringIO(as_text(render(report, "csv")), newline="")) for c in r]
         assert not [c for c in cells if c[:1] in ("=", "+", "@") or (c.startswith("-") and not _is_number(c))]
     text = as_text(render(sample_kpi([evil]), "csv"))
-    assert "'=cmd" in text and ",-3.0," in text  # numbers stay numbers
+    assert "'=cmd" in text
+    assert ",-3.0," in text
 
 
 def _is_number(cell: str) -> bool:
@@ -185,16 +190,20 @@ def _is_number(cell: str) -> bool:
 
 def test_kpi_table_clips_counts_for_display_and_is_aligned() -> None:
     text = as_text(render(sample_kpi(), "table"))
-    assert "KPI report" in text and "Totals over the range" in text and "Privacy spend" in text
+    assert "KPI report" in text
+    assert "Totals over the range" in text
+    assert "Privacy spend" in text
     run_line = next(ln for ln in text.splitlines() if ln.startswith("run_completed") and "00:00 +1h" in ln)
-    assert " -5" not in run_line and " 0 " in run_line + " "
+    assert " -5" not in run_line
+    assert " 0 " in run_line + " "
     header = next(ln for ln in text.splitlines() if ln.startswith("metric"))
     assert header.index("value") > 0
 
 
 def test_funnel_table() -> None:
     text = as_text(render(sample_funnel(), "table"))
-    assert "Overall conversion" in text and "Time to value" in text
+    assert "Overall conversion" in text
+    assert "Time to value" in text
     for s in STAGES:
         assert s in text
 
@@ -202,7 +211,8 @@ def test_funnel_table() -> None:
 def test_table_strips_terminal_escapes() -> None:
     evil = "x\x1b[31mred\x1b[0m\u202e"
     text = as_text(render(sample_kpi([row(evil, 3)]), "table"))
-    assert "\x1b" not in text and "\u202e" not in text
+    assert "\x1b" not in text
+    assert "\u202e" not in text
     assert term_text("a" * 100, 10) == "a" * 9 + "…"
 
 
@@ -240,7 +250,8 @@ def check_html(html: str) -> _Collect:
         if key in ("src", "href", "xlink:href"):
             raise AssertionError(f"external reference {key}={value}")
     assert not re.search(r"(src|href)\s*=\s*[\"']?https?://", html)
-    assert "@import" not in html and "url(" not in html
+    assert "@import" not in html
+    assert "url(" not in html
     return parser
 
 
@@ -250,7 +261,8 @@ def test_kpi_html_is_self_contained_and_well_formed() -> None:
     assert html.startswith("<!DOCTYPE html>")
     assert p.tags.count("svg") >= 4  # series charts and the histogram
     assert "polygon" in p.tags  # interval bands
-    assert "title" in p.tags and "desc" in p.tags
+    assert "title" in p.tags
+    assert "desc" in p.tags
     assert "Content-Security-Policy" in html
 
 
@@ -259,7 +271,8 @@ def test_funnel_html_has_bars_with_whiskers() -> None:
     p = check_html(html)
     assert p.tags.count("rect") >= len(STAGES)
     assert 'class="whisker"' in html
-    assert "Overall conversion" in html and "Time to value" in html
+    assert "Overall conversion" in html
+    assert "Time to value" in html
 
 
 def test_html_escapes_hostile_names_everywhere() -> None:
@@ -342,7 +355,9 @@ def test_inverted_and_undefined_steps_render_flagged() -> None:
     rows = [row("a", 10), row("b", 14), row("c", -2), row("d", 1)]
     report = funnel_report(rows, tenant=T, stages=["a", "b", "c", "d"])
     table = as_text(render(report, "table"))
-    assert "140.0% [" in table and "undefined" in table and "! a later stage" in table
+    assert "140.0% [" in table
+    assert "undefined" in table
+    assert "! a later stage" in table
     assert "-14.3%" not in table  # conversions are clipped at 0 for display like counts
     html = as_text(render(report, "html"))
     check_html(html)

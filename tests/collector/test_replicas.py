@@ -29,11 +29,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hushmetric import dsse
-from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
+from hushmetric.batch import payload_digest
 from hushmetric.keys import generate_signing_key, public_key_b64
-from hushmetric.timefmt import format_rfc3339
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
+from tests import batchkit
 from tests.pg import temp_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
@@ -44,7 +44,9 @@ BATCHES = 8  # per agent
 ROWS = 2  # per batch
 QUOTA_ROWS = 60  # acme's rows per day: binds (10 agents x 8 batches x 2 rows = 160 offered)
 RPC_TIMEOUT = 20.0
-NOT_WIRED = "the CLI does not dispatch --db postgresql:// to collector.pg_store yet (lead wiring, issue 6)"
+NOT_WIRED = (
+    "the CLI does not dispatch --db postgresql:// to collector.store.pg.store yet (lead wiring, issue 6)"
+)
 
 
 @pytest.fixture
@@ -63,23 +65,13 @@ class Sender:
 
     def next(self, now: float) -> dsse.Envelope:
         self.seq += 1
-        payload = encode_batch(
-            Batch(
-                v=1,
-                tenant=self.tenant,
-                agent=self.agent,
-                seq=self.seq,
-                prev=self.prev,
-                created=format_rfc3339(now),
-                window=Window(format_rfc3339(now - 60), format_rfc3339(now)),
-                policy="ab" * 32,
-                privacy=Privacy("user", None, None, 0.01),
-                redactions={},
-                rows=[
-                    Row("visits", "count", {"i": str(i)}, float(i), Noise("gaussian", 1.0))
-                    for i in range(ROWS)
-                ],
-            )
+        payload = batchkit.payload(
+            tenant=self.tenant,
+            agent=self.agent,
+            seq=self.seq,
+            prev=self.prev,
+            created=now,
+            released=batchkit.rows(ROWS, metric="visits", dim="i", label="", scale=1.0),
         )
         self.prev = payload_digest(payload)
         return dsse.sign(payload, dsse.BATCH_PAYLOAD_TYPE, self.key)
@@ -134,7 +126,8 @@ def replica(cli: Cli) -> Iterator[str]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
-            assert proc.stdout is not None and proc.stderr is not None
+            assert proc.stdout is not None
+            assert proc.stderr is not None
             proc.stdout.close()
             proc.stderr.close()
         assert code == 0, f"replica exited with {code}"
@@ -261,7 +254,8 @@ async def test_serve_refuses_to_start_when_the_database_is_unreachable(tmp_path:
     code, out, err = await cli.run("serve", "--listen", "127.0.0.1:0")
     if "PostgreSQL store is not available" in err:
         pytest.xfail(NOT_WIRED)
-    assert code != 0 and out == ""
+    assert code != 0
+    assert out == ""
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert "cannot reach database postgresql://postgres@127.0.0.1:9/hush" in err, err
@@ -308,7 +302,8 @@ async def test_database_outage_while_serving_is_unavailable_then_recovers(
                 assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
                 reply = await stub.Submit(second, timeout=RPC_TIMEOUT)  # the agent's retry, same bytes
-                assert reply.seq == 2 and not reply.duplicate
+                assert reply.seq == 2
+                assert not reply.duplicate
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()

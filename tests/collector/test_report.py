@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.intervals import LN20, Z95, estimate, ratio, row_noise, total
-from collector.model import BatchPrivacy, StoredRow, UsageDay
-from collector.report import KpiReport, in_range, kpi_report, parse_bound
+from collector.report.intervals import LN20, Z95, estimate, ratio, row_noise, total
+from collector.report.kpi import KpiReport, in_range, kpi_report, parse_bound
+from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 
 T = "acme"
 
@@ -44,7 +44,8 @@ def test_gaussian_interval_is_1_96_sigma() -> None:
     e = estimate(row_noise(10.0, "gaussian", 2.0))
     assert e.method == "gaussian"
     assert e.std == 2.0
-    assert e.low == pytest.approx(10 - Z95 * 2) and e.high == pytest.approx(10 + Z95 * 2)
+    assert e.low == pytest.approx(10 - Z95 * 2)
+    assert e.high == pytest.approx(10 + Z95 * 2)
 
 
 def test_laplace_interval_is_exact_quantile() -> None:
@@ -70,7 +71,9 @@ def test_zero_scale_is_exact() -> None:
 def test_sum_of_gaussians_adds_variances() -> None:
     s = total([row_noise(1.0, "gaussian", 3.0), row_noise(2.0, "gaussian", 4.0)])
     e = estimate(s)
-    assert e.value == 3.0 and e.std == pytest.approx(5.0) and e.method == "gaussian"
+    assert e.value == 3.0
+    assert e.std == pytest.approx(5.0)
+    assert e.method == "gaussian"
 
 
 def test_sum_of_laplace_uses_cornish_fisher_between_normal_and_single_laplace() -> None:
@@ -83,7 +86,8 @@ def test_sum_of_laplace_uses_cornish_fisher_between_normal_and_single_laplace() 
 
 def test_laplace_plus_zero_noise_row_stays_exact_laplace() -> None:
     e = estimate(total([row_noise(5.0, "gaussian", 0.0), row_noise(1.0, "laplace", 1.0)]))
-    assert e.method == "laplace" and e.high == pytest.approx(6.0 + LN20)
+    assert e.method == "laplace"
+    assert e.high == pytest.approx(6.0 + LN20)
 
 
 def test_intervals_cover_about_95_percent() -> None:
@@ -114,14 +118,17 @@ def test_intervals_cover_about_95_percent() -> None:
 def test_fieller_ratio_is_asymmetric_and_contains_point() -> None:
     q = ratio(row_noise(30.0, "gaussian", 5.0), row_noise(60.0, "gaussian", 5.0))
     assert q.value == 0.5
-    assert q.low is not None and q.high is not None
+    assert q.low is not None
+    assert q.high is not None
     assert q.low < 0.5 < q.high
     assert (q.high - 0.5) > (0.5 - q.low)  # skewed up, as a ratio is
 
 
 def test_fieller_unbounded_when_denominator_is_noise() -> None:
     q = ratio(row_noise(3.0, "gaussian", 5.0), row_noise(4.0, "gaussian", 5.0))
-    assert q.value == 0.75 and q.low is None and q.high is None
+    assert q.value == 0.75
+    assert q.low is None
+    assert q.high is None
 
 
 def test_ratio_with_non_positive_denominator_has_no_value() -> None:
@@ -137,7 +144,8 @@ def test_additive_stats_sum_across_agents() -> None:
     (s,) = r.series
     (p,) = s.points
     assert p.agents == ["a1", "a2"]
-    assert p.estimate.value == 15 and p.estimate.std == pytest.approx(5.0)
+    assert p.estimate.value == 15
+    assert p.estimate.std == pytest.approx(5.0)
     assert s.total == p.estimate
     assert not s.upper_bound
 
@@ -149,7 +157,9 @@ def test_totals_over_windows() -> None:
     ]
     (s,) = report(rows).series
     assert [p.estimate.value for p in s.points] == [10, 20]
-    assert s.total is not None and s.total.value == 30 and s.total.std == pytest.approx(5.0)
+    assert s.total is not None
+    assert s.total.value == 30
+    assert s.total.std == pytest.approx(5.0)
 
 
 def test_distinct_units_across_agents_is_flagged_upper_bound() -> None:
@@ -167,9 +177,12 @@ def test_non_additive_stats_listed_per_agent_without_total() -> None:
         ]
     )
     mean, p50 = r.series
-    assert mean.stat == "mean" and p50.stat == "p50"
+    assert mean.stat == "mean"
+    assert p50.stat == "p50"
     assert [p.agents for p in mean.points] == [["a1"], ["a2"]]
-    assert mean.total is None and p50.total is None and not mean.additive
+    assert mean.total is None
+    assert p50.total is None
+    assert not mean.additive
 
 
 def test_dims_and_histograms_are_separate_series() -> None:
@@ -196,7 +209,8 @@ def test_negative_counts_are_kept_raw() -> None:
 
 def test_other_tenants_and_non_finite_rows_are_ignored() -> None:
     r = report([row(), row(tenant="other"), row(value=math.nan), row(scale=math.inf)])
-    assert len(r.series) == 1 and r.series[0].points[0].estimate.value == 10
+    assert len(r.series) == 1
+    assert r.series[0].points[0].estimate.value == 10
     assert any("other tenants" in n for n in r.notes)
     assert any("non-finite" in n for n in r.notes)
 
@@ -227,7 +241,10 @@ def test_parse_bound() -> None:
 
 def test_empty_inputs() -> None:
     r = kpi_report([], [], [], tenant=T, since=None, until=None)
-    assert r.series == [] and r.quota == [] and r.privacy.total == [] and r.usage.rows == 0
+    assert r.series == []
+    assert r.quota == []
+    assert r.privacy.total == []
+    assert r.usage.rows == 0
 
 
 def usage(day: str, rows: int, nbytes: int, refused: dict[str, int] | None = None) -> UsageDay:
@@ -254,9 +271,11 @@ def test_quota_use_is_peak_period() -> None:
         0.3,
     )
     assert (q["bytes_per_month"].used, q["bytes_per_month"].period) == (1500, "2026-01")
-    assert q["batches_per_day"].limit is None and q["batches_per_day"].fraction is None
+    assert q["batches_per_day"].limit is None
+    assert q["batches_per_day"].fraction is None
     assert q["max_batch_bytes"].used is None
-    assert r.usage.rows == 450 and r.usage.refused == {"quota": 2}
+    assert r.usage.rows == 450
+    assert r.usage.refused == {"quota": 2}
 
 
 def test_usage_days_filtered_by_overlap() -> None:
@@ -276,14 +295,16 @@ def test_privacy_spend_per_agent_and_day() -> None:
     ]
     r = kpi_report([], batches, [], tenant=T, since=None, until=None)
     agents = {ln.key: ln for ln in r.privacy.by_agent}
-    assert (
-        agents["a1"].rho == pytest.approx(0.03) and agents["a1"].epsilon is None and agents["a1"].batches == 2
-    )
-    assert agents["a2"].epsilon == 0.5 and agents["a2"].rho is None
+    assert agents["a1"].rho == pytest.approx(0.03)
+    assert agents["a1"].epsilon is None
+    assert agents["a1"].batches == 2
+    assert agents["a2"].epsilon == 0.5
+    assert agents["a2"].rho is None
     days = {ln.key: ln for ln in r.privacy.by_day}
     assert set(days) == {"2026-01-01", "2026-01-02"}
     (tot,) = r.privacy.total
-    assert tot.batches == 3 and tot.delta == pytest.approx(2e-7)
+    assert tot.batches == 3
+    assert tot.delta == pytest.approx(2e-7)
 
 
 finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
@@ -301,4 +322,5 @@ scales = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 def test_interval_always_contains_value(parts: list[tuple[float, str, float]]) -> None:
     e = estimate(total([row_noise(v, m, s) for v, m, s in parts]))
     assert e.low <= e.value <= e.high
-    assert math.isfinite(e.low) and math.isfinite(e.high)
+    assert math.isfinite(e.low)
+    assert math.isfinite(e.high)

@@ -19,8 +19,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from collector import enroll
 from collector.ingest_refusals import RefusalBuffer
 from collector.server import serve
-from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
+from collector.store.sqlite.store import SqliteStore
 from hushmetric import dsse
 from hushmetric.batch import payload_digest
 from hushmetric.timefmt import format_rfc3339
@@ -222,7 +222,8 @@ async def test_200_concurrent_submissions_against_50_rows(server: Server, store:
     results = await asyncio.gather(*(server.submit(e) for e in envelopes), return_exceptions=True)
     accepted = [r for r in results if isinstance(r, ingest_pb2.SubmitReply)]
     errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(accepted) == 50 and len(errors) == 150
+    assert len(accepted) == 50
+    assert len(errors) == 150
     assert {e.code() for e in errors} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
     [day] = await store.usage("acme")
     assert (day.rows, day.refused) == (50, {"quota_rows_day": 150})
@@ -305,7 +306,8 @@ async def test_clients_giving_up_mid_call_leave_the_store_consistent(
         reply = await server.submit(a.next(rows=2))
         assert reply.seq == 1
     [day] = await store.usage("acme")
-    assert day.batches == 40 and day.rows == 80
+    assert day.batches == 40
+    assert day.rows == 80
     assert len(await store.released_rows("acme", None, None)) == 80
 
 
@@ -394,7 +396,8 @@ async def test_a_decoy_signature_under_another_tenants_key_decides_nothing(
         ("-", "signer_mismatch"): 1,
     }
     metered = {u.tenant: (u.batches, u.rows) for u in await store.usage()}
-    assert metered.get("small") == (1, 2) and metered.get("big", (0, 0)) == (0, 0)
+    assert metered.get("small") == (1, 2)
+    assert metered.get("big", (0, 0)) == (0, 0)
 
 
 async def test_junk_costs_no_database_write_each_and_is_flushed_once_per_reason(
@@ -466,7 +469,7 @@ async def test_clients_learn_only_that_storage_is_unavailable(
 ) -> None:
     """Issue 10: while the database is down, any client gets UNAVAILABLE without the database URL;
     the detail goes to the log (without the URL either)."""
-    from collector.pg_store import open_pg_store
+    from collector.store.pg.store import open_pg_store
     from tests.pg import temp_database
 
     async with temp_database() as url:
@@ -498,7 +501,8 @@ async def test_clients_learn_only_that_storage_is_unavailable(
         assert err.code() == grpc.StatusCode.UNAVAILABLE
         assert err.details() == "storage is unavailable; retry later"
     logged = [r.getMessage() for r in caplog.records if "storage unavailable" in r.getMessage()]
-    assert logged and not [m for m in logged if "postgresql://" in m or name in m], logged
+    assert logged, logged
+    assert not [m for m in logged if "postgresql://" in m or name in m], logged
 
 
 async def test_calls_beyond_maximum_concurrent_rpcs_are_refused(tmp_path: Path, audit_key: Any) -> None:
@@ -544,7 +548,8 @@ async def test_calls_beyond_maximum_concurrent_rpcs_are_refused(tmp_path: Path, 
                 await asyncio.sleep(0.01)
             blocker.execute("ROLLBACK")
             assert (await pending).seq == 1  # the call in flight completes
-            assert exhausted is not None and exhausted.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert exhausted is not None
+            assert exhausted.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         blocker.close()
         stop.set()

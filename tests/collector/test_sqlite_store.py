@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nacl.signing
 
-from collector.sqlite_store import SqliteStore
+from collector.store.sqlite.store import SqliteStore
 
 
 async def test_acknowledged_batches_survive_power_loss_synchronous_is_full(tmp_path: Path) -> None:

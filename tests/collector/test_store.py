@@ -12,9 +12,9 @@ import pytest
 from collector import enroll
 from collector.errors import Conflict, NotFound
 from collector.ingest import Rejected, Stored, ingest
-from collector.schema import MIGRATIONS
-from collector.sqlite_store import SqliteStore
 from collector.store import Quota, Store
+from collector.store.schema import MIGRATIONS
+from collector.store.sqlite.store import SqliteStore
 from hushmetric.errors import ContractError
 from tests.collector.collector_testkit import Agent, Clock
 
@@ -43,12 +43,14 @@ async def test_key_registry(store: Store, clock: Clock) -> None:
         await store.add_key("acme", "a1", agent.public_key, now=clock())
     await store.create_tenant("acme", now=clock())
     record = await store.add_key("acme", "a1", agent.public_key, now=clock())
-    assert record.key_id == agent.key_id and record.state == "active"
+    assert record.key_id == agent.key_id
+    assert record.state == "active"
     with pytest.raises(Conflict):
         await store.add_key("acme", "a2", agent.public_key, now=clock())
     clock.now += 10
     retired = await store.set_key_state(agent.key_id, "retired", now=clock())
-    assert retired.state == "retired" and retired.retired_at == clock.now
+    assert retired.state == "retired"
+    assert retired.retired_at == clock.now
     revoked = await store.set_key_state(agent.key_id, "revoked", now=clock())
     assert revoked.state == "revoked"
     with pytest.raises(Conflict):
@@ -56,9 +58,10 @@ async def test_key_registry(store: Store, clock: Clock) -> None:
     with pytest.raises(NotFound):
         await store.set_key_state("0" * 64, "revoked", now=clock())
     got = await store.get_key(agent.key_id)
-    assert (
-        got is not None and got.tenant == "acme" and got.agent == "a1" and got.public_key == agent.public_key
-    )
+    assert got is not None
+    assert got.tenant == "acme"
+    assert got.agent == "a1"
+    assert got.public_key == agent.public_key
     assert [k.key_id for k in await store.list_keys("acme")] == [agent.key_id]
     assert await store.list_keys("other") == []
     await store.set_tenant_state("acme", "suspended", now=clock())
@@ -110,7 +113,9 @@ async def test_enroll_tokens_bound_to_an_agent_and_rotation(store: Store, clock:
     with pytest.raises(ContractError):
         await enroll.issue_token(store, "acme", ttl_seconds=60, now=clock(), rotate=True)
     tokens = [e.details for e in await store.audit_entries() if e.action == "enroll.token"]
-    assert tokens[0]["agent"] == "edge-1" and tokens[-1]["rotate"] is True and "agent" not in tokens[1]
+    assert tokens[0]["agent"] == "edge-1"
+    assert tokens[-1]["rotate"] is True
+    assert "agent" not in tokens[1]
 
 
 async def test_enroll_token_expiry_and_tampering(store: Store, clock: Clock) -> None:
@@ -161,7 +166,8 @@ async def test_gap_and_fork_are_recorded_not_refused(store: Store, clock: Clock,
     forked = acme.sign(acme.payload(seq=4, prev="cd" * 32))
     assert await ingest(store, forked, now=clock()) == Stored("acme", "a1", 4, fork=True)
     [day] = await store.usage("acme")
-    assert day.gaps == 2 and day.batches == 3
+    assert day.gaps == 2
+    assert day.batches == 3
 
 
 async def test_late_predecessor_closes_the_gap(store: Store, clock: Clock, acme: Agent) -> None:
@@ -244,7 +250,8 @@ async def test_calendar_quota_resets_next_day(store: Store, clock: Clock, acme: 
     await store.set_quota(Quota("acme", rows_per_day=2), now=clock())
     assert isinstance(await ingest(store, acme.next(rows=2), now=clock()), Stored)
     refused = await ingest(store, acme.next(rows=1), now=clock())
-    assert isinstance(refused, Rejected) and refused.reason == "quota_rows_day"
+    assert isinstance(refused, Rejected)
+    assert refused.reason == "quota_rows_day"
     assert refused.retry_after == pytest.approx(12 * 3600)
     clock.now += 12 * 3600
     acme.created = clock.now
@@ -255,10 +262,12 @@ async def test_month_and_bytes_quotas(store: Store, clock: Clock, acme: Agent) -
     await store.set_quota(Quota("acme", rows_per_month=3), now=clock())
     assert isinstance(await ingest(store, acme.next(rows=3), now=clock()), Stored)
     out = await ingest(store, acme.next(rows=1), now=clock())
-    assert isinstance(out, Rejected) and out.reason == "quota_rows_month"
+    assert isinstance(out, Rejected)
+    assert out.reason == "quota_rows_month"
     await store.set_quota(Quota("acme", bytes_per_day=10), now=clock())
     out = await ingest(store, acme.next(rows=1), now=clock())
-    assert isinstance(out, Rejected) and out.reason == "quota_bytes_day"
+    assert isinstance(out, Rejected)
+    assert out.reason == "quota_bytes_day"
 
 
 async def test_rate_limit_bucket(store: Store, clock: Clock, acme: Agent) -> None:
@@ -266,7 +275,8 @@ async def test_rate_limit_bucket(store: Store, clock: Clock, acme: Agent) -> Non
     assert isinstance(await ingest(store, acme.next(), now=clock()), Stored)
     assert isinstance(await ingest(store, acme.next(), now=clock()), Stored)
     out = await ingest(store, acme.next(), now=clock())
-    assert isinstance(out, Rejected) and out.reason == "rate_limited"
+    assert isinstance(out, Rejected)
+    assert out.reason == "rate_limited"
     assert out.retry_after == pytest.approx(1.0)
     clock.now += 1
     acme.created = clock.now

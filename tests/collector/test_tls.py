@@ -8,7 +8,7 @@ import datetime as dt
 import socket
 import ssl
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from agent.state import open_state, transaction
 from collector.ingest import IngestSettings
 from collector.pki import Issued, issue, new_ca, write_selfsigned
 from collector.server import serve
-from collector.sqlite_store import SqliteStore
+from collector.store.sqlite.store import SqliteStore
 from collector.tls import Reloader, ServerTls, is_loopback, plaintext_warning, server_credentials
 from hushmetric.batch import Noise, Privacy, Row
 from hushmetric.errors import ConfigError
@@ -140,11 +140,11 @@ def _put_batch(conn: Any) -> None:
 
 
 @pytest.fixture
-def agent_db(tmp_path: Path) -> Iterator[Callable[[], Any]]:
+def agent_db(tmp_path: Path) -> Callable[[], Any]:
     def connect() -> Any:
         return open_state(tmp_path / "agent", SCHEMAS)
 
-    yield connect
+    return connect
 
 
 async def deliver(agent_db: Callable[[], Any], address: str, **tls: Any) -> tuple[int, str | None]:
@@ -163,7 +163,8 @@ async def deliver(agent_db: Callable[[], Any], address: str, **tls: Any) -> tupl
 
 def one_line(error: str | None, *needles: str) -> None:
     assert error is not None
-    assert "\n" not in error and "Traceback" not in error
+    assert "\n" not in error
+    assert "Traceback" not in error
     assert error.startswith("UNAVAILABLE: 127.0.0.1:")
     for needle in needles:
         assert needle in error, error
@@ -264,7 +265,8 @@ async def test_a_ca_removed_from_the_client_bundle_is_refused_from_the_next_hand
     sent, error = await deliver(agent_db, srv.address, **second)
     assert sent == 0
     one_line(error, "does not accept this agent's client certificate")
-    assert srv.reloader is not None and srv.reloader.reloads == 1
+    assert srv.reloader is not None
+    assert srv.reloader.reloads == 1
 
 
 async def test_a_swapped_certificate_is_served_to_new_handshakes_without_a_restart(
@@ -278,7 +280,9 @@ async def test_a_swapped_certificate_is_served_to_new_handshakes_without_a_resta
     renewed = issue(pki.other_ca, "localhost", sans=["localhost", "127.0.0.1"], **VALID)
     (pki.root / "server.pem").write_bytes(renewed.cert_pem)
     sent, _error = await deliver(agent_db, srv.address, **new_ca_files)
-    assert sent == 0 and srv.reloader is not None and srv.reloader.reloads == 0  # mismatch: not taken
+    assert sent == 0
+    assert srv.reloader is not None
+    assert srv.reloader.reloads == 0
     (pki.root / "server.key").write_bytes(renewed.key_pem)
     assert await deliver(agent_db, srv.address, **new_ca_files) == (1, None)
     assert srv.reloader.reloads == 1
@@ -288,7 +292,8 @@ async def test_sighup_forces_a_reload_of_unchanged_looking_files(pki: Pki) -> No
     _credentials, reloader = server_credentials(ServerTls(pki.root / "server.pem", pki.root / "server.key"))
     assert reloader.fetch() is None  # nothing changed
     reloader.request()
-    assert reloader.fetch() is not None and reloader.reloads == 1
+    assert reloader.fetch() is not None
+    assert reloader.reloads == 1
     assert reloader.fetch() is None
 
 
@@ -341,7 +346,8 @@ def test_plaintext_is_refused_beyond_loopback_unless_insecure() -> None:
     with pytest.raises(ConfigError, match=r"--listen: refusing plaintext gRPC on 0\.0\.0\.0:7443"):
         plaintext_warning("0.0.0.0:7443", insecure=False)
     warning = plaintext_warning("0.0.0.0:7443", insecure=True)
-    assert warning is not None and warning.startswith("WARNING: serving plaintext")
+    assert warning is not None
+    assert warning.startswith("WARNING: serving plaintext")
 
 
 def test_selfsigned_writes_a_ca_server_and_client_with_private_keys(tmp_path: Path) -> None:

@@ -113,7 +113,9 @@ def test_integer_value_is_accepted_as_float() -> None:
         {"metric": "m", "stat": "count", "dims": {}, "value": 3, "noise": {"mechanism": "g", "scale": 1}}
     ]
     row = decode_batch(msgspec.msgpack.encode(doc)).rows[0]
-    assert row.value == 3.0 and isinstance(row.value, float) and not math.isnan(row.value)
+    assert row.value == 3.0
+    assert isinstance(row.value, float)
+    assert not math.isnan(row.value)
 
 
 def test_not_msgpack_is_an_error() -> None:

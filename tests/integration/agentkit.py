@@ -34,7 +34,9 @@ class AgentDir:
     def state_db(self) -> Path:
         return self.root / "state" / "agent.db"
 
-    def __call__(self, *args: str, stdin: str | None = None, config: bool = True, timeout: float = 120) -> Ran:
+    def __call__(
+        self, *args: str, stdin: str | None = None, config: bool = True, timeout: float = 120
+    ) -> Ran:
         argv = [*AGENT, *args, *(["--config", str(self.config)] if config else [])]
         proc = subprocess.run(
             argv,

@@ -70,7 +70,8 @@ def test_consistent_estimates_from_real_releases() -> None:
     for _ in range(N):
         windows = [release_window(s, p).rows[0] for s in states]
         (total,) = release_period_total([summed], p, start=T, end=T + 24 * H).rows
-        assert total.level == "period" and all(w.level == "window" for w in windows)
+        assert total.level == "period"
+        assert all(w.level == "window" for w in windows)
         obs = [Observation(w.value, noise_variance(w.noise.mechanism, w.noise.scale)) for w in windows]
         estimates, estimate = consistent(
             obs, Observation(total.value, noise_variance("gaussian", total.noise.scale))
@@ -109,9 +110,8 @@ def test_validate_and_tune_through_the_cli(tmp_path: Path) -> None:
         2 * levels["signup"]["period_bound_window"]
     )
     clipped = {(r["metric"], r["bound"]): r for r in doc["clipping"]}
-    assert (
-        clipped[("signup", "period")]["contributions"] == 200
-        and clipped[("signup", "period")]["dropped"] == 0
-    )
+    assert clipped[("signup", "period")]["contributions"] == 200
+    assert clipped[("signup", "period")]["dropped"] == 0
     text = agent.ok("tune", "--input", str(sample))
-    assert "window bounds" in text and "units clipped" in text
+    assert "window bounds" in text
+    assert "units clipped" in text

@@ -42,7 +42,9 @@ def test_collector_metrics_count_outcomes_per_tenant_and_latency(tmp_path: Path)
     hush.ok("init")
     hush.ok("tenant", "create", "acme")
     sender = Agent("acme", "a1")
-    hush.ok("key", "add", "acme", "--agent", "a1", "--public-key", base64.b64encode(sender.public_key).decode())
+    hush.ok(
+        "key", "add", "acme", "--agent", "a1", "--public-key", base64.b64encode(sender.public_key).decode()
+    )
     port = free_port()
     with serving(hush, "--metrics-listen", f"127.0.0.1:{port}") as served:
 
@@ -83,7 +85,8 @@ def test_agent_daemon_exposes_metrics(tmp_path: Path) -> None:
     finally:
         daemon.terminate()
         _, err = daemon.communicate(timeout=30)
-    assert daemon.returncode == 0 and "Traceback" not in err, err
+    assert daemon.returncode == 0, err
+    assert "Traceback" not in err, err
     assert 'hush_agent_redactions_total{detector="dropped_key"}' in text
     assert "hush_agent_outbox_batches" in text
     assert "hush_agent_events_total 0.0" not in text

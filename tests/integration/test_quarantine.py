@@ -26,8 +26,8 @@ from agent.sender import Sender, classify
 from agent.state import open_state, transaction
 from collector.ingest import REASONS, IngestSettings
 from collector.server import serve
-from collector.sqlite_store import SqliteStore
 from collector.store import Quota
+from collector.store.sqlite.store import SqliteStore
 from hushmetric.batch import Noise, Privacy, Row
 from tests.collector.collector_testkit import Clock
 
@@ -235,7 +235,8 @@ async def test_a_suspended_tenant_holds_the_outbox_and_nothing_is_quarantined(
     async with sender(tmp_path, endpoint) as s:
         report = await s.drain_once()
     assert (report.delivered, report.quarantined, report.pending) == (0, 0, 3)
-    assert report.last_error is not None and "tenant_suspended" in report.last_error
+    assert report.last_error is not None
+    assert "tenant_suspended" in report.last_error
     await store.set_tenant_state("acme", "active", now=clock())
     async with sender(tmp_path, endpoint) as s:
         report = await s.drain_once()

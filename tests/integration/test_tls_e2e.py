@@ -54,14 +54,16 @@ def test_agent_enrolls_and_delivers_over_mutual_tls(tmp_path: Path) -> None:
             "run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 3 * 3600)
         )
         assert report["batches_sent"] == report["windows_released"] >= 3
-        assert report["outbox_depth"] == 0 and report["delivery_error"] is None
+        assert report["outbox_depth"] == 0
+        assert report["delivery_error"] is None
         sent = [e for e in agent.json("egress") if e["kind"] == "batch"]
         assert {e["destination"] for e in sent} == {f"grpc:{served.address}"}
 
         # Without its client certificate the agent is turned away, and says why in one line.
         agent.edit_config('client_cert = "tls/client.pem"\nclient_key = "tls/client.key"\n', "")
         refused = agent("probe")
-        assert refused.code == 4 and "Traceback" not in refused.err
+        assert refused.code == 4
+        assert "Traceback" not in refused.err
         assert refused.err.strip().splitlines() == [
             f"hush-agent: {served.address}: the collector closed the TLS connection: it may require a "
             "client certificate (mutual TLS: set collector.client_cert and collector.client_key)"
@@ -70,7 +72,8 @@ def test_agent_enrolls_and_delivers_over_mutual_tls(tmp_path: Path) -> None:
         agent.edit_config("tls = true\n", "tls = false\n")
         agent.edit_config('ca_file = "tls/ca.pem"\nserver_name = "localhost"\n', "")
         plain = agent("probe")
-        assert plain.code == 4 and "does it require TLS? (collector.tls = true)" in plain.err
+        assert plain.code == 4
+        assert "does it require TLS? (collector.tls = true)" in plain.err
 
     usage = json.loads(hush.ok("usage", "--tenant", "acme", "--format", "json"))
     assert sum(u["batches"] for u in usage) == report["batches_sent"]
@@ -79,9 +82,11 @@ def test_agent_enrolls_and_delivers_over_mutual_tls(tmp_path: Path) -> None:
 def test_validate_reports_unreadable_tls_files_and_profiles_refuse_plaintext(tmp_path: Path) -> None:
     agent = init_agent(tmp_path / "site", collector="collector.hushmetric.lan:7443")
     plain = agent("validate", "--profile", "on-prem")
-    assert plain.code == 2 and "collector.tls: on-prem: TLS is required" in plain.err
+    assert plain.code == 2
+    assert "collector.tls: on-prem: TLS is required" in plain.err
     agent.edit_config("tls = false\n", 'tls = true\nca_file = "tls/ca.pem"\n')
     missing = agent("validate", "--profile", "on-prem")
-    assert missing.code == 2 and "Traceback" not in missing.err
+    assert missing.code == 2
+    assert "Traceback" not in missing.err
     assert "collector.ca_file: cannot read CA file" in missing.err
     assert str(agent.root / "tls" / "ca.pem") in missing.err  # resolved against the config directory

@@ -42,7 +42,8 @@ def opendp() -> str:
     space = dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int)
     gaussian = dp.m.make_gaussian(*space, scale=2.0)
     laplace = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=2.0)
-    assert len(gaussian([1, 2, 3])) == 3 and len(laplace([4, 5])) == 2
+    assert len(gaussian([1, 2, 3])) == 3
+    assert len(laplace([4, 5])) == 2
     assert gaussian.map(1) > 0  # type: ignore[no-untyped-call]  # opendp's map is untyped
     return "ok"
 

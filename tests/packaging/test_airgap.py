@@ -194,7 +194,8 @@ def refused(result: subprocess.CompletedProcess[str], message: str, prefix: Path
     """Exit 1, a last line that says why (sha256sum may name the file above it), nothing installed."""
     assert result.returncode == 1, result.stdout + result.stderr
     last = result.stderr.splitlines()[-1] if result.stderr else ""
-    assert last.startswith("install.sh: error: ") and message in last, result.stderr
+    assert last.startswith("install.sh: error: "), result.stderr
+    assert message in last, result.stderr
     assert not prefix.exists()
 
 
@@ -224,10 +225,12 @@ def test_same_commit_builds_the_same_bytes(
 def test_archive_members_are_safe_and_owned_by_root(built: Built) -> None:
     with tarfile.open(built.archive) as tar:
         members = tar.getmembers()
-    assert members[0].name == built.stem and members[0].isdir()
+    assert members[0].name == built.stem
+    assert members[0].isdir()
     for m in members:
         assert m.name == built.stem or m.name.startswith(built.stem + "/"), m.name
-        assert ".." not in Path(m.name).parts and not m.name.startswith("/")
+        assert ".." not in Path(m.name).parts
+        assert not m.name.startswith("/")
         assert m.isdir() or m.isfile(), f"{m.name}: only files and folders"
         assert (m.uid, m.gid, m.mode & 0o022) == (0, 0, 0), m.name
     install = next(m for m in members if m.name == f"{built.stem}/install.sh")
@@ -291,7 +294,8 @@ def test_project_wheel_holds_the_source_modules_only(extracted: Path, snapshot: 
         for p in (snapshot / top).rglob("*.py")
         if "__pycache__" not in p.parts
     }
-    assert in_wheel == on_disk and "agent/gone.py" not in in_wheel
+    assert in_wheel == on_disk
+    assert "agent/gone.py" not in in_wheel
 
 
 # --- signature and SBOM -----------------------------------------------------------------------
@@ -303,7 +307,8 @@ def test_sha256sums_is_signed_by_the_release_key(built: Built, extracted: Path, 
     public = base64.b64decode(release.public)
     verified = dsse.verify(envelope, SUMS_TYPE, {release.key_id: public}.get)
     assert verified.payload == (extracted / "SHA256SUMS").read_bytes()
-    assert verified.keyid == release.key_id and len(envelope.signatures) == 1
+    assert verified.keyid == release.key_id
+    assert len(envelope.signatures) == 1
     # The companion public key beside the archive, and the builder's word on which key signed.
     assert (built.archive.parent / "hushmetric-release.pub").read_text() == release.public + "\n"
     assert f"signed by release key {release.key_id}" in built.output
@@ -316,7 +321,8 @@ def test_installer_and_builder_name_the_same_things() -> None:
     script = (ROOT / "packaging" / "install.sh").read_text()
     builder = BUILDER.read_text()
     for constant in (SUMS_TYPE, SIGNATURE, "hushmetric-release.pub"):
-        assert constant in script and f'"{constant}"' in builder, constant
+        assert constant in script, constant
+        assert f'"{constant}"' in builder, constant
 
 
 def test_sbom_lists_every_wheel_with_its_hash(extracted: Path) -> None:
@@ -353,7 +359,8 @@ def test_install_offline_into_a_fresh_venv(installed: Installed, release: Releas
     out = installed.output
     assert f"signed by release key {release.key_id} (from {release.key}.pub)" in out
     assert out.index("signed by release key") < out.index("files ok")  # the signature first
-    assert "files ok" in out and "wheels offline (pip --no-index --require-hashes)" in out
+    assert "files ok" in out
+    assert "wheels offline (pip --no-index --require-hashes)" in out
     # The key is pinned in the install: upgrades are checked against it.
     assert (installed.prefix / "hushmetric-release.pub").read_text() == release.public + "\n"
     assert "installed hushmetric 0.1.0" in out
@@ -362,9 +369,8 @@ def test_install_offline_into_a_fresh_venv(installed: Installed, release: Releas
         [str(installed.prefix / "bin" / "python"), "-c", "import agent, hushmetric; print(agent.__file__)"],
         cwd=installed.prefix,
     )
-    assert where.returncode == 0 and where.stdout.startswith(str(installed.prefix)), (
-        where.stdout + where.stderr
-    )
+    assert where.returncode == 0, where.stdout + where.stderr
+    assert where.stdout.startswith(str(installed.prefix)), where.stdout + where.stderr
     assert str(ROOT) not in (installed.prefix / "pyvenv.cfg").read_text()
 
 
@@ -392,7 +398,8 @@ def test_installed_units_point_at_the_install(installed: Installed) -> None:
     result = run(
         [analyze, "verify", "--man=no", *(str(installed.units / n) for n in names)], cwd=installed.units
     )
-    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
 
 
 def test_agent_flow_from_the_install(installed: Installed, tmp_path: Path) -> None:
@@ -612,7 +619,8 @@ def test_docs_recipe_checks_a_bundle_with_openssl_alone(
     recipe = _docs_recipe().replace("/etc/hushmetric/hushmetric-release.pub", f"{release.key}.pub")
     assert f"{release.key}.pub" in recipe
     ok = run(["sh", "-c", recipe], cwd=extracted)
-    assert ok.returncode == 0 and "Signature Verified Successfully" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "Signature Verified Successfully" in ok.stdout, ok.stdout + ok.stderr
     assert "bundle verified" in ok.stdout
     alterations: list[tuple[str, Alter]] = [
         ("sums", lambda b: flip(b / "SHA256SUMS", 0)),
@@ -623,7 +631,8 @@ def test_docs_recipe_checks_a_bundle_with_openssl_alone(
         bundle = copy_bundle(extracted, tmp_path / name)
         alter(bundle)
         bad = run(["sh", "-c", recipe], cwd=bundle)
-        assert bad.returncode != 0 and "bundle verified" not in bad.stdout, (name, bad.stdout)
+        assert bad.returncode != 0, (name, bad.stdout)
+        assert "bundle verified" not in bad.stdout, (name, bad.stdout)
 
 
 def test_added_wheel_is_refused(extracted: Path, release: Release, tmp_path: Path) -> None:
@@ -645,17 +654,22 @@ def test_wrong_python_is_refused(extracted: Path, release: Release, tmp_path: Pa
 
 def test_usage_errors(extracted: Path, tmp_path: Path) -> None:
     bad = run(["sh", str(extracted / "install.sh"), "--profile", "cloud"], cwd=tmp_path)
-    assert bad.returncode == 1 and "--profile must be one of" in bad.stderr
+    assert bad.returncode == 1
+    assert "--profile must be one of" in bad.stderr
     unknown = run(["sh", str(extracted / "install.sh"), "--frobnicate"], cwd=tmp_path)
-    assert unknown.returncode == 2 and "unknown argument: --frobnicate" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "unknown argument: --frobnicate" in unknown.stderr
     helped = run(["sh", str(extracted / "install.sh"), "--help"], cwd=tmp_path)
-    assert helped.returncode == 0 and "--no-index" in helped.stdout and "--release-key" in helped.stdout
+    assert helped.returncode == 0
+    assert "--no-index" in helped.stdout
+    assert "--release-key" in helped.stdout
 
 
 def _builder(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """packaging/airgap.py as a module (it is a script: ``packaging`` is PyPI's name)."""
     spec = importlib.util.spec_from_file_location("hush_airgap_builder", BUILDER)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -700,7 +714,8 @@ def test_builder_needs_a_private_release_key(
     create = "create one once with: python packaging/airgap.py --new-release-key FILE"
     key = tmp_path / "release.key"
     assert builder.main(["--new-release-key", str(key)]) == 0
-    assert key.stat().st_mode & 0o777 == 0o600 and (tmp_path / "release.key.pub").exists()
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "release.key.pub").exists()
     key.chmod(0o640)
     cases = [
         ([], f"no release key: pass --release-key FILE (make airgap-bundle RELEASE_KEY=FILE); {create}"),
@@ -715,7 +730,9 @@ def test_builder_needs_a_private_release_key(
     for args, message in cases:
         assert builder.main([*base, *args]) == 1
         err = capsys.readouterr().err
-        assert err.startswith("airgap: error: ") and message in err and err.count("\n") == 1, err
+        assert err.startswith("airgap: error: "), err
+        assert message in err, err
+        assert err.count("\n") == 1, err
     assert not (tmp_path / "d").exists()
 
 

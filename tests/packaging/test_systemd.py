@@ -68,7 +68,8 @@ def parse_unit(path: Path) -> Unit:
             section = line[1:-1]
             continue
         key, sep, value = line.partition("=")
-        assert sep and section is not None, f"{path.name}:{number}: not KEY=VALUE inside a section: {raw!r}"
+        assert sep, f"{path.name}:{number}: not KEY=VALUE inside a section: {raw!r}"
+        assert section is not None, f"{path.name}:{number}: not KEY=VALUE inside a section: {raw!r}"
         unit[section][key.strip()].append(value.strip())
     return unit
 
@@ -111,7 +112,8 @@ def test_service_hardening(name: str) -> None:
 def test_writable_paths_are_the_state_directory_only(name: str) -> None:
     service = parse_unit(UNITS / name)["Service"]
     state = service["StateDirectory"]
-    assert len(state) == 1 and state[0].startswith("hushmetric/")
+    assert len(state) == 1
+    assert state[0].startswith("hushmetric/")
     assert service["ReadWritePaths"] == [f"/var/lib/{state[0]}"]
     for key in ("ReadWriteDirectories", "BindPaths", "LogsDirectory", "CacheDirectory", "RuntimeDirectory"):
         assert key not in service, f"{name}: {key}= opens another writable path"
@@ -128,7 +130,8 @@ def test_exec_start_uses_the_installed_entry_point(name: str) -> None:
 
 def test_export_writes_a_new_bundle_in_the_state_directory() -> None:
     exec_start = last(parse_unit(UNITS / "hush-agent-export.service"), "ExecStart")
-    assert exec_start.startswith("/bin/sh -c '") and exec_start.endswith("'")
+    assert exec_start.startswith("/bin/sh -c '")
+    assert exec_start.endswith("'")
     # systemd turns %% into % and $$ into $; what the shell then runs:
     script = exec_start[len("/bin/sh -c '") : -1].replace("%%", "%").replace("$$", "$")
     out = "/var/lib/hushmetric/agent/outgoing"
@@ -143,7 +146,8 @@ def test_address_families() -> None:
     export = parse_unit(UNITS / "hush-agent-export.service")
     assert last(export, "RestrictAddressFamilies") == "AF_UNIX"
     assert last(export, "PrivateNetwork") == "yes"
-    assert export["Service"]["IPAddressDeny"] == ["any"] and "IPAddressAllow" not in export["Service"]
+    assert export["Service"]["IPAddressDeny"] == ["any"]
+    assert "IPAddressAllow" not in export["Service"]
 
 
 def test_air_gap_drop_in_allows_loopback_only() -> None:
@@ -157,7 +161,8 @@ def test_timer_starts_the_export() -> None:
     assert timer["Timer"]["Persistent"] == ["yes"]
     assert timer["Install"]["WantedBy"] == ["timers.target"]
     export = parse_unit(UNITS / "hush-agent-export.service")
-    assert last(export, "Type") == "oneshot" and "Install" not in export
+    assert last(export, "Type") == "oneshot"
+    assert "Install" not in export
 
 
 def test_profiles_use_the_units_state_directory() -> None:
@@ -194,7 +199,8 @@ def test_systemd_analyze_verify(runnable_units: Path) -> None:
         [ANALYZE, "verify", "--man=no", *units], capture_output=True, text=True, check=False, timeout=60
     )
     # verify exits 0 on unknown keys or groups and only warns on stderr: any output is a finding.
-    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
 
 
 @needs_analyze
@@ -295,7 +301,9 @@ def test_system_call_filter_keeps_the_stack_working(tmp_path: Path) -> None:
         pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3)")
     filters = parse_unit(UNITS / "hush-agent.service")["Service"]["SystemCallFilter"]
     names = allowed_syscalls(filters)
-    assert "io_uring_setup" not in names and "setrlimit" not in names and "getrandom" in names
+    assert "io_uring_setup" not in names
+    assert "setrlimit" not in names
+    assert "getrandom" in names
     (tmp_path / "syscalls").write_text("\n".join(names))
     prefix = [system_python, SANDBOX, "--syscalls", str(tmp_path / "syscalls"), "--"]
     nice = "import os\ntry:\n    os.setpriority(os.PRIO_PROCESS, 0, 5); print('set')\nexcept OSError as e: print(e.errno)"

@@ -29,11 +29,11 @@ import nacl.signing
 
 from collector import cli as collector_cli
 from hushmetric import dsse
-from hushmetric.batch import Batch, Noise, Privacy, Row, Window, encode_batch, payload_digest
+from hushmetric.batch import payload_digest
 from hushmetric.keys import key_id, public_key_b64
-from hushmetric.timefmt import format_rfc3339
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
+from tests import batchkit
 
 __all__ = [
     "LONG",
@@ -181,25 +181,16 @@ class Signer:
         label: str = "r",
         **over: Any,
     ) -> bytes:
-        stamp = now_s() - 1 if created is None else created
-        fields: dict[str, Any] = {
-            "v": 1,
-            "tenant": self.tenant,
-            "agent": self.agent,
-            "seq": seq if seq is not None else self.seq + 1,
-            "prev": prev if prev is not None else self.prev,
-            "created": format_rfc3339(stamp),
-            "window": Window(format_rfc3339(stamp - 60), format_rfc3339(stamp)),
-            "policy": "ab" * 32,
-            "privacy": Privacy("user", None, None, 0.01),
-            "redactions": {"email": 1},
-            "rows": [
-                Row(f"metric{i % 3}", "count", {"region": f"{label}{i}"}, float(i), Noise("gaussian", 1.5))
-                for i in range(rows)
-            ],
-        }
-        fields.update(over)
-        return encode_batch(Batch(**fields))
+        return batchkit.payload(
+            tenant=self.tenant,
+            agent=self.agent,
+            seq=seq if seq is not None else self.seq + 1,
+            prev=prev if prev is not None else self.prev,
+            created=now_s() - 1 if created is None else created,
+            released=batchkit.rows(rows, label=label),
+            redactions={"email": 1},
+            over=over,
+        )
 
     def sign(self, payload: bytes, payload_type: str = dsse.BATCH_PAYLOAD_TYPE) -> dsse.Envelope:
         return dsse.sign(payload, payload_type, self.key)

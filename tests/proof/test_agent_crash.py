@@ -184,10 +184,13 @@ def _record(
     )
     assert not hits, hits
     assert not acc.problems, acc.problems[:20]
-    assert acc.lost == 0 and acc.extra == 0 and acc.twice == 0
+    assert acc.lost == 0
+    assert acc.extra == 0
+    assert acc.twice == 0
     assert acc.ledger_rho >= acc.batches_rho * (1 - 1e-9)
     # every window with events was released (the fixed schedule may add empty ones around them)
-    assert acc.in_journal == 0 and acc.windows >= len(feed.per_window())
+    assert acc.in_journal == 0
+    assert acc.windows >= len(feed.per_window())
     assert not agent.tracebacks(), agent.tracebacks()
 
 
@@ -375,7 +378,8 @@ async def test_kill9_agent_mid_release_and_delivery(
             if agent.kill9():
                 injected += 1
             else:
-                assert agent.proc is not None and agent.proc.returncode == 0, agent.logs[-1].read_text()
+                assert agent.proc is not None, agent.logs[-1].read_text()
+                assert agent.proc.returncode == 0, agent.logs[-1].read_text()
                 completed += 1
                 path = None
         last = base + files * WINDOWS_PER_FILE * 60
@@ -385,7 +389,8 @@ async def test_kill9_agent_mid_release_and_delivery(
         empty = tmp_path / "empty.jsonl"
         empty.write_bytes(b"")
         final = agent.run_once(empty, stop=last)
-        assert final.code == 0 and json.loads(final.out)["outbox_depth"] == 0, final
+        assert final.code == 0, final
+        assert json.loads(final.out)["outbox_depth"] == 0, final
         acc = accounting(per_window, collector, agent)
         hits, nfiles, nbytes = scan_files([collector.workdir, agent.state, *agent.logs], canaries)
     finally:
@@ -423,7 +428,10 @@ async def test_kill9_agent_mid_release_and_delivery(
     )
     assert not hits, hits
     assert not acc.problems, acc.problems[:20]
-    assert acc.lost == 0 and acc.extra == 0 and acc.twice == 0 and acc.uncharged == 0
+    assert acc.lost == 0
+    assert acc.extra == 0
+    assert acc.twice == 0
+    assert acc.uncharged == 0
     assert acc.ledger_rho >= acc.batches_rho * (1 - 1e-9)
     assert acc.redelivered == 0  # offsets commit with the events
     assert not agent.tracebacks(), agent.tracebacks()

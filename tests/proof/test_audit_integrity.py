@@ -216,10 +216,12 @@ async def test_collector_audit_export_detects_every_single_entry_mutation(
         path = c.workdir / f"mutated-{n}.jsonl"
         path.write_bytes(b"".join(line + b"\n" for line in mutated))
         r = await asyncio.to_thread(c.cli, "audit", "verify", str(path), "--public-key", pub_b64)
-        assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1, r
+        assert "Traceback" not in r.err, r
+        assert len(r.err.strip().splitlines()) == 1, r
         cli_detected += r.code == 1
     missed = {k: v for k, v in by_kind.items() if v[0] != v[1]}
-    assert not missed and crashes == 0, (missed, crashes)
+    assert not missed, (missed, crashes)
+    assert crashes == 0, (missed, crashes)
     assert cli_detected == len(cli_samples)
     figures.record(
         FAMILY,
@@ -287,7 +289,8 @@ def test_egress_ledger_detects_every_single_entry_mutation(tmp_path: Path, figur
         _fill(conn, pick(30, 300), rng)
         count, head = egress.head(conn)
         items = egress.entries(conn)
-        assert egress.verify(conn).ok and count == len(items)
+        assert egress.verify(conn).ok
+        assert count == len(items)
         lines = egress.to_jsonl(items).splitlines()
         assert egress.from_jsonl(b"\n".join(lines)) == items
 
@@ -340,7 +343,8 @@ def test_egress_ledger_detects_every_single_entry_mutation(tmp_path: Path, figur
     finally:
         conn.close()
     missed = {k: v for k, v in by_kind.items() if v[0] != v[1]}
-    assert not missed and crashes == 0, (missed, crashes)
+    assert not missed, (missed, crashes)
+    assert crashes == 0, (missed, crashes)
     assert db_detected == db_tried
     figures.record(
         FAMILY,

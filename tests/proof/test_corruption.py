@@ -24,7 +24,7 @@ Figures: faults, detected, quarantined, blocked, silent under-counts (must be 0)
 
 The end-to-end test through the CLI (the daemon itself runs the check and refuses releases) is
 ``xfail(strict=True)`` until ``agent.integrity`` is wired into ``agent/runtime.py`` and
-``agent/cli.py`` (and ``collector.integrity`` into ``serve``): it turns green — and must — once the
+``agent/cli.py`` (and ``collector.store.integrity`` into ``serve``): it turns green — and must — once the
 wiring lands. Until then a separate figure records what the current runtime does with each fault.
 """
 
@@ -45,7 +45,7 @@ from agent import integrity, ledger
 from agent.policy import load_policy
 from agent.runtime import SCHEMAS
 from agent.state import open_state
-from collector import integrity as collector_integrity
+from collector.store import integrity as collector_integrity
 from tests.proof.agentkit import AgentDir, Canaries, event_lines, scan_files, window_counts
 from tests.proof.proofkit import Collector, Figures, pick
 
@@ -57,7 +57,7 @@ AGENT_WIRED = (
     "integrity" in (ROOT / "agent/runtime.py").read_text()
     and "acknowledge" in (ROOT / "agent/cli.py").read_text()
 )
-COLLECTOR_WIRED = "integrity" in (ROOT / "collector/commands_ops.py").read_text()
+COLLECTOR_WIRED = "integrity" in (ROOT / "collector/cli/ops.py").read_text()
 ROUNDS = pick(1, 4)  # independent repetitions of each case (new state, new random damage)
 
 
@@ -202,10 +202,12 @@ async def test_agent_state_corruption_is_detected_quarantined_and_blocks_release
                 if total < existing * (1 - 1e-9) and not report.blocked:
                     silent += 1
                 if case in HARMLESS or (case in EITHER and report.ok):
-                    assert report.ok and not report.blocked, report.message()
+                    assert report.ok, report.message()
+                    assert not report.blocked, report.message()
                     assert total >= existing * (1 - 1e-9)
                 else:
-                    assert not report.ok and report.blocked, report.message()
+                    assert not report.ok, report.message()
+                    assert report.blocked, report.message()
                     policy = load_policy(agent.root / "policy.toml")
                     acknowledged = integrity.acknowledge_reset(
                         agent.state, conn, policy, note=f"proof {case}"
@@ -216,7 +218,8 @@ async def test_agent_state_corruption_is_detected_quarantined_and_blocks_release
             finally:
                 conn.close()
             again = integrity.check_state(agent.state)
-            assert again.ok and not again.blocked, again.message()
+            assert again.ok, again.message()
+            assert not again.blocked, again.message()
             hits, _, _ = scan_files([agent.state, collector.workdir], canaries)
             leaks += len(hits)
         finally:
@@ -237,7 +240,8 @@ async def test_agent_state_corruption_is_detected_quarantined_and_blocks_release
         reset_charges=len(acknowledged),
     )
     figures.record("8b egress scan", f"after corruption {case}", runs=ROUNDS, faults=ROUNDS, lost=leaks)
-    assert silent == 0 and leaks == 0
+    assert silent == 0
+    assert leaks == 0
 
 
 async def test_current_runtime_on_damaged_state(tmp_path: Path, figures: Figures) -> None:
@@ -304,7 +308,8 @@ async def test_daemon_detects_blocks_and_resumes_after_acknowledgement(
         spent = sum(p["spent"] for p in json.loads(agent.cli("ledger", "--json").out))
         assert spent >= existing * (1 - 1e-9)
         again = agent.run_once(more, stop=later + 180)
-        assert again.code == 0 and json.loads(again.out)["windows_released"] > 0, again
+        assert again.code == 0, again
+        assert json.loads(again.out)["windows_released"] > 0, again
     finally:
         await collector.stop()
 
@@ -329,7 +334,8 @@ async def test_collector_db_corruption_is_quarantined_and_serve_starts(
     COLLECTOR_CASES[case](collector.db, rng)
     check = collector_integrity.check_db(collector.db)
     assert not check.ok, check
-    assert check.quarantined and all((collector.workdir / q).exists() for q in check.quarantined)
+    assert check.quarantined
+    assert all((collector.workdir / q).exists() for q in check.quarantined)
     with sqlite3.connect(collector.db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     started_ok = True
@@ -357,7 +363,9 @@ async def test_collector_db_corruption_is_quarantined_and_serve_starts(
     assert started_ok, collector.logs[-1].read_text() if collector.logs else ""
 
 
-@pytest.mark.xfail(not COLLECTOR_WIRED, reason="collector.integrity not wired into serve yet", strict=True)
+@pytest.mark.xfail(
+    not COLLECTOR_WIRED, reason="collector.store.integrity not wired into serve yet", strict=True
+)
 async def test_collector_serve_quarantines_by_itself(tmp_path: Path) -> None:
     rng = random.Random(5)
     collector, _agent, _ = await _prepared(tmp_path, False, rng)

@@ -228,7 +228,8 @@ def test_released_noise_matches_mechanism_and_privacy_loss_is_within_budget(
     assert estimate <= declared_loss * (1 + tolerance), (estimate, declared_loss)
     assert estimate >= declared_loss * (1 - tolerance), (estimate, declared_loss)
     # the declared spend matches the scale (OpenDP's map rounds up, never down)
-    assert declared_loss <= spent * (1 + 1e-6) and spent <= declared_loss * 1.01
+    assert declared_loss <= spent * (1 + 1e-6)
+    assert spent <= declared_loss * 1.01
 
 
 # -- all noise comes from OpenDP --------------------------------------------------------------------

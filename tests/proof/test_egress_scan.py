@@ -122,7 +122,8 @@ async def test_no_canary_in_state_bundles_egress_ledger_or_collector(
             online.init(sources="", endpoint=address, policy=SCAN_POLICY)
             online.register(collector)
             run2 = online.run_once(src, start=span[0], stop=span[1])
-            assert run2.code == 0 and json.loads(run2.out)["outbox_depth"] == 0, run2
+            assert run2.code == 0, run2
+            assert json.loads(run2.out)["outbox_depth"] == 0, run2
             printed = tmp_path / f"printed{r}.txt"
             with printed.open("w") as out:
                 for who in (gap, online):

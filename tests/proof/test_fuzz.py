@@ -49,7 +49,7 @@ from agent.model import DeadLetter, Event
 from agent.policy import load_policy
 from agent.sources import Chunk, MqttSource
 from collector.importer import import_bundle
-from collector.sqlite_store import SqliteStore
+from collector.store.sqlite.store import SqliteStore
 from hushmetric import bundle, dsse
 from hushmetric.batch import decode_batch
 from hushmetric.errors import ConfigError, ContractError
@@ -111,15 +111,20 @@ DECODERS = {
 def _check_decoded(limits: Limits, events: list[Event], letters: list[DeadLetter]) -> None:
     for letter in letters:
         assert letter.reason in DEAD_LETTER_REASONS, letter
-        assert "\n" not in letter.detail and len(letter.digest) == 64
+        assert "\n" not in letter.detail
+        assert len(letter.digest) == 64
     for e in events:
-        assert isinstance(e.name, str) and 0 < len(e.name) <= limits.max_key_length
-        assert isinstance(e.unit, str) and 0 < len(e.unit) <= limits.max_key_length
-        assert isinstance(e.ts, float) and 0 <= e.ts < 253402300800.0
+        assert isinstance(e.name, str)
+        assert 0 < len(e.name) <= limits.max_key_length
+        assert isinstance(e.unit, str)
+        assert 0 < len(e.unit) <= limits.max_key_length
+        assert isinstance(e.ts, float)
+        assert 0 <= e.ts < 253402300800.0
         assert e.value is None or (isinstance(e.value, float) and math.isfinite(e.value))
         assert len(e.attrs) <= limits.max_attrs
         for k, v in e.attrs.items():
-            assert isinstance(k, str) and 0 < len(k) <= limits.max_key_length
+            assert isinstance(k, str)
+            assert 0 < len(k) <= limits.max_key_length
             assert isinstance(v, str | int | float | bool)
             assert not isinstance(v, str) or len(v) <= limits.max_value_length
             assert not isinstance(v, float) or math.isfinite(v)
@@ -227,7 +232,8 @@ async def test_mqtt_payload_path(figures: Figures) -> None:
         async with aiomqtt.Client("127.0.0.1", 1883, identifier=client_id, clean_session=True):
             pass  # forget the persistent session
     mangled = sum(received.get(str(i)) != p for i, p in enumerate(payloads))
-    assert mangled == 0 and t.crashes == 0, t.examples
+    assert mangled == 0, t.examples
+    assert t.crashes == 0, t.examples
     _record(
         figures,
         "mqtt payload path",
@@ -581,7 +587,17 @@ async def test_bundle_importer(tmp_path: Path, figures: Figures) -> None:
         cli.crash(f"{len(lines)} report lines for {len(names)} files: {r.err[-600:]}")
     cli.accepted = sum(bool(re.search(r"refused 0$", line)) for line in lines)
     cli.clear = len(lines) - cli.accepted
-    assert read.crashes == 0 and imported.crashes == 0 and cli.crashes == 0, (
+    assert read.crashes == 0, (
+        read.examples,
+        imported.examples,
+        cli.examples,
+    )
+    assert imported.crashes == 0, (
+        read.examples,
+        imported.examples,
+        cli.examples,
+    )
+    assert cli.crashes == 0, (
         read.examples,
         imported.examples,
         cli.examples,
@@ -752,7 +768,9 @@ async def test_grpc_submit(tmp_path: Path, figures: Figures) -> None:
     finally:
         await c.stop()
     logged = c.tracebacks()
-    assert signed.crashes == 0 and raw.crashes == 0 and not logged, (signed.examples, raw.examples, logged)
+    assert signed.crashes == 0, (signed.examples, raw.examples, logged)
+    assert raw.crashes == 0, (signed.examples, raw.examples, logged)
+    assert not logged, (signed.examples, raw.examples, logged)
     _record(figures, "grpc Submit: signed hostile payloads", signed, started, codes=len(codes))
     _record(figures, "grpc Submit: raw frames", raw, started)
 
@@ -974,11 +992,9 @@ async def test_otlp_receiver(figures: Figures, caplog: pytest.LogCaptureFixture)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert grpc_t.crashes == 0 and http_t.crashes == 0 and not logged, (
-        grpc_t.examples,
-        http_t.examples,
-        logged,
-    )
+    assert grpc_t.crashes == 0, grpc_t.examples
+    assert http_t.crashes == 0, http_t.examples
+    assert not logged, logged
     _record(figures, "otlp receiver: grpc", grpc_t, started)
     _record(figures, "otlp receiver: http", http_t, started)
 
@@ -1041,7 +1057,8 @@ async def test_syslog_receiver(figures: Figures, caplog: pytest.LogCaptureFixtur
     import socket
 
     try:
-        assert src.tcp_bound and src.udp_bound
+        assert src.tcp_bound
+        assert src.udp_bound
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             for _, data in corpus:
                 sock_t.tried += 2
@@ -1065,6 +1082,8 @@ async def test_syslog_receiver(figures: Figures, caplog: pytest.LogCaptureFixtur
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert t.crashes == 0 and sock_t.crashes == 0 and not logged, (t.examples, sock_t.examples, logged)
+    assert t.crashes == 0, t.examples
+    assert sock_t.crashes == 0, sock_t.examples
+    assert not logged, logged
     _record(figures, "syslog framing and parsing", t, started, corpus=len(corpus))
     _record(figures, "syslog receiver: tcp and udp", sock_t, started)

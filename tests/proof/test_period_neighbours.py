@@ -115,7 +115,8 @@ def test_a_unit_flooding_a_period_costs_at_most_the_period_charge(kind: str, fig
     # partitions over the whole period, to the windows and to the total alike.
     windows, totals = delta[:-2], delta[-2:]
     assert totals == pytest.approx([2.0, 2.0])
-    assert math.fsum(windows) == pytest.approx(4.0) and all(x >= 0 for x in windows)
+    assert math.fsum(windows) == pytest.approx(4.0)
+    assert all(x >= 0 for x in windows)
     assert math.fsum(x * x for x in windows) <= 2 * 2.0**2 + 1e-9  # ‖Δ‖₂² ≤ P·(C·upper)²
     stats: list[list[float]] = [[], []]
     sigmas: list[float] = []

@@ -124,7 +124,8 @@ async def test_concurrent_senders_never_exceed_quota(tmp_path: Path, figures: Fi
                     tg.create_task(
                         _sender(sc, s, stub, random.Random(rng.random())), name=f"sender-{s.agent}"
                     )
-        assert primary.alive() and replica.alive()
+        assert primary.alive()
+        assert replica.alive()
 
     usage: dict[str, dict[str, Any]] = {}
     for d in primary.usage():  # summed over days, should the run cross a UTC midnight
@@ -162,7 +163,8 @@ async def test_concurrent_senders_never_exceed_quota(tmp_path: Path, figures: Fi
             admitted=used,
             consumed_by_refused=(day["rows"] - rows) + (day["bytes"] - nbytes),
         )
-    assert not primary.tracebacks() and not replica.tracebacks()
+    assert not primary.tracebacks()
+    assert not replica.tracebacks()
     figures.record(
         FAMILY,
         "TOTAL (2 replicas, 20 senders)",

@@ -1,0 +1,205 @@
+"""The records the collector's store trades in: tenants, keys, quotas, the ingest commit and its
+outcomes, refusals, and what it hands to reports (released rows, declared privacy, usage)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from collector.store.vocab import BatchReason, KeyState, RefusalReason, TenantState
+from hushmetric.batch import Row
+
+__all__ = [
+    "UNATTRIBUTED",
+    "Accepted",
+    "BatchCommit",
+    "BatchPrivacy",
+    "CommitOutcome",
+    "CommitRefused",
+    "Conflicting",
+    "Duplicate",
+    "KeyRecord",
+    "Quota",
+    "Refusal",
+    "StoredRow",
+    "Tenant",
+    "UsageDay",
+    "usage_days",
+]
+
+
+UNATTRIBUTED = "-"  # tenant name under which refusals of batches with no known tenant are counted
+
+
+class Tenant(msgspec.Struct, frozen=True):
+    name: str
+    state: TenantState
+    created: float  # epoch seconds
+    updated: float
+
+
+class KeyRecord(msgspec.Struct, frozen=True):
+    key_id: str
+    tenant: str
+    agent: str
+    public_key: bytes
+    state: KeyState
+    added: float
+    retired_at: float | None = None
+    revoked_at: float | None = None
+
+
+class Quota(msgspec.Struct, frozen=True):
+    """Limits of one tenant; ``None`` means unlimited. Calendar periods are UTC days and months."""
+
+    tenant: str
+    batches_per_second: float | None = None
+    burst: int | None = None
+    rows_per_day: int | None = None
+    rows_per_month: int | None = None
+    bytes_per_day: int | None = None
+    max_batch_bytes: int | None = None
+    max_age_seconds: int | None = None
+
+
+class BatchCommit(msgspec.Struct, frozen=True):
+    """A verified, admitted batch, ready for the one ingest transaction."""
+
+    tenant: str
+    agent: str
+    seq: int
+    key_id: str
+    digest: str  # hex SHA-256 of the payload bytes
+    prev: str
+    created: str
+    window_start: str
+    window_end: str
+    policy: str
+    unit: str
+    epsilon: float | None
+    delta: float | None
+    rho: float | None
+    nbytes: int  # payload size, what bytes quotas count
+    rows: list[Row]
+
+
+class Accepted(msgspec.Struct, frozen=True, tag="accepted"):
+    gap: bool = False  # the previous seq has not arrived (yet)
+    fork: bool = False  # ``prev`` does not match the stored previous batch
+
+
+class Duplicate(msgspec.Struct, frozen=True, tag="duplicate"):
+    pass
+
+
+class Conflicting(msgspec.Struct, frozen=True, tag="conflict"):
+    """Same (tenant, agent, seq) already stored with different bytes."""
+
+
+class CommitRefused(msgspec.Struct, frozen=True, tag="refused"):
+    """Refused inside the transaction (rate, quota, or state changed since the checks); nothing stored."""
+
+    reason: BatchReason
+    retry_after: float | None = None
+
+
+CommitOutcome = Accepted | Duplicate | Conflicting | CommitRefused
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    """A refused submission (or enrollment: reasons ``enroll_*``), counted by tenant/day/reason and
+    audited once per reason per minute."""
+
+    tenant: str  # UNATTRIBUTED when unknown
+    reason: RefusalReason
+    agent: str | None = None
+    seq: int | None = None
+    key_id: str | None = None
+
+
+class StoredRow(msgspec.Struct, frozen=True):
+    """One released row as stored, with the batch it came from.
+
+    ``stat`` is one of: ``count``, ``sum``, ``mean``, ``histogram`` (bucket in ``dims["bucket"]``),
+    ``distinct_units``, or a quantile ``p50``/``p90``/``p99``…. ``mechanism`` is ``gaussian`` (scale =
+    σ), ``laplace`` (scale = b) or ``derived`` (scale = approximate standard deviation of a value
+    computed from other noisy values, e.g. mean = sum / count).
+    """
+
+    tenant: str
+    agent: str
+    seq: int
+    window_start: str  # RFC 3339 UTC
+    window_end: str
+    metric: str
+    stat: str
+    dims: dict[str, str]
+    value: float
+    mechanism: str
+    scale: float
+    level: str = "window"  # "period": a period total (wire `level`); absent in older batches
+
+
+class BatchPrivacy(msgspec.Struct, frozen=True):
+    """The privacy spend a stored batch declared."""
+
+    tenant: str
+    agent: str
+    seq: int
+    window_start: str
+    window_end: str
+    unit: str
+    epsilon: float | None
+    delta: float | None
+    rho: float | None
+
+
+class UsageDay(msgspec.Struct, frozen=True):
+    """Metering per tenant and UTC day; also the JSON form of ``hush-collector usage``."""
+
+    tenant: str
+    day: str  # YYYY-MM-DD
+    batches: int
+    rows: int
+    bytes: int
+    duplicates: int
+    refused: dict[str, int]
+    gaps: int
+
+
+def usage_days(
+    meter: Iterable[Sequence[Any]], refusals: Iterable[Sequence[Any]], gaps: Iterable[Sequence[Any]]
+) -> list[UsageDay]:
+    """Merge the three metering reads into one record per (tenant, day), sorted.
+
+    ``meter`` rows are (tenant, day, batches, rows, bytes, duplicates); ``refusals`` rows (tenant,
+    day, reason, count); ``gaps`` rows (tenant, day, open chain gaps). Shared by both stores.
+    """
+    days: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def slot(tenant: str, day: str) -> dict[str, Any]:
+        return days.setdefault(
+            (tenant, day), {"batches": 0, "rows": 0, "bytes": 0, "duplicates": 0, "refused": {}, "gaps": 0}
+        )
+
+    for t, d, batches, rows, nbytes, duplicates in meter:
+        slot(t, d).update(batches=batches, rows=rows, bytes=nbytes, duplicates=duplicates)
+    for t, d, reason, count in refusals:
+        slot(t, d)["refused"][reason] = count
+    for t, d, open_gaps in gaps:
+        slot(t, d)["gaps"] = open_gaps
+    return [
+        UsageDay(
+            t,
+            d,
+            v["batches"],
+            v["rows"],
+            v["bytes"],
+            v["duplicates"],
+            dict(sorted(v["refused"].items())),
+            v["gaps"],
+        )
+        for (t, d), v in sorted(days.items())
+    ]

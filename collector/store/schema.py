@@ -1,0 +1,168 @@
+"""The collector's relational schema as a versioned list of migrations (recorded in ``schema_version``).
+
+Written in the SQL that SQLite and PostgreSQL share; a store applies each migration above its
+current version in one transaction. Never edit a released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+from collector.store.records import BatchCommit, Quota
+from hushmetric.timefmt import parse_rfc3339
+
+__all__ = ["BATCH_COLUMNS", "KEY_COLUMNS", "MIGRATIONS", "QUOTA_FIELDS", "batch_values", "statements"]
+
+# Column vocabulary both store implementations share.
+QUOTA_FIELDS: tuple[str, ...] = Quota.__struct_fields__[1:]  # every limit, without the tenant
+KEY_COLUMNS = "key_id, tenant, agent, public_key, state, added, retired_at, revoked_at"
+BATCH_COLUMNS = (
+    "tenant, agent, seq, key_id, digest, prev, created, received, window_start, "
+    "window_end, window_start_epoch, policy, unit, epsilon, delta, rho, nbytes, nrows"
+)
+
+
+def batch_values(b: BatchCommit, received: float) -> tuple[object, ...]:
+    """The values of :data:`BATCH_COLUMNS` for one batch, in order."""
+    return (
+        b.tenant, b.agent, b.seq, b.key_id, b.digest, b.prev, b.created, received,
+        b.window_start, b.window_end, parse_rfc3339(b.window_start), b.policy, b.unit,
+        b.epsilon, b.delta, b.rho, b.nbytes, len(b.rows),
+    )  # fmt: skip
+
+
+_V1 = """
+CREATE TABLE tenants (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('active', 'suspended', 'deleted')),
+    created DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE keys (
+    key_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants (name),
+    agent TEXT NOT NULL,
+    public_key BYTEA NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('active', 'retired', 'revoked')),
+    added DOUBLE PRECISION NOT NULL,
+    retired_at DOUBLE PRECISION,
+    revoked_at DOUBLE PRECISION
+);
+CREATE INDEX keys_by_tenant ON keys (tenant, agent);
+CREATE TABLE enroll_tokens (
+    token_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants (name),
+    secret_hash BYTEA NOT NULL,
+    expires DOUBLE PRECISION NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    used_at DOUBLE PRECISION,
+    key_id TEXT
+);
+CREATE TABLE quotas (
+    tenant TEXT PRIMARY KEY REFERENCES tenants (name),
+    batches_per_second DOUBLE PRECISION,
+    burst BIGINT,
+    rows_per_day BIGINT,
+    rows_per_month BIGINT,
+    bytes_per_day BIGINT,
+    max_batch_bytes BIGINT,
+    max_age_seconds BIGINT
+);
+CREATE TABLE batches (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    key_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    created TEXT NOT NULL,
+    received DOUBLE PRECISION NOT NULL,
+    window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    window_start_epoch DOUBLE PRECISION NOT NULL,
+    policy TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    epsilon DOUBLE PRECISION,
+    delta DOUBLE PRECISION,
+    rho DOUBLE PRECISION,
+    nbytes BIGINT NOT NULL,
+    nrows BIGINT NOT NULL,
+    UNIQUE (tenant, agent, seq)
+);
+CREATE INDEX batches_by_window ON batches (tenant, window_start_epoch);
+CREATE TABLE batch_rows (
+    batch_id BIGINT NOT NULL REFERENCES batches (id),
+    metric TEXT NOT NULL,
+    stat TEXT NOT NULL,
+    dims TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    mechanism TEXT NOT NULL,
+    scale DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX batch_rows_by_batch ON batch_rows (batch_id);
+CREATE TABLE meter_day (
+    tenant TEXT NOT NULL,
+    day TEXT NOT NULL,
+    batches BIGINT NOT NULL DEFAULT 0,
+    rows BIGINT NOT NULL DEFAULT 0,
+    bytes BIGINT NOT NULL DEFAULT 0,
+    duplicates BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, day)
+);
+CREATE TABLE meter_month (
+    tenant TEXT NOT NULL,
+    month TEXT NOT NULL,
+    rows BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, month)
+);
+CREATE TABLE refusals (
+    tenant TEXT NOT NULL,
+    day TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, day, reason)
+);
+CREATE TABLE refusal_minutes (
+    tenant TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (tenant, minute, reason)
+);
+CREATE TABLE chain_events (
+    tenant TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('gap', 'fork')),
+    day TEXT NOT NULL,
+    resolved INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, agent, seq, kind)
+);
+CREATE TABLE buckets (
+    name TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE audit (
+    i BIGINT PRIMARY KEY,
+    ts TEXT NOT NULL,
+    action TEXT NOT NULL,
+    tenant TEXT,
+    details TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    sig TEXT NOT NULL
+)
+"""
+
+# v2: an enrollment token may be bound to one agent id, and only a rotation token (``rotate``) may
+# enroll a further key for an agent that already has one.
+_V2 = """
+ALTER TABLE enroll_tokens ADD COLUMN agent TEXT;
+ALTER TABLE enroll_tokens ADD COLUMN rotate INTEGER NOT NULL DEFAULT 0
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2)]
+
+
+def statements(script: str) -> list[str]:
+    """Split a migration into statements (the schema holds no semicolons inside literals)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

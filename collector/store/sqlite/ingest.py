@@ -1,0 +1,196 @@
+"""The ingest transaction on SQLite: dedupe, rate limit, quotas, rows, metering and chain events.
+
+Runs inside the store's ``BEGIN IMMEDIATE`` transaction; raising :class:`Rollback` undoes everything
+and hands its outcome back. Consumption is by conditional ``UPDATE``: the row count decides, so the
+same statements stay race-free on a server database with several writers.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+import msgspec
+
+from collector.store import rules
+from collector.store.records import (
+    Accepted,
+    BatchCommit,
+    CommitOutcome,
+    CommitRefused,
+    Conflicting,
+    Duplicate,
+    Quota,
+)
+from collector.store.schema import BATCH_COLUMNS, batch_values
+
+__all__ = ["Rollback", "commit"]
+
+_json = msgspec.json.Encoder()
+
+
+class Rollback(Exception):  # control flow inside the store, never escapes it
+    def __init__(self, outcome: CommitOutcome) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+async def _one(db: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> tuple[object, ...] | None:
+    rows = list(await db.execute_fetchall(sql, params))
+    return tuple(rows[0]) if rows else None
+
+
+async def _recheck(db: aiosqlite.Connection, b: BatchCommit) -> None:
+    """Key and tenant state may have changed since the checks: a kill switch takes effect at once."""
+    row = await _one(
+        db,
+        "SELECT k.state, t.state FROM keys k JOIN tenants t ON t.name = k.tenant WHERE k.key_id = ?",
+        (b.key_id,),
+    )
+    refused = rules.state_refusal(None if row is None else (str(row[0]), str(row[1])))
+    if refused is not None:
+        raise Rollback(refused)
+
+
+async def _take_token(db: aiosqlite.Connection, tenant: str, quota: Quota, now: float) -> None:
+    rate = quota.batches_per_second
+    if not rate:
+        return
+    burst, name = rules.bucket_burst(quota), rules.bucket_name(tenant)
+    await db.execute(
+        "INSERT INTO buckets (name, tokens, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        (name, burst, now),
+    )
+    level = "MIN(?, tokens + MAX(0, ? - updated) * ?)"
+    cur = await db.execute(
+        f"UPDATE buckets SET tokens = {level} - 1, updated = MAX(updated, ?) WHERE name = ? AND {level} >= 1",
+        (burst, now, rate, now, name, burst, now, rate),
+    )
+    if cur.rowcount == 1:
+        return
+    row = await _one(db, "SELECT tokens, updated FROM buckets WHERE name = ?", (name,))
+    tokens = float(row[0]) if row else 0.0  # type: ignore[arg-type]  # REAL column
+    updated = float(row[1]) if row else now  # type: ignore[arg-type]  # REAL column
+    raise Rollback(CommitRefused("rate_limited", rules.rate_retry_after(quota, tokens, updated, now)))
+
+
+async def _consume_day(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
+    n = len(b.rows)
+    await db.execute(
+        "INSERT INTO meter_day (tenant, day) VALUES (?, ?) ON CONFLICT (tenant, day) DO NOTHING",
+        (b.tenant, day),
+    )
+    cond, params = "", []
+    if quota.rows_per_day is not None:
+        cond += " AND rows + ? <= ?"
+        params += [n, quota.rows_per_day]
+    if quota.bytes_per_day is not None:
+        cond += " AND bytes + ? <= ?"
+        params += [b.nbytes, quota.bytes_per_day]
+    cur = await db.execute(
+        f"UPDATE meter_day SET batches = batches + 1, rows = rows + ?, bytes = bytes + ? "
+        f"WHERE tenant = ? AND day = ?{cond}",
+        (n, b.nbytes, b.tenant, day, *params),
+    )
+    if cur.rowcount == 1:
+        return
+    row = await _one(db, "SELECT rows FROM meter_day WHERE tenant = ? AND day = ?", (b.tenant, day))
+    used_rows = int(row[0]) if row else 0  # type: ignore[call-overload]  # INTEGER column
+    reason = rules.day_quota_reason(quota, used_rows, n)
+    raise Rollback(CommitRefused(reason, rules.seconds_to_next_day(now)))
+
+
+async def _consume_month(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: float) -> None:
+    month, n = rules.month_of(now), len(b.rows)
+    await db.execute(
+        "INSERT INTO meter_month (tenant, month) VALUES (?, ?) ON CONFLICT (tenant, month) DO NOTHING",
+        (b.tenant, month),
+    )
+    cond, params = "", []
+    if quota.rows_per_month is not None:
+        cond, params = " AND rows + ? <= ?", [n, quota.rows_per_month]
+    cur = await db.execute(
+        f"UPDATE meter_month SET rows = rows + ? WHERE tenant = ? AND month = ?{cond}",
+        (n, b.tenant, month, *params),
+    )
+    if cur.rowcount != 1:
+        raise Rollback(CommitRefused("quota_rows_month", rules.seconds_to_next_month(now)))
+
+
+async def _chain(db: aiosqlite.Connection, b: BatchCommit, day: str) -> Accepted:
+    """Record (never refuse) a gap before this batch, a fork at it, and what it resolves after it."""
+    event = (
+        "INSERT INTO chain_events (tenant, agent, seq, kind, day) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant, agent, seq, kind) DO NOTHING"
+    )
+    key = (b.tenant, b.agent)
+    before = await _one(
+        db, "SELECT digest FROM batches WHERE tenant = ? AND agent = ? AND seq = ?", (*key, b.seq - 1)
+    )
+    after = await _one(
+        db, "SELECT prev FROM batches WHERE tenant = ? AND agent = ? AND seq = ?", (*key, b.seq + 1)
+    )
+    found = rules.chain_findings(
+        b.seq,
+        b.prev,
+        b.digest,
+        None if before is None else str(before[0]),
+        None if after is None else str(after[0]),
+    )
+    if found.gap:
+        await db.execute(event, (*key, b.seq, "gap", day))
+    if found.fork:
+        await db.execute(event, (*key, b.seq, "fork", day))
+    if found.resolves_next_gap:
+        await db.execute(
+            "UPDATE chain_events SET resolved = 1 "
+            "WHERE tenant = ? AND agent = ? AND seq = ? AND kind = 'gap'",
+            (*key, b.seq + 1),
+        )
+    if found.next_forks:
+        await db.execute(event, (*key, b.seq + 1, "fork", day))
+    return Accepted(gap=found.gap, fork=found.fork)
+
+
+async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
+    day = rules.day_of(now)
+    await _recheck(db, b)
+    cur = await db.execute(
+        f"INSERT INTO batches ({BATCH_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant, agent, seq) DO NOTHING",
+        batch_values(b, now),
+    )
+    if cur.rowcount != 1:
+        row = await _one(
+            db,
+            "SELECT digest FROM batches WHERE tenant = ? AND agent = ? AND seq = ?",
+            (b.tenant, b.agent, b.seq),
+        )
+        if row is None or row[0] != b.digest:
+            raise Rollback(Conflicting())
+        await db.execute(
+            "INSERT INTO meter_day (tenant, day, duplicates) VALUES (?, ?, 1) "
+            "ON CONFLICT (tenant, day) DO UPDATE SET duplicates = meter_day.duplicates + 1",
+            (b.tenant, day),
+        )
+        return Duplicate()
+    batch_id = cur.lastrowid
+    await _take_token(db, b.tenant, quota, now)
+    await _consume_day(db, b, quota, day, now)
+    await _consume_month(db, b, quota, now)
+    await db.executemany(
+        "INSERT INTO batch_rows (batch_id, metric, stat, dims, value, mechanism, scale) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                batch_id,
+                r.metric,
+                r.stat,
+                _json.encode(r.dims).decode(),
+                r.value,
+                r.noise.mechanism,
+                r.noise.scale,
+            )
+            for r in b.rows
+        ],
+    )
+    return await _chain(db, b, day)
