@@ -160,7 +160,13 @@ ALTER TABLE enroll_tokens ADD COLUMN agent TEXT;
 ALTER TABLE enroll_tokens ADD COLUMN rotate INTEGER NOT NULL DEFAULT 0
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2)]
+# v3: a row's release level (issue 15): "period" for a period total, "window" for everything else
+# (and for every row stored before: older batches carry no level).
+_V3 = """
+ALTER TABLE batch_rows ADD COLUMN level TEXT NOT NULL DEFAULT 'window'
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3)]
 
 
 def statements(script: str) -> list[str]:

@@ -115,3 +115,71 @@ def test_validate_and_tune_through_the_cli(tmp_path: Path) -> None:
     text = agent.ok("tune", "--input", str(sample))
     assert "window bounds" in text
     assert "units clipped" in text
+
+
+LEVELS_POLICY = """
+version = 1
+name = "levels-e2e"
+[budget]
+rho = 0.5
+[window]
+size = "6h"
+lateness = "0s"
+[[metrics]]
+name = "signup"
+events = ["signup"]
+stat = "count"
+bound = "period"
+period_total = 0.3
+[[metrics]]
+name = "activated"
+events = ["activated"]
+stat = "count"
+bound = "period"
+period_total = 0.3
+"""
+
+
+def test_the_collector_stores_levels_and_reports_consistent_estimates(tmp_path: Path) -> None:
+    """Agent (air gap) → bundle → collector: the period totals are stored with their level, the KPI
+    report's windows add up to the consistent day total and the funnel's stage totals are those
+    consistent totals, with the total's (narrower) interval."""
+    import json
+
+    from tests.collector.collector_testkit import Hush
+    from tests.integration.agentkit import events_jsonl, init_agent
+
+    hush = Hush(tmp_path / "collector")
+    hush.cwd.mkdir()
+    hush.ok("init")
+    hush.ok("tenant", "create", "acme")
+    agent = init_agent(tmp_path / "agent")
+    agent.set_policy(LEVELS_POLICY)
+    public = agent.ok("key", "show").split()[0]
+    agent_name = next(
+        line.split("=")[1].strip().strip('"')
+        for line in agent.config.read_text().splitlines()
+        if line.startswith("agent")
+    )
+    hush.ok("key", "add", "acme", "--agent", agent_name, "--public-key", public)
+    events = [{"name": "signup", "ts": T + 600 * i, "unit": f"u{i}"} for i in range(100)]
+    events += [{"name": "activated", "ts": T + 600 * i + 300, "unit": f"u{i}"} for i in range(0, 100, 2)]
+    src = tmp_path / "events.jsonl"
+    src.write_text(events_jsonl(events))
+    agent.ok("run", "--once", "--input", str(src), "--from", str(T), "--to", str(T + 24 * H))
+    bundle = tmp_path / "bundle.tar"
+    agent.ok("export", "--out", str(bundle))
+    assert "accepted 5, duplicate 0, refused 0" in hush.ok("import", str(bundle))  # 4 windows + the total
+    args = ("--since", "2026-01-05", "--until", "2026-01-06", "--format", "json")
+    kpi = json.loads(hush.ok("report", "acme", *args))
+    signup = next(s for s in kpi["series"] if s["metric"] == "signup")
+    assert len(signup["points"]) == 4  # the windows; the total is not a fifth point
+    assert math.fsum(p["estimate"]["value"] for p in signup["points"]) == pytest.approx(
+        signup["total"]["value"], abs=1e-6
+    )
+    window_std = [p["estimate"]["std"] for p in signup["points"]]
+    funnel = json.loads(hush.ok("funnel", "acme", "--stages", "signup,activated", *args))
+    first = funnel["stages"][0]["total"]
+    assert first["value"] == pytest.approx(signup["total"]["value"], abs=1e-6)
+    # The day total of consistent estimates is more precise than the raw sum of four windows.
+    assert first["std"] < math.sqrt(sum(s * s for s in window_std)) * 0.999
