@@ -662,9 +662,11 @@ def _guarantee_line(policy: Any) -> str:
         f"privacy per {g.period}: {g.measure} {_fmt(g.cap)} gives "
         f"(epsilon {g.epsilon:.3g}, delta {g.delta_total:.2g})"
     )
-    parts = [f"{g.delta_conversion:.2g} reading rho as epsilon (OpenDP)"] if g.measure == "rho" else []
+    parts = []
+    if g.measure == "rho":
+        parts.append(f"{g.delta_conversion:.2g} to read rho as epsilon (OpenDP's conversion)")
     if g.delta_selection:
-        parts.append(f"{g.windows} windows x {g.delta_selection_per_window:.2g} partition selection")
+        parts.append(f"{g.windows} windows x {g.delta_selection_per_window:.2g} for partition selection")
     return head + (f"; delta = {' + '.join(parts)}" if parts else "")
 
 

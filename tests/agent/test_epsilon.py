@@ -102,7 +102,7 @@ def test_validate_tune_and_ledger_print_epsilon_at_delta(
         assert cli.main(["--config", cfg, command]) == 0
         out = capsys.readouterr().out
         assert want in out, (command, out)
-        assert f"{g.delta_conversion:.2g} reading rho as epsilon (OpenDP)" in out
+        assert f"{g.delta_conversion:.2g} to read rho as epsilon (OpenDP's conversion)" in out
 
 
 def test_ledger_reads_each_periods_spend_as_epsilon(

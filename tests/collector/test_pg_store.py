@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import nacl.signing
 import pytest
 
@@ -310,6 +311,25 @@ async def test_200_concurrent_commits_over_two_pools_admit_exactly_the_quota(
     assert await _count(pg_url, "SELECT COUNT(*) FROM batches") == 50
     assert await _count(pg_url, "SELECT COUNT(*) FROM batch_rows") == 50
     assert await _count(pg_url, "SELECT rows FROM meter_month") == 50
+
+
+async def test_a_batch_the_database_refuses_fails_alone_in_its_group(pg: PgStore, pg_url: str) -> None:
+    """Group commit: a batch whose rows PostgreSQL cannot store (a NUL in a metric name) raises for
+    its caller only; the batches grouped with it commit, metered once each, and it leaves no trace."""
+    quota = await _setup(pg, "acme", Quota("acme"))
+    bad = msgspec.structs.replace(batch(15), rows=[Row("m\x00", "count", {}, 1.0, Noise("gaussian", 1.5))])
+    batches = [bad if i == 14 else batch(i + 1) for i in range(30)]
+    before = pg.commit_groups
+    results = await asyncio.gather(
+        *(pg.commit_batch(b, quota, now=T0 + 10) for b in batches), return_exceptions=True
+    )
+    assert pg.commit_groups - before == 1  # all submitted before the first writer ran: one group
+    assert isinstance(results[14], asyncpg.PostgresError)
+    assert all(isinstance(r, Accepted) for i, r in enumerate(results) if i != 14)
+    [day] = await pg.usage("acme")
+    assert (day.batches, day.rows) == (29, 58)
+    assert await _count(pg_url, "SELECT COUNT(*) FROM batches WHERE seq = 15") == 0
+    assert await _count(pg_url, "SELECT COUNT(*) FROM batch_rows") == 58
 
 
 async def test_each_batch_sent_to_both_replicas_is_stored_and_metered_once(pg: PgStore, pg_url: str) -> None:

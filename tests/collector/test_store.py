@@ -222,6 +222,56 @@ async def test_concurrent_submissions_never_exceed_the_quota(store: Store, clock
     assert (day.rows, day.batches, day.refused) == (50, 50, {"quota_rows_day": 150})
 
 
+async def test_one_group_decides_each_batch_exactly(store: Store, clock: Clock) -> None:
+    """Concurrent submissions share a commit (fewer transactions than batches), and inside the group
+    each is decided as if alone: a duplicate and a seq conflict (tenant beta), quota refusals beside
+    accepted batches (tenant acme); the refused ones leave no rows, their neighbours all of theirs."""
+    for tenant in ("acme", "beta"):
+        await store.create_tenant(tenant, now=clock())
+    await store.set_quota(Quota("acme", rows_per_day=30), now=clock())
+    agents = [Agent("acme", f"a{i}") for i in range(38)]
+    twice, rival = Agent("beta", "b0"), Agent("beta", "b1")
+    for a in [*agents, twice, rival]:
+        await store.add_key(a.tenant, a.agent, a.public_key, now=clock())
+    dup = twice.next()
+    one, other = rival.sign(rival.payload(rows=1)), rival.sign(rival.payload(rows=1, policy="cd" * 32))
+    envelopes = [dup, dup, one, other] + [a.next() for a in agents]
+    before = store.commit_groups  # type: ignore[attr-defined]  # both stores have it
+    outcomes = await asyncio.gather(*(ingest(store, e, now=clock()) for e in envelopes))
+    assert store.commit_groups - before < len(envelopes)  # type: ignore[attr-defined]
+    assert sorted(o == Stored("beta", "b0", 1, duplicate=True) for o in outcomes[:2]) == [False, True]
+    assert sorted(isinstance(o, Stored) for o in outcomes[2:4]) == [False, True]
+    assert {o.reason for o in outcomes[2:4] if isinstance(o, Rejected)} == {"conflict"}
+    assert sum(isinstance(o, Stored) for o in outcomes[4:]) == 30
+    assert {o.reason for o in outcomes[4:] if isinstance(o, Rejected)} == {"quota_rows_day"}
+    [acme] = await store.usage("acme")
+    assert (acme.batches, acme.rows, acme.duplicates, acme.refused) == (30, 30, 0, {"quota_rows_day": 8})
+    [beta] = await store.usage("beta")
+    assert (beta.batches, beta.rows, beta.duplicates, beta.refused) == (2, 2, 1, {"conflict": 1})
+    assert len(await store.released_rows("acme", None, None)) == 30
+    assert len(await store.released_rows("beta", None, None)) == 2
+
+
+async def test_an_acknowledged_group_is_on_disk(tmp_path: Path, clock: Clock, audit_key: nacl.signing.SigningKey) -> None:
+    """A reply comes after COMMIT: another connection sees every batch acknowledged to a group."""
+    path = tmp_path / "c.db"
+    store = await SqliteStore.open(path, signing_key=audit_key, create=True)
+    other = await SqliteStore.open(path)
+    try:
+        await store.create_tenant("acme", now=clock())
+        agents = [Agent("acme", f"a{i}") for i in range(20)]
+        for a in agents:
+            await store.add_key("acme", a.agent, a.public_key, now=clock())
+        outcomes = await asyncio.gather(*(ingest(store, a.next(rows=2), now=clock()) for a in agents))
+        assert all(isinstance(o, Stored) for o in outcomes)
+        assert store.commit_groups < len(agents)
+        [day] = await other.usage("acme")
+        assert (day.batches, day.rows) == (20, 40)
+    finally:
+        await other.close()
+        await store.close()
+
+
 async def test_two_store_instances_share_the_quota(
     tmp_path: Path, clock: Clock, audit_key: nacl.signing.SigningKey
 ) -> None:

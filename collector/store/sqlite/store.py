@@ -3,6 +3,8 @@
 One connection per process; an asyncio lock serialises transactions on it, and ``BEGIN IMMEDIATE``
 with a busy timeout serialises them against other processes (the admin CLI next to a running
 server). Quota and rate-limit consumption are conditional ``UPDATE``s whose row count decides.
+Concurrent ingest commits are grouped (:mod:`collector.store.group`): one ``BEGIN IMMEDIATE``, one
+``SAVEPOINT`` per batch, one ``COMMIT`` and so one fsync for the group, still ``synchronous = FULL``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import nacl.signing
 from collector import audit
 from collector.errors import NotFound, Unavailable
 from collector.store import rules
+from collector.store.group import GroupCommit, group_order
 from collector.store.records import (
     BatchCommit,
     BatchPrivacy,
@@ -71,6 +74,9 @@ class SqliteStore:
         self._db = db
         self._key = signing_key
         self._lock = asyncio.Lock()
+        self._group: GroupCommit[tuple[BatchCommit, Quota, float], CommitOutcome] = GroupCommit(
+            self._commit_group
+        )
 
     @classmethod
     async def open(
@@ -100,6 +106,7 @@ class SqliteStore:
         return store
 
     async def close(self) -> None:
+        await self._group.close()
         await self._db.close()
 
     async def ping(self) -> None:
@@ -360,13 +367,34 @@ class SqliteStore:
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     # -- ingest --------------------------------------------------------------------------------
-    @_whole
     async def commit_batch(self, batch: BatchCommit, quota: Quota, *, now: float) -> CommitOutcome:
-        try:
-            async with self._tx() as db:
-                return await commit(db, batch, quota, now)
-        except Rollback as stop:
-            return stop.outcome
+        return await self._group.submit((batch, quota, now))
+
+    @property
+    def commit_groups(self) -> int:
+        """Ingest transactions run so far (batches committed ÷ this is the mean group size)."""
+        return self._group.groups
+
+    async def _commit_group(
+        self, group: list[tuple[BatchCommit, Quota, float]]
+    ) -> list[CommitOutcome | BaseException]:
+        """One transaction for the group; each batch in a savepoint, so a refusal or an error
+        rolls back that batch only. Returns after COMMIT (the group's one durable flush)."""
+        results: list[CommitOutcome | BaseException] = [RuntimeError("not decided")] * len(group)
+        async with self._tx() as db:
+            for i in group_order([(b.tenant, b.agent, b.seq) for b, _, _ in group]):
+                batch, quota, now = group[i]
+                await db.execute("SAVEPOINT batch")
+                try:
+                    results[i] = await commit(db, batch, quota, now)
+                except Rollback as stop:
+                    results[i] = stop.outcome
+                    await db.execute("ROLLBACK TO batch")
+                except sqlite3.Error as exc:  # this batch's statements only; the group goes on
+                    results[i] = exc
+                    await db.execute("ROLLBACK TO batch")
+                await db.execute("RELEASE batch")
+        return results
 
     @_whole
     async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
