@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from agent.memory import parse_size
 from hushmetric.config import load_toml
 from hushmetric.errors import ConfigError
 
@@ -32,6 +33,9 @@ __all__ = [
     "load_config",
 ]
 
+# Below this, the interpreter and the modules alone exceed the limit: it could never be met.
+MIN_MEMORY = 64 << 20
+
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 
 
@@ -47,6 +51,13 @@ class MqttSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="m
     tls: bool = False
     ca_file: str | None = None
     keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    # Unacknowledged messages the broker may send at once (MQTT 5 Receive Maximum; with a 3.1.1
+    # broker its max_inflight_messages decides). See docs/operations.md, "MQTT brokers".
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+    # "3.1.1" (default): the window is the broker's max_inflight_messages; "5": asks for receive_maximum,
+    # for a broker behind a slow link whose settings cannot be changed (paho parses MQTT 5 packets at
+    # about half the speed, measured: see docs/operations.md). "5" falls back to 3.1.1 if refused.
+    protocol: Literal["5", "3.1.1"] = "3.1.1"
 
 
 class FileSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="file", tag_field="type"):
@@ -146,6 +157,15 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # the first units to arrive decide which values survive. Memory is bounded per unit instead
     # (units x max_partitions per metric and window); see ``deprecations``.
     max_open_values: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Memory limit of the agent process ("256MiB", "1GiB"): past 90 % of it, input is taken one
+    # chunk at a time and the sources block (see agent/memory.py). Unset: no limiter, and a fixed
+    # 16 MiB of raw input queued plus 4 MiB per group commit.
+    max_memory: str | None = None
+
+    @property
+    def max_memory_bytes(self) -> int | None:
+        """``max_memory`` in bytes; checked by :func:`load_config`."""
+        return None if self.max_memory is None else parse_size(self.max_memory)
 
 
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -205,6 +225,17 @@ def load_config(path: Path) -> LoadedConfig:
         host, sep, port = endpoint.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError("expected HOST:PORT", path=str(path), key=f"collector.endpoints[{i}]")
+    if config.limits.max_memory is not None:
+        try:
+            size = parse_size(config.limits.max_memory)
+        except ValueError:
+            size = 0
+        if size < MIN_MEMORY:
+            raise ConfigError(
+                f"expected a size of at least {MIN_MEMORY >> 20}MiB, like 256MiB or 1GiB",
+                path=str(path),
+                key="limits.max_memory",
+            )
     return LoadedConfig(config, path, path.resolve().parent)
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import nacl.signing
@@ -36,13 +36,13 @@ from agent import attest, deadletter, egress, integrity, journal, ledger, outbox
 from agent.aggregate import WindowAggregator, WindowState
 from agent.config import DemoSource, FileSource, LoadedConfig, StdinSource
 from agent.decode import Decoder
+from agent.memory import ByteQueue, MemoryLimiter, budget
 from agent.metrics import AgentMetrics
 from agent.model import DeadLetter, Event
 from agent.policy import Policy, load_policy, minimised, period_key, policy_digest, window_start
 from agent.redact import Redactor
 from agent.release import Release, period_cost, release_period_total, release_window, window_cost
 from agent.seal import Sealed, seal
-from agent.sender import Sender
 from agent.sources import build_sources
 from agent.sources.base import Chunk, Source
 from agent.state import open_state, transaction
@@ -50,6 +50,9 @@ from hushmetric.batch import Privacy
 from hushmetric.errors import ConfigError, HushError
 from hushmetric.keys import load_signing_key
 from hushmetric.timefmt import format_rfc3339, parse_rfc3339
+
+if TYPE_CHECKING:
+    from agent.sender import Sender
 
 __all__ = ["Agent", "RunReport", "load_secret", "open_agent_state"]
 
@@ -65,8 +68,8 @@ SCHEMAS = (
     attest.SCHEMA,
     periods.SCHEMA,
 )
-QUEUE_CHUNKS = 64  # chunks waiting between sources and the ingest loop; beyond this, sources block
-GROUP_COMMIT_BYTES = 8 << 20  # one journal transaction takes at most this much input
+# Input in flight (bytes queued between sources and the ingest loop, bytes per group commit) comes
+# from limits.max_memory: see agent/memory.py for the memory model.
 TICK_SECONDS = 1.0
 # Events stamped further ahead of the agent's clock are refused: one far-future timestamp would
 # otherwise push the event-time watermark ahead and close every open window at once.
@@ -162,7 +165,9 @@ class Agent:
         self._redactions_total: Counter[str] = Counter()
         self._last_input = time.monotonic()  # when process() last took input (monotonic clock)
         self._processing = 0  # process() calls in flight: input is being handled, not idle
-        self._waiting: asyncio.Queue[Chunk | None] | None = None  # the daemon's input queue
+        self._waiting: ByteQueue[Chunk] | None = None  # the daemon's input queue
+        self.budget = budget(self.cfg.limits.max_memory_bytes)
+        self.limiter = MemoryLimiter(self.cfg.limits.max_memory_bytes)
         self._held_warned = False
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hush-state")
         self.integrity = integrity.check_state(loaded.state_dir)
@@ -175,6 +180,8 @@ class Agent:
         self._stop: int | None = None  # run --once: windows from here on wait for a later run
         self.sender: Sender | None = None
         if self.cfg.collector.endpoints:
+            from agent.sender import Sender  # gRPC (about 20 MiB) only where a collector is configured
+
             self.sender = Sender(
                 self.conn,
                 self.cfg.collector,
@@ -251,7 +258,7 @@ class Agent:
     # -- ingest ---------------------------------------------------------------------------------
 
     async def _pump(
-        self, source: Source, queue: asyncio.Queue[Chunk | None], *, idle: float | None = None
+        self, source: Source, queue: ByteQueue[Chunk], *, idle: float | None = None
     ) -> None:
         """Move a source's chunks onto the queue. With ``idle``, stop once the source has been quiet
         that long: how ``run --once`` drains a live source (MQTT) that never ends by itself."""
@@ -262,25 +269,29 @@ class Agent:
                     chunk = await (anext(chunks) if idle is None else asyncio.wait_for(anext(chunks), idle))
                 except (StopAsyncIteration, TimeoutError):
                     return
-                await queue.put(chunk)
+                await queue.put(chunk, len(chunk.data))
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
 
-    async def _ingest(self, queue: asyncio.Queue[Chunk | None], *, stop_at_end: bool) -> None:
+    async def _ingest(self, queue: ByteQueue[Chunk], *, stop_at_end: bool) -> None:
         """Group commit: take whatever chunks are waiting (up to a size cap) and commit them together.
 
-        ``None`` on the queue marks the end of finite input (``run --once``).
+        ``None`` on the queue marks the end of finite input (``run --once``). Over the memory limit,
+        one chunk per group and one chunk queued: the sources slow down to the pipeline's pace.
         """
         ended = False
         while not ended:
             first = await queue.get()
             if first is None:
                 return
+            throttled = self.limiter.check()
+            queue.set_capacity(1 if throttled else self.budget.queue_bytes)
+            group_bytes = 1 if throttled else self.budget.group_bytes
             chunks = [first]
             size = len(first.data)
-            while size < GROUP_COMMIT_BYTES:
+            while size < group_bytes:
                 try:
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -617,7 +628,7 @@ class Agent:
         self.report.range_to = format_rfc3339(end)
         self.report.range_from_now = at_now
         await self.recover()
-        queue: asyncio.Queue[Chunk | None] = asyncio.Queue(QUEUE_CHUNKS)
+        queue: ByteQueue[Chunk] = ByteQueue(self.budget.queue_bytes)
         sources = self._sources(once=True, input_path=input_path)
         async with asyncio.TaskGroup() as tg:
             ingest = tg.create_task(self._ingest(queue, stop_at_end=True), name="ingest")
@@ -651,7 +662,7 @@ class Agent:
             demo = self._demo_range(None)
             self._start_schedule(self.clock() if demo is None else demo[0], persist=True)
         await self.recover()
-        queue: asyncio.Queue[Chunk | None] = asyncio.Queue(QUEUE_CHUNKS)
+        queue: ByteQueue[Chunk] = ByteQueue(self.budget.queue_bytes)
         self._waiting = queue
         sources = self._sources(once=False, input_path=None)
         async with asyncio.TaskGroup() as tg:

@@ -5,6 +5,11 @@ Detectors are plain objects with a ``name`` and ``find(text) -> spans`` (see ``D
 built-in set covers email, phone, IPv4, IPv6, MAC, payment card (Luhn), IBAN (mod-97), US SSN, JWT,
 API keys with known prefixes, URL credentials and secrets (assigned values and high-entropy tokens).
 
+Single pass: with the optional Hyperscan backend (``backend="hyperscan"``, or ``"auto"``), one
+scan of a text over every detector's pattern (prefilter mode) tells which detectors can match at
+all; only those run their Python pattern and validator, so the findings are exactly the pure-Python
+path's (see ``_hyperscan``). Without it, cheap features of the text (``features``) gate each detector.
+
 Findings that overlap merge into one, named after the detector that comes first in priority order
 (the order of ``BUILTIN``), so no part of a finding is ever left in clear.
 
@@ -18,12 +23,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
+from agent.detectors import _hyperscan
 from agent.detectors._checks import ipv4_ok, ipv6_ok
 from agent.detectors._rules import BUILTIN, RegexDetector, features
 
 __all__ = [
+    "BACKENDS",
     "BUILTIN",
     "DETECTOR_NAMES",
     "Detector",
@@ -64,16 +71,42 @@ DETECTOR_NAMES: tuple[str, ...] = tuple(dict.fromkeys(d.name for d in BUILTIN))
 _TRIVIAL = re.compile(r"[A-Za-z_ -]{0,12}[0-9]{0,6}")
 
 
-class Scanner:
-    """Runs detectors in priority order over a text, gated by cheap features of the text."""
+# Shorter texts run only the few detectors their features allow, faster than a Hyperscan call costs
+# (about 1.5 µs: encoding and the match callback); measured on the demo's label values.
+_GATE_MIN = 48
 
-    def __init__(self, detectors: Sequence[Detector] = BUILTIN) -> None:
+Backend = Literal["auto", "python", "hyperscan"]
+BACKENDS: tuple[Backend, ...] = ("auto", "python", "hyperscan")
+
+
+class Scanner:
+    """Runs detectors in priority order over a text, gated by cheap features of the text and, with
+    the Hyperscan backend, by one prefilter scan over all of them.
+
+    ``backend``: ``"python"`` (default) never uses Hyperscan, ``"auto"`` uses it when it is installed,
+    ``"hyperscan"`` requires it (ValueError otherwise). Findings are the same whichever runs; the
+    default saves the ~13 MiB Hyperscan's library costs for a small speed gain (see ``_hyperscan``).
+    """
+
+    def __init__(self, detectors: Sequence[Detector] = BUILTIN, *, backend: Backend = "python") -> None:
         self._detectors = tuple(detectors)
         self._rank = {name: i for i, name in enumerate(dict.fromkeys(d.name for d in self._detectors))}
         self._names = tuple(self._rank)
         self._always = any(d.trigger == 0 for d in self._detectors)
         self._plan = tuple((d.trigger, d.min_len, self._rank[d.name], d) for d in self._detectors)
         self._builtin = all(d in BUILTIN for d in self._detectors)
+        self._gate: _hyperscan.Gate | None = None
+        if backend == "hyperscan" and not _hyperscan.available():
+            raise ValueError("the hyperscan backend needs the hyperscan package (hushmetric[fast])")
+        if backend != "python":
+            self._gate = _hyperscan.build(
+                [d.pattern if isinstance(d, RegexDetector) else None for d in self._detectors]
+            )
+
+    @property
+    def backend(self) -> str:
+        """The backend in use: ``"hyperscan"`` or ``"python"``."""
+        return "python" if self._gate is None else "hyperscan"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -92,8 +125,11 @@ class Scanner:
             return []
         spans: list[tuple[int, int, int]] = []
         covered: list[tuple[int, int]] = []
-        for trigger, min_len, rank, det in self._plan:
-            if n < min_len or (trigger and not trigger & feats):
+        # One prefilter scan for all detectors (ASCII text only: see _hyperscan); -1: all may match.
+        gate = self._gate
+        maybe = gate.candidates(text) if gate is not None and n >= _GATE_MIN and text.isascii() else -1
+        for i, (trigger, min_len, rank, det) in enumerate(self._plan):
+            if n < min_len or (trigger and not trigger & feats) or not (maybe >> i) & 1:
                 continue
             found = det.find(text, covered) if isinstance(det, RegexDetector) else det.find(text)
             for start, end in found:

@@ -157,6 +157,8 @@ def _mqtt(spec: cfg.MqttSource, loaded: cfg.LoadedConfig, index: int) -> MqttSou
         password=password,
         tls_context=context,
         keepalive=spec.keepalive,
+        receive_maximum=spec.receive_maximum,
+        protocol=spec.protocol,
     )
 
 

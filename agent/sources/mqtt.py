@@ -24,11 +24,21 @@ Safety rules the ``ack`` closure enforces:
 - It runs on the loop thread (if called from another thread it hops there), at most once.
 - QoS 0 deliveries have nothing to acknowledge (``ack`` is ``None``).
 
-The session is MQTT 3.1.1 with ``clean_session=False`` and a stable client id (default
-``"hush-" + agent id``), so subscriptions and unacknowledged or queued QoS 1 messages survive agent
-restarts (as far as the broker's own limits allow: Mosquitto's ``max_queued_messages`` bounds what it
-keeps for an offline client, ``max_inflight_messages`` how many unacknowledged messages it sends
-before waiting for PUBACKs — so the pipeline must commit and ack promptly, not wait for large groups).
+The session is persistent with a stable client id (default ``"hush-" + agent id``), so
+subscriptions and unacknowledged or queued QoS 1 messages survive agent restarts (as far as the
+broker's own limits allow: Mosquitto's ``max_queued_messages`` bounds what it keeps for a client).
+
+In-flight window. Every PUBACK waits for a journal commit, so the number of unacknowledged messages
+the broker lets out at once bounds throughput (at most that many messages per commit, per round trip).
+With MQTT 3.1.1 (the default) the broker's ``max_inflight_messages`` sets it (Mosquitto: 20; the
+documented broker settings raise it to 1,000). With ``protocol = "5"`` the source asks for its own
+window with the CONNECT's *Receive Maximum* (``receive_maximum``, default 1,000), with
+``clean_start=False`` and a session expiry of "never" — the MQTT 5 spelling of 3.1.1's
+``clean_session=False``; a broker that refuses MQTT 5 ("unsupported protocol version") is then spoken
+to in 3.1.1 for the rest of the source's life, said once. MQTT 5 is not the default because paho
+parses its packets at about half the speed (measured on loopback, documented broker settings: 3.1.1
+drains a backlog at ~14k msg/s, MQTT 5 at ~5.5k): it pays off only behind a slow link whose broker
+settings cannot be changed. Broker settings that keep bursts whole are in docs/operations.md ("MQTT brokers").
 
 The broker being down is normal: connect failures and drops are retried forever with capped, jittered
 exponential backoff, logged once per change of state. Payload size is not checked here: the decoder
@@ -48,11 +58,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.sources.base import Chunk
 from agent.transport import Backoff
 
-__all__ = ["MqttSource"]
+__all__ = ["NEVER_EXPIRE", "MqttSource"]
+
+NEVER_EXPIRE = 0xFFFFFFFF  # MQTT 5 session expiry interval: keep the session like 3.1.1's clean_session=False
+_UNSUPPORTED_PROTOCOL = (0x01, 0x84)  # CONNACK codes: 3.1.1 "unacceptable protocol version", MQTT 5's
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +84,8 @@ class MqttSource:
         password: str | None = None,
         tls_context: ssl.SSLContext | None = None,
         keepalive: int = 30,
+        receive_maximum: int = 1000,
+        protocol: str = "3.1.1",  # or "5": see "In-flight window" above
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         rng: random.Random | None = None,
@@ -82,6 +99,8 @@ class MqttSource:
         self._password = password
         self._tls = tls_context
         self._keepalive = keepalive
+        self._receive_maximum = receive_maximum
+        self.protocol = protocol  # "5", or "3.1.1" (configured, or fallen back to)
         # The first retry waits up to 2·base (the delay after n failures is base·2ⁿ, capped).
         self._backoff = Backoff(2 * backoff_base, backoff_cap, rng or random.Random())
         self._live: int | None = None  # generation of the connection currently up
@@ -92,18 +111,7 @@ class MqttSource:
     async def chunks(self) -> AsyncIterator[Chunk]:
         while True:
             self.attempts += 1
-            client = aiomqtt.Client(
-                self._host,
-                self._port,
-                identifier=self.client_id,
-                clean_session=False,
-                protocol=aiomqtt.ProtocolVersion.V311,
-                username=self._username,
-                password=self._password,
-                tls_context=self._tls,
-                keepalive=self._keepalive,
-                timeout=10,
-            )
+            client = self._client()
             paho = _manual_ack(client)
             try:
                 async with client:
@@ -116,10 +124,44 @@ class MqttSource:
                     async for message in client.messages:
                         yield self._chunk(message, paho, self._generation)
             except aiomqtt.MqttError as exc:
+                if self.protocol == "5" and _refused_protocol(exc):
+                    self.protocol = "3.1.1"
+                    log.warning(
+                        "mqtt %s:%d does not speak MQTT 5: using 3.1.1, whose in-flight window is the "
+                        "broker's max_inflight_messages (see docs/operations.md)",
+                        self._host,
+                        self._port,
+                    )
+                    continue
                 self._set_state("down", exc)
             finally:
                 self._live = None
             await asyncio.sleep(self._backoff.next())
+
+    def _client(self) -> aiomqtt.Client:
+        common: dict[str, Any] = {
+            "identifier": self.client_id,
+            "username": self._username,
+            "password": self._password,
+            "tls_context": self._tls,
+            "keepalive": self._keepalive,
+            "timeout": 10,
+        }
+        if self.protocol == "3.1.1":
+            return aiomqtt.Client(
+                self._host, self._port, clean_session=False, protocol=aiomqtt.ProtocolVersion.V311, **common
+            )
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho ships no annotations here
+        props.SessionExpiryInterval = NEVER_EXPIRE
+        props.ReceiveMaximum = self._receive_maximum
+        return aiomqtt.Client(
+            self._host,
+            self._port,
+            clean_start=False,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            properties=props,
+            **common,
+        )
 
     def _chunk(self, message: aiomqtt.Message, paho: Any, generation: int) -> Chunk:
         payload = message.payload
@@ -173,6 +215,12 @@ class MqttSource:
             log.info("mqtt %s:%d connected as %s", self._host, self._port, self.client_id)
         else:
             log.warning("mqtt %s:%d unreachable, retrying with backoff: %s", self._host, self._port, exc)
+
+
+def _refused_protocol(exc: aiomqtt.MqttError) -> bool:
+    rc = getattr(exc, "rc", None)
+    code = getattr(rc, "value", rc)
+    return isinstance(code, int) and code in _UNSUPPORTED_PROTOCOL
 
 
 def _manual_ack(client: aiomqtt.Client) -> Any:
