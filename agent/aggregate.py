@@ -39,9 +39,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from agent.bound import Bounder, Bounds
+from agent.bound import CONTRIBUTION_DROPPED, PARTITION_DROPPED, Bounder, Bounds
 from agent.model import AttrValue, Event
-from agent.policy import Metric, Policy, window_origin
+from agent.policy import Metric, Policy, period_key, window_origin
 
 __all__ = ["AggregatorStats", "MetricWindow", "WindowAggregator", "WindowState", "bucket_labels", "label"]
 
@@ -96,14 +96,20 @@ class MetricWindow(Bounder):
 
 
 class WindowState:
-    """Everything a window's release needs. ``metrics`` is in the policy's metric order."""
+    """Everything a window's release needs. ``metrics`` is in the policy's metric order.
 
-    __slots__ = ("end", "events", "metrics", "start")
+    For a metric bounded per period, the metric window's bounder holds the contributions admitted
+    into this window (the caps are enforced by the period's bounder, :meth:`WindowAggregator.
+    period_usage`): what the runtime adds to the period's persisted usage when it releases the window.
+    """
 
-    def __init__(self, start: int, end: int, metrics: list[MetricWindow]) -> None:
+    __slots__ = ("end", "events", "metrics", "period", "start")
+
+    def __init__(self, start: int, end: int, metrics: list[MetricWindow], period: str = "") -> None:
         self.start = start
         self.end = end
         self.metrics = metrics
+        self.period = period  # the budget period the window lies in (ledger.period_of)
         self.events = 0  # admitted contributions, over all metrics
 
     def __repr__(self) -> str:
@@ -127,7 +133,7 @@ class _Plan:
         width = {_COUNT: 2, _SUM: 2, _MEAN: 3, _HISTOGRAM: 2 + last_bucket, _DISTINCT: 1}[code]
         self.hot: tuple[
             int, int, tuple[tuple[str, frozenset[str] | None], ...], bool, float, float, float, int,
-            int, int, list[float], int,
+            int, int, list[float], int, bool,
         ] = (
             index,
             code,
@@ -141,6 +147,7 @@ class _Plan:
             b.max_contributions,
             edges,
             last_bucket,
+            metric.bound == "period",
         )  # fmt: skip
 
 
@@ -157,6 +164,10 @@ class WindowAggregator:
             for name in metric.events:
                 self._by_name.setdefault(name, []).append(plan)
         self._windows: dict[int, WindowState] = {}
+        # Per-period bounds: (metric index, period) -> the bounder of that metric over the period.
+        # Per unit, per metric, per period, and dropped once the schedule leaves the period; the
+        # runtime restores the usage of released windows (persisted) before replaying the journal.
+        self._period_bounds: dict[tuple[int, str], Bounder] = {}
         self._watermark = -math.inf
         # The schedule position: every window starting before it has been handed out. None until
         # the runtime starts the schedule (a bare aggregator, in tests and benchmarks, then starts
@@ -186,7 +197,50 @@ class WindowAggregator:
         self._frontier = position
         for old in [s for s in self._windows if s < position]:
             del self._windows[old]
+        self._forget_periods()
         return position
+
+    def _new_window(self, start: int) -> WindowState:
+        return WindowState(
+            start,
+            start + self._size,
+            [MetricWindow(p.bounds) for p in self._plans],
+            period_key(self.policy, start),
+        )
+
+    def _period_bounder(self, index: int, period: str) -> Bounder:
+        bounder = self._period_bounds.get((index, period))
+        if bounder is None:
+            b = self._plans[index].bounds
+            bounder = self._period_bounds[(index, period)] = Bounder(b.max_partitions, b.max_contributions)
+        return bounder
+
+    def restore_period_usage(
+        self, metric: str, period: str, usage: Sequence[tuple[str, tuple[str, ...], int]]
+    ) -> None:
+        """Count contributions already released in ``period`` (unit, partition, n) against the
+        metric's period bounds: after a restart mid-period, a unit cannot add past them."""
+        index = next(i for i, m in enumerate(self.policy.metrics) if m.name == metric)
+        bounder = self._period_bounder(index, period)
+        for unit, key, n in usage:
+            slot = (unit, key)
+            if slot not in bounder.contributions:
+                bounder.touched[unit] = bounder.touched.get(unit, 0) + 1
+                bounder.contributions[slot] = 0
+            bounder.contributions[slot] += n
+
+    def period_usage(self, metric: str, period: str) -> Bounder | None:
+        """The period bounder of a metric bounded per period (None before its first contribution)."""
+        index = next(i for i, m in enumerate(self.policy.metrics) if m.name == metric)
+        return self._period_bounds.get((index, period))
+
+    def _forget_periods(self) -> None:
+        """Drop the period bounders of periods the schedule has left: memory stays bounded."""
+        if self._frontier is None or not self._period_bounds:
+            return
+        current = period_key(self.policy, self._frontier)
+        for slot in [s for s in self._period_bounds if s[1] < current]:
+            del self._period_bounds[slot]
 
     def window_start(self, ts: float) -> int:
         return self._origin + int((ts - self._origin) // self._size) * self._size
@@ -221,9 +275,7 @@ class WindowAggregator:
                 watermark = ts
             window = windows.get(start)
             if window is None:
-                window = windows[start] = WindowState(
-                    start, start + size, [MetricWindow(p.bounds) for p in self._plans]
-                )
+                window = windows[start] = self._new_window(start)
             attrs = ev.attrs
             unit = ev.unit
             metrics = window.metrics
@@ -241,6 +293,7 @@ class WindowAggregator:
                     max_c,
                     edges,
                     last,
+                    per_period,
                 ) = plan.hot
                 key: tuple[str, ...] = ()
                 if len(dims) == 1:  # the common case, without the general loop
@@ -289,7 +342,25 @@ class WindowAggregator:
                 contributions = mw.contributions
                 slot = (unit, key)
                 n = contributions.get(slot)
-                if n is None:
+                if per_period:
+                    # The period's bounder decides; the window only records what it admitted.
+                    outcome = self._period_bounder(index, window.period).admit(unit, key)
+                    if outcome == PARTITION_DROPPED:
+                        partitions_dropped += 1
+                        continue
+                    if outcome == CONTRIBUTION_DROPPED:
+                        contributions_dropped += 1
+                        continue
+                    if n is None:
+                        mw.touched[unit] = mw.touched.get(unit, 0) + 1
+                        contributions[slot] = 1
+                        if part is None:
+                            part = parts[key] = [0] * width
+                        part[0] += 1
+                    else:
+                        contributions[slot] = n + 1
+                        assert part is not None
+                elif n is None:
                     touched = mw.touched.get(unit, 0)
                     if touched >= max_p:
                         partitions_dropped += 1
@@ -333,15 +404,13 @@ class WindowAggregator:
             return []
         windows = self._windows
         out = [
-            windows.pop(start) if start in windows else self._empty(start)
+            windows.pop(start) if start in windows else self._new_window(start)
             for start in range(self._frontier, stop, self._size)
         ]
         if stop > self._frontier:
             self._frontier = stop
+            self._forget_periods()
         return out
-
-    def _empty(self, start: int) -> WindowState:
-        return WindowState(start, start + self._size, [MetricWindow(p.bounds) for p in self._plans])
 
     def closed_before(self, now: float) -> int:
         """The first window start the clock has not closed at ``now``: every window before it has

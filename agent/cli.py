@@ -18,13 +18,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from agent.config import LoadedConfig, load_config
 from hushmetric.errors import ConfigError, HushError
 from hushmetric.logs import setup_logging
+
+if TYPE_CHECKING:
+    from agent.policy import Policy
 
 __all__ = ["main"]
 
@@ -192,6 +195,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"policy digest {policy_digest(policy)[:16]}){suffix}"
     )
     _out(_guarantee_line(policy))
+    periodic = [m.name for m in policy.metrics if m.bound == "period"]
+    if periodic:
+        _out(
+            f"per-{policy.budget.period} bounds (charged once per {policy.budget.period}): "
+            f"{', '.join(periodic)}; the other metrics per window (see `hush-agent tune`)"
+        )
     # what central ops approve (issue 14): the full digest, as the collector compares it
     _out(
         f"approve with: hush-collector policy approve {loaded.config.tenant} --digest {policy_digest(policy)}"
@@ -290,6 +299,8 @@ def _print_run_report(report: Any) -> None:
         f"windows released  {report.windows_released} ({report.rows_released} rows)"
         + (f", range {report.range_from} .. {report.range_to}" if report.range_from else "")
     )
+    if report.totals_released:
+        _out(f"period totals     {report.totals_released} (one batch at each period's close)")
     if report.windows_refused:
         _out(f"windows refused   {report.windows_refused} (privacy budget exhausted)")
     if report.windows_held:
@@ -584,8 +595,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     suggestion = suggest_budget(policy, args.target, args.metric or ()) if args.target is not None else None
     if args.json:
         from agent.epsilon import guarantee
+        from agent.levels import compare_levels
 
-        _print_json({"expected": rows, "suggestion": suggestion, "privacy": guarantee(policy)})
+        doc: dict[str, Any] = {
+            "expected": rows,
+            "suggestion": suggestion,
+            "privacy": guarantee(policy),
+            "levels": compare_levels(policy),
+        }
+        if args.input is not None:
+            from agent.levels import clipping
+
+            doc["clipping"] = clipping(policy, _sample_events(loaded, policy, args.input))
+        _print_json(doc)
         return EXIT_OK
     measure = "rho" if policy.budget.mechanism == "zcdp" else "epsilon"
     _out(f"expected error per released entry, per window, at {measure} {_fmt(per_window_budget(policy))}")
@@ -600,6 +622,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for line in threshold_notes(rows):
         _out(line)
     _out(_guarantee_line(policy))
+    _print_levels(policy)
+    if args.input is not None:
+        _print_clipping(loaded, policy, args.input)
     if suggestion is not None:
         _out("")
         if suggestion.needed_per_window == float("inf"):
@@ -647,6 +672,67 @@ def _guarantee_line(policy: Any) -> str:
     if g.delta_selection:
         parts.append(f"{g.windows} windows x {g.delta_selection_per_window:.2g} for partition selection")
     return head + (f"; delta = {' + '.join(parts)}" if parts else "")
+
+
+def _sample_events(loaded: LoadedConfig, policy: Policy, path: str) -> list[Any]:
+    """The events of a JSON-lines sample as the pipeline keeps them (decoded, redacted)."""
+    from agent.decode import Decoder
+    from agent.policy import minimised
+    from agent.redact import Redactor
+    from agent.runtime import load_secret
+
+    redactor = Redactor(minimised(policy), load_secret(loaded.secret_path))
+    decoder = Decoder(loaded.config.limits)
+    with _read_input(path) as fh:
+        events, _letters = decoder.decode(fh.read(), "tune", now=time.time())
+    return list(redactor.redact_many(events))
+
+
+def _print_clipping(loaded: LoadedConfig, policy: Policy, path: str) -> None:
+    """``tune --input``: the bias side: what the caps drop from a sample, per window and per period."""
+    from agent.levels import clipping
+
+    rows = clipping(policy, _sample_events(loaded, policy, path))
+    if not rows:
+        return
+    _out("")
+    _out(f"bias on the sample {path}: contributions the caps drop (missing from released values)")
+    _out(
+        "{:<22} {:<7} {:>13} {:>9} {:>8} {:>14}".format(
+            "metric", "bound", "contributions", "dropped", "units", "units clipped"
+        )
+    )
+    for r in rows:
+        share = f"{r.dropped / r.contributions:.1%}" if r.contributions else "-"
+        _out(
+            f"{r.metric:<22} {r.bound:<7} {r.contributions:>13} {share:>9} {r.units:>8} {r.units_clipped:>14}"
+        )
+
+
+def _print_levels(policy: Policy) -> None:
+    """``tune``: 95 % half-widths under window bounds, period bounds, and period bounds with a total."""
+    from agent.levels import compare_levels
+
+    rows = compare_levels(policy)
+    if not rows:
+        return
+    _out("")
+    _out(
+        f"95% ± of a window value / of a {policy.budget.period} total (normal approx.): window bounds, "
+        "period bounds, period bounds with a period total (least squares at the collector)"
+    )
+    head = ("metric", "bound", "window bounds", "period bounds", "with total", "total share")
+    _out("{:<22} {:<7} {:>21} {:>21} {:>21} {:>11}".format(*head))
+    for r in rows:
+        levels = "-" if r.levels_window is None else f"{_fmt(r.levels_window)} / {_fmt(r.levels_total or 0)}"
+        share = "-" if r.total_share is None else f"{r.total_share:g}"
+        window = f"{_fmt(r.window_bound_window)} / {_fmt(r.window_bound_total)}"
+        period = f"{_fmt(r.period_bound_window)} / {_fmt(r.period_bound_total)}"
+        _out(f"{r.metric:<22} {r.bound:<7} {window:>21} {period:>21} {levels:>21} {share:>11}")
+    _out(
+        f"period bounds cap what a unit adds over the whole {policy.budget.period} (max_partitions, "
+        "max_contributions): more is dropped and counted as contributions_dropped"
+    )
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
@@ -826,6 +912,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metric", action="append", metavar="NAME", help="apply --target to this metric (repeatable)"
+    )
+    p.add_argument(
+        "--input",
+        metavar="FILE",
+        help="a sample of events (JSON lines, - for stdin): what the caps drop, per window and per period",
     )
     p.add_argument("--json", action="store_true")
 

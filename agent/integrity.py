@@ -175,6 +175,21 @@ def _mark(state_dir: Path, reasons: list[str], quarantined: list[str], now: floa
 _CHECKED_TABLES = ("privacy_charge", "privacy_total", "outbox", "journal_blocks")
 
 
+def _blank(db: Path) -> bool:
+    """A database with no table at all: a first start stopped before its schema committed (the
+    schema is created in one transaction). Nothing was ever recorded in it, so nothing can be lost."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return False
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]) == 0
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
 def _quick_check(db: Path) -> list[str]:
     """Problems reading ``db`` (empty when it is sound)."""
     return sqlite_problems(db, _CHECKED_TABLES)
@@ -230,7 +245,7 @@ def check_state(state_dir: Path, *, clock: Callable[[], float] = time.time) -> I
         problems.append(str(exc))
         head = None
         quarantined += _quarantine(state_dir / HEAD_FILE, now)
-    if db.exists():
+    if db.exists() and not _blank(db):
         unreadable = _quick_check(db)
         if unreadable:
             problems += unreadable
@@ -241,7 +256,7 @@ def check_state(state_dir: Path, *, clock: Callable[[], float] = time.time) -> I
             problems += _ledger_problems(db, head)
     elif head is not None and head.releases > 0:
         problems.append(f"{STATE_FILE} is missing but {HEAD_FILE} records {head.releases} releases")
-    elif (db.with_name(STATE_FILE + "-wal")).exists():
+    elif not db.exists() and (db.with_name(STATE_FILE + "-wal")).exists():
         problems.append(f"{STATE_FILE}-wal exists without {STATE_FILE}")
         quarantined += _quarantine(db, now)
     if problems:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from agent.policy import Policy
+from agent.policy import Policy, period_key
 from agent.release import Release
 from hushmetric.errors import HushError
 
@@ -36,6 +36,8 @@ __all__ = [
     "cap_of",
     "charge",
     "delta_remaining",
+    "mark_period_charged",
+    "period_charged",
     "period_of",
     "refuse",
     "remaining",
@@ -74,6 +76,12 @@ CREATE TABLE IF NOT EXISTS privacy_total (
     releases INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO privacy_total (id, rho, epsilon, delta, releases) VALUES (1, 0, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS privacy_period_charge (
+    period TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (period, policy)
+);
 """
 
 # Relative slack when comparing sums of floats with a cap: a period of equal per-window shares must
@@ -121,12 +129,9 @@ class LedgerCheck(msgspec.Struct, frozen=True):
     problems: list[str]
 
 
-_PERIOD_FORMAT = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
-
-
 def period_of(policy: Policy, window_start: int) -> str:
     """The UTC budget period containing ``window_start``: ``2026-11-26``, ``2026-W48`` or ``2026-11``."""
-    return time.strftime(_PERIOD_FORMAT[policy.budget.period], time.gmtime(window_start))
+    return period_key(policy, window_start)
 
 
 def cap_of(policy: Policy) -> float:
@@ -211,6 +216,26 @@ def charge(
         "UPDATE privacy_total SET rho = rho + ?, epsilon = epsilon + ?, delta = delta + ?, "
         "releases = releases + 1 WHERE id = 1",
         (rho, eps, delta),
+    )
+
+
+def period_charged(conn: sqlite3.Connection, period: str, policy_digest: str) -> bool:
+    """Whether the once-per-period charge of the policy's period-bounded metrics was paid for
+    ``period`` (it is part of the charge of the batch that released the period's first window)."""
+    row = conn.execute(
+        "SELECT 1 FROM privacy_period_charge WHERE period = ? AND policy = ?", (period, policy_digest)
+    ).fetchone()
+    return row is not None
+
+
+def mark_period_charged(conn: sqlite3.Connection, period: str, policy_digest: str, seq: int) -> None:
+    """Record that batch ``seq``'s charge paid the period charge; in the charging transaction.
+
+    Keyed by policy digest: a policy changed mid-period pays its own period charge (its windows form
+    a new period vector), never less than it needs."""
+    conn.execute(
+        "INSERT INTO privacy_period_charge (period, policy, seq) VALUES (?, ?, ?)",
+        (period, policy_digest, seq),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,7 +31,9 @@ __all__ = [
     "load_policy",
     "minimised",
     "per_window_budget",
+    "period_budget",
     "period_delta",
+    "period_key",
     "period_seconds",
     "policy_digest",
     "used_attrs",
@@ -136,9 +139,17 @@ class Metric(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Dimension key -> declared values (released in full, zeros included) or "open" (DP partition
     # selection decides which values appear). Values come from the event's attrs.
     dims: dict[str, list[str] | Literal["open"]] = {}
-    max_partitions: PositiveInt = 1  # partitions one unit may touch per window
-    max_contributions: PositiveInt = 1  # contributions one unit may make per partition per window
+    max_partitions: PositiveInt = 1  # partitions one unit may touch per window (per period: bound)
+    max_contributions: PositiveInt = 1  # contributions one unit may make per partition per window (...)
     weight: Positive = 1.0  # share of the window's budget
+    # What the two caps above count over: each window (default), or the whole budget period. A
+    # period bound caps what a unit adds to all of a period's windows together, so the period's
+    # vector of window values has the sensitivity of one window and the metric is charged once per
+    # period: each window gets the noise of a single release over the period (docs/privacy.md).
+    bound: Literal["window", "period"] = "window"
+    # Period bounds only: the share of the metric's period budget spent on a second release of the
+    # period total at the period's close (0: none). The collector combines it with the windows.
+    period_total: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
 
 
 class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -227,8 +238,46 @@ def _check(policy: Policy, path: str) -> Policy:  # noqa: C901  # one flat list 
                 )
         if len(m.dims) > _MAX_DIMS:
             raise ConfigError(f"at most {_MAX_DIMS} dimensions per metric", path=path, key=f"{key}.dims")
+        _check_period_bound(m, key, path)
     _check_delta(policy, path)
     return policy
+
+
+# Statistics a period bound supports: integer releases of declared partitions, whose period vector's
+# sensitivity is that of one window under the same caps. Distinct-unit counts (a unit counts once per
+# window it appears in) and open dimensions (partition selection per window) are not.
+_PERIOD_STATS = ("count", "sum", "mean", "histogram", "quantiles")
+# A period total is a sum of window values: only for statistics released as sums (not derived ones).
+_TOTAL_STATS = ("count", "sum", "histogram")
+
+
+def _check_period_bound(m: Metric, key: str, path: str) -> None:
+    if m.bound == "window":
+        if m.period_total:
+            raise ConfigError(
+                'a period total needs per-period bounds: set `bound = "period"` or remove `period_total`',
+                path=path,
+                key=f"{key}.period_total",
+            )
+        return
+    if m.stat not in _PERIOD_STATS:
+        raise ConfigError(
+            f"per-period bounds support {', '.join(_PERIOD_STATS)}, not {m.stat}",
+            path=path,
+            key=f"{key}.bound",
+        )
+    if "open" in m.dims.values():
+        raise ConfigError(
+            "per-period bounds need declared dimension values (an open dimension is selected per window)",
+            path=path,
+            key=f"{key}.bound",
+        )
+    if m.period_total and m.stat not in _TOTAL_STATS:
+        raise ConfigError(
+            f"a period total is released for {', '.join(_TOTAL_STATS)} only, not {m.stat}",
+            path=path,
+            key=f"{key}.period_total",
+        )
 
 
 def _fmt_duration(seconds: int) -> str:
@@ -324,11 +373,20 @@ def minimised(policy: Policy) -> Policy:
     return msgspec.structs.replace(policy, attrs={k: v for k, v in policy.attrs.items() if k in used})
 
 
+# Metric keys added after policies were deployed: left out of the digest while at their default, so
+# a policy that does not use them keeps the digest it had (collectors attach approved digests).
+_LATER_DEFAULTS = {"bound": "window", "period_total": 0.0}
+
+
 def policy_digest(policy: Policy) -> str:
     """Hex SHA-256 of the canonical encoding of the decoded policy (comments and layout do not count)."""
     tree = msgspec.to_builtins(policy, order="sorted")
     if not policy.redaction.custom:
         del tree["redaction"]["custom"]  # a policy without custom detectors keeps its earlier digest
+    for metric in tree.get("metrics", []):
+        for name, default in _LATER_DEFAULTS.items():
+            if metric.get(name) == default:
+                del metric[name]
     return hashlib.sha256(msgspec.msgpack.encode(tree)).hexdigest()
 
 
@@ -360,6 +418,15 @@ def windows_per_period(policy: Policy, *, chargeable: bool = False) -> int:
     return windows
 
 
+_PERIOD_FORMAT = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
+
+
+def period_key(policy: Policy, ts: float) -> str:
+    """The UTC budget period containing ``ts``: ``2026-11-26``, ``2026-W48`` or ``2026-11``. The
+    strings sort in time order."""
+    return time.strftime(_PERIOD_FORMAT[policy.budget.period], time.gmtime(int(ts)))
+
+
 def period_delta(policy: Policy) -> float:
     """The δ one period's windows can add up to: per-window δ (only metrics with open dimensions
     spend it) times the windows the period can be charged for."""
@@ -376,3 +443,11 @@ def per_window_budget(policy: Policy) -> float:
     if b.per_window is not None:
         return b.per_window
     return cap / windows_per_period(policy)
+
+
+def period_budget(policy: Policy, *, per_window: float | None = None) -> float:
+    """ρ (ε) a full period of windows spends: what period-bounded metrics share, by weight, once per
+    period. Never more than the cap: the windows the cap pays for at ``per_window`` (default: the
+    policy's)."""
+    window = per_window_budget(policy) if per_window is None else per_window
+    return window * windows_per_period(policy, chargeable=per_window is None)

@@ -16,6 +16,12 @@ over the selected partitions (two calls).
 Means and quantiles are post-processing of the released integers (mechanism ``derived``; their scale
 is an approximate standard deviation). What a window costs depends on the policy alone, never on the
 data, so the ledger can decide before any noise is drawn (:func:`window_cost`).
+
+A metric with per-period bounds (``bound = "period"``) gets, once per period, the share of the
+period's budget a full period of windows would give it (:func:`period_cost`), and its measurement's
+privacy map is checked at the sensitivity of the whole period vector — which the period's caps make
+that of one window. Each window then reuses the measurement, and an optional period total
+(:func:`release_period_total`, rows with ``level = "period"``) has its own share of it.
 """
 
 from __future__ import annotations
@@ -31,10 +37,18 @@ import opendp.prelude as dp
 
 from agent.aggregate import MetricWindow, WindowState, bucket_labels
 from agent.bound import Bounds, Sensitivity
-from agent.policy import Metric, Policy, per_window_budget, policy_digest
+from agent.policy import Metric, Policy, per_window_budget, period_budget, policy_digest
 from hushmetric.batch import Noise, Row
 
-__all__ = ["ExpectedError", "Release", "expected_error", "release_window", "window_cost"]
+__all__ = [
+    "ExpectedError",
+    "Release",
+    "expected_error",
+    "period_cost",
+    "release_period_total",
+    "release_window",
+    "window_cost",
+]
 
 dp.enable_features("contrib")  # OpenDP's measurements used here are all in "contrib"
 
@@ -72,6 +86,8 @@ class ExpectedError(msgspec.Struct, frozen=True):
     half_width_95: float  # 95 % of released values fall within ± this of the truth
     count_std: float | None  # mean only: std of the noisy count
     threshold: float | None
+    bound: str = "window"  # what the contribution caps count over: "window" or "period"
+    total_std: float | None = None  # period total (its own release), when the policy asks for one
 
 
 class _Noiser(NamedTuple):
@@ -89,10 +105,16 @@ class _MetricPlan(NamedTuple):
     vector: _Noiser | None  # stat over a fixed list of partitions
     threshold: _Noiser | None  # open dimensions: partition selection (and counts, for count/distinct)
     threshold_value: int
+    total: _Noiser | None = None  # period bounds with a period total: that release's measurement
 
     @property
     def spend(self) -> float:
-        return sum(n.spend for n in (self.vector, self.threshold) if n is not None)
+        """Per window for window bounds; once per period for period bounds (the total included)."""
+        return sum(n.spend for n in (self.vector, self.threshold, self.total) if n is not None)
+
+    @property
+    def per_period(self) -> bool:
+        return self.metric.bound == "period"
 
     @property
     def delta(self) -> float:
@@ -102,8 +124,9 @@ class _MetricPlan(NamedTuple):
 class _WindowPlan(NamedTuple):
     zcdp: bool
     metrics: list[_MetricPlan]
-    spend: float
+    spend: float  # every window: the metrics bounded per window
     delta: float
+    period_spend: float  # once per period: the metrics bounded per period, their totals included
 
 
 def _fits(meas: Any, d_in: Any, share: float) -> tuple[bool, float, float]:
@@ -182,19 +205,31 @@ def _plan(policy: Policy, budget: float | None) -> _WindowPlan:
         return cached
     zcdp = policy.budget.mechanism == "zcdp"
     total = per_window_budget(policy) if budget is None else budget
+    # A period-bounded metric gets, once per period, the share a full period of windows would give it.
+    whole = period_budget(policy, per_window=budget)
     weights = sum(m.weight for m in policy.metrics)
     open_weights = sum(m.weight for m in policy.metrics if "open" in m.dims.values())
-    metrics = [
-        _metric_plan(
-            m,
-            zcdp,
-            total * m.weight / weights,
-            policy.budget.delta * m.weight / open_weights if open_weights else policy.budget.delta,
-        )
-        for m in policy.metrics
-    ]
+    metrics = []
+    for m in policy.metrics:
+        delta = policy.budget.delta * m.weight / open_weights if open_weights else policy.budget.delta
+        if m.bound == "window":
+            metrics.append(_metric_plan(m, zcdp, total * m.weight / weights, delta))
+            continue
+        # Period bounds: the privacy map of each measurement is checked at the sensitivity of the
+        # whole period vector (the same formula as one window's: the caps hold over the period), so
+        # its spend is what the period costs, whatever the number of windows.
+        share = whole * m.weight / weights
+        mplan = _metric_plan(m, zcdp, share * (1.0 - m.period_total), delta)
+        if m.period_total:
+            sens = mplan.bounds.sensitivity(m.stat)
+            mplan = mplan._replace(total=_vector_noiser(zcdp, sens, share * m.period_total))
+        metrics.append(mplan)
     plan = _WindowPlan(
-        zcdp, metrics, math.fsum(p.spend for p in metrics), math.fsum(p.delta for p in metrics)
+        zcdp,
+        metrics,
+        math.fsum(p.spend for p in metrics if not p.per_period),
+        math.fsum(p.delta for p in metrics),
+        math.fsum(p.spend for p in metrics if p.per_period),
     )
     with _plans_lock:
         if len(_plans) >= 64:
@@ -204,9 +239,16 @@ def _plan(policy: Policy, budget: float | None) -> _WindowPlan:
 
 
 def window_cost(policy: Policy, *, budget: float | None = None) -> tuple[float, float]:
-    """(ρ or ε, δ) that releasing any window under ``policy`` spends; depends on the policy alone."""
+    """(ρ or ε, δ) that releasing any window under ``policy`` spends for its window-bounded metrics;
+    depends on the policy alone."""
     plan = _plan(policy, budget)
     return plan.spend, plan.delta
+
+
+def period_cost(policy: Policy, *, budget: float | None = None) -> float:
+    """ρ (ε) the period-bounded metrics spend once per period, period totals included: charged with
+    the first window of a period that is released. Depends on the policy alone."""
+    return _plan(policy, budget).period_spend
 
 
 def _key_text(key: tuple[str, ...]) -> str:
@@ -233,14 +275,14 @@ def _dims(metric: Metric, key: tuple[str, ...], **extra: str) -> dict[str, str]:
     return {**dict(zip(metric.dims, key, strict=True)), **extra}
 
 
-def _rows(plan: _MetricPlan, mw: MetricWindow) -> list[Row]:
+def _rows(plan: _MetricPlan, mw: MetricWindow, level: str = "window") -> list[Row]:
     metric, bounds = plan.metric, plan.bounds
     keys, selected = _partitions(plan, mw)
     if plan.vector is None:  # count / distinct_units over an open dimension: the threshold released them
         assert plan.threshold is not None and selected is not None
         noise = Noise(plan.mechanism, plan.threshold.scale)
         return [
-            Row(metric.name, metric.stat, _dims(metric, k), float(selected[_key_text(k)]), noise)
+            Row(metric.name, metric.stat, _dims(metric, k), float(selected[_key_text(k)]), noise, level)
             for k in keys
         ]
     stat = metric.stat
@@ -264,20 +306,21 @@ def _rows(plan: _MetricPlan, mw: MetricWindow) -> list[Row]:
     rows: list[Row] = []
     if stat in ("count", "distinct_units"):
         rows = [
-            Row(metric.name, stat, _dims(metric, k), float(v), noise)
+            Row(metric.name, stat, _dims(metric, k), float(v), noise, level)
             for k, v in zip(keys, noisy, strict=True)
         ]
     elif stat == "sum":
         scaled = Noise(plan.mechanism, sigma * q)
         rows = [
-            Row(metric.name, stat, _dims(metric, k), v * q, scaled) for k, v in zip(keys, noisy, strict=True)
+            Row(metric.name, stat, _dims(metric, k), v * q, scaled, level)
+            for k, v in zip(keys, noisy, strict=True)
         ]
     elif stat == "mean":
         n = len(keys)
         w = bounds.mean_count_weight
         for i, k in enumerate(keys):
             mean, sd = _mean(noisy[i] * q, noisy[n + i] / w, std * q, std / w, bounds)
-            rows.append(Row(metric.name, stat, _dims(metric, k), mean, Noise("derived", sd)))
+            rows.append(Row(metric.name, stat, _dims(metric, k), mean, Noise("derived", sd), level))
     else:
         labels = bucket_labels(metric.buckets)
         b = len(labels)
@@ -285,7 +328,7 @@ def _rows(plan: _MetricPlan, mw: MetricWindow) -> list[Row]:
             counts = noisy[i * b : (i + 1) * b]
             if stat == "histogram":
                 rows.extend(
-                    Row(metric.name, stat, _dims(metric, k, bucket=lab), float(c), noise)
+                    Row(metric.name, stat, _dims(metric, k, bucket=lab), float(c), noise, level)
                     for lab, c in zip(labels, counts, strict=True)
                 )
             else:
@@ -329,24 +372,58 @@ def _quantile(counts: Sequence[int], edges: Sequence[float], q: float, std: floa
     return edges[-1], span / math.sqrt(12.0)  # pragma: no cover - float rounding at the top
 
 
-def release_window(state: WindowState, policy: Policy, *, budget: float | None = None) -> Release:
+def release_window(
+    state: WindowState, policy: Policy, *, budget: float | None = None, period_charge: bool = False
+) -> Release:
     """Noise and release one closed window. ``budget`` overrides the window's total ρ (or ε).
 
     The spend reported is what the measurements' privacy maps say for the policy's bounds — the same
-    for every window of the policy, whatever its data (see :func:`window_cost`).
+    for every window of the policy, whatever its data (see :func:`window_cost`). With
+    ``period_charge`` (the first window of its period released) it includes what the period-bounded
+    metrics cost for the whole period (:func:`period_cost`); every other window of the period then
+    reuses their measurements at no further charge: together they are one Gaussian (Laplace)
+    mechanism on the period's vector, whose sensitivity the period bounds cap.
     """
     plan = _plan(policy, budget)
     rows: list[Row] = []
     for mplan, mw in zip(plan.metrics, state.metrics, strict=True):
         rows.extend(_rows(mplan, mw))
     delta = plan.delta if plan.delta > 0 else None
+    spend = plan.spend + (plan.period_spend if period_charge else 0.0)
     return Release(
         start=state.start,
         end=state.end,
         rows=rows,
-        rho=plan.spend if plan.zcdp else None,
-        epsilon=None if plan.zcdp else plan.spend,
+        rho=spend if plan.zcdp else None,
+        epsilon=None if plan.zcdp else spend,
         delta=delta,
+    )
+
+
+def release_period_total(
+    totals: Sequence[MetricWindow | None],
+    policy: Policy,
+    *,
+    start: int,
+    end: int,
+    budget: float | None = None,
+) -> Release:
+    """Noise and release the period totals (rows with ``level = "period"``) of the metrics that ask
+    for one, from ``totals`` (per metric in policy order: the sum of the accumulators of the period's
+    released windows; None for metrics without a total). Spends nothing here: the period's first
+    window already paid for it (:func:`period_cost`). ``budget`` as for :func:`release_window`."""
+    plan = _plan(policy, budget)
+    rows: list[Row] = []
+    for mplan, mw in zip(plan.metrics, totals, strict=True):
+        if mplan.total is not None:
+            rows.extend(_rows(mplan._replace(vector=mplan.total), mw or MetricWindow(mplan.bounds), "period"))
+    return Release(
+        start=start,
+        end=end,
+        rows=rows,
+        rho=0.0 if plan.zcdp else None,
+        epsilon=None if plan.zcdp else 0.0,
+        delta=None,
     )
 
 
@@ -369,9 +446,22 @@ def expected_error(policy: Policy, *, budget: float | None = None) -> list[Expec
         if m.stat == "mean":
             count_std = noiser.scale * per / p.bounds.mean_count_weight
         threshold = float(p.threshold_value) if p.threshold is not None else None
+        total_std = None
+        if p.total is not None:
+            total_std = p.total.scale * per * (q if m.stat == "sum" else 1.0)
         out.append(
             ExpectedError(
-                m.name, m.stat, p.mechanism, basis, scale, scale * per, scale * half, count_std, threshold
+                m.name,
+                m.stat,
+                p.mechanism,
+                basis,
+                scale,
+                scale * per,
+                scale * half,
+                count_std,
+                threshold,
+                m.bound,
+                total_std,
             )
         )
     return out

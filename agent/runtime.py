@@ -32,16 +32,16 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 import nacl.signing
 
-from agent import attest, deadletter, egress, integrity, journal, ledger, outbox
+from agent import attest, deadletter, egress, integrity, journal, ledger, outbox, periods
 from agent.aggregate import WindowAggregator, WindowState
 from agent.config import DemoSource, FileSource, LoadedConfig, StdinSource
 from agent.decode import Decoder
 from agent.memory import ByteQueue, MemoryLimiter, budget
 from agent.metrics import AgentMetrics
 from agent.model import DeadLetter, Event
-from agent.policy import Policy, load_policy, minimised, policy_digest, window_start
+from agent.policy import Policy, load_policy, minimised, period_key, policy_digest, window_start
 from agent.redact import Redactor
-from agent.release import Release, release_window, window_cost
+from agent.release import Release, period_cost, release_period_total, release_window, window_cost
 from agent.seal import Sealed, seal
 from agent.sources import build_sources
 from agent.sources.base import Chunk, Source
@@ -59,7 +59,15 @@ __all__ = ["Agent", "RunReport", "load_secret", "open_agent_state"]
 log = logging.getLogger("hush.agent")
 T = TypeVar("T")
 
-SCHEMAS = (journal.SCHEMA, deadletter.SCHEMA, ledger.SCHEMA, outbox.SCHEMA, egress.SCHEMA, attest.SCHEMA)
+SCHEMAS = (
+    journal.SCHEMA,
+    deadletter.SCHEMA,
+    ledger.SCHEMA,
+    outbox.SCHEMA,
+    egress.SCHEMA,
+    attest.SCHEMA,
+    periods.SCHEMA,
+)
 # Input in flight (bytes queued between sources and the ingest loop, bytes per group commit) comes
 # from limits.max_memory: see agent/memory.py for the memory model.
 TICK_SECONDS = 1.0
@@ -87,6 +95,7 @@ class RunReport(msgspec.Struct):
     windows_held: int = 0  # not released: the ledger awaits an operator's acknowledgement
     windows_failed: int = 0  # not released because of an error (logged); retried at the next start
     rows_released: int = 0
+    totals_released: int = 0  # period-total batches (per-period bounds with a total), after their windows
     batches_sent: int = 0
     outbox_depth: int = 0
     delivery_error: str | None = None
@@ -221,6 +230,10 @@ class Agent:
         position = self.aggregator.next_start
         if position is not None:  # events of windows already released (or skipped) can never leave
             await self._on_db(partial(self._purge, position))
+            if periods.has_period_bounds(self.policy):
+                # Before any event is admitted again: what units already contributed to the
+                # current period's released windows still counts against their period bounds.
+                await self._on_db(partial(self._restore_period_usage, position))
         replayed = 0
         chunks = journal.replay(self.conn)  # a generator: each step runs on the state thread
         # One chunk in memory at a time, however large the journal grew during an outage.
@@ -230,6 +243,13 @@ class Agent:
         if replayed:
             log.info("recovered open windows from the journal", extra={"fields": {"events": replayed}})
         return replayed
+
+    def _restore_period_usage(self, position: int) -> None:
+        period = period_key(self.policy, position)
+        for metric in self.policy.metrics:
+            if metric.bound == "period":
+                used = periods.usage(self.conn, self.digest, metric.name, period)
+                self.aggregator.restore_period_usage(metric.name, period, used)
 
     def _purge(self, position: int) -> None:
         with transaction(self.conn):
@@ -392,19 +412,33 @@ class Agent:
         """
         period = ledger.period_of(self.policy, state.start)
         cost, delta = window_cost(self.policy)
+        # Period-bounded metrics are charged for the whole period with the first window of the
+        # period this agent releases — which window that is follows from the schedule and the
+        # ledger, never from the data — and before any of their noise is drawn.
+        first = periods.has_period_bounds(self.policy) and not ledger.period_charged(
+            self.conn, period, self.digest
+        )
+        if first:
+            cost += period_cost(self.policy)
         if not ledger.affordable(self.conn, self.policy, period, cost, delta):
             # Cheap early answer that draws no noise; the check that decides is the one inside
             # the charging transaction (commit_release).
             self._refuse(state, period)
             return None
-        return self.commit_release(state, release_window(state, self.policy), period)
+        released = release_window(state, self.policy, period_charge=first)
+        return self.commit_release(state, released, period, first_in_period=first)
 
-    def commit_release(self, state: WindowState, released: Release, period: str) -> Sealed | None:
+    def commit_release(
+        self, state: WindowState, released: Release, period: str, *, first_in_period: bool = False
+    ) -> Sealed | None:
         """Charge, seal, queue and forget the window's events in ONE transaction.
 
         ``ledger.charge`` re-checks affordability (ρ/ε and δ) with the policy inside the transaction:
         whatever was checked before, a charge that no longer fits raises ``BudgetExhausted``, the
         transaction rolls back (no batch, no charge) and the refusal is recorded instead.
+        With period bounds the same transaction records the window's contributions in the period's
+        state (:mod:`agent.periods`), marks the period charge paid (``first_in_period``) and, for
+        the period's last window, seals the period-total batch too.
         """
         try:
             with transaction(self.conn):
@@ -422,13 +456,19 @@ class Agent:
                     key=self.key,
                 )
                 ledger.charge(self.conn, period=period, release=released, seq=seq, policy=self.policy)
+                if first_in_period:
+                    ledger.mark_period_charged(self.conn, period, self.digest, seq)
                 outbox.put(self.conn, sealed)
+                if periods.has_period_bounds(self.policy):
+                    periods.record_window(self.conn, self.policy, self.digest, state)
+                total = self._seal_period_total(state, period)
                 journal.release(self.conn, state.start, state.end)
                 journal.mark_released(self.conn, state.start)
                 journal.set_schedule_position(self.conn, state.end)
         except ledger.BudgetExhausted:
             self._refuse(state, period)
             return None
+        self.report.totals_released += total
         integrity.record_head(self.loaded.state_dir, self.conn)
         left = ledger.remaining(self.conn, self.policy, period)
         self.metrics.budget(spent=ledger.cap_of(self.policy) - left, left=left)
@@ -443,12 +483,45 @@ class Agent:
         bytes do not reveal when data arrived or how long a release waited for it."""
         return max(float(state.end + self.policy.lateness_seconds), self.session_start)
 
+    def _seal_period_total(self, state: WindowState, period: str) -> bool:
+        """At the close of a period (its last window, released or refused) whose period charge was
+        paid: seal the period totals as one more batch, in the caller's transaction. It covers the
+        period's windows from the first one this agent released under this policy (public)."""
+        if not periods.has_totals(self.policy) or period_key(self.policy, state.end) == period:
+            return False
+        if not ledger.period_charged(self.conn, period, self.digest):
+            return False
+        begin = periods.first_start(self.conn, self.digest, period)
+        if begin is None:
+            return False
+        totals = periods.totals(self.conn, self.policy, self.digest, period)
+        released = release_period_total(totals, self.policy, start=begin, end=state.end)
+        seq, prev = outbox.next_seq(self.conn)
+        sealed = seal(
+            tenant=self.cfg.tenant,
+            agent=self.cfg.agent,
+            seq=seq,
+            prev=prev,
+            created=self.created_for(state),
+            window=(released.start, released.end),
+            policy_digest=self.digest,
+            privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
+            rows=released.rows,
+            key=self.key,
+        )
+        # Nothing to spend (paid with the period's first window); the zero charge ties the seq.
+        ledger.charge(self.conn, period=period, release=released, seq=seq)
+        outbox.put(self.conn, sealed)
+        return True
+
     def _refuse(self, state: WindowState, period: str) -> None:
         with transaction(self.conn):
             ledger.refuse(self.conn, period=period, window_start=state.start, reason="budget_exhausted")
+            total = self._seal_period_total(state, period)
             journal.release(self.conn, state.start, state.end)
             journal.mark_released(self.conn, state.start)
             journal.set_schedule_position(self.conn, state.end)
+        self.report.totals_released += total
         log.error(
             "privacy budget exhausted: window discarded, nothing released",
             extra={"fields": {"period": period, "window_start": state.start}},

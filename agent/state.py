@@ -90,8 +90,16 @@ def open_state(state_dir: Path, schemas: Iterable[str] = ()) -> sqlite3.Connecti
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    for schema in schemas:
-        conn.executescript(schema)
+    # All schemas in one transaction (one fsync): a process killed during its first start leaves
+    # either the whole schema or none of it — never a database with some tables, which the
+    # integrity check at the next start would take for a damaged one.
+    try:
+        conn.executescript("BEGIN IMMEDIATE;\n" + ";\n".join(schemas) + ";\nCOMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+        raise
     return conn
 
 

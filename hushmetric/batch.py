@@ -62,12 +62,20 @@ class Noise(msgspec.Struct, frozen=True):
     scale: NonNegative
 
 
-class Row(msgspec.Struct, frozen=True):
+# Release levels of a row: one window (the default), or a whole budget period's total.
+Level = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+
+
+class Row(msgspec.Struct, frozen=True, omit_defaults=True):
     metric: Name
     stat: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     dims: Annotated[dict[Name, Label], msgspec.Meta(max_length=16)]
     value: float  # NaN is refused by decode_batch
     noise: Noise
+    # Added after v1 shipped, optional: absent means "window", and a window row is encoded without
+    # it, so its bytes are those of an older agent. "period": the total of the batch's window (a
+    # whole budget period). Older collectors ignore the key (unknown keys are ignored).
+    level: Level = "window"
 
 
 class Batch(msgspec.Struct, frozen=True):

@@ -127,6 +127,13 @@ def main() -> int:
         print(f"agent id {agent_id}")
         text = Path(cfg).read_text()
         Path(cfg).write_text(text.replace("seed = 7\n", f"seed = 7\nusers = {args.users}\n"))
+        # The funnel's stages are bounded per user-day in the shipped policy; the demo also releases
+        # each day's total, which the collector combines with the windows (consistent estimates).
+        policy = agent_dir / "policy.toml"
+        policy.write_text(
+            re.sub(r'^(bound = "period".*)$', r"\1\nperiod_total = 0.3", policy.read_text(), flags=re.M)
+        )
+        print('funnel stages: bound = "period" (per user-day) with period_total = 0.3 (a daily total too)')
         key_id = run("hush-agent", "enroll", "--token", token, "--config", cfg, capture=True).strip()
         print(f"enrolled key {key_id[:16]}…")
         validated = run("hush-agent", "validate", "--config", cfg, capture=True)

@@ -24,7 +24,7 @@ __all__ = ["COLUMNS", "Format", "table", "to_csv", "write"]
 Format = Literal["csv", "parquet"]
 COLUMNS = (
     "tenant", "agent", "seq", "window_start", "window_end", "metric", "stat", "dims",
-    "value", "mechanism", "scale", "noise_std", "ci95_lower", "ci95_upper",
+    "value", "mechanism", "scale", "noise_std", "ci95_lower", "ci95_upper", "level",
 )  # fmt: skip
 _json = msgspec.json.Encoder(order="sorted")
 
@@ -37,6 +37,7 @@ def table(rows: list[StoredRow]) -> dict[str, list[object]]:
         values = (
             r.tenant, r.agent, r.seq, r.window_start, r.window_end, r.metric, r.stat,
             _json.encode(r.dims).decode(), r.value, r.mechanism, r.scale, est.std, est.low, est.high,
+            r.level,  # "window", or "period" for a period total (issue 15): never add the two up
         )  # fmt: skip
         for c, v in zip(COLUMNS, values, strict=True):
             cols[c].append(v)

@@ -58,6 +58,10 @@ def label_name(key: str) -> str:
 
 def _labels(name: str, row: StoredRow) -> tuple[tuple[str, str], ...]:
     rest = {"tenant": row.tenant, "agent": row.agent, "metric": row.metric, "stat": row.stat}
+    if row.level != "window":
+        # A period total ends with the period's last window: without its own label it would be a
+        # second sample of that window's series at the same time (and a total is not a window value).
+        rest["level"] = row.level
     for key, value in row.dims.items():
         rest[label_name(key)] = value
     return (("__name__", name), *sorted(rest.items()))
@@ -80,13 +84,20 @@ def samples(rows: Iterable[StoredRow]) -> list[Sample]:
 
 
 def batch_samples(batches: Iterable[BatchPrivacy], nrows: Iterable[int]) -> list[Sample]:
-    """Rows released and privacy declared per batch; a spend the batch did not declare is left out."""
-    out: list[Sample] = []
+    """Rows released and privacy declared per batch; a spend the batch did not declare is left out.
+
+    Batches that end at the same time (a period's total, sealed with the period's last window) add up
+    into one sample per series and time: rows released and privacy spent at that moment.
+    """
+    summed: dict[tuple[tuple[tuple[str, str], ...], int], tuple[float, int]] = {}
     for b, n in zip(batches, nrows, strict=True):
         labels = (("agent", b.agent), ("tenant", b.tenant), ("unit", b.unit))
         end, start = _ms(b.window_end), _ms(b.window_start)
         for name, value in zip(BATCH_SERIES, (float(n), b.rho, b.epsilon), strict=True):
             if value is not None:
-                out.append(Sample((("__name__", name), *labels), float(value), end, start))
+                key = ((("__name__", name), *labels), end)
+                total, first = summed.get(key, (0.0, start))
+                summed[key] = (total + float(value), min(first, start))
+    out = [Sample(labels, total, end, start) for (labels, end), (total, start) in summed.items()]
     out.sort(key=lambda s: (s.labels, s.timestamp_ms))
     return out

@@ -45,9 +45,9 @@ from collector.report.intervals import (
     estimate,
     ratio,
     row_noise,
-    total,
 )
 from collector.report.kpi import parse_bucket, usable
+from collector.report.levels import LevelView, level_view
 from collector.store.records import StoredRow
 
 __all__ = [
@@ -247,22 +247,22 @@ def _effective_var(noisy: NoisySum) -> float:
     return (estimate(noisy).half_width / Z95) ** 2
 
 
-def _stage(name: str, rows: list[StoredRow]) -> Stage:
+def _stage(name: str, rows: list[StoredRow], view: LevelView) -> Stage:
     if not rows:
         return Stage(name, False, 0, [], None, False)
-    noisy = total([row_noise(r.value, r.mechanism, r.scale) for r in rows])
+    noisy = view.total(rows)
     windows = {(r.window_start, r.window_end) for r in rows}
     agents = sorted({r.agent for r in rows})
     upper = rows[0].stat == "distinct_units" and (len(windows) > 1 or len(agents) > 1)
     return Stage(name, True, len(windows), agents, estimate(noisy), upper)
 
 
-def _ttv(metric: str, rows: Sequence[StoredRow], notes: list[str]) -> TimeToValue:
-    buckets: dict[tuple[float, float], list[NoisySum]] = defaultdict(list)
+def _ttv(metric: str, view: LevelView, notes: list[str]) -> TimeToValue:
+    buckets: dict[tuple[float, float], list[StoredRow]] = defaultdict(list)
     names: dict[tuple[float, float], str] = {}
     bad = 0
     per_window: list[WindowQuantile] = []
-    for r in rows:
+    for r in view.rows:
         if r.metric != metric:
             continue
         if r.stat == "histogram":
@@ -270,7 +270,7 @@ def _ttv(metric: str, rows: Sequence[StoredRow], notes: list[str]) -> TimeToValu
             if edges is None:
                 bad += 1
                 continue
-            buckets[edges].append(row_noise(r.value, r.mechanism, r.scale))
+            buckets[edges].append(r)
             names.setdefault(edges, r.dims["bucket"])
         elif (q := parse_quantile_stat(r.stat)) is not None:
             per_window.append(
@@ -294,16 +294,16 @@ def _ttv(metric: str, rows: Sequence[StoredRow], notes: list[str]) -> TimeToValu
             names[e],
             None if math.isinf(e[0]) else e[0],
             None if math.isinf(e[1]) else e[1],
-            estimate(total(buckets[e])),
+            estimate(view.total(buckets[e])),
         )
         for e in edges_sorted
     ]
     if buckets and overlapping:
         notes.append("time to value: histogram buckets overlap; no pooled quantiles")
     elif buckets:
-        summed = [(lo, hi, total(parts)) for (lo, hi), parts in buckets.items()]
+        summed = [(lo, hi, view.total(parts)) for (lo, hi), parts in buckets.items()]
         pooled = [histogram_quantile(summed, q) for q in TTV_QUANTILES]
-        hist_total = estimate(total([s for _, _, s in summed]))
+        hist_total = estimate(view.total([r for parts in buckets.values() for r in parts]))
     if not buckets and not per_window:
         notes.append(f"time to value: no histogram or quantile rows for metric {metric!r}")
     per_window.sort(key=lambda w: (w.window_start, w.agent, w.q))
@@ -326,11 +326,14 @@ def funnel_report(
     kept = [r for r in own if usable(r)]
     if len(kept) != len(own):
         notes.append(f"skipped {len(own) - len(kept)} row(s) with a non-finite value or scale")
+    # Period totals and their windows as consistent estimates (collector.report.levels); rows of
+    # agents without totals pass through as released.
+    view = level_view(kept)
     by_metric: dict[str, list[StoredRow]] = defaultdict(list)
-    for r in kept:
+    for r in view.rows:
         if r.stat == stat:
             by_metric[r.metric].append(r)
-    stage_list = [_stage(name, by_metric.get(name, [])) for name in stages]
+    stage_list = [_stage(name, by_metric.get(name, []), view) for name in stages]
     for s in stage_list:
         if not s.present:
             notes.append(f"stage {s.name!r} has no {stat!r} rows in the range")
@@ -339,11 +342,7 @@ def funnel_report(
             "distinct_units summed over windows or agents is an upper bound on distinct units; "
             "conversions between such totals are approximate"
         )
-    sums = {
-        s.name: total([row_noise(r.value, r.mechanism, r.scale) for r in by_metric[s.name]])
-        for s in stage_list
-        if s.present
-    }
+    sums = {s.name: view.total(by_metric[s.name]) for s in stage_list if s.present}
     steps: list[Step] = []
     for a, b in itertools.pairwise(stage_list):
         if not (a.present and b.present):
@@ -362,7 +361,7 @@ def funnel_report(
         overall = ratio(sums[stage_list[-1].name], sums[stage_list[0].name])
     if any(s.conversion is not None and s.conversion.value is None for s in steps):
         notes.append("a stage estimate is not positive: conversion from it is undefined")
-    ttv = _ttv(ttv_metric, kept, notes) if ttv_metric else None
+    ttv = _ttv(ttv_metric, view, notes) if ttv_metric else None
     return FunnelReport(
         tenant=tenant,
         stat=stat,

@@ -23,6 +23,10 @@ counts a unit once per agent and window it was seen in: an **upper bound** on di
 (``Series.upper_bound``). ``mean``, quantiles (``p50``, …) and unknown stats are not additive: one
 point per agent and window, and no total.
 
+Period totals (rows with ``level = "period"``, from agents with per-period bounds) are combined with
+their windows by weighted least squares (:mod:`collector.report.levels`): the points are consistent
+estimates that add up to the totals, and a series total carries their covariance.
+
 Values are unbiased noisy estimates and are reported as released — a count can be negative. Only the
 renderers clip count-like values at 0 for display; JSON/CSV keep the raw value, so anyone re-summing
 or re-dividing them gets unbiased results. See :mod:`collector.report.intervals` for the interval methods.
@@ -43,11 +47,10 @@ from collector.report.intervals import (
     CONFIDENCE,
     KNOWN_MECHANISMS,
     Estimate,
-    NoisySum,
     estimate,
     row_noise,
-    total,
 )
+from collector.report.levels import LevelView, level_view
 from collector.store.records import BatchPrivacy, StoredRow, UsageDay
 from collector.store.vocab import RowStat
 from hushmetric.timefmt import parse_rfc3339
@@ -205,23 +208,23 @@ def _series_sort_key(key: _SeriesKey) -> tuple[str, int, str, tuple[tuple[str, f
     return (metric, _STAT_ORDER.get(stat, 9), stat, tuple(ordered))
 
 
-def _build_series(rows: Sequence[StoredRow]) -> list[Series]:
+def _build_series(view: LevelView) -> list[Series]:
     grouped: dict[_SeriesKey, dict[tuple[str, str, str], list[StoredRow]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for row in rows:
+    series_rows: dict[_SeriesKey, list[StoredRow]] = defaultdict(list)
+    for row in view.rows:
         key = (row.metric, row.stat, tuple(sorted(row.dims.items())))
         additive = row.stat in ADDITIVE_STATS
         grouped[key][(row.window_start, row.window_end, "" if additive else row.agent)].append(row)
+        series_rows[key].append(row)
     out: list[Series] = []
     for key in sorted(grouped, key=_series_sort_key):
         metric, stat, dims = key
         additive = stat in ADDITIVE_STATS
         points: list[Point] = []
-        sums: list[NoisySum] = []
         for (start, end, _agent), group in sorted(grouped[key].items()):
-            noisy = total([row_noise(r.value, r.mechanism, r.scale) for r in group])
-            sums.append(noisy)
+            noisy = view.total(group)
             agents = sorted({r.agent for r in group})
             if additive:
                 points.append(Point(start, end, agents, estimate(noisy)))
@@ -240,7 +243,8 @@ def _build_series(rows: Sequence[StoredRow]) -> list[Series]:
                 additive=additive,
                 upper_bound=upper,
                 points=points,
-                total=estimate(total(sums)) if additive else None,
+                # Windows that share a period total are correlated: the view sums them with it.
+                total=estimate(view.total(series_rows[key])) if additive else None,
             )
         )
     return out
@@ -352,7 +356,13 @@ def kpi_report(
             f"unknown noise mechanism(s) {', '.join(map(repr, unknown))}: scale taken as a standard "
             "deviation, normal approximation"
         )
-    series = _build_series(kept)
+    view = level_view(kept)
+    if len(view.rows) != len(kept):
+        notes.append(
+            "period totals combined with their windows by least squares: windows are consistent "
+            "estimates that add up to the totals (the raw released values stay stored)"
+        )
+    series = _build_series(view)
     if any(s.upper_bound for s in series):
         notes.append(
             "distinct_units summed over agents or windows counts a unit once per agent and window: "

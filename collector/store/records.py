@@ -176,6 +176,7 @@ class StoredRow(msgspec.Struct, frozen=True):
     value: float
     mechanism: str
     scale: float
+    level: str = "window"  # "period": a period total (wire `level`); absent in older batches
 
 
 class OutputRow(msgspec.Struct, frozen=True):

@@ -199,7 +199,13 @@ CREATE TABLE privacy_spend (
 )
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4)]
+# v5: a row's release level (issue 15): "period" for a period total, "window" for everything else
+# (and for every row stored before: older batches carry no level).
+_V5 = """
+ALTER TABLE batch_rows ADD COLUMN level TEXT NOT NULL DEFAULT 'window'
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5)]
 
 
 def statements(script: str) -> list[str]:

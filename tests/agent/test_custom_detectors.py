@@ -302,6 +302,10 @@ def test_policies_without_custom_detectors_keep_their_digest() -> None:
     policy = load_policy(EXAMPLE)
     tree = msgspec.to_builtins(policy, order="sorted")
     del tree["redaction"]["custom"]
+    for metric in tree["metrics"]:  # the metric keys of issue 15 are left out at their defaults too
+        for name, default in (("bound", "window"), ("period_total", 0.0)):
+            if metric.get(name) == default:
+                del metric[name]
     import hashlib
 
     assert policy_digest(policy) == hashlib.sha256(msgspec.msgpack.encode(tree)).hexdigest()

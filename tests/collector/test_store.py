@@ -15,7 +15,9 @@ from collector.ingest import Rejected, Stored, ingest
 from collector.store import Quota, Store
 from collector.store.schema import MIGRATIONS
 from collector.store.sqlite.store import SqliteStore
+from hushmetric.batch import Noise, Row
 from hushmetric.errors import ContractError
+from tests import batchkit
 from tests.collector.collector_testkit import Agent, Clock
 
 
@@ -188,6 +190,18 @@ async def test_released_rows_and_privacy(store: Store, clock: Clock, acme: Agent
     assert await store.released_rows("acme", "2026-03-11T00:00:00Z", None) == []
     [privacy] = await store.batch_privacy("acme", None, None)
     assert (privacy.unit, privacy.rho, privacy.epsilon, privacy.seq) == ("user", 0.01, None, 1)
+
+
+async def test_released_rows_keep_their_level(store: Store, clock: Clock, acme: Agent) -> None:
+    """Issue 15: a period total's rows are stored with their level; rows without one are windows."""
+    window = Row("signup", "count", {}, 5.0, Noise("gaussian", 1.0))
+    period = Row("signup", "count", {}, 20.0, Noise("gaussian", 2.0), "period")
+    payload = batchkit.payload(
+        tenant="acme", agent=acme.agent, seq=1, prev="", created=acme.created, released=[window, period]
+    )
+    assert isinstance(await ingest(store, acme.sign(payload), now=clock()), Stored)
+    rows = await store.released_rows("acme", None, None)
+    assert [(r.value, r.level) for r in rows] == [(5.0, "window"), (20.0, "period")]
 
 
 async def _flood(store: Store, agents: list[Agent], clock: Clock) -> list[object]:

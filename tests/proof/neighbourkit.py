@@ -147,6 +147,15 @@ max_contributions = 2
 name = "visitors"
 events = ["login", "api"]
 stat = "distinct_units"
+
+[[metrics]]
+name = "logins_day"           # per-period bounds (issue 15): caps over the day, a day total too
+events = ["login"]
+stat = "count"
+dims = { plan = ["free", "team"] }
+max_contributions = 2
+bound = "period"
+period_total = 0.3
 """
 
 

@@ -10,6 +10,9 @@ must be identical; noisy values may differ by at most ``L + t`` (``t = 7·√2·
 Gaussian; both mechanisms are drawn; derivation in
 :mod:`tests.proof.neighbourkit`); post-processed bytes are checked for what they must be.
 
+The policy has a metric with per-period bounds and a day total (issue 15): its windows, its
+caps held over the whole day and its period-total batches go through every adversarial kind too.
+
 10b (in process). The empirical privacy loss of the optimal test between a dataset and a worst-case
 neighbour that fills every cap of every metric in every window of one period. For Gaussian noise the
 likelihood-ratio test is linear in the released vector: T = Σ Δ_i·x_i / σ_i², with Δ the true
@@ -40,11 +43,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from agent.aggregate import WindowAggregator, WindowState
+from agent.aggregate import MetricWindow, WindowAggregator, WindowState
+from agent.bound import Bounds
 from agent.epsilon import epsilon_at
 from agent.model import Event
 from agent.policy import AttrRule, Budget, Metric, Policy, WindowSpec
-from agent.release import release_window, window_cost
+from agent.release import period_cost, release_period_total, release_window, window_cost
 from hushmetric.batch import Noise
 from tests.proof.neighbourkit import (
     KINDS,
@@ -345,4 +349,86 @@ def test_empirical_privacy_loss_of_a_worst_case_neighbour_matches_the_ledger(fig
         eps_at_1e6_hat_vs_ledger=f"{eps_hat:.3f}/{eps_ledger:.3f}",
         rho_hat_half_scale=f"{half:.3f}",
         rho_hat_double_scale=f"{double:.3f}",
+    )
+
+
+# -- 10b under per-period bounds (issue 15) -----------------------------------------------------------
+
+
+def _period_policy() -> Policy:
+    """The loss policy with its vector statistics bounded per day (counts and sums with a period
+    total, the histogram without); distinct units keep window bounds (they cannot take period ones)."""
+    base = _loss_policy()
+    total = {"c": 0.3, "s": 0.3}
+    metrics = [
+        m
+        if m.stat == "distinct_units"
+        else msgspec.structs.replace(m, bound="period", period_total=total.get(m.name, 0.0))
+        for m in base.metrics
+    ]
+    return msgspec.structs.replace(base, name="loss-period", metrics=metrics)
+
+
+def _period_vector(
+    policy: Policy, states: list[WindowState], budget: float | None = None
+) -> tuple[list[float], list[float]]:
+    """One release of the whole period — its windows and its totals — with each entry's declared σ."""
+    totals: list[MetricWindow | None] = []
+    for i, m in enumerate(policy.metrics):
+        if not m.period_total:
+            totals.append(None)
+            continue
+        summed = MetricWindow(Bounds.of(m))
+        for state in states:
+            for key, acc in state.metrics[i].parts.items():
+                old = summed.parts.setdefault(key, [0] * len(acc))
+                summed.parts[key] = [a + b for a, b in zip(old, acc, strict=True)]
+        totals.append(summed)
+    rows = [r for state in states for r in release_window(state, policy, budget=budget).rows]
+    end = states[-1].end
+    rows += release_period_total(totals, policy, start=states[0].start, end=end, budget=budget).rows
+    return [r.value for r in rows], [r.noise.scale for r in rows]
+
+
+def test_empirical_privacy_loss_under_period_bounds_matches_the_once_per_period_charge(
+    figures: Figures,
+) -> None:
+    """The worst-case unit of 10b fills every cap in every window; under period bounds the agent
+    admits only what the period's caps allow (all in the first window here), so the period vector —
+    windows and totals — moves by at most the bound, and the loss of the pair is the period charge
+    (window-bounded distinct units included), paid once, not once per window."""
+    started = time.monotonic()
+    policy = _period_policy()
+    releases = RELEASES // 2
+    charged = window_cost(policy)[0] * PERIOD_WINDOWS + period_cost(policy)
+    assert charged == pytest.approx(RHO, rel=1e-9)
+    d_states, w_states = _states(policy, False), _states(policy, True)
+    truth_d = [round(v, 6) for v in _period_vector(policy, d_states, budget=1e16)[0]]
+    truth_w = [round(v, 6) for v in _period_vector(policy, w_states, budget=1e16)[0]]
+    delta = [b - a for a, b in zip(truth_d, truth_w, strict=True)]
+    _, sigmas = _period_vector(policy, d_states)
+    declared = math.fsum(dl * dl / (2 * s * s) for dl, s in zip(delta, sigmas, strict=True))
+    assert declared == pytest.approx(charged, rel=1e-9)  # worst case: the bound is attained, not passed
+
+    def noise(states: list[WindowState], truth: list[float]) -> list[list[float]]:
+        return [
+            [v - t for v, t in zip(_period_vector(policy, states)[0], truth, strict=True)]
+            for _ in range(releases)
+        ]
+
+    noise_d, noise_w = noise(d_states, truth_d), noise(w_states, truth_w)
+    rho_hat, se = _estimate(noise_d, noise_w, delta, sigmas, 1.0)
+    assert charged - 4 * se <= rho_hat <= charged + 4 * se, (rho_hat, se, charged)
+    # Teeth: noise calibrated for one window's share (√k times too small) would show k times the
+    # loss; the same samples rescaled to half the noise are caught already.
+    half, se_half = _estimate(noise_d, noise_w, delta, sigmas, 0.5)
+    assert half > charged + 4 * se_half
+    figures.record(
+        FAMILY,
+        "b empirical privacy loss, period bounds",
+        runs=2 * releases,
+        seconds=time.monotonic() - started,
+        rho_charged=f"{charged:.4f}",
+        rho_hat=f"{rho_hat:.4f}+-{se:.4f}",
+        rho_hat_half_scale=f"{half:.3f}",
     )

@@ -58,7 +58,7 @@ async def rows_after(fetch: Fetch, after: int, max_batches: int) -> OutputPage:
     upto = int(ids[-1][0])
     rows = await fetch(
         "SELECT b.id, b.tenant, b.agent, b.seq, b.window_start, b.window_end, r.metric, r.stat, r.dims, "
-        "r.value, r.mechanism, r.scale FROM batch_rows r JOIN batches b ON b.id = r.batch_id "
+        "r.value, r.mechanism, r.scale, r.level FROM batch_rows r JOIN batches b ON b.id = r.batch_id "
         "WHERE b.id > $1 AND b.id <= $2 ORDER BY b.id, r.ord",
         after,
         upto,
@@ -75,7 +75,18 @@ async def rows_after(fetch: Fetch, after: int, max_batches: int) -> OutputPage:
             OutputRow(
                 int(r[0]),
                 StoredRow(
-                    r[1], r[2], int(r[3]), r[4], r[5], r[6], r[7], _dims.decode(r[8]), r[9], r[10], r[11]
+                    r[1],
+                    r[2],
+                    int(r[3]),
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[7],
+                    _dims.decode(r[8]),
+                    r[9],
+                    r[10],
+                    r[11],
+                    r[12],
                 ),
             )
             for r in rows

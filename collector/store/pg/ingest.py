@@ -176,9 +176,9 @@ async def _store_rows(db: Connection, batch_id: int, b: BatchCommit) -> None:
     if not b.rows:
         return
     await db.execute(
-        "INSERT INTO batch_rows (batch_id, ord, metric, stat, dims, value, mechanism, scale) "
+        "INSERT INTO batch_rows (batch_id, ord, metric, stat, dims, value, mechanism, scale, level) "
         "SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], "
-        "$7::text[], $8::float8[])",
+        "$7::text[], $8::float8[], $9::text[])",
         batch_id,
         list(range(len(b.rows))),
         [r.metric for r in b.rows],
@@ -187,6 +187,7 @@ async def _store_rows(db: Connection, batch_id: int, b: BatchCommit) -> None:
         [float(r.value) for r in b.rows],
         [r.noise.mechanism for r in b.rows],
         [float(r.noise.scale) for r in b.rows],
+        [r.level for r in b.rows],
     )
 
 

@@ -57,12 +57,12 @@ async def released_rows(fetch: Fetch, tenant: str, since: str | None, until: str
     cond, params = _window(tenant, since, until)
     rows = await fetch(
         "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, r.metric, r.stat, r.dims, "
-        "r.value, r.mechanism, r.scale FROM batch_rows r JOIN batches b ON b.id = r.batch_id "
+        "r.value, r.mechanism, r.scale, r.level FROM batch_rows r JOIN batches b ON b.id = r.batch_id "
         f"WHERE {cond} ORDER BY b.window_start_epoch, b.agent, b.seq, r.ord",
         *params,
     )
     return [
-        StoredRow(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], _dims.decode(r[7]), r[8], r[9], r[10])
+        StoredRow(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], _dims.decode(r[7]), r[8], r[9], r[10], r[11])
         for r in rows
     ]
 

@@ -46,7 +46,7 @@ async def rows_after(read: Read, after: int, max_batches: int) -> OutputPage:
     upto = int(ids[-1][0])
     rows = await read(
         "SELECT b.id, b.tenant, b.agent, b.seq, b.window_start, b.window_end, r.metric, r.stat, r.dims, "
-        "r.value, r.mechanism, r.scale FROM batch_rows r JOIN batches b ON b.id = r.batch_id "
+        "r.value, r.mechanism, r.scale, r.level FROM batch_rows r JOIN batches b ON b.id = r.batch_id "
         "WHERE b.id > ? AND b.id <= ? ORDER BY b.id, r.rowid",
         (after, upto),
     )
@@ -60,7 +60,9 @@ async def rows_after(read: Read, after: int, max_batches: int) -> OutputPage:
         [
             OutputRow(
                 int(r[0]),
-                StoredRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], _dims.decode(r[8]), r[9], r[10], r[11]),
+                StoredRow(
+                    r[1], r[2], r[3], r[4], r[5], r[6], r[7], _dims.decode(r[8]), r[9], r[10], r[11], r[12]
+                ),
             )
             for r in rows
         ],

@@ -182,8 +182,8 @@ async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: fl
     await _consume_day(db, b, quota, day, now)
     await _consume_month(db, b, quota, now)
     await db.executemany(
-        "INSERT INTO batch_rows (batch_id, metric, stat, dims, value, mechanism, scale) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO batch_rows (batch_id, metric, stat, dims, value, mechanism, scale, level) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 batch_id,
@@ -193,6 +193,7 @@ async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: fl
                 r.value,
                 r.noise.mechanism,
                 r.noise.scale,
+                r.level,
             )
             for r in b.rows
         ],

@@ -65,12 +65,12 @@ async def released_rows(read: Read, tenant: str, since: str | None, until: str |
     rows = await read(
         "SELECT b.tenant, b.agent, b.seq, b.window_start, b.window_end, "
         "r.metric, r.stat, r.dims, r.value, "
-        f"r.mechanism, r.scale FROM batch_rows r JOIN batches b ON b.id = r.batch_id WHERE {cond} "
+        f"r.mechanism, r.scale, r.level FROM batch_rows r JOIN batches b ON b.id = r.batch_id WHERE {cond} "
         "ORDER BY b.window_start_epoch, b.agent, b.seq, r.rowid",
         [tenant, *params],
     )
     return [
-        StoredRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _dims.decode(r[7]), r[8], r[9], r[10])
+        StoredRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _dims.decode(r[7]), r[8], r[9], r[10], r[11])
         for r in rows
     ]
 

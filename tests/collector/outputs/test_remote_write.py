@@ -87,3 +87,29 @@ def test_write_request_round_trips(items: list[Sample]) -> None:
     assert len(decoded) == len({s.labels for s in items})
     for _, points in decoded:
         assert [t for _, t in points] == sorted(t for _, t in points)
+
+
+def test_a_period_total_is_its_own_series_and_its_batch_adds_to_the_last_windows() -> None:
+    """A period total ends with the period's last window (issue 15): it must not become a second
+    sample of that window's series, and the two batches' usage samples add up instead of clashing."""
+    from collector.outputs.series import batch_samples, samples
+    from collector.store.records import BatchPrivacy, StoredRow
+
+    window = StoredRow("acme", "e1", 4, "2026-01-05T18:00:00Z", "2026-01-06T00:00:00Z", "signup", "count",
+                       {}, 10.0, "gaussian", 2.0)  # fmt: skip
+    total = StoredRow("acme", "e1", 5, "2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z", "signup", "count",
+                      {}, 41.0, "gaussian", 3.0, "period")  # fmt: skip
+    out = samples([window, total])
+    keys = {(s.labels, s.timestamp_ms) for s in out}
+    assert len(keys) == len(out) == 8
+    assert {dict(s.labels).get("level") for s in out} == {None, "period"}
+    batches = [
+        BatchPrivacy(
+            "acme", "e1", 4, "2026-01-05T18:00:00Z", "2026-01-06T00:00:00Z", "user", None, None, 0.5
+        ),
+        BatchPrivacy(
+            "acme", "e1", 5, "2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z", "user", None, None, 0.0
+        ),
+    ]
+    usage = {dict(s.labels)["__name__"]: s.value for s in batch_samples(batches, [3, 1])}
+    assert usage == {"hush_batch_rows": 4.0, "hush_batch_rho": 0.5}
