@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", metavar="DATE|RFC3339", help="windows starting before")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv")
     p.add_argument("--out", metavar="FILE", help="default: stdout (CSV only)")
+    p.add_argument(
+        "--consistent",
+        action="store_true",
+        help="windows combined with their period totals by least squares (they add up to the totals; "
+        "the totals themselves left out) instead of the values as released",
+    )
     p = cmd("push", "push one tenant's released rows in a window range to an output, now")
     p.add_argument("--tenant", required=True)
     p.add_argument("--from", dest="since", metavar="DATE|RFC3339", help="windows starting at or after")

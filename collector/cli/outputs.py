@@ -14,6 +14,7 @@ from collector.errors import NotFound
 from collector.outputs import files
 from collector.outputs.push import Deliver, Pusher, push_range
 from collector.outputs.remote_write import RefusedError, RetryableError
+from collector.report.levels import level_view
 from collector.store import Store
 from hushmetric.errors import ConfigError
 from hushmetric.exitcodes import ExitCode
@@ -36,6 +37,8 @@ async def export_cmd(ctx: Context) -> int:
         if await store.get_tenant(a.tenant) is None:
             raise NotFound("tenant", a.tenant)
         rows = await store.released_rows(a.tenant, since, until)
+    if a.consistent:
+        rows = level_view(rows).rows  # what the KPI and funnel reports use (issue 15)
     if not a.out:
         ctx.out.write(files.to_csv(rows))
         return ExitCode.OK

@@ -85,3 +85,32 @@ def test_help_of_the_output_commands_renders(hush: Hush) -> None:
         r = hush(*argv, "--help", db=False)
         assert r.code == 0, r.err
     assert "95-percent interval" in hush("export", "--help", db=False).out
+
+
+def test_consistent_export_passes_plain_rows_through(hush: Hush) -> None:
+    """Without period totals (every older agent) the consistent export is the export as released."""
+    plain = hush.ok("export", "--tenant", "acme", "--format", "csv")
+    assert hush.ok("export", "--tenant", "acme", "--format", "csv", "--consistent") == plain
+
+
+def test_consistent_rows_add_up_to_the_period_total_and_leave_it_out() -> None:
+    """Issue 15: with ``--consistent`` the windows are the least-squares estimates the reports show."""
+    from collector.outputs.files import to_csv
+    from collector.report.levels import level_view
+    from collector.store.records import StoredRow
+
+    starts = ["2026-01-05T00:00:00Z", "2026-01-05T06:00:00Z", "2026-01-05T12:00:00Z", "2026-01-05T18:00:00Z"]
+    ends = [*starts[1:], "2026-01-06T00:00:00Z"]
+    windows = [
+        StoredRow("acme", "a1", i + 1, s, e, "signup", "count", {}, v, "gaussian", 2.0)
+        for i, (s, e, v) in enumerate(zip(starts, ends, [10.0, 12.0, 9.0, 11.0], strict=True))
+    ]
+    total = StoredRow(
+        "acme", "a1", 5, starts[0], ends[-1], "signup", "count", {}, 46.0, "gaussian", 3.0, "period"
+    )
+    rows = list(csv.DictReader(io.StringIO(to_csv(level_view([*windows, total]).rows))))
+    assert [r["level"] for r in rows] == ["window"] * 4
+    # windows sum to 42 with variance 4 x 2²; the total says 46 with variance 3²: the combined total
+    # weighs them by their inverse variances, 42 + (46 - 42) x 16 / 25
+    assert math.isclose(sum(float(r["value"]) for r in rows), 42.0 + (46.0 - 42.0) * 16 / 25)
+    assert all(float(r["noise_std"]) < 2.0 for r in rows)  # every window gained from the total
