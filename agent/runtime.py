@@ -428,6 +428,21 @@ class Agent:
         released = release_window(state, self.policy, period_charge=first)
         return self.commit_release(state, released, period, first_in_period=first)
 
+    def _seal(self, state: WindowState, released: Release, seq: int, prev: str) -> Sealed:
+        """The signed batch of a release (a window's, or a period total closing with ``state``)."""
+        return seal(
+            tenant=self.cfg.tenant,
+            agent=self.cfg.agent,
+            seq=seq,
+            prev=prev,
+            created=self.created_for(state),
+            window=(released.start, released.end),
+            policy_digest=self.digest,
+            privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
+            rows=released.rows,
+            key=self.key,
+        )
+
     def commit_release(
         self, state: WindowState, released: Release, period: str, *, first_in_period: bool = False
     ) -> Sealed | None:
@@ -443,18 +458,7 @@ class Agent:
         try:
             with transaction(self.conn):
                 seq, prev = outbox.next_seq(self.conn)
-                sealed = seal(
-                    tenant=self.cfg.tenant,
-                    agent=self.cfg.agent,
-                    seq=seq,
-                    prev=prev,
-                    created=self.created_for(state),
-                    window=(released.start, released.end),
-                    policy_digest=self.digest,
-                    privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
-                    rows=released.rows,
-                    key=self.key,
-                )
+                sealed = self._seal(state, released, seq, prev)
                 ledger.charge(self.conn, period=period, release=released, seq=seq, policy=self.policy)
                 if first_in_period:
                     ledger.mark_period_charged(self.conn, period, self.digest, seq)
@@ -497,18 +501,7 @@ class Agent:
         totals = periods.totals(self.conn, self.policy, self.digest, period)
         released = release_period_total(totals, self.policy, start=begin, end=state.end)
         seq, prev = outbox.next_seq(self.conn)
-        sealed = seal(
-            tenant=self.cfg.tenant,
-            agent=self.cfg.agent,
-            seq=seq,
-            prev=prev,
-            created=self.created_for(state),
-            window=(released.start, released.end),
-            policy_digest=self.digest,
-            privacy=Privacy(self.policy.unit, released.epsilon, released.delta, released.rho),
-            rows=released.rows,
-            key=self.key,
-        )
+        sealed = self._seal(state, released, seq, prev)
         # Nothing to spend (paid with the period's first window); the zero charge ties the seq.
         ledger.charge(self.conn, period=period, release=released, seq=seq)
         outbox.put(self.conn, sealed)
