@@ -141,6 +141,7 @@ class Scanner:
 
 
 def _merge(spans: list[tuple[int, int, int]], names: tuple[str, ...]) -> list[Finding]:
+    """Overlapping spans become one finding named after the highest-priority (lowest rank) one."""
     spans.sort()
     out: list[Finding] = []
     cur_s, cur_e, cur_r = spans[0]

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.detectors import DETECTOR_NAMES, Finding, Scanner
+from agent.detectors import _merge as merge_spans  # one merge rule for built-in and custom findings
 
 __all__ = [
     "CHECKSUMS",
@@ -355,20 +356,5 @@ class CustomScanner:
             return found
         ranks = self._rank
         spans.extend((f.start, f.end, ranks[f.detector]) for f in found)
-        return _merge(spans, self._names)
+        return merge_spans(spans, self._names)
 
-
-def _merge(spans: list[tuple[int, int, int]], names: tuple[str, ...]) -> list[Finding]:
-    """Overlapping spans become one finding named after the highest-priority (lowest rank) one."""
-    spans.sort()
-    out: list[Finding] = []
-    cur_s, cur_e, cur_r = spans[0]
-    for s, e, r in spans[1:]:
-        if s < cur_e:
-            cur_e = max(cur_e, e)
-            cur_r = min(cur_r, r)
-        else:
-            out.append(Finding(names[cur_r], cur_s, cur_e))
-            cur_s, cur_e, cur_r = s, e, r
-    out.append(Finding(names[cur_r], cur_s, cur_e))
-    return out
