@@ -64,7 +64,7 @@ def _run_async(coro: Any) -> Any:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from agent.setup import init_dir
+    from agent.scaffold import init_dir
 
     result = init_dir(
         Path(args.dir), tenant=args.tenant, collector=args.collector, agent=args.agent, force=args.force

@@ -15,7 +15,7 @@ from agent.epsilon import epsilon_at, guarantee
 from agent.policy import load_policy
 from agent.release import Release, window_cost
 from agent.runtime import open_agent_state
-from agent.setup import init_dir
+from agent.scaffold import init_dir
 from agent.state import transaction
 
 ROOT = Path(__file__).resolve().parents[2]

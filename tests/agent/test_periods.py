@@ -22,7 +22,7 @@ from agent.model import Event
 from agent.policy import AttrRule, Budget, Metric, Policy, load_policy, policy_digest
 from agent.release import expected_error, period_cost, window_cost
 from agent.runtime import Agent
-from agent.setup import init_dir
+from agent.scaffold import init_dir
 from hushmetric.batch import Noise, Row, decode_batch, encode_batch
 from hushmetric.errors import ConfigError
 

@@ -19,7 +19,7 @@ from agent.config import load_config
 from agent.model import Event
 from agent.release import release_window, window_cost
 from agent.runtime import Agent
-from agent.setup import init_dir
+from agent.scaffold import init_dir
 from agent.state import transaction
 from hushmetric.batch import decode_batch
 from hushmetric.errors import ConfigError

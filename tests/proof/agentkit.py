@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import journal, ledger, outbox
-from agent.setup import init_dir
+from agent.scaffold import init_dir
 from hushmetric.batch import decode_batch
 from hushmetric.keys import load_signing_key, public_key_b64
 from tests.proof.proofkit import Collector

@@ -42,7 +42,7 @@ from typing import Any
 
 from agent.bound import Bounds
 from agent.policy import Policy, load_policy
-from agent.setup import init_dir
+from agent.scaffold import init_dir
 from hushmetric import dsse
 from hushmetric.batch import Batch, decode_batch, payload_digest
 from hushmetric.bundle import decode_manifest, read_bundle

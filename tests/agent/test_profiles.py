@@ -13,7 +13,7 @@ from agent.profiles import PROFILES, Violation, check_files, check_profile, clas
 from collector.config import load_config as load_collector_config
 from hushmetric.errors import ConfigError
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "profiles"
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "configs" / "profiles"
 
 
 def base(**changes: object) -> AgentConfig:

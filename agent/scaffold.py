@@ -1,4 +1,4 @@
-"""``hush-agent init``: a config directory that runs as is (demo source, loopback collector)."""
+"""``hush-agent init``: scaffold a config directory that runs as is (demo source, loopback collector)."""
 
 from __future__ import annotations
 
