@@ -22,7 +22,9 @@ keeping the windows in the journal — until ``hush-agent ledger --acknowledge-r
 period for what is missing; without a readable head, the whole cap of the current period) and
 removes the marker. Over-counting is the safe direction; under-counting never happens silently.
 
-Pure stdlib + :mod:`agent.ledger`; synchronous; called once before :func:`agent.state.open_state`.
+Pure stdlib + :mod:`agent.ledger` (which owns every read and write of the ledger tables: this module
+checks the files and the head, and decides what to charge); synchronous; called once before
+:func:`agent.state.open_state`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import msgspec
 from agent import ledger
 from agent.policy import Policy
 from agent.release import Release
-from agent.state import STATE_FILE
+from agent.state import STATE_FILE, transaction
 from hushmetric.salvage import problems as sqlite_problems
 from hushmetric.salvage import salvage as salvage_rows
 
@@ -111,14 +113,10 @@ _head_decoder = msgspec.json.Decoder(Head)
 def record_head(state_dir: Path, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> Head:
     """Write ``ledger.head`` from the committed ledger (call after each release's COMMIT)."""
     total = ledger.total(conn)
-    row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM privacy_charge").fetchone()
-    periods = {
-        str(p): (float(r), float(e), float(d))
-        for p, r, e, d in conn.execute(
-            "SELECT period, SUM(rho), SUM(epsilon), SUM(delta) FROM privacy_charge GROUP BY period"
-        )
-    }
-    head = Head(total.releases, total.rho, total.epsilon, total.delta, int(row[0]), periods, clock())
+    periods = ledger.charged_by_period(conn)
+    head = Head(
+        total.releases, total.rho, total.epsilon, total.delta, ledger.last_seq(conn), periods, clock()
+    )
     _write_atomic(state_dir / HEAD_FILE, msgspec.json.encode(head))
     return head
 
@@ -275,8 +273,7 @@ def _ledger_problems(db: Path, head: Head | None) -> list[str]:
     try:
         check = ledger.verify(conn)
         total = ledger.total(conn)
-        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM privacy_charge").fetchone()
-        last_seq = int(row[0])
+        last_seq = ledger.last_seq(conn)
     except sqlite3.Error as exc:
         return [f"{db.name}: cannot read the privacy ledger: {exc}"]
     finally:
@@ -325,12 +322,7 @@ def acknowledge_reset(
         head = read_head(state_dir)
     except ValueError:
         head = None
-    have = {
-        str(p): (float(r), float(e), float(d))
-        for p, r, e, d in conn.execute(
-            "SELECT period, SUM(rho), SUM(epsilon), SUM(delta) FROM privacy_charge GROUP BY period"
-        )
-    }
+    have = ledger.charged_by_period(conn)
     wanted = dict(head.periods) if head is not None else {}
     current = ledger.period_of(policy, int(now))
     if head is None:
@@ -338,10 +330,8 @@ def acknowledge_reset(
         zcdp = policy.budget.mechanism == "zcdp"
         wanted[current] = (cap if zcdp else 0.0, 0.0 if zcdp else cap, 0.0)
     done: list[str] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        row = conn.execute("SELECT COALESCE(MIN(seq), 0) FROM privacy_charge").fetchone()
-        seq = min(int(row[0]), 0)
+    with transaction(conn):
+        seq = ledger.reset_seq(conn)
         for period, (rho, eps, delta) in sorted(wanted.items()):
             got = have.get(period, (0.0, 0.0, 0.0))
             missing = (max(rho - got[0], 0.0), max(eps - got[1], 0.0), max(delta - got[2], 0.0))
@@ -360,15 +350,12 @@ def acknowledge_reset(
         # The running total may have been lost (or kept) apart from the charges: a total above the
         # charges is spent budget whose period is unknown — charged to the current period — and the
         # total is then rebuilt from the charges, so that ``ledger.verify`` holds again.
-        sums = conn.execute(
-            "SELECT COALESCE(SUM(rho), 0), COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0)"
-            " FROM privacy_charge"
-        ).fetchone()
+        sums = ledger.charged_total(conn)
         kept = ledger.total(conn)
         extra = (
-            max(kept.rho - sums[0], 0.0),
-            max(kept.epsilon - sums[1], 0.0),
-            max(kept.delta - sums[2], 0.0),
+            max(kept.rho - sums.rho, 0.0),
+            max(kept.epsilon - sums.epsilon, 0.0),
+            max(kept.delta - sums.delta, 0.0),
         )
         if any(
             x > _SLACK * max(abs(k), 1e-300)
@@ -385,19 +372,7 @@ def acknowledge_reset(
             done.append(
                 f"{current}: rho {extra[0]:.6g} epsilon {extra[1]:.6g} delta {extra[2]:.6g} (running total)"
             )
-        conn.execute(
-            "INSERT OR IGNORE INTO privacy_total (id, rho, epsilon, delta, releases) VALUES (1, 0, 0, 0, 0)"
-        )
-        conn.execute(
-            "UPDATE privacy_total SET rho = (SELECT COALESCE(SUM(rho), 0) FROM privacy_charge),"
-            " epsilon = (SELECT COALESCE(SUM(epsilon), 0) FROM privacy_charge),"
-            " delta = (SELECT COALESCE(SUM(delta), 0) FROM privacy_charge),"
-            " releases = (SELECT COUNT(*) FROM privacy_charge) WHERE id = 1"
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        ledger.rebuild_total(conn)
     with (state_dir / "integrity.log").open("a", encoding="utf-8") as out:
         out.write(
             json.dumps({"at": now, "action": "acknowledge_reset", "note": note, "charged": done}) + "\n"

@@ -35,12 +35,17 @@ __all__ = [
     "affordable",
     "cap_of",
     "charge",
+    "charged_by_period",
+    "charged_total",
     "delta_remaining",
+    "last_seq",
     "mark_period_charged",
     "period_charged",
     "period_of",
+    "rebuild_total",
     "refuse",
     "remaining",
+    "reset_seq",
     "spent",
     "summary",
     "total",
@@ -282,6 +287,49 @@ def summary(conn: sqlite3.Connection, policy: Policy) -> list[PeriodSummary]:
             )
         )
     return out
+
+
+def charged_by_period(conn: sqlite3.Connection) -> dict[str, tuple[float, float, float]]:
+    """Per period, the sum of its charges: (ρ, ε, δ)."""
+    return {
+        str(p): (float(r), float(e), float(d))
+        for p, r, e, d in conn.execute(
+            "SELECT period, SUM(rho), SUM(epsilon), SUM(delta) FROM privacy_charge GROUP BY period"
+        )
+    }
+
+
+def charged_total(conn: sqlite3.Connection) -> Spend:
+    """The sum of all charges (what the running total must equal)."""
+    row = conn.execute(
+        "SELECT COALESCE(SUM(rho), 0), COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COUNT(*)"
+        " FROM privacy_charge"
+    ).fetchone()
+    return Spend(float(row[0]), float(row[1]), float(row[2]), int(row[3]))
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The highest batch seq charged (0 when nothing was)."""
+    return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM privacy_charge").fetchone()[0])
+
+
+def reset_seq(conn: sqlite3.Connection) -> int:
+    """The seq below every charge and at most 0: reset charges (no batch) count down from it."""
+    return min(int(conn.execute("SELECT COALESCE(MIN(seq), 0) FROM privacy_charge").fetchone()[0]), 0)
+
+
+def rebuild_total(conn: sqlite3.Connection) -> None:
+    """Set the running total to the sum of the charges, in the caller's transaction (after a reset:
+    :func:`verify` holds again)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO privacy_total (id, rho, epsilon, delta, releases) VALUES (1, 0, 0, 0, 0)"
+    )
+    conn.execute(
+        "UPDATE privacy_total SET rho = (SELECT COALESCE(SUM(rho), 0) FROM privacy_charge),"
+        " epsilon = (SELECT COALESCE(SUM(epsilon), 0) FROM privacy_charge),"
+        " delta = (SELECT COALESCE(SUM(delta), 0) FROM privacy_charge),"
+        " releases = (SELECT COUNT(*) FROM privacy_charge) WHERE id = 1"
+    )
 
 
 def total(conn: sqlite3.Connection) -> Spend:
