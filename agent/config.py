@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from agent.memory import parse_size
-from hushmetric.config import load_toml
+from hushmetric.config import Duration, load_toml
 from hushmetric.errors import ConfigError
 
 __all__ = [
@@ -129,13 +129,14 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Mutual TLS: this agent's certificate chain and its key (0600), when the collector asks for one.
     client_cert: str | None = None
     client_key: str | None = None
-    timeout: str = "10s"  # per-RPC deadline
+    # Durations are seconds, written "10s", "2m" in the file (parsed while decoding; longer than 0s).
+    timeout: Duration = Duration(10)  # per-RPC deadline
     # Back-off after a transport failure (collector down, deadline): capped, jittered, doubling.
-    retry_initial: str = "1s"
-    retry_max: str = "2m"
+    retry_initial: Duration = Duration(1)
+    retry_max: Duration = Duration(120)
     # Longer back-off cap after PERMISSION_DENIED / UNAUTHENTICATED / FAILED_PRECONDITION: these need
     # an operator on one side or the other, so the agent keeps its outbox and asks rarely.
-    refused_retry_max: str = "15m"
+    refused_retry_max: Duration = Duration(900)
 
 
 class OutboxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -220,7 +221,17 @@ class LoadedConfig(msgspec.Struct, frozen=True):
 
 
 def load_config(path: Path) -> LoadedConfig:
-    config = load_toml(path, AgentConfig)
+    config = load_toml(path, AgentConfig)  # durations are parsed here, by their type
+    c = config.collector
+    durations = {
+        "timeout": c.timeout,
+        "retry_initial": c.retry_initial,
+        "retry_max": c.retry_max,
+        "refused_retry_max": c.refused_retry_max,
+    }
+    for name, seconds in durations.items():  # a zero deadline or back-off would spin
+        if seconds <= 0:
+            raise ConfigError("must be longer than 0s", path=str(path), key=f"collector.{name}")
     for i, endpoint in enumerate(config.collector.endpoints):
         host, sep, port = endpoint.rpartition(":")
         if not sep or not host or not port.isdigit():

@@ -9,7 +9,6 @@ import grpc
 from agent.config import CollectorConfig
 from agent.transport import channel_for, explain_transport
 from hushmetric.errors import HushError
-from hushmetric.timefmt import parse_duration
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
 
 __all__ = ["enroll"]
@@ -31,7 +30,7 @@ async def enroll(
         try:
             reply = await stub.Enroll(
                 ingest_pb2.EnrollRequest(token=token, agent=agent, public_key=public_key),
-                timeout=parse_duration(cfg.timeout),
+                timeout=float(cfg.timeout),
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name.lower()

@@ -66,31 +66,11 @@ from agent import egress, outbox
 from agent.config import CollectorConfig
 from agent.seal import Sealed
 from agent.state import transaction
-from agent.transport import (  # re-exported: the agent CLI imports them from here
-    Backoff,
-    channel_credentials,
-    channel_for,
-    channel_options,
-    dial,
-    explain_transport,
-)
-from hushmetric.errors import ConfigError
-from hushmetric.timefmt import parse_duration
+from agent.transport import Backoff, channel_credentials, dial, explain_transport
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
 
-__all__ = [
-    "Backoff",
-    "SendReport",
-    "Sender",
-    "SenderStatus",
-    "StateDb",
-    "channel_credentials",
-    "channel_for",
-    "channel_options",
-    "classify",
-    "explain_transport",
-]
+__all__ = ["SendReport", "Sender", "SenderStatus", "StateDb", "classify"]
 
 log = logging.getLogger("agent.sender")
 T = TypeVar("T")
@@ -278,17 +258,6 @@ def _one_line(text: str | None, limit: int = 300) -> str:
     return " ".join((text or "").split())[:limit]
 
 
-def _duration(cfg: CollectorConfig, key: str) -> float:
-    value = getattr(cfg, key)
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(str(exc), key=f"collector.{key}") from exc
-    if seconds <= 0:
-        raise ConfigError("must be longer than 0s", key=f"collector.{key}")
-    return float(seconds)
-
-
 class Sender:
     """Delivers the outbox. Use as ``async with Sender(...) as s:`` (or call :meth:`aclose`).
 
@@ -317,10 +286,10 @@ class Sender:
         self._on_result = on_result or (lambda _code: None)
         self._cfg = cfg
         self._endpoints = list(cfg.endpoints)
-        self._timeout = _duration(cfg, "timeout")
+        self._timeout = float(cfg.timeout)  # durations are seconds, checked when the config is loaded
         rng = rng or random.Random()
-        self._backoff = Backoff(_duration(cfg, "retry_initial"), _duration(cfg, "retry_max"), rng)
-        long_cap = _duration(cfg, "refused_retry_max")
+        self._backoff = Backoff(float(cfg.retry_initial), float(cfg.retry_max), rng)
+        long_cap = float(cfg.refused_retry_max)
         self._refused_backoff = Backoff(min(30.0, long_cap), long_cap, rng)
         self._credentials = channel_credentials(cfg, base_dir)
         self._db = StateDb(db, executor)

@@ -41,6 +41,12 @@ def test_sources_are_a_tagged_union(tmp_path: Path) -> None:
     assert file.follow
 
 
+def test_collector_durations_are_seconds_once_decoded(tmp_path: Path) -> None:
+    text = 'tenant = "a"\nagent = "a1"\n[collector]\ntimeout = "1m30s"\nrefused_retry_max = "1h"\n'
+    c = load_config(write(tmp_path, text)).config.collector
+    assert (c.timeout, c.retry_initial, c.retry_max, c.refused_retry_max) == (90, 1, 120, 3600)
+
+
 @pytest.mark.parametrize(
     ("text", "key", "expect"),
     [
@@ -57,6 +63,9 @@ def test_sources_are_a_tagged_union(tmp_path: Path) -> None:
             "HOST:PORT",
         ),
         ('tenant = "a"\nagent = "a1"\n[limits]\nmax_attrs = -1\n', "limits.max_attrs", ">= 0"),
+        ('tenant = "a"\nagent = "a1"\n[collector]\ntimeout = "soon"\n', "collector.timeout", "duration"),
+        ('tenant = "a"\nagent = "a1"\n[collector]\nretry_max = 5\n', "collector.retry_max", "duration"),
+        ('tenant = "a"\nagent = "a1"\n[collector]\nretry_initial = "0s"\n', "collector.retry_initial", "0s"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str | None, expect: str) -> None:

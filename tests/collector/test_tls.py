@@ -18,14 +18,16 @@ import pytest
 from agent import egress, outbox
 from agent.config import CollectorConfig
 from agent.seal import seal
-from agent.sender import Sender, explain_transport
+from agent.sender import Sender
 from agent.state import open_state, transaction
+from agent.transport import explain_transport
 from collector.ingest import IngestSettings
 from collector.pki import Issued, issue, new_ca, write_selfsigned
 from collector.server import serve
 from collector.store.sqlite.store import SqliteStore
 from collector.tls import Reloader, ServerTls, is_loopback, plaintext_warning, server_credentials
 from hushmetric.batch import Noise, Privacy, Row
+from hushmetric.config import Duration
 from hushmetric.errors import ConfigError
 
 NOW = dt.datetime.now(dt.UTC)
@@ -155,7 +157,7 @@ async def deliver(agent_db: Callable[[], Any], address: str, **tls: Any) -> tupl
             _put_batch(conn)
     finally:
         conn.close()
-    cfg = CollectorConfig(endpoints=[address], timeout="5s", **tls)
+    cfg = CollectorConfig(endpoints=[address], timeout=Duration(5), **tls)
     async with Sender(agent_db, cfg) as sender:
         report = await sender.drain_once()
     return report.delivered, report.last_error

@@ -29,6 +29,7 @@ from collector.server import serve
 from collector.store import Quota
 from collector.store.sqlite.store import SqliteStore
 from hushmetric.batch import Noise, Privacy, Row
+from hushmetric.config import Duration
 from tests.collector.collector_testkit import Clock
 
 SCHEMAS = (outbox.SCHEMA, egress.SCHEMA)
@@ -122,7 +123,7 @@ async def no_wait(_delay: float) -> None:
 
 
 def sender(tmp_path: Path, endpoint: str, metrics: AgentMetrics | None = None) -> Sender:
-    cfg = CollectorConfig(endpoints=[endpoint], timeout="5s")
+    cfg = CollectorConfig(endpoints=[endpoint], timeout=Duration(5))
     return Sender(
         lambda: open_state(tmp_path / "agent", SCHEMAS),
         cfg,

@@ -24,7 +24,7 @@ Figures: faults, detected, quarantined, blocked, silent under-counts (must be 0)
 
 The end-to-end test through the CLI (the daemon itself runs the check and refuses releases) is
 ``xfail(strict=True)`` until ``agent.integrity`` is wired into ``agent/runtime.py`` and
-``agent/cli.py`` (and ``collector.store.integrity`` into ``serve``): it turns green — and must — once the
+``agent/cli/`` (and ``collector.store.integrity`` into ``serve``): it turns green — and must — once the
 wiring lands. Until then a separate figure records what the current runtime does with each fault.
 """
 
@@ -55,7 +55,7 @@ FAMILY = "4 storage corruption"
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_WIRED = (
     "integrity" in (ROOT / "agent/runtime.py").read_text()
-    and "acknowledge" in (ROOT / "agent/cli.py").read_text()
+    and any("acknowledge" in p.read_text() for p in (ROOT / "agent/cli").glob("*.py"))
 )
 COLLECTOR_WIRED = "integrity" in (ROOT / "collector/cli/ops.py").read_text()
 ROUNDS = pick(1, 4)  # independent repetitions of each case (new state, new random damage)
