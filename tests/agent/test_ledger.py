@@ -65,13 +65,18 @@ def test_charges_accumulate_per_period_and_total_matches(conn: sqlite3.Connectio
     assert (kept.rho, kept.releases) == (0.75, 3)
     assert kept.delta == pytest.approx(3e-8)
     check = ledger.verify(conn, p)
-    assert check.ok and check.total == check.charged
+    assert check.ok
+    assert check.total == check.charged
 
 
 def test_charge_rolls_back_with_the_callers_transaction(conn: sqlite3.Connection) -> None:
-    with pytest.raises(RuntimeError), transaction(conn):
-        ledger.charge(conn, period="2025-11-26", release=fake(T0), seq=1)
-        raise RuntimeError("outbox insert failed")
+    def charge_then_fail() -> None:
+        with transaction(conn):
+            ledger.charge(conn, period="2025-11-26", release=fake(T0), seq=1)
+            raise RuntimeError("outbox insert failed")
+
+    with pytest.raises(RuntimeError, match="outbox insert failed"):
+        charge_then_fail()
     assert ledger.total(conn) == ledger.Spend()
     assert ledger.spent(conn, "2025-11-26").releases == 0
 
@@ -105,11 +110,13 @@ def test_exhausted_budget_stops_releases_loudly(conn: sqlite3.Connection) -> Non
     assert (released, refused) == (24, 6)
     (day,) = ledger.summary(conn, p)
     assert (day.period, day.releases, day.refusals) == ("2025-11-26", 24, 6)
-    assert day.spent == pytest.approx(0.24) and day.spent <= 0.24 * (1 + 1e-9)
+    assert day.spent == pytest.approx(0.24)
+    assert day.spent <= 0.24 * (1 + 1e-9)
     assert day.left == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(BudgetExhausted) as err, transaction(conn):
         ledger.charge(conn, period=day.period, release=release_window(windows[0], p), seq=999, policy=p)
-    assert err.value.code == "budget" and err.value.period == "2025-11-26"
+    assert err.value.code == "budget"
+    assert err.value.period == "2025-11-26"
     check = ledger.verify(conn, p)
     assert check.ok, check.problems
     assert check.charged.rho == pytest.approx(sum(cost for _ in range(24)))
@@ -130,7 +137,8 @@ def test_verify_detects_a_tampered_total(conn: sqlite3.Connection) -> None:
         ledger.charge(conn, period="2025-11-26", release=fake(T0), seq=1)
         conn.execute("UPDATE privacy_total SET rho = 0.1")
     check = ledger.verify(conn)
-    assert not check.ok and "rho" in check.problems[0]
+    assert not check.ok
+    assert "rho" in check.problems[0]
 
 
 def test_schema_is_idempotent(conn: sqlite3.Connection) -> None:
@@ -156,7 +164,8 @@ def test_delta_is_capped_per_period_like_rho(conn: sqlite3.Connection) -> None:
     assert ledger.affordable(conn, p, "2025-11-26", 0.25)  # ρ alone still fits
     with pytest.raises(BudgetExhausted) as err, transaction(conn):
         ledger.charge(conn, period="2025-11-26", release=fake(T0 + 4 * H, delta=1e-7), seq=4, policy=p)
-    assert err.value.measure == "delta" and "needs delta" in str(err.value)
+    assert err.value.measure == "delta"
+    assert "needs delta" in str(err.value)
     assert ledger.spent(conn, "2025-11-26").releases == 3  # rolled back
     assert ledger.affordable(conn, p, "2025-11-27", 0.25, 1e-7)  # the next day has its own δ
     assert ledger.verify(conn, p).ok

@@ -39,11 +39,15 @@ def test_builds_every_configured_source(tmp_path: Path) -> None:
     (tmp_path / "mqtt.pass").write_text("s3cret\n")
     loaded = load_config(tmp_path / "agent.toml")
     mqtt, file, stdin, demo = build_sources(loaded, once=True, offsets=lambda key: None)
-    assert isinstance(mqtt, MqttSource) and mqtt.name == "mqtt:127.0.0.1:1883"
-    assert mqtt.client_id == "hush-edge-1" and mqtt._password == "s3cret"
-    assert isinstance(file, FileSource) and file.path == tmp_path / "logs" / "app.jsonl"
+    assert isinstance(mqtt, MqttSource)
+    assert mqtt.name == "mqtt:127.0.0.1:1883"
+    assert mqtt.client_id == "hush-edge-1"
+    assert mqtt._password == "s3cret"
+    assert isinstance(file, FileSource)
+    assert file.path == tmp_path / "logs" / "app.jsonl"
     assert file.follow is False  # once
-    assert isinstance(stdin, StdinSource) and isinstance(demo, DemoSource)
+    assert isinstance(stdin, StdinSource)
+    assert isinstance(demo, DemoSource)
     (file_follow,) = [
         s for s in build_sources(loaded, once=False, offsets=dict().get) if isinstance(s, FileSource)
     ]
@@ -79,7 +83,9 @@ async def test_offsets_from_the_state_db_and_input_override(
     conn = open_state(tmp_path / "state", [journal.SCHEMA])
     try:
         (src,) = build_sources(loaded, once=True, conn=conn, override=[cfg.FileSource(path="in.jsonl")])
-        assert isinstance(src, FileSource) and src.path == work / "in.jsonl" and not src.follow
+        assert isinstance(src, FileSource)
+        assert src.path == work / "in.jsonl"
+        assert not src.follow
         chunks = [c async for c in src.chunks()]
         assert chunks[0].offset_key is not None
         with transaction(conn):

@@ -33,10 +33,12 @@ def test_deterministic_for_a_seed_and_different_across_seeds() -> None:
 def test_time_ordered_within_range_and_decodable() -> None:
     evs = events()
     assert all(x.ts <= y.ts for x, y in pairwise(evs))
-    assert evs[0].ts >= T0 and evs[-1].ts < T0 + 2 * 86400
+    assert evs[0].ts >= T0
+    assert evs[-1].ts < T0 + 2 * 86400
     names = Counter(e.name for e in evs)
     assert set(names) == {*STAGES, "api_request", "error"}
-    assert names["signup"] == 300 and len({e.unit for e in evs}) == 300
+    assert names["signup"] == 300
+    assert len({e.unit for e in evs}) == 300
 
 
 def test_funnel_drop_off_is_monotone_and_values_are_time_to_value() -> None:
@@ -50,7 +52,8 @@ def test_funnel_drop_off_is_monotone_and_values_are_time_to_value() -> None:
         if e.name == "signup":
             assert e.value is None
         else:
-            assert e.value is not None and abs(e.value - (e.ts - last[e.unit])) < 0.01
+            assert e.value is not None
+            assert abs(e.value - (e.ts - last[e.unit])) < 0.01
         last[e.unit] = e.ts
         assert e.attrs["plan"] in {"free", "team", "enterprise"}
         assert e.attrs["region"] in {"eu", "us", "apac"}
@@ -60,7 +63,8 @@ def test_funnel_drop_off_is_monotone_and_values_are_time_to_value() -> None:
 def test_operational_telemetry_carries_pii_in_free_text() -> None:
     evs = events(users=500)
     api = [e for e in evs if e.name == "api_request"]
-    assert api and all(e.attrs["endpoint"] in ENDPOINTS and e.value and e.value > 0 for e in api)
+    assert api
+    assert all(e.attrs["endpoint"] in ENDPOINTS and e.value and e.value > 0 for e in api)
     text = "\n".join(str(e.attrs["message"]) for e in evs if "message" in e.attrs)
     patterns = {
         "email": r"[\w.]+@[\w-]+\.[\w.]+",
@@ -82,7 +86,8 @@ def test_operational_telemetry_carries_pii_in_free_text() -> None:
 async def test_source_yields_the_same_lines_in_chunks(tmp_path: Path) -> None:
     src = DemoSource(seed=7, users=100, days=1, start=START, lines_per_chunk=100)
     chunks = [c async for c in src.chunks()]
-    assert len(chunks) > 1 and all(c.ack is None and c.offset_key is None for c in chunks)
+    assert len(chunks) > 1
+    assert all(c.ack is None and c.offset_key is None for c in chunks)
     expected = b"".join(generate_lines(7, 100, 1, START))
     assert b"".join(c.data for c in chunks) == expected
     out = tmp_path / "demo.jsonl"

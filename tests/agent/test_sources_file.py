@@ -56,11 +56,13 @@ async def test_partial_last_line_waits_while_following(tmp_path: Path) -> None:
     path.write_bytes(line(1) + line(2)[:10])
     it = source(path, follow=True).chunks()
     first = await take(it)
-    assert first.data == line(1) and first.offset == len(line(1))
+    assert first.data == line(1)
+    assert first.offset == len(line(1))
     with path.open("ab") as f:
         f.write(line(2)[10:] + line(3))
     second = await take(it)
-    assert second.data == line(2) + line(3) and second.offset == path.stat().st_size
+    assert second.data == line(2) + line(3)
+    assert second.offset == path.stat().st_size
     await it.aclose()
 
 
@@ -83,7 +85,8 @@ async def test_follows_appends_truncation_and_rotation(tmp_path: Path) -> None:
 
     path.write_bytes(line(4))  # truncated in place (copytruncate)
     chunk = await take(it)
-    assert chunk.data == line(4) and chunk.offset == len(line(4))
+    assert chunk.data == line(4)
+    assert chunk.offset == len(line(4))
 
     with path.open("ab") as f:
         f.write(line(5))
@@ -91,7 +94,8 @@ async def test_follows_appends_truncation_and_rotation(tmp_path: Path) -> None:
     path.write_bytes(line(6))
     assert (await take(it)).data == line(5)
     chunk = await take(it)
-    assert chunk.data == line(6) and chunk.offset == len(line(6))
+    assert chunk.data == line(6)
+    assert chunk.offset == len(line(6))
     assert chunk.offset_key == f"file:{path.absolute()}@{path.stat().st_dev}:{path.stat().st_ino}"
     await it.aclose()
 
@@ -133,6 +137,8 @@ async def test_over_long_line_is_cut_and_skipped(tmp_path: Path) -> None:
     chunks = await drain(source(path, follow=False, max_line=100, read_size=64))
     data = b"".join(c.data for c in chunks)
     assert data.count(b"\n") == 3
-    assert data.startswith(line(1)) and data.endswith(line(2))
-    assert b"x" * 101 + b"\n" in data and b"x" * 102 not in data
+    assert data.startswith(line(1))
+    assert data.endswith(line(2))
+    assert b"x" * 101 + b"\n" in data
+    assert b"x" * 102 not in data
     assert chunks[-1].offset == path.stat().st_size

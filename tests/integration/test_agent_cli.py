@@ -17,7 +17,9 @@ def test_init_writes_a_config_that_runs_as_is(tmp_path: Path) -> None:
         assert stat.S_IMODE((agent.root / name).stat().st_mode) == 0o600
     assert agent.ok("validate").startswith("ok: ")
     report = agent.json("run", "--once")
-    assert report["events"] > 1000 and report["windows_released"] > 0 and report["rows_released"] > 0
+    assert report["events"] > 1000
+    assert report["windows_released"] > 0
+    assert report["rows_released"] > 0
     assert report["outbox_depth"] == report["windows_released"]  # no collector: everything waits
     # data minimisation: attributes no metric uses (emails, free text, client IPs) never get further
     assert report["redactions"].get("dropped_key", 0) > 1000
@@ -35,29 +37,38 @@ def test_init_writes_a_config_that_runs_as_is(tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0x01
     statement.write_bytes(bytes(data))
     tampered = agent("attest", "--verify", str(statement))
-    assert tampered.code in (1, 2) and "Traceback" not in tampered.err
+    assert tampered.code in (1, 2)
+    assert "Traceback" not in tampered.err
     status = agent.json("status")
-    assert status["outbox_batches"] == report["windows_released"] and not status["egress_stopped"]
+    assert status["outbox_batches"] == report["windows_released"]
+    assert not status["egress_stopped"]
 
 
 def test_init_refuses_to_overwrite_and_bad_ids(tmp_path: Path) -> None:
     agent = init_agent(tmp_path / "site")
     again = agent("init", "--dir", str(agent.root), "--tenant", "acme", config=False)
-    assert again.code == 2 and "already initialised" in again.err and "Traceback" not in again.err
+    assert again.code == 2
+    assert "already initialised" in again.err
+    assert "Traceback" not in again.err
     bad = agent("init", "--dir", str(tmp_path / "x"), "--tenant", "a b", config=False)
-    assert bad.code == 2 and "tenant" in bad.err
+    assert bad.code == 2
+    assert "tenant" in bad.err
 
 
 def test_missing_or_broken_config_is_one_clear_line(tmp_path: Path) -> None:
     missing = AgentDir(tmp_path / "nowhere")("validate")
-    assert missing.code == 2 and missing.err.count("\n") == 1 and "file not found" in missing.err
+    assert missing.code == 2
+    assert missing.err.count("\n") == 1
+    assert "file not found" in missing.err
     agent = init_agent(tmp_path / "site")
     agent.set_policy(exact_policy().replace('stat = "count"', 'stat = "median"', 1))
     broken = agent("validate")
-    assert broken.code == 2 and "Traceback" not in broken.err
+    assert broken.code == 2
+    assert "Traceback" not in broken.err
     assert "policy.toml: metrics[0].stat: Invalid enum value 'median'" in broken.err
     usage = agent("run", "--bogus")
-    assert usage.code == 2 and "unrecognized arguments" in usage.err
+    assert usage.code == 2
+    assert "unrecognized arguments" in usage.err
 
 
 def test_run_once_on_input_file_releases_exact_counts_and_resumes(tmp_path: Path) -> None:
@@ -69,10 +80,12 @@ def test_run_once_on_input_file_releases_exact_counts_and_resumes(tmp_path: Path
     path = tmp_path / "events.jsonl"
     path.write_text(events_jsonl(events) + "not json\n" + '{"name": 5}\n')
     report = agent.json("run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 7200))
-    assert report["events"] == 43 and report["dead_letters"] == 2
+    assert report["events"] == 43
+    assert report["dead_letters"] == 2
     assert report["windows_released"] == 2
     dead = agent.json("dead-letter")
-    assert sum(dead["counts"].values()) == 2 and {d["reason"] for d in dead["recent"]} <= {
+    assert sum(dead["counts"].values()) == 2
+    assert {d["reason"] for d in dead["recent"]} <= {
         "json",
         "type",
         "missing",
@@ -81,7 +94,8 @@ def test_run_once_on_input_file_releases_exact_counts_and_resumes(tmp_path: Path
     assert "not json" not in agent.state_db.read_bytes().decode("latin-1")
     # a second run over the same file resumes at the committed offset: nothing twice
     again = agent.json("run", "--once", "--input", str(path), "--to", str(T + 7200))
-    assert again["events"] == 0 and again["windows_released"] == 0
+    assert again["events"] == 0
+    assert again["windows_released"] == 0
 
 
 def test_egress_kill_switch_blocks_export_and_is_recorded(tmp_path: Path) -> None:
@@ -92,14 +106,19 @@ def test_egress_kill_switch_blocks_export_and_is_recorded(tmp_path: Path) -> Non
     agent.ok("run", "--once", "--input", str(path), "--from", str(T), "--to", str(T + 3600))
     agent.ok("egress", "stop", "--reason", "incident-42")
     refused = agent("export", "--out", str(tmp_path / "b.tar"))
-    assert refused.code != 0 and "stopped" in refused.err and not (tmp_path / "b.tar").exists()
+    assert refused.code != 0
+    assert "stopped" in refused.err
+    assert not (tmp_path / "b.tar").exists()
     assert agent.json("status")["egress_stopped"] is True
     agent.ok("egress", "resume")
     out = agent.ok("export", "--out", str(tmp_path / "b.tar"))
-    assert "1 batch" in out and (tmp_path / "b.tar").exists()
+    assert "1 batch" in out
+    assert (tmp_path / "b.tar").exists()
     entries = agent.json("egress")
     kinds = [e.get("kind") for e in entries]
-    assert "stop" in kinds and "resume" in kinds and "batch" in kinds
+    assert "stop" in kinds
+    assert "resume" in kinds
+    assert "batch" in kinds
     assert agent.ok("egress", "--verify").startswith("ok: ")
 
 
@@ -108,7 +127,8 @@ def test_redact_dry_run_shows_events_and_text_without_pii(tmp_path: Path) -> Non
     agent.set_policy(exact_policy())
     text = canary_text()
     ran = agent("redact", "--text", stdin=text + "\nplain words only\n")
-    assert ran.code == 0 and "plain words only" in ran.out
+    assert ran.code == 0
+    assert "plain words only" in ran.out
     assert "findings:" in ran.err
     event = {"name": "click", "ts": T, "unit": "u", "attrs": {"message": text, "secret_attr": "x"}}
     ran = agent("redact", stdin=json.dumps(event) + "\n")
@@ -137,12 +157,16 @@ def test_pii_in_input_never_reaches_agent_state_or_bundle(tmp_path: Path) -> Non
 def test_tune_and_key_show(tmp_path: Path) -> None:
     agent = init_agent(tmp_path / "site")
     doc = agent.json("tune", "--target", "5", "--metric", "signup")
-    assert doc["expected"] and all(r["half_width_95"] > 0 for r in doc["expected"])
-    assert doc["suggestion"]["needed_per_period"] > 0 and doc["suggestion"]["metrics"] == ["signup"]
+    assert doc["expected"]
+    assert all(r["half_width_95"] > 0 for r in doc["expected"])
+    assert doc["suggestion"]["needed_per_period"] > 0
+    assert doc["suggestion"]["metrics"] == ["signup"]
     text = agent.ok("tune", "--target", "5")
-    assert "[budget] rho = " in text and "per day" in text
+    assert "[budget] rho = " in text
+    assert "per day" in text
     public, key_id = agent.ok("key", "show").split()
-    assert len(key_id) == 64 and len(public) == 44
+    assert len(key_id) == 64
+    assert len(public) == 44
 
 
 def test_outbox_quarantine_is_listed_in_status_and_retried_or_dropped_with_a_note(tmp_path: Path) -> None:
@@ -169,13 +193,18 @@ def test_outbox_quarantine_is_listed_in_status_and_retried_or_dropped_with_a_not
     assert agent.json("status")["quarantined"] == 2
     assert "quarantined  2 (refused by the collector for good" in agent.ok("status")
     listed = agent.ok("outbox", "quarantine")
-    assert listed.startswith("2 quarantined batches") and "FAILED_PRECONDITION: too_old" in listed
+    assert listed.startswith("2 quarantined batches")
+    assert "FAILED_PRECONDITION: too_old" in listed
     assert [q["seq"] for q in agent.json("outbox", "quarantine")] == [first, second]
 
     no_note = agent("outbox", "drop", str(first))
-    assert no_note.code == 2 and "--note" in no_note.err and len(no_note.err.strip().splitlines()) == 1
+    assert no_note.code == 2
+    assert "--note" in no_note.err
+    assert len(no_note.err.strip().splitlines()) == 1
     missing = agent("outbox", "retry", "999")
-    assert missing.code == 1 and "not in the quarantine" in missing.err and "Traceback" not in missing.err
+    assert missing.code == 1
+    assert "not in the quarantine" in missing.err
+    assert "Traceback" not in missing.err
     assert "needs a SEQ" in agent("outbox", "retry").err
     assert "needs one SEQ" in agent("outbox", "drop", "--all", "--note", "x").err
 
@@ -188,7 +217,8 @@ def test_outbox_quarantine_is_listed_in_status_and_retried_or_dropped_with_a_not
 
     assert f"put back into the outbox: {second}" in agent.ok("outbox", "retry", "--all")
     status = agent.json("status")
-    assert status["quarantined"] == 0 and status["outbox_batches"] == len(seqs) - 1
+    assert status["quarantined"] == 0
+    assert status["outbox_batches"] == len(seqs) - 1
 
 
 def test_one_writer_per_state_directory(tmp_path: Path) -> None:
