@@ -87,7 +87,7 @@ def test_every_window_of_the_schedule_is_handed_out_no_gap_skipping() -> None:
     assert [s.start for s in states] == [i * H for i in range(101)]
     assert [s.events for s in states] == [1] + [0] * 99 + [1]
     assert agg.open_windows == 1
-    assert agg.next_start == 101 * H
+    assert agg.next_start == 101 * H  # [120H, 121H) waits for a later run
 
 
 def test_the_schedule_does_not_depend_on_the_data() -> None:
@@ -228,4 +228,4 @@ def test_ready_before_any_event(n: int) -> None:
     agg = WindowAggregator(policy())
     agg.add([ev(1, name="nope")] * n)
     assert agg.ready(10 * H, idle=True) == []
-    assert agg.flush() == []
+    assert agg.flush() == []  # the schedule has not started
