@@ -88,3 +88,20 @@ def test_the_collector_has_no_import_cycle() -> None:
 def test_the_cycle_check_finds_a_hidden_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycle(graph) == ["a", "b", "c", "a"]
+
+
+def test_the_agent_cli_is_the_outer_shell() -> None:
+    """Commands import the agent's stages, never the other way round, and the CLI's own modules form
+    no cycle (its command modules import only kit and tables, and the package imports them)."""
+    graph = _imports("agent")
+    cli = {m: deps for m, deps in graph.items() if m == "agent.cli" or m.startswith("agent.cli.")}
+    assert "agent.cli.kit" in cli  # the walk found the package
+    assert _cycle(cli) is None
+    into_cli = [
+        (m, n)
+        for m, deps in graph.items()
+        if m not in cli
+        for n in deps
+        if n == "agent.cli" or n.startswith("agent.cli.")
+    ]
+    assert into_cli == []

@@ -169,3 +169,20 @@ def test_delta_is_capped_per_period_like_rho(conn: sqlite3.Connection) -> None:
     assert ledger.spent(conn, "2025-11-26").releases == 3  # rolled back
     assert ledger.affordable(conn, p, "2025-11-27", 0.25, 1e-7)  # the next day has its own δ
     assert ledger.verify(conn, p).ok
+
+
+def test_the_reads_and_the_rebuild_the_integrity_check_uses(conn: sqlite3.Connection) -> None:
+    assert (ledger.last_seq(conn), ledger.reset_seq(conn), ledger.charged_by_period(conn)) == (0, 0, {})
+    with transaction(conn):
+        ledger.charge(conn, period="2025-11-26", release=fake(T0, delta=1e-8), seq=3)
+        ledger.charge(conn, period="2025-11-27", release=fake(T0 + DAY), seq=4)
+        ledger.charge(conn, period="2025-11-26", release=fake(T0), seq=-2)  # a reset charge
+        # a running total that drifted from the charges (lost or restored apart from them)
+        conn.execute("UPDATE privacy_total SET rho = 9, releases = 1")
+    assert (ledger.last_seq(conn), ledger.reset_seq(conn)) == (4, -2)
+    assert ledger.charged_by_period(conn) == {"2025-11-26": (0.5, 0.0, 1e-8), "2025-11-27": (0.25, 0.0, 0.0)}
+    assert not ledger.verify(conn).ok
+    with transaction(conn):
+        ledger.rebuild_total(conn)
+    assert ledger.total(conn) == ledger.charged_total(conn) == ledger.Spend(0.75, 0.0, 1e-8, 3)
+    assert ledger.verify(conn).ok
