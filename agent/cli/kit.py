@@ -46,7 +46,7 @@ class Context:
     err: TextIO
     stdin: IO[bytes] | None = None
     clock: Callable[[], float] = time.time
-    _loaded: LoadedConfig | None = field(default=None, repr=False)
+    _loaded: LoadedConfig | None = field(default=None, init=False, repr=False)  # see `config`
 
     # -- output ---------------------------------------------------------------------------------
 
