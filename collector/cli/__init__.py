@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="TOML settings (flags win)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here")
     p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the read-only JSON API and dashboard here (TLS with --tls-cert; port 0 picks a free "
+        "one, printed after the gRPC address)",
+    )
+    p.add_argument(
         "--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS 1.2+ (reloads on change)"
     )
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
