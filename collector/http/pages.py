@@ -246,7 +246,10 @@ def _kpi_section(r: KpiReport) -> list[str]:
     charted = [s for s in r.series if s.points and s.additive and not s.dims][:MAX_CHARTS]
     out = ['<section id="kpi"><h2>KPIs</h2>', '<div class="charts">']
     for i, s in enumerate(charted):
-        out.append(f'<figure class="kpi-chart">{_series_svg(s, f"kpi{i}")}</figure>')
+        caption = f"{s.metric} · {s.stat} per window"
+        out.append(
+            f'<figure class="kpi-chart">{_series_svg(s, f"kpi{i}")}<figcaption>{esc(caption)}</figcaption></figure>'
+        )
     out.append("</div>")
     if len(r.series) > len(charted):
         out.append(
