@@ -248,7 +248,8 @@ def _kpi_section(r: KpiReport) -> list[str]:
     for i, s in enumerate(charted):
         caption = f"{s.metric} · {s.stat} per window"
         out.append(
-            f'<figure class="kpi-chart">{_series_svg(s, f"kpi{i}")}<figcaption>{esc(caption)}</figcaption></figure>'
+            f'<figure class="kpi-chart">{_series_svg(s, f"kpi{i}")}'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
     out.append("</div>")
     if len(r.series) > len(charted):

@@ -52,8 +52,9 @@ class Site:
     tokens: dict[str, str]
 
     def api(self, path: str, token: str) -> Any:
-        req = urllib.request.Request(self.url + path.lstrip("/"), headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310  # loopback URL the test built
+        headers = {"Authorization": f"Bearer {token}"}
+        req = urllib.request.Request(self.url + path.lstrip("/"), headers=headers)  # noqa: S310  # loopback
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310  # a loopback http URL
             return json.loads(r.read())
 
     def status(self, path: str, token: str) -> int:
@@ -121,7 +122,9 @@ def _login(browser: Any, site: Site, token: str) -> Any:
     context = browser.new_context()
     page = context.new_page()
     page.csp_errors = []
-    page.on("console", lambda m: page.csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on(
+        "console", lambda m: page.csp_errors.append(m.text) if "Content Security Policy" in m.text else None
+    )
     page.goto(site.url + "login")
     page.fill("#token", token)
     with page.expect_navigation():
@@ -155,7 +158,9 @@ def test_viewer_sees_one_tenant_with_kpis_and_funnel_matching_the_api(browser: A
     # agents, with the certificate badge column (no certificate recorded yet)
     row = page.locator('#agents-table tr[data-agent="a1"]')
     assert row.locator("td.cert svg").count() == 1
-    assert "no certificate" in row.locator("td.cert").inner_text() + (row.locator("td.cert title").text_content() or "")
+    assert "no certificate" in row.locator("td.cert").inner_text() + (
+        row.locator("td.cert title").text_content() or ""
+    )
     assert page.locator("#audit-tail tbody tr").count() >= 1
     assert page.csp_errors == []
     # another tenant: 403, on the page and in the API
@@ -168,7 +173,10 @@ def test_viewer_sees_one_tenant_with_kpis_and_funnel_matching_the_api(browser: A
 def test_operator_sees_every_tenant_and_switches(browser: Any, site: Site) -> None:
     page = _login(browser, site, site.tokens["operator"])
     assert page.url == site.url
-    assert [r.get_attribute("data-tenant") for r in page.locator("#tenants tbody tr").all()] == ["acme", "beta"]
+    assert [r.get_attribute("data-tenant") for r in page.locator("#tenants tbody tr").all()] == [
+        "acme",
+        "beta",
+    ]
     assert page.locator("#tenant-switcher a").all_text_contents() == ["acme", "beta"]
     with page.expect_navigation():
         page.click("#tenant-switcher >> text=beta")
