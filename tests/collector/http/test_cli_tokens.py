@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from collector.store.tokens import PREFIX
 from tests.collector.collector_testkit import Hush, one_line_error, serving
@@ -64,3 +67,24 @@ def test_plaintext_http_beyond_loopback_is_refused(tmp_path: Path) -> None:
     hush.ok("init")
     r = hush("serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0")
     one_line_error(r, 2, "refusing plaintext HTTP on 0.0.0.0:0")
+
+
+def test_https_with_the_grpc_certificate(tmp_path: Path) -> None:
+    hush = Hush(tmp_path)
+    hush.ok("init")
+    assert hush("tls", "selfsigned", "--out", "pki", db=False).code == 0
+    pki = tmp_path / "pki"
+    token = hush.ok("api-token", "create", "--role", "operator").strip()
+    tls = ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"))
+    with serving(hush, "--http", "127.0.0.1:0", *tls) as served:
+        assert served.proc.stdout is not None
+        url = served.proc.stdout.readline().strip()
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+/", url), url
+        context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        headers = {"Authorization": f"Bearer {token}"}
+        req = urllib.request.Request(url + "api/v1/me", headers=headers)  # noqa: S310  # loopback
+        with urllib.request.urlopen(req, timeout=30, context=context) as r:  # noqa: S310  # loopback
+            assert json.loads(r.read())["role"] == "operator"
+            assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+        with pytest.raises(ConnectionError):  # plaintext to the TLS port: no answer
+            urllib.request.urlopen(url.replace("https", "http") + "login", timeout=30)  # noqa: S310  # loopback
