@@ -97,11 +97,12 @@ class _Site:
             if status == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="hushmetric"'
             return resp
-        text = (
-            pages.login_page(message)
-            if status == 401
-            else pages.error_page(status, message, request.get(_WHO))
-        )
+        if status == 401:  # back to the login form; a cookie that no longer opens anything goes
+            resp = web.Response(text=pages.login_page(message), status=401, content_type="text/html")
+            if COOKIE in request.cookies:
+                resp.del_cookie(COOKIE, path="/")
+            return resp
+        text = pages.error_page(status, message, request.get(_WHO))
         return web.Response(text=text, status=status, content_type="text/html")
 
     @web.middleware

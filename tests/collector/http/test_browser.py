@@ -50,6 +50,7 @@ pytestmark = pytest.mark.skipif(
 class Site:
     url: str  # http://127.0.0.1:PORT/
     tokens: dict[str, str]
+    hush: Hush
 
     def api(self, path: str, token: str) -> Any:
         headers = {"Authorization": f"Bearer {token}"}
@@ -96,7 +97,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 for _ in range(batches):
                     stub.Submit(envelope_to_proto(agents[tenant].next()), timeout=30)
                     agents[tenant].created += 60
-        yield Site(url, tokens)
+        yield Site(url, tokens, hush)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -210,6 +211,18 @@ def test_the_cookie_is_httponly_and_strict(browser: Any, site: Site) -> None:
     with page.expect_navigation():
         page.click(".logout button")
     assert page.url == site.url + "login"
+    assert page.context.cookies() == []
+    page.context.close()
+
+
+def test_a_revoked_token_signs_the_browser_out(browser: Any, site: Site) -> None:
+    token = site.hush.ok("api-token", "create", "--role", "viewer", "--tenant", "acme").strip()
+    page = _login(browser, site, token)
+    assert page.url == site.url + "t/acme"
+    site.hush.ok("api-token", "revoke", token.split("_")[1])
+    response = page.reload()
+    assert response.status == 401
+    assert page.query_selector("#token") is not None  # the login form
     assert page.context.cookies() == []
     page.context.close()
 
