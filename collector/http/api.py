@@ -40,8 +40,10 @@ __all__ = [
     "governance_of",
     "kpi_of",
     "quota_of",
+    "range_of",
     "refusals_of",
     "routes",
+    "stages_of",
     "tenant_for",
     "visible_tenants",
 ]
