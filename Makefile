@@ -22,8 +22,9 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check agent collector hushmetric tests bench scripts packaging
 	$(BIN)/mypy
 
-services:  ## test services the project installs itself: Prometheus for the remote-write tests (root + apt)
+services:  ## test services the project installs itself: Prometheus (remote-write tests), Chromium (dashboard tests); root + apt
 	@scripts/ensure-prometheus.sh
+	@scripts/ensure-chromium.sh
 
 pytest: $(STAMP) services  ## the test suite only
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -6,6 +6,7 @@ Example::
     key_file = "/var/lib/hushmetric/collector.key"
     listen = "0.0.0.0:7443"
     metrics_listen = "127.0.0.1:9464"
+    http_listen = "127.0.0.1:8443"   # read-only JSON API and dashboard (TLS with tls_cert/tls_key)
     max_clock_skew = "5m"
     default_max_batch_bytes = 4194304
     max_concurrent_rpcs = 256
@@ -35,6 +36,7 @@ class CollectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key_file: str | None = None
     listen: str | None = None
     metrics_listen: str | None = None
+    http_listen: str | None = None  # HOST:PORT of the read-only HTTP API and dashboard (collector/http/)
     max_clock_skew: Duration = Duration(300)  # seconds; "5m" in the file
     default_max_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 4 << 20
     max_concurrent_rpcs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256  # more: RESOURCE_EXHAUSTED
@@ -58,7 +60,11 @@ def _listen_ok(value: str | None) -> bool:
 
 def load_config(path: Path) -> CollectorConfig:
     config = load_toml(path, CollectorConfig)  # durations are parsed here, by their type
-    for key, value in (("listen", config.listen), ("metrics_listen", config.metrics_listen)):
+    for key, value in (
+        ("listen", config.listen),
+        ("metrics_listen", config.metrics_listen),
+        ("http_listen", config.http_listen),
+    ):
         if not _listen_ok(value):
             raise ConfigError("expected HOST:PORT", path=str(path), key=key)
     return config

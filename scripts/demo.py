@@ -1,8 +1,9 @@
 """``make demo``: a collector and an agent end to end on the embedded defaults, then the reports.
 
 Everything runs through the two CLIs, exactly as an evaluator would type them, in a throw-away
-folder that is removed at the end (``--keep`` keeps it). Deterministic input (seeded demo source);
-the DP noise differs from run to run by design.
+folder that is removed at the end. ``--keep`` keeps the folder and leaves the collector with its
+dashboard running until Ctrl-C, printing the dashboard's URL and a viewer token to sign in with.
+Deterministic input (seeded demo source); the DP noise differs from run to run by design.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ def run(*argv: str, capture: bool = False, check: bool = True) -> str:
     return proc.stdout or ""
 
 
-def start_collector(db: str, log_path: Path) -> tuple[subprocess.Popen[str], str]:
+def start_collector(db: str, log_path: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """The collector on free loopback ports: gRPC (its address is the first line it prints) and the
+    HTTP API and dashboard (the URL on the second)."""
     log = log_path.open("w")
+    argv = ["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", db]
     proc = subprocess.Popen(
-        [str(BIN / "hush-collector"), "serve", "--listen", "127.0.0.1:0", "--db", db],
+        [str(BIN / "hush-collector"), *argv],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
@@ -66,14 +70,24 @@ def start_collector(db: str, log_path: Path) -> tuple[subprocess.Popen[str], str
         proc.wait(timeout=10)
         raise SystemExit(f"demo: the collector did not start; see {log_path}:\n{log_path.read_text()}")
     address = first.split()[-1]
-    return proc, address
+    url = proc.stdout.readline().strip()
+    return proc, address, url
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--keep", action="store_true", help="keep the demo folder instead of removing it")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo folder, and keep the collector and its dashboard running until Ctrl-C "
+        "(prints the dashboard URL and a viewer token)",
+    )
     parser.add_argument("--users", type=int, default=3000, help="simulated evaluators (default 3000)")
     args = parser.parse_args()
 
@@ -86,8 +100,8 @@ def main() -> int:
     try:
         say("collector: init and serve on a free loopback port (SQLite, embedded)")
         run("hush-collector", "init", "--db", db)
-        collector, address = start_collector(db, root / "collector.log")
-        print(f"collector listening on {address}")
+        collector, address, url = start_collector(db, root / "collector.log")
+        print(f"collector listening on {address}; read-only API and dashboard on {url}")
 
         say(f"tenant {TENANT!r} with quotas, and a one-time enrollment token")
         run("hush-collector", "tenant", "create", TENANT, "--db", db)
@@ -210,6 +224,33 @@ def main() -> int:
         run("hush-collector", "audit", "export", "--out", str(audit), "--db", db)
         pub = run("hush-collector", "pubkey", "--db", db, capture=True).strip()
         run("hush-collector", "audit", "verify", str(audit), "--public-key", pub)
+
+        say("dashboard and read-only API (viewer token for one tenant; operators see every tenant)")
+        viewer = run(
+            "hush-collector", "api-token", "create", "--role", "viewer", "--tenant", TENANT,
+            "--ttl", "1d", "--note", "demo viewer", "--db", db, capture=True,
+        ).strip()  # fmt: skip
+        dashboard = f"{url}t/{TENANT}?stages={STAGES}"
+        if args.keep:
+            print(
+                f"dashboard:    {dashboard}\n"
+                f"viewer token: {viewer}\n"
+                f"  (sign in at {url}login; API: curl -H 'Authorization: Bearer <token>' "
+                f"{url}api/v1/tenants/{TENANT}/kpi)\n"
+                "the collector keeps running; Ctrl-C stops it",
+                flush=True,
+            )
+            signal.signal(signal.SIGTERM, _interrupt)  # stopped by a supervisor: clean up the same way
+            try:
+                collector.wait()
+            except KeyboardInterrupt:
+                print()
+        else:
+            print(
+                f"while the collector runs, the dashboard is at {dashboard}\n"
+                "(sign in with `hush-collector api-token create --role viewer --tenant acme`); "
+                "make demo ARGS=--keep leaves it running with a token"
+            )
     finally:
         if collector is not None:
             collector.send_signal(signal.SIGTERM)

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn, TextIO
 
 from collector.cli import admin as commands
+from collector.cli.tokens import add_parser as add_api_token
 from collector.errors import AuditError, Conflict, NotFound, Unavailable
 from collector.store.db import DEFAULT_DB
 from hushmetric.errors import ConfigError, ContractError, HushError, SignatureError
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="HOST:PORT", help="address; port 0 picks a free one (printed first)")
     p.add_argument("--config", metavar="FILE", help="TOML settings (flags win)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics here")
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the read-only JSON API and dashboard here (TLS with --tls-cert; port 0 picks a free "
+        "one, printed after the gRPC address)",
+    )
     p.add_argument(
         "--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS 1.2+ (reloads on change)"
     )
@@ -168,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--day", metavar="YYYY-MM-DD", help="default: today")
     p.add_argument("--json", action="store_true")
 
+    add_api_token(sub, _common)
+
     p = cmd("usage", "usage per tenant and UTC day")
     p.add_argument("--tenant")
     p.add_argument("--since", metavar="YYYY-MM-DD")
@@ -253,6 +262,10 @@ def main(
             from collector.cli.ops import tls_cmd
 
             return asyncio.run(tls_cmd(ctx))
+        if args.command == "api-token":
+            from collector.cli.tokens import api_token_cmd
+
+            return asyncio.run(api_token_cmd(ctx))
         return asyncio.run(commands.run(ctx))
     except HushError as exc:
         print(f"hush-collector: {exc.message}", file=err)

@@ -4,7 +4,9 @@ report/funnel commands over the reports engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,7 @@ from collector.config import CollectorConfig, load_config
 from collector.errors import AuditError, NotFound, Unavailable
 from collector.importer import import_bundle
 from collector.ingest import IngestSettings
+from collector.store import Store
 from collector.store.db import sqlite_path
 from collector.store.pg.url import redact_url
 from collector.tls import ServerTls
@@ -158,6 +161,34 @@ def _transport(
     return credentials, reloader
 
 
+@contextlib.asynccontextmanager
+async def _http(
+    ctx: Context, config: CollectorConfig, cfg_path: str | None, store: Store
+) -> AsyncIterator[str | None]:
+    """The API and dashboard on ``--http`` (or ``http_listen``) while the block runs: TLS with the
+    gRPC port's certificate when given, plaintext on loopback (elsewhere only with --insecure)."""
+    listen = ctx.args.http or config.http_listen
+    if not listen:
+        yield None
+        return
+    from collector.http.app import http_server, plaintext_http, server_ssl  # aiohttp loads only when asked
+
+    server_tls = _server_tls(ctx, config, cfg_path)
+    ssl_context = None
+    if server_tls is None:
+        warning = plaintext_http(listen, insecure=ctx.args.insecure or config.insecure)
+        if warning:
+            print(f"hush-collector: {warning}", file=ctx.err, flush=True)
+    else:
+        ssl_context = server_ssl(server_tls)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(http_server(store, listen, ssl_context=ssl_context))
+        except OSError as exc:
+            raise Unavailable(f"cannot listen on {listen}: {exc}") from exc
+        yield url
+
+
 async def serve_cmd(ctx: Context) -> int:
     a = ctx.args
     config = load_config(Path(a.config)) if a.config else CollectorConfig()
@@ -193,9 +224,15 @@ async def serve_cmd(ctx: Context) -> int:
 
     from collector.server import serve  # gRPC loads only for the server
 
+    http_url: list[str] = []  # known once the HTTP port is bound, printed after the gRPC address
+
     def bound(address: str) -> None:
         ctx.say(address)
+        for url in http_url:
+            ctx.say(url)
         print(f"hush-collector: serving {redact_url(ctx.db)} on {address}", file=ctx.err, flush=True)
+        for url in http_url:
+            print(f"hush-collector: API and dashboard on {url}", file=ctx.err, flush=True)
 
     db_file = sqlite_path(ctx.db)
     if db_file is not None:  # a SQLite file: check it, quarantine what is unreadable, then serve
@@ -213,7 +250,9 @@ async def serve_cmd(ctx: Context) -> int:
                 otlp_export=a.otlp_export or config.otlp_export,
                 err=ctx.err,
             ),
+            _http(ctx, config, cfg_path, store) as url,
         ):
+            http_url.extend([url] if url else [])
             try:
                 await serve(
                     store,

@@ -23,6 +23,8 @@ from collector.audit import AuditEntry, Detail
 from collector.store.records import (
     UNATTRIBUTED,
     Accepted,
+    AgentActivity,
+    ApiToken,
     BatchCommit,
     BatchPrivacy,
     CommitOutcome,
@@ -47,6 +49,8 @@ from collector.store.vocab import KeyState, RefusalReason, TenantState
 __all__ = [
     "UNATTRIBUTED",
     "Accepted",
+    "AgentActivity",
+    "ApiToken",
     "BatchCommit",
     "CommitOutcome",
     "CommitRefused",
@@ -219,4 +223,31 @@ class Store(Protocol):
 
     async def output_rows_after(self, after: int, max_batches: int) -> OutputPage:
         """The rows of at most ``max_batches`` stored batches with ids above ``after``, in id order."""
+        ...
+
+    # -- HTTP API (issue 14: read-only query API and dashboard) ---------------------------------
+    async def create_api_token(self, token: ApiToken, *, now: float) -> ApiToken:
+        """Store a bearer token (only the SHA-256 of its secret), audited as ``api_token.create``;
+        returned without the hash. Raises NotFound (a viewer's tenant), Conflict (deleted tenant, a
+        viewer without or an operator with a tenant, the id taken)."""
+        ...
+
+    async def revoke_api_token(self, token_id: str, *, now: float) -> ApiToken:
+        """Revoke at once (``api_token.revoke``). Raises NotFound, or Conflict when already revoked."""
+        ...
+
+    async def get_api_token(self, token_id: str) -> ApiToken | None:
+        """The token with its secret hash, for checking a presented token."""
+        ...
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        """Every token, revoked and expired ones too, without hashes, oldest first."""
+        ...
+
+    async def agent_activity(self, tenant: str) -> list[AgentActivity]:
+        """Per agent with stored batches: its newest batch (by seq), by agent id."""
+        ...
+
+    async def audit_tail(self, limit: int, tenant: str | None = None) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries (of ``tenant`` when given), newest first."""
         ...

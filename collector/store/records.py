@@ -4,7 +4,7 @@ outcomes, refusals, and what it hands to reports (released rows, declared privac
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -12,8 +12,12 @@ from collector.store.vocab import BatchReason, CapScope, KeyState, PolicyState, 
 from hushmetric.batch import Row
 
 __all__ = [
+    "API_ROLES",
     "UNATTRIBUTED",
     "Accepted",
+    "AgentActivity",
+    "ApiRole",
+    "ApiToken",
     "BatchCommit",
     "BatchPrivacy",
     "CommitOutcome",
@@ -99,6 +103,37 @@ class SpendDay(msgspec.Struct, frozen=True):
     day: str
     units: int
     rho: float
+
+
+#: Who an HTTP API token speaks for: an operator reads every tenant, a viewer one tenant.
+ApiRole = Literal["operator", "viewer"]
+API_ROLES: tuple[ApiRole, ...] = get_args(ApiRole)
+
+
+class ApiToken(msgspec.Struct, frozen=True):
+    """A bearer token of the read-only HTTP API (issue 14). Only a SHA-256 of its secret is stored;
+    ``tenant`` is set for a viewer and None for an operator."""
+
+    token_id: str
+    role: ApiRole
+    tenant: str | None
+    note: str
+    created: float  # epoch seconds
+    expires: float | None  # None: until revoked
+    revoked: float | None = None
+    secret_hash: bytes = b""  # left empty when listed
+
+
+class AgentActivity(msgspec.Struct, frozen=True):
+    """What the stored batches say about one agent: when its newest batch arrived, under which
+    policy digest, and how many it sent."""
+
+    tenant: str
+    agent: str
+    last_seq: int
+    last_seen: float  # epoch seconds the newest (highest seq) batch was received
+    policy: str  # the policy digest that batch declared
+    batches: int
 
 
 class BatchCommit(msgspec.Struct, frozen=True):

@@ -205,7 +205,24 @@ _V5 = """
 ALTER TABLE batch_rows ADD COLUMN level TEXT NOT NULL DEFAULT 'window'
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5)]
+# v7 (issue 14, HTTP API): bearer tokens of the read-only API, operator (all tenants) or viewer (one
+# tenant); only a SHA-256 of each token's secret is kept. Needs nothing above v1, so it applies whether
+# or not v6 exists.
+_V7 = """
+CREATE TABLE api_tokens (
+    token_id TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('operator', 'viewer')),
+    tenant TEXT REFERENCES tenants (name),
+    secret_hash BYTEA NOT NULL,
+    note TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION,
+    revoked DOUBLE PRECISION,
+    CHECK ((role = 'viewer') = (tenant IS NOT NULL))
+)
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (7, _V7)]
 
 
 def statements(script: str) -> list[str]:

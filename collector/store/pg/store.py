@@ -36,6 +36,7 @@ from collector.store.group import GroupCommit, group_order
 from collector.store.pg import cursors as pg_cursors
 from collector.store.pg import governance as gov
 from collector.store.pg import reads as pg_reads
+from collector.store.pg import tokens as api
 from collector.store.pg.ingest import Rollback, affected, commit
 from collector.store.pg.schema import current_version, pg_migrations
 from collector.store.pg.url import (
@@ -48,6 +49,8 @@ from collector.store.pg.url import (
     with_database,
 )
 from collector.store.records import (
+    AgentActivity,
+    ApiToken,
     BatchCommit,
     BatchPrivacy,
     CommitOutcome,
@@ -63,6 +66,7 @@ from collector.store.records import (
     UsageDay,
 )
 from collector.store.schema import KEY_COLUMNS, QUOTA_FIELDS
+from collector.store.tokens import token_creation, token_revocation
 from collector.store.vocab import KeyState, TenantState
 from hushmetric.errors import ConfigError
 from hushmetric.keys import key_id as compute_key_id
@@ -766,6 +770,45 @@ class PgStore:
 
     async def output_rows_after(self, after: int, max_batches: int) -> OutputPage:
         return await pg_cursors.rows_after(self._fetch, after, max_batches)
+
+    # -- HTTP API (issue 14) -------------------------------------------------------------------
+    async def create_api_token(self, token: ApiToken, *, now: float) -> ApiToken:
+        async def work(db: Connection) -> ApiToken:
+            await self._admin(db)
+            tenant = await self._get_tenant(db, token.tenant) if token.tenant is not None else None
+            details = token_creation(tenant, token)
+            await api.insert_token(db, token)
+            await self._audit(db, "api_token.create", token.tenant, details, now)
+            return msgspec.structs.replace(token, secret_hash=b"")
+
+        return await self._write(work)
+
+    async def revoke_api_token(self, token_id: str, *, now: float) -> ApiToken:
+        async def work(db: Connection) -> ApiToken:
+            await self._admin(db)
+            revoked, details = token_revocation(await api.api_token(db, token_id), token_id, now)
+            await api.revoke(db, token_id, now)
+            await self._audit(db, "api_token.revoke", revoked.tenant, details, now)
+            return revoked
+
+        return await self._write(work)
+
+    async def get_api_token(self, token_id: str) -> ApiToken | None:
+        return await self._run(lambda db: api.api_token(db, token_id), tx=False)
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        return await api.list_tokens(self._fetch)
+
+    async def agent_activity(self, tenant: str) -> list[AgentActivity]:
+        return await api.activity(self._fetch, tenant)
+
+    async def audit_tail(self, limit: int, tenant: str | None = None) -> list[audit.AuditEntry]:
+        sql, params = api.audit_tail_sql(tenant, limit)
+        rows = await self._fetch(sql, *params)
+        return [
+            audit.AuditEntry(int(r[0]), r[1], r[2], r[3], _details.decode(r[4]), r[5], r[6], r[7])
+            for r in rows
+        ]
 
 
 async def _create_database(url: str, connect_timeout: float) -> None:

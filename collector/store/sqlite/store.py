@@ -26,6 +26,8 @@ from collector.errors import NotFound, Unavailable
 from collector.store import rules
 from collector.store.group import GroupCommit, group_order
 from collector.store.records import (
+    AgentActivity,
+    ApiToken,
     BatchCommit,
     BatchPrivacy,
     CommitOutcome,
@@ -44,7 +46,9 @@ from collector.store.schema import KEY_COLUMNS, MIGRATIONS, QUOTA_FIELDS, statem
 from collector.store.sqlite import cursors as sqlite_cursors
 from collector.store.sqlite import governance as gov
 from collector.store.sqlite import reads as sqlite_reads
+from collector.store.sqlite import tokens as api
 from collector.store.sqlite.ingest import Rollback, commit
+from collector.store.tokens import token_creation, token_revocation
 from collector.store.vocab import KeyState, TenantState
 from hushmetric.keys import key_id as compute_key_id
 
@@ -496,3 +500,38 @@ class SqliteStore:
 
     async def output_rows_after(self, after: int, max_batches: int) -> OutputPage:
         return await sqlite_cursors.rows_after(self._read, after, max_batches)
+
+    # -- HTTP API (issue 14) -------------------------------------------------------------------
+    @_whole
+    async def create_api_token(self, token: ApiToken, *, now: float) -> ApiToken:
+        async with self._tx() as db:
+            tenant = await self._tenant(db, token.tenant) if token.tenant is not None else None
+            details = token_creation(tenant, token)
+            await api.insert_token(db, token)
+            await self._audit(db, "api_token.create", token.tenant, details, now)
+            return msgspec.structs.replace(token, secret_hash=b"")
+
+    @_whole
+    async def revoke_api_token(self, token_id: str, *, now: float) -> ApiToken:
+        async with self._tx() as db:
+            revoked, details = token_revocation(await api.api_token(db, token_id), token_id, now)
+            await api.revoke(db, token_id, now)
+            await self._audit(db, "api_token.revoke", revoked.tenant, details, now)
+            return revoked
+
+    async def get_api_token(self, token_id: str) -> ApiToken | None:
+        async with self._lock:
+            return await api.api_token(self._db, token_id)
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        return await api.list_tokens(self._read)
+
+    async def agent_activity(self, tenant: str) -> list[AgentActivity]:
+        return await api.activity(self._read, tenant)
+
+    async def audit_tail(self, limit: int, tenant: str | None = None) -> list[audit.AuditEntry]:
+        sql, params = api.audit_tail_sql(tenant, limit)
+        rows = await self._read(sql, params)
+        return [
+            audit.AuditEntry(r[0], r[1], r[2], r[3], _details.decode(r[4]), r[5], r[6], r[7]) for r in rows
+        ]
