@@ -926,6 +926,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-key", metavar="B64|@FILE", help="with --verify: the agent's key (default: own)")
     p.add_argument("--json", action="store_true", help="with --verify: print the verified statement")
 
+    from agent import certify_cmd  # issue 14: certified agents
+
+    certify_cmd.register(sub, common)
+
     p = add("demo-data", cmd_demo_data, "write the seeded demo dataset as JSON lines")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=7)
