@@ -22,7 +22,7 @@ from hushmetric.errors import ConfigError, HushError
 from hushmetric.exitcodes import ExitCode
 from hushmetric.timefmt import parse_duration
 
-__all__ = ["cmd_certify", "register", "send"]
+__all__ = ["cmd_certify", "read_certificate", "register", "send"]
 
 
 def register(
@@ -37,6 +37,16 @@ def register(
     p.add_argument("--out", metavar="FILE", help="write the DSSE JSON envelope here")
     p.add_argument("--send", action="store_true", help="submit it to the collector")
     p.add_argument("--endpoint", metavar="HOST:PORT", help="with --send: the collector (default: the first)")
+
+
+def read_certificate(path: str | None) -> bytes | None:
+    """The bytes of a certificate file named on the command line (None: none named)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=path) from exc
 
 
 def _valid_seconds(text: str) -> int:

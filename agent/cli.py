@@ -316,6 +316,7 @@ def _print_run_report(report: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from agent.certify_cmd import read_certificate
     from agent.export import export_bundle
     from agent.runtime import open_agent_state
     from hushmetric.keys import load_signing_key
@@ -325,8 +326,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     conn = open_agent_state(loaded)
     try:
         result = export_bundle(
-            conn, key, Path(args.out), tenant=loaded.config.tenant, agent=loaded.config.agent, at=time.time()
-        )
+            conn, key, Path(args.out), tenant=loaded.config.tenant, agent=loaded.config.agent, at=time.time(),
+            certificate=read_certificate(args.certificate),  # issue 14
+        )  # fmt: skip
     finally:
         conn.close()
     if args.json:
@@ -865,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", cmd_export, "move the outbox into a signed bundle for the air gap")
     p.add_argument("--out", required=True, metavar="FILE.tar")
+    p.add_argument("--certificate", metavar="FILE", help="add a `certify --out` certificate to the bundle")
     p.add_argument("--json", action="store_true")
 
     p = add("ledger", cmd_ledger, "privacy budget spent and left per period")

@@ -90,6 +90,9 @@ async def import_cmd(ctx: Context) -> int:
             refused = sum(report.refused.values())
             reasons = ", ".join(f"{r}={n}" for r, n in sorted(report.refused.items()))
             line = f"{name}: accepted {report.accepted}, duplicate {report.duplicate}, refused {refused}"
+            if report.certificate is not None:  # issue 14: the bundle's certificate member
+                line += f"; certificate {report.certificate}"
+                failed = failed or report.certificate.startswith("refused")
             ctx.say(
                 line + (f" ({reasons})" if reasons else "") + (f": {report.error}" if report.error else "")
             )
