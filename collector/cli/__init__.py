@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "--stages", required=True, metavar="M1,M2,...", help="metrics of the stages, in order"
             )
             p.add_argument("--time-metric", metavar="METRIC", help="histogram metric of time to value")
+
+    from collector.cli import certify  # issue 14: certified agents
+
+    certify.register(sub, cmd)
     return parser
 
 
@@ -253,6 +257,10 @@ def main(
             from collector.cli.ops import tls_cmd
 
             return asyncio.run(tls_cmd(ctx))
+        if args.command == "certify":  # issue 14: its own module, not in admin's table
+            from collector.cli.certify import certify_cmd
+
+            return asyncio.run(certify_cmd(ctx))
         return asyncio.run(commands.run(ctx))
     except HushError as exc:
         print(f"hush-collector: {exc.message}", file=err)

@@ -274,6 +274,8 @@ async def reports_cmd(ctx: Context) -> int:
                 await store.policy_batches(a.tenant, since, until),
                 await store.get_privacy_cap(a.tenant),
                 await store.privacy_spend(a.tenant, *spend_days(since, until)),
+                await store.agent_certificates(a.tenant, now=ctx.clock()),  # issue 14: badges
+                ctx.clock(),
             )
             report = kpi_report(
                 rows,
