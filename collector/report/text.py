@@ -174,7 +174,9 @@ def _governance_lines(r: KpiReport) -> list[str]:
         return []
     out = ["", "Governance"]
     if g.certificates:  # issue 14: each agent's current certificate
-        rows = [[term_text(c.agent, 24), c.profile, c.status, term_text(c.reason, 60)] for c in g.certificates]
+        rows = [
+            [term_text(c.agent, 24), c.profile, c.status, term_text(c.reason, 60)] for c in g.certificates
+        ]
         out += _table(["agent", "profile", "certificate", "reason"], rows, set())
     if g.policies:
         rows = [[p.digest[:16], p.state, str(p.batches), term_text(p.note, 40)] for p in g.policies]
