@@ -34,8 +34,10 @@ def test_certify_online_verify_offline_and_badge(tmp_path: Path) -> None:
         agent = init_agent(tmp_path / "site", collector=served.address)
         key = _register(hush, agent)
         refused = agent("certify", "--profile", "saas", "--send")  # a loopback collector is not saas
-        assert refused.code == 1 and refused.out == "", refused
-        assert refused.err.count("\n") == 1 and "not certified" in refused.err
+        assert refused.code == 1, refused
+        assert refused.out == "", refused
+        assert refused.err.count("\n") == 1
+        assert "not certified" in refused.err
         assert "collector-endpoints (collector.endpoints[0])" in refused.err
         cert = tmp_path / "cert.json"
         sent = agent.ok("certify", "--profile", "on-prem", "--valid", "7d", "--out", str(cert), "--send")
@@ -73,7 +75,8 @@ def test_certificate_travels_in_a_bundle(tmp_path: Path) -> None:
     cert = tmp_path / "cert.json"
     agent.ok("certify", "--profile", "air-gap", "--out", str(cert))
     statement = json.loads(base64.b64decode(json.loads(cert.read_text())["payload"]))
-    assert statement["spend"] and statement["egress"]["entries"] == 0
+    assert statement["spend"]
+    assert statement["egress"]["entries"] == 0
     assert all(c["passed"] for c in statement["conformance"]["checks"])
     bundle = tmp_path / "b.tar"
     exported = agent.ok("export", "--out", str(bundle), "--certificate", str(cert))
@@ -92,4 +95,6 @@ def test_certificate_travels_in_a_bundle(tmp_path: Path) -> None:
     theirs = tmp_path / "theirs.json"
     stranger.ok("certify", "--profile", "air-gap", "--out", str(theirs))
     wrong = agent("export", "--out", str(tmp_path / "c.tar"), "--certificate", str(theirs))
-    assert wrong.code != 0 and "not this agent's certificate" in wrong.err and "Traceback" not in wrong.err
+    assert wrong.code != 0
+    assert "not this agent's certificate" in wrong.err
+    assert "Traceback" not in wrong.err
