@@ -5,16 +5,22 @@ superseded. Also the pure status rules and the badge."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import tarfile
 from typing import Any
 
 import grpc
+import msgspec
 import nacl.signing
 import pytest
 
 from collector import certs
+from collector.importer import import_bundle
 from collector.report.badge import certificate_badge
 from collector.store import AgentCertificate, CertBatch, CertificateRecord, Store
 from hushmetric import dsse
+from hushmetric.bundle import CERTIFICATE_MEMBER, Manifest, write_bundle
 from hushmetric.certificate import (
     CERTIFICATE_PAYLOAD_TYPE,
     Certificate,
@@ -261,3 +267,60 @@ def test_badge_states_differ_in_words_and_colour() -> None:
         assert "<script" not in svg
     hostile = AgentCertificate("acme", "<a>", "00" * 32, '"><script>', POLICY, T0, T0 + DAY, "valid", "&")
     assert "<script>" not in certificate_badge(hostile, T0)
+
+
+# -- air-gap bundles ---------------------------------------------------------------------------
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return out.getvalue()
+
+
+def _bundle(agent: Agent, member: bytes | None, listed: bytes | None) -> bytes:
+    """A bundle of ``agent`` with no batches, a certificate ``member`` and a manifest that lists the
+    hash of ``listed``."""
+    digest = hashlib.sha256(listed).hexdigest() if listed is not None else None
+    manifest = msgspec.json.encode(Manifest(1, agent.tenant, agent.agent, format_rfc3339(T0), [], digest))
+    signed_manifest = dsse.to_json(dsse.sign(manifest, dsse.MANIFEST_PAYLOAD_TYPE, agent.key))
+    members = [("manifest.json", signed_manifest)]
+    if member is not None:
+        members.append((CERTIFICATE_MEMBER, member))
+    return _tar(members)
+
+
+async def test_a_bundle_certificate_is_recorded_with_the_online_checks(
+    store: Store, acme: Agent, clock: Clock
+) -> None:
+    cert = dsse.to_json(signed(acme, statement(acme)))
+    written = write_bundle(
+        [], tenant="acme", agent="a1", created=format_rfc3339(T0), key=acme.key, certificate=cert
+    )
+    assert (await import_bundle(store, written, now=T0)).certificate == "recorded"
+    assert (await import_bundle(store, written, now=T0)).certificate == "duplicate"
+    assert [c.status for c in await store.agent_certificates("acme", now=T0)] == ["valid"]
+    old = write_bundle([], tenant="acme", agent="a1", created=format_rfc3339(T0), key=acme.key)
+    assert b"certificate" not in old  # a bundle without one is byte for byte what it was
+    assert (await import_bundle(store, old, now=T0)).certificate is None
+    # tampered: the member is not what the signed manifest lists
+    other = dsse.to_json(
+        signed(acme, statement(acme, profile="vpc", conformance=Conformance("vpc", True, [])))
+    )
+    report = await import_bundle(store, _bundle(acme, other, cert), now=T0)
+    assert report.certificate == "refused: bundle_hash_mismatch"
+    assert (await import_bundle(store, _bundle(acme, None, cert), now=T0)).certificate is not None
+    assert (await import_bundle(store, _bundle(acme, cert, None), now=T0)).certificate is not None
+    # another agent's genuine certificate smuggled into a1's bundle
+    b = Agent("acme", "b1")
+    await store.add_key("acme", "b1", b.public_key, now=clock())
+    theirs = dsse.to_json(signed(b, statement(b)))
+    report = await import_bundle(store, _bundle(acme, theirs, theirs), now=T0)
+    assert report.certificate == "refused: bundle_mismatch (another agent's certificate)"
+    assert [(c.agent, c.profile) for c in await store.agent_certificates("acme", now=T0)] == [
+        ("a1", "on-prem")
+    ]

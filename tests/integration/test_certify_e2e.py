@@ -39,6 +39,15 @@ def test_certify_online_verify_offline_and_badge(tmp_path: Path) -> None:
         assert refused.err.count("\n") == 1
         assert "not certified" in refused.err
         assert "collector-endpoints (collector.endpoints[0])" in refused.err
+        bad_validity = agent("certify", "--profile", "on-prem", "--valid", "2y")
+        assert bad_validity.code == 2, bad_validity
+        assert "--valid" in bad_validity.err
+        agent.ok("egress", "stop", "--reason", "audit")
+        stopped = agent("certify", "--profile", "on-prem", "--send")  # the kill switch holds
+        assert stopped.code == 1, stopped
+        assert "egress is stopped (audit)" in stopped.err
+        assert json.loads(hush.ok("certify", "list", "--json")) == []
+        agent.ok("egress", "resume")
         cert = tmp_path / "cert.json"
         sent = agent.ok("certify", "--profile", "on-prem", "--valid", "7d", "--out", str(cert), "--send")
         assert f"recorded as the current certificate of acme/{key['agent']}" in sent
