@@ -28,6 +28,7 @@ from collector.audit import Detail
 from collector.ingest import signers, speaker
 from collector.store import UNATTRIBUTED, KeyRecord, Refusal, Store, Tenant
 from collector.store.records import AgentCertificate, CertBatch, CertificateRecord, CertStatus
+from collector.store.vocab import BatchReason
 from hushmetric import dsse
 from hushmetric.certificate import (
     CERTIFICATE_PAYLOAD_TYPE,
@@ -44,8 +45,10 @@ __all__ = [
     "CertRejected",
     "Recorded",
     "audit_details",
+    "certificate_doc",
     "check",
     "contradiction",
+    "current",
     "newest",
     "period_key",
     "record_of",
@@ -71,6 +74,7 @@ REASONS: dict[str, CertKind] = {
     "agent_mismatch": "permission_denied",
     "key_mismatch": "permission_denied",
     "not_conforming": "failed_precondition",
+    "overspent": "failed_precondition",
     "bad_validity": "failed_precondition",
     "not_yet_valid": "failed_precondition",
     "expired": "failed_precondition",
@@ -80,6 +84,17 @@ REASONS: dict[str, CertKind] = {
 LOOKBACK_SECONDS = 32 * 86400
 _SLACK = 1e-9  # relative: float sums of the same charges in another order
 _PERIOD_FORMAT = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
+
+
+#: Refusals no verified key is behind, counted (under tenant ``-``) with the batch reason they share.
+_COUNTED: dict[str, BatchReason] = {
+    "unknown_key": "unknown_key",
+    "bad_signature": "bad_signature",
+    "malformed": "malformed",
+    "payload_type": "payload_type",
+    "too_large": "too_large",
+    "signer_mismatch": "signer_mismatch",
+}
 
 
 class CertRejected(msgspec.Struct, frozen=True):
@@ -170,14 +185,14 @@ async def submit(
 ) -> Recorded | CertRejected:
     """Verify and record one certificate envelope. Never raises for bad input (Unavailable for
     storage). A refusal behind a verified key is audited; one without goes to ``unattributed``
-    (the server's refusal buffer) under the closest batch reason, or nowhere."""
+    (the server's refusal buffer, counted under tenant ``-``) with the batch reason it shares."""
     key, outcome = await _verify(store, envelope, now)
     if isinstance(outcome, CertRejected):
         if key is not None:
             details = {"agent": key.agent, "key_id": key.key_id, "reason": outcome.reason}
             await store.append_audit("certificate.refused", key.tenant, details, now=now)
-        elif unattributed is not None and outcome.reason in ("unknown_key", "bad_signature", "malformed"):
-            unattributed(Refusal(UNATTRIBUTED, outcome.reason), now)  # type: ignore[arg-type]  # batch reasons
+        elif unattributed is not None and outcome.reason in _COUNTED:
+            unattributed(Refusal(UNATTRIBUTED, _COUNTED[outcome.reason]), now)
         return outcome
     assert key is not None  # a Certificate comes only with the key that signed it
     record = record_of(outcome, key, envelope.payload, dsse.to_json(envelope), now)
@@ -196,6 +211,30 @@ def audit_details(rec: CertificateRecord) -> dict[str, Detail]:
         "expires": format_rfc3339(rec.expires),
         "digest": rec.digest,
     }
+
+
+def certificate_doc(c: AgentCertificate) -> dict[str, object]:
+    """The JSON form of a recorded certificate (``certify list --json``; for the HTTP API too)."""
+    return {
+        "tenant": c.tenant,
+        "agent": c.agent,
+        "key_id": c.key_id,
+        "profile": c.profile,
+        "policy_digest": c.policy_digest,
+        "issued": format_rfc3339(c.issued),
+        "expires": format_rfc3339(c.expires),
+        "status": c.status,
+        "reason": c.reason,
+        "measure": c.measure,
+        "budget_period": c.budget_period,
+        "cap": c.cap,
+    }
+
+
+def current(found: Sequence[AgentCertificate]) -> dict[tuple[str, str], AgentCertificate]:
+    """Each agent's current certificate (its newest: valid, expired or contradicted) by (tenant, agent),
+    from :meth:`Store.agent_certificates`; an agent without one is absent (badge: none)."""
+    return {(c.tenant, c.agent): c for c in found if c.status != "superseded"}
 
 
 def period_key(period: str, ts: float) -> str:

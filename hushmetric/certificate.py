@@ -168,13 +168,18 @@ def verify_certificate(envelope: dsse.Envelope, public_key: bytes) -> Certificat
 def statement_problem(cert: Certificate, now: float) -> tuple[str, str] | None:
     """(reason code, one-line message) of what is wrong with a decoded statement at ``now``, or None.
 
-    Codes: ``key_mismatch``, ``not_conforming``, ``bad_validity``, ``not_yet_valid``, ``expired``.
+    Codes: ``key_mismatch``, ``not_conforming``, ``overspent``, ``bad_validity``, ``not_yet_valid``,
+    ``expired``.
     """
     if cert.key_id != key_id(cert.public_key):
         return "key_mismatch", "key_id is not the id of the public key in the statement"
     failed = [c.name for c in cert.conformance.checks if not c.passed]
-    if not cert.conformance.passed or failed or cert.conformance.profile != cert.profile:
+    c = cert.conformance
+    if not c.passed or failed or not c.checks or c.profile != cert.profile:
         return "not_conforming", f"config does not conform to {cert.profile}: {', '.join(failed) or '?'}"
+    over = [p.period for p in cert.spend if p.spent > p.cap * (1 + 1e-9)]
+    if over:  # the agent's ledger never charges past its cap: a statement saying so is inconsistent
+        return "overspent", f"the statement's own spend exceeds its cap in {over[0][:40]}"
     issued, until = parse_rfc3339(cert.issued), parse_rfc3339(cert.valid_until)
     if not issued < until <= issued + MAX_VALIDITY_SECONDS:
         return "bad_validity", "valid_until must be after issued and at most 400 days later"

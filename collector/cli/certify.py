@@ -21,14 +21,13 @@ from collector import certs
 from collector.cli.kit import Context, check_id, json_line, open_for
 from collector.cli.tables import table
 from collector.errors import NotFound, Unavailable
-from collector.store import AgentCertificate
 from hushmetric.certificate import Certificate, open_envelope, statement_problem, verify_certificate
 from hushmetric.errors import HushError
 from hushmetric.exitcodes import ExitCode
 from hushmetric.keys import read_public_key_arg
 from hushmetric.timefmt import format_rfc3339
 
-__all__ = ["certificate_doc", "certify_cmd", "register"]
+__all__ = ["certify_cmd", "register"]
 
 
 def register(sub: Any, cmd: Callable[..., argparse.ArgumentParser]) -> None:
@@ -45,24 +44,6 @@ def register(sub: Any, cmd: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def certificate_doc(c: AgentCertificate) -> dict[str, object]:
-    """The JSON form of a recorded certificate (``certify list --json``; the HTTP API may reuse it)."""
-    return {
-        "tenant": c.tenant,
-        "agent": c.agent,
-        "key_id": c.key_id,
-        "profile": c.profile,
-        "policy_digest": c.policy_digest,
-        "issued": format_rfc3339(c.issued),
-        "expires": format_rfc3339(c.expires),
-        "status": c.status,
-        "reason": c.reason,
-        "measure": c.measure,
-        "budget_period": c.budget_period,
-        "cap": c.cap,
-    }
-
-
 async def certify_cmd(ctx: Context) -> int:
     if ctx.args.action == "verify":
         return await _verify(ctx)
@@ -74,7 +55,7 @@ async def certify_cmd(ctx: Context) -> int:
             raise NotFound("tenant", tenant)
         found = await store.agent_certificates(tenant, now=ctx.clock())
     if ctx.args.json:
-        json_line(ctx, [certificate_doc(c) for c in found])
+        json_line(ctx, [certs.certificate_doc(c) for c in found])
         return ExitCode.OK
     rows = [
         [

@@ -201,7 +201,15 @@ async def test_spend_above_the_attested_cap_contradicts(server: Server, store: S
 async def test_a_newer_certificate_supersedes(server: Server, store: Store, acme: Agent) -> None:
     await submit(server, signed(acme, statement(acme, issued=format_rfc3339(T0 - 3600))))
     await submit(
-        server, signed(acme, statement(acme, profile="vpc", conformance=Conformance("vpc", True, [])))
+        server,
+        signed(
+            acme,
+            statement(
+                acme,
+                profile="vpc",
+                conformance=Conformance("vpc", True, [ProfileCheck("collector-tls", True)]),
+            ),
+        ),
     )
     newer, older = await store.agent_certificates("acme", now=T0)
     assert (newer.profile, newer.status) == ("vpc", "valid")
@@ -309,7 +317,14 @@ async def test_a_bundle_certificate_is_recorded_with_the_online_checks(
     assert (await import_bundle(store, old, now=T0)).certificate is None
     # tampered: the member is not what the signed manifest lists
     other = dsse.to_json(
-        signed(acme, statement(acme, profile="vpc", conformance=Conformance("vpc", True, [])))
+        signed(
+            acme,
+            statement(
+                acme,
+                profile="vpc",
+                conformance=Conformance("vpc", True, [ProfileCheck("collector-tls", True)]),
+            ),
+        )
     )
     report = await import_bundle(store, _bundle(acme, other, cert), now=T0)
     assert report.certificate == "refused: bundle_hash_mismatch"

@@ -171,4 +171,8 @@ def test_statement_problems() -> None:
     assert statement_problem(make(key, conformance=failing), T0)[0] == "not_conforming"  # type: ignore[index]
     assert statement_problem(make(key, valid_until=format_rfc3339(T0 + 401 * 86400)), T0)[0] == "bad_validity"  # type: ignore[index]
     assert statement_problem(make(key, issued=format_rfc3339(T0 + 3600)), T0)[0] == "not_yet_valid"  # type: ignore[index]
-    assert statement_problem(make(key, key_id="00" * 32), T0)[0] == "key_mismatch"  # type: ignore[index]
+    assert statement_problem(make(key, key_id="00" * 32), T0)[0] == "key_mismatch"
+    no_checks = Conformance("air-gap", True, [])
+    assert statement_problem(make(key, conformance=no_checks), T0)[0] == "not_conforming"  # type: ignore[index]
+    overspent = [PeriodSpend("2026-03-10", 1.5, 1.0)]
+    assert statement_problem(make(key, spend=overspent), T0)[0] == "overspent"  # type: ignore[index]  # type: ignore[index]
