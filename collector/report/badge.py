@@ -9,7 +9,7 @@ valid          green      ``certified | <profile> · until <day>``
 expired        amber      ``certified | <profile> · expired <day>``
 contradicted   red        ``certified | <profile> · contradicted``
 superseded     grey       ``certified | <profile> · superseded``
-none           grey       ``certified | none``
+none           grey       ``certified | no certificate``
 =============  =========  =====================================================
 """
 
@@ -36,7 +36,7 @@ _PAD = 10
 def badge_text(cert: AgentCertificate | None, now: float) -> tuple[str, str]:
     """(state, right-hand text) of the badge for ``cert`` at ``now``."""
     if cert is None:
-        return "none", "none"
+        return "none", "no certificate"
     day = format_rfc3339(cert.expires)[:10]
     status = "expired" if cert.status == "valid" and now >= cert.expires else cert.status
     if status == "valid":

@@ -266,7 +266,7 @@ def test_badge_states_differ_in_words_and_colour() -> None:
     assert 'data-status="expired"' in badges["expired"]
     assert "expired 2026-03-10" in badges["expired"]
     assert "contradicted" in badges["contradicted"]
-    assert ">none<" in badges["none"]
+    assert ">no certificate<" in badges["none"]
     fills = {state: svg.split('fill="')[2][:7] for state, svg in badges.items()}
     assert len({fills["valid"], fills["expired"], fills["contradicted"]}) == 3
     for svg in badges.values():
