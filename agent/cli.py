@@ -326,9 +326,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     conn = open_agent_state(loaded)
     try:
         result = export_bundle(
-            conn, key, Path(args.out), tenant=loaded.config.tenant, agent=loaded.config.agent, at=time.time(),
+            conn,
+            key,
+            Path(args.out),
+            tenant=loaded.config.tenant,
+            agent=loaded.config.agent,
+            at=time.time(),
             certificate=read_certificate(args.certificate),  # issue 14
-        )  # fmt: skip
+        )
     finally:
         conn.close()
     if args.json:
