@@ -29,7 +29,7 @@ BADGE_COLOURS = {
     "none": "#6e7781",
 }
 _LABEL = "certified"
-_CHAR = 6.6  # px per character of 11px sans-serif, generous so text never overflows
+_CHAR = 6.2  # px per character of 11px sans-serif (about 5.8 measured), so text never overflows
 _PAD = 10
 
 
