@@ -2,14 +2,16 @@
 
 Refuses (exit 1, one line) when the config does not conform to the profile. ``--send`` delivers it
 to the collector's ``SubmitCertificate`` RPC (over the configured endpoint and TLS settings, never
-while the egress kill switch is on); ``--out`` writes the file for ``hush-collector certify verify``
-or for an air-gap bundle (``hush-agent export --certificate FILE``). Without either it is printed.
+while the egress kill switch is on) and lists it in the egress ledger; ``--out`` writes the file
+for ``hush-collector certify verify`` or for an air-gap bundle (``hush-agent export --certificate
+FILE``). Without either it is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from agent import certify, egress
-from agent.config import CollectorConfig, load_config
+from agent.config import CollectorConfig, LoadedConfig, load_config
 from hushmetric.errors import ConfigError, HushError
 from hushmetric.exitcodes import ExitCode
 from hushmetric.timefmt import parse_duration
@@ -91,7 +93,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
             now=time.time(),
             valid_seconds=valid,
         )
-        stopped = egress.state(conn)
+        switch = egress.state(conn)
     finally:
         conn.close()
     data = certify.sign(cert, key)
@@ -102,9 +104,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
     elif not args.send:
         sys.stdout.write(data.decode() + "\n")
     if args.send:
-        if stopped.stopped:
+        if switch.stopped:
             raise HushError(
-                f"egress is stopped ({stopped.reason}); the certificate was not sent", code="stopped"
+                f"egress is stopped ({switch.reason}); the certificate was not sent", code="stopped"
             )
         cfg = loaded.config.collector
         endpoint = args.endpoint or (cfg.endpoints[0] if cfg.endpoints else None)
@@ -113,8 +115,28 @@ def cmd_certify(args: argparse.Namespace) -> int:
                 "no collector endpoint configured; use --out and an air-gap bundle", key="--send"
             )
         reply = asyncio.run(send(cfg, endpoint, data, base_dir=loaded.base))
+        _record_egress(loaded, f"grpc:{endpoint}", data)
         sys.stdout.write(f"sent to {endpoint}: recorded as the current certificate of {reply}\n")
     return ExitCode.OK
+
+
+def _record_egress(loaded: LoadedConfig, destination: str, data: bytes) -> None:
+    """What left is listed in the egress ledger, like a delivered batch (after the collector answered)."""
+    from agent.runtime import open_agent_state
+    from agent.state import transaction
+
+    conn = open_agent_state(loaded)
+    try:
+        with transaction(conn):
+            egress.record_certificate(
+                conn,
+                destination=destination,
+                digest=hashlib.sha256(data).hexdigest(),
+                nbytes=len(data),
+                at=time.time(),
+            )
+    finally:
+        conn.close()
 
 
 async def send(cfg: CollectorConfig, endpoint: str, data: bytes, *, base_dir: Path | None = None) -> str:

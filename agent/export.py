@@ -14,6 +14,7 @@ across). Quarantined batches are not exported.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 from pathlib import Path
@@ -141,6 +142,14 @@ def export_bundle(
                     digest=b.digest,
                     nbytes=len(b.payload),
                     rows=b.rows,
+                    at=at,
+                )
+            if certificate is not None:
+                egress.record_certificate(
+                    conn,
+                    destination=destination,
+                    digest=hashlib.sha256(certificate).hexdigest(),
+                    nbytes=len(certificate),
                     at=at,
                 )
             outbox.remove(conn, [b.seq for b in batches])

@@ -90,3 +90,21 @@ def test_build_signs_what_the_ledgers_say(tmp_path: Path) -> None:
     )
     assert statement_problem(cert, T0 + 1) is None
     conn.close()
+
+
+def test_a_certificate_entry_is_chained_and_never_a_switch_change(tmp_path: Path) -> None:
+    conn = open_state(tmp_path, [egress.SCHEMA])
+    with conn:
+        egress.stop(conn, reason="audit", at=T0)
+        egress.record_certificate(conn, destination="bundle:b.tar", digest="ab" * 32, nbytes=900, at=T0 + 1)
+    assert egress.state(conn).stopped
+    with conn:
+        egress.resume(conn, at=T0 + 2)
+        entry = egress.record_certificate(
+            conn, destination="grpc:c:443", digest="cd" * 32, nbytes=901, at=T0 + 3
+        )
+    assert not egress.state(conn).stopped
+    assert egress.verify(conn).ok
+    assert "certificate -> grpc:c:443  901 bytes" in egress.format_entry(entry)
+    assert egress.from_jsonl(egress.to_jsonl(egress.entries(conn)))[-1] == entry
+    conn.close()

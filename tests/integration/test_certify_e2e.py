@@ -51,6 +51,13 @@ def test_certify_online_verify_offline_and_badge(tmp_path: Path) -> None:
         cert = tmp_path / "cert.json"
         sent = agent.ok("certify", "--profile", "on-prem", "--valid", "7d", "--out", str(cert), "--send")
         assert f"recorded as the current certificate of acme/{key['agent']}" in sent
+        # what left is in the egress ledger, and the kill switch is not confused by it
+        entries = json.loads(agent.ok("egress", "--json"))
+        assert [e["kind"] for e in entries][-3:] == ["stop", "resume", "certificate"]
+        assert entries[-1]["destination"] == f"grpc:{served.address}"
+        assert entries[-1]["nbytes"] == len(cert.read_bytes()) - 1  # the file ends with a newline
+        assert agent.ok("egress", "--verify").startswith("ok:")
+        assert not agent.json("status")["egress_stopped"]
     listed = json.loads(hush.ok("certify", "list", "acme", "--json"))
     assert [(c["agent"], c["profile"], c["status"]) for c in listed] == [(key["agent"], "on-prem", "valid")]
     # offline: against the registered key, and against a key given on the command line
@@ -90,6 +97,8 @@ def test_certificate_travels_in_a_bundle(tmp_path: Path) -> None:
     bundle = tmp_path / "b.tar"
     exported = agent.ok("export", "--out", str(bundle), "--certificate", str(cert))
     assert "with the agent certificate" in exported
+    last = json.loads(agent.ok("egress", "--json"))[-1]
+    assert (last["kind"], last["destination"]) == ("certificate", "bundle:b.tar")
     imported = hush.ok("import", str(bundle))
     assert "refused 0; certificate recorded" in imported
     assert "certificate duplicate" in hush.ok("import", str(bundle))
