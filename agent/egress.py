@@ -5,7 +5,9 @@ as a ``batch`` entry (time, destination, seq, payload digest, bytes, rows). ``eg
 ``egress resume`` are appended as ``stop``/``resume`` entries; the switch's state *is* the latest of
 those entries, so it cannot disagree with what the ledger shows. A quarantined batch an operator
 discards (``outbox drop SEQ --note``) is appended as a ``drop`` entry (destination ``""``, the note as
-reason): it did not leave, but its seq will never reach the collector, and the ledger says why.
+reason): it did not leave, but its seq will never reach the collector, and the ledger says why. A
+certificate (``hush-agent certify --send``, or in a bundle by ``export --certificate``) is appended
+as a ``certificate`` entry (destination, digest and size of the certificate file).
 
 Each entry carries the previous entry's hash and its own: SHA-256 over the canonical JSON array of
 its fields (index, at, kind, destination, seq, digest, nbytes, rows, reason, prev). Editing,
@@ -72,7 +74,7 @@ CREATE TABLE IF NOT EXISTS egress_head (
 );
 """
 
-Kind = Literal["batch", "stop", "resume", "drop"]
+Kind = Literal["batch", "stop", "resume", "drop", "certificate"]
 _COLUMNS = "idx, at, kind, destination, seq, digest, nbytes, rows, reason, prev, hash"
 
 
@@ -80,7 +82,7 @@ class EgressEntry(msgspec.Struct, frozen=True):
     index: int  # 1, 2, 3… position in the ledger
     at: float  # epoch seconds
     kind: Kind
-    destination: str  # "grpc:HOST:PORT", "bundle:FILE" for batches; "" for stop/resume/drop
+    destination: str  # "grpc:HOST:PORT", "bundle:FILE" for batches and certificates; "" for stop/resume/drop
     seq: int | None  # batch seq (also of a dropped batch); None for stop/resume
     digest: str  # hex SHA-256 of the batch payload; "" for stop/resume
     nbytes: int  # payload bytes
@@ -169,10 +171,18 @@ def record_drop(
     )
 
 
+def record_certificate(
+    conn: sqlite3.Connection, *, destination: str, digest: str, nbytes: int, at: float
+) -> EgressEntry:
+    """Append a ``certificate`` entry: a certificate (``hush-agent certify``) left for ``destination``."""
+    return _append(conn, at=at, kind="certificate", destination=destination, digest=digest, nbytes=nbytes)
+
+
 def state(conn: sqlite3.Connection) -> EgressState:
-    # Only stop/resume entries are switch changes (a drop is not).
+    # Only stop/resume entries are switch changes (a drop or a certificate is not).
     row = conn.execute(
         "SELECT kind, reason, at FROM egress_ledger WHERE kind != 'batch' AND kind != 'drop'"
+        " AND kind != 'certificate'"
         " ORDER BY idx DESC LIMIT 1"
     ).fetchone()
     if row is None:
@@ -249,6 +259,8 @@ def format_entry(e: EgressEntry) -> str:
         what = f"batch {e.seq} -> {e.destination}  {e.rows} rows  {e.nbytes} bytes  sha256:{e.digest[:16]}"
     elif e.kind == "stop":
         what = f"EGRESS STOPPED: {e.reason}"
+    elif e.kind == "certificate":
+        what = f"certificate -> {e.destination}  {e.nbytes} bytes  sha256:{e.digest[:16]}"
     elif e.kind == "drop":
         what = f"batch {e.seq} DROPPED from quarantine (not sent): {e.reason}  sha256:{e.digest[:16]}"
     else:

@@ -14,6 +14,7 @@ across). Quarantined batches are not exported.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 from pathlib import Path
@@ -24,6 +25,7 @@ import nacl.signing
 from agent import egress, outbox
 from agent.state import transaction
 from hushmetric.bundle import MAX_BUNDLE_MEMBERS, write_bundle
+from hushmetric.certificate import open_envelope, statement_problem, verify_certificate
 from hushmetric.errors import HushError
 from hushmetric.timefmt import format_rfc3339
 
@@ -31,7 +33,7 @@ __all__ = ["ExportError", "ExportReport", "export_bundle"]
 
 
 class ExportError(HushError):
-    """An export that cannot go ahead. ``code``: ``egress_stopped``, ``exists`` or ``io``."""
+    """An export that cannot go ahead. ``code``: ``egress_stopped``, ``exists``, ``io`` or ``certificate``."""
 
     code = "export"
 
@@ -44,15 +46,19 @@ class ExportReport(msgspec.Struct, frozen=True):
     first_seq: int | None
     last_seq: int | None
     remaining: int  # batches left in the outbox (more than one bundle holds)
+    certificate: bool = False  # the bundle carries the agent's certificate (issue 14)
 
     @property
     def message(self) -> str:
         if self.path is None:
             return "outbox is empty: nothing to export, no bundle written"
         more = f"; {self.remaining} batches remain, export again" if self.remaining else ""
+        cert = ", with the agent certificate" if self.certificate else ""
+        if not self.batches:
+            return f"exported the agent certificate only to {self.path}"
         return (
             f"exported {self.batches} batches (seq {self.first_seq}..{self.last_seq}, {self.rows} rows)"
-            f" to {self.path}{more}"
+            f"{cert} to {self.path}{more}"
         )
 
 
@@ -89,12 +95,17 @@ def export_bundle(
     agent: str,
     at: float,
     limit: int = MAX_BUNDLE_MEMBERS,
+    certificate: bytes | None = None,
 ) -> ExportReport:
     """Move up to ``limit`` waiting batches into the bundle ``out_path``. Owns its transaction.
 
+    ``certificate`` (a ``hush-agent certify --out`` file) travels as the bundle's certificate
+    member; it must be this agent's, signed with ``key``, and still valid at ``at``.
     Raises ExportError when egress is stopped, when ``out_path`` exists or cannot be written.
-    An empty outbox writes nothing and returns a report with ``path=None``.
+    An empty outbox (and no certificate) writes nothing and returns a report with ``path=None``.
     """
+    if certificate is not None:
+        _check_certificate(certificate, key, agent, at)
     with transaction(conn):
         switch = egress.state(conn)
         if switch.stopped:
@@ -103,7 +114,7 @@ def export_bundle(
                 code="egress_stopped",
             )
         batches = outbox.pending(conn, limit)
-        if not batches:
+        if not batches and certificate is None:
             return ExportReport(None, 0, 0, 0, None, None, 0)
         if out_path.exists():
             raise ExportError(f"{out_path} exists; choose a new file name", code="exists")
@@ -113,6 +124,7 @@ def export_bundle(
             agent=agent,
             created=format_rfc3339(at),
             key=key,
+            certificate=certificate,
         )
         try:
             _write_new_file(out_path, data)
@@ -132,6 +144,14 @@ def export_bundle(
                     rows=b.rows,
                     at=at,
                 )
+            if certificate is not None:
+                egress.record_certificate(
+                    conn,
+                    destination=destination,
+                    digest=hashlib.sha256(certificate).hexdigest(),
+                    nbytes=len(certificate),
+                    at=at,
+                )
             outbox.remove(conn, [b.seq for b in batches])
         except BaseException:
             out_path.unlink(missing_ok=True)  # the transaction rolls back: no bundle without a record
@@ -142,7 +162,21 @@ def export_bundle(
         len(batches),
         len(data),
         sum(b.rows for b in batches),
-        batches[0].seq,
-        batches[-1].seq,
+        batches[0].seq if batches else None,
+        batches[-1].seq if batches else None,
         remaining,
+        certificate is not None,
     )
+
+
+def _check_certificate(data: bytes, key: nacl.signing.SigningKey, agent: str, at: float) -> None:
+    """Refuse, before anything is written, a certificate the collector would refuse anyway."""
+    try:
+        cert = verify_certificate(open_envelope(data), bytes(key.verify_key))
+    except HushError as exc:
+        raise ExportError(f"not this agent's certificate: {exc.message}", code="certificate") from exc
+    problem = statement_problem(cert, at)
+    if cert.agent != agent:
+        problem = ("agent_mismatch", f"it certifies agent {cert.agent!r}")
+    if problem is not None:
+        raise ExportError(f"certificate not exported: {problem[1]}", code="certificate")

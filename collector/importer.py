@@ -2,7 +2,9 @@
 as online ingest would. Idempotent: a second import of the same bundle yields duplicates only.
 
 A bundle file is streamed: :func:`hushmetric.bundle.read_bundle` bounds it before reading and hands
-the batch files over one at a time.
+the batch files over one at a time. An optional certificate member (issue 14) is recorded with the
+checks of the ``SubmitCertificate`` RPC (:func:`collector.certs.submit`), after the manifest verified,
+and only when its hash is the manifest's and its signer is the manifest's agent.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from typing import BinaryIO
 
 import msgspec
 
+from collector import certs
 from collector.ingest import IngestSettings, Rejected, ingest, signers, speaker
-from collector.store import UNATTRIBUTED, Refusal, Store
+from collector.store import UNATTRIBUTED, KeyRecord, Refusal, Store
 from collector.store.vocab import IMPORT_REASONS, RefusalReason
-from hushmetric import bundle, dsse
+from hushmetric import bundle, certificate, dsse
 from hushmetric.errors import ContractError
 
 __all__ = ["BUNDLE_REASONS", "ImportReport", "import_bundle"]
@@ -30,9 +33,32 @@ class ImportReport(msgspec.Struct):
     refused: dict[str, int] = msgspec.field(default_factory=dict)
     error: str | None = None  # why the whole bundle was refused, if it was
     tenant: str | None = None  # the tenant of the manifest's key, once known
+    # the bundle's certificate member (issue 14): "recorded", "duplicate", or why it was refused
+    certificate: str | None = None
 
     def refuse(self, reason: RefusalReason, count: int = 1) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + count
+
+
+async def _certificate(
+    store: Store, data: bytes | None, manifest: bundle.Manifest, key: KeyRecord, now: float
+) -> str:
+    """Record the bundle's certificate member with the checks of ``SubmitCertificate``; the outcome."""
+    if data is None or manifest.certificate is None:
+        return "refused: bundle_mismatch (certificate member and manifest disagree)"
+    if hashlib.sha256(data).hexdigest() != manifest.certificate:
+        return "refused: bundle_hash_mismatch"
+    try:
+        envelope = certificate.open_envelope(data)
+    except ContractError as exc:
+        return f"refused: malformed ({exc.message})"
+    _, cert_signers = await signers(store, envelope)
+    if any((k.tenant, k.agent) != (key.tenant, key.agent) for k in cert_signers):
+        return "refused: bundle_mismatch (another agent's certificate)"
+    outcome = await certs.submit(store, envelope, now=now)
+    if isinstance(outcome, certs.CertRejected):
+        return f"refused: {outcome.reason} ({outcome.message})"
+    return "duplicate" if outcome.duplicate else "recorded"
 
 
 async def import_bundle(  # noqa: C901  # the bundle checks in the order they must run, then each entry
@@ -80,6 +106,8 @@ async def import_bundle(  # noqa: C901  # the bundle checks in the order they mu
         return await refuse_all(
             "bundle_malformed", f"manifest lists more than {bundle.MAX_BUNDLE_MEMBERS} batches", key.tenant
         )
+    if parsed.certificate is not None or manifest.certificate is not None:
+        report.certificate = await _certificate(store, parsed.certificate, manifest, key, now)
     listed = {entry.file for entry in manifest.batches}
     for extra in sorted(set(parsed.files) - listed):
         await store.record_refusal(Refusal(key.tenant, "bundle_mismatch", key.agent), now=now)

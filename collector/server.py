@@ -24,13 +24,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from collector import enroll
+from collector import certs, enroll
 from collector.errors import Conflict, NotFound, Unavailable
 from collector.ingest import IngestSettings, Kind, Observer, Rejected, ingest
 from collector.ingest_refusals import FailureLimiter, RefusalBuffer, peer_host
 from collector.store import UNATTRIBUTED, Refusal, Store
 from collector.store.vocab import EnrollReason
 from hushmetric.errors import ContractError
+from hushmetric.timefmt import format_rfc3339
 from hushmetric.v1 import ingest_pb2, ingest_pb2_grpc
 from hushmetric.wire import envelope_from_proto
 
@@ -91,6 +92,11 @@ def _add_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:
             servicer.Enroll,
             request_deserializer=_lenient(ingest_pb2.EnrollRequest.FromString),
             response_serializer=ingest_pb2.EnrollReply.SerializeToString,
+        ),
+        "SubmitCertificate": grpc.unary_unary_rpc_method_handler(
+            servicer.SubmitCertificate,
+            request_deserializer=_lenient(ingest_pb2.Envelope.FromString),
+            response_serializer=ingest_pb2.CertificateReply.SerializeToString,
         ),
     }
     name = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
@@ -194,6 +200,41 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self._enroll_limiter.failed(peer, now)
         self.refusals.add(Refusal(UNATTRIBUTED, reason), now)
         await context.abort(code, message, trailing_metadata=(("hush-reason", reason),))
+        raise AssertionError("abort returns by raising")  # pragma: no cover
+
+    async def SubmitCertificate(  # gRPC method names are CamelCase
+        self, request: ingest_pb2.Envelope | None, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.CertificateReply:
+        """Issue 14: verify and record an agent certificate (:mod:`collector.certs`)."""
+        now = self._clock()
+        if request is None:
+            self.refusals.add(Refusal(UNATTRIBUTED, "malformed"), now)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "malformed: the request is not a protobuf Envelope",
+                trailing_metadata=(("hush-reason", "malformed"),),
+            )
+            raise AssertionError("abort returns by raising")  # pragma: no cover
+        try:
+            outcome = await certs.submit(
+                self._store, envelope_from_proto(request), now=now, unattributed=self.refusals.add
+            )
+        except Unavailable as exc:
+            await _storage_unavailable(context, exc)
+            raise AssertionError("abort returns by raising") from exc
+        if isinstance(outcome, certs.Recorded):
+            rec = outcome.record
+            return ingest_pb2.CertificateReply(
+                tenant=rec.tenant,
+                agent=rec.agent,
+                profile=rec.profile,
+                valid_until=format_rfc3339(rec.expires),
+                duplicate=outcome.duplicate,
+            )
+        code, _ = _STATUS[outcome.kind]
+        await context.abort(
+            code, f"{outcome.reason}: {outcome.message}", trailing_metadata=(("hush-reason", outcome.reason),)
+        )
         raise AssertionError("abort returns by raising")  # pragma: no cover
 
 

@@ -4,9 +4,12 @@ Layout::
 
     manifest.json              DSSE JSON envelope (payloadType MANIFEST_PAYLOAD_TYPE) signed by the agent
     batches/<seq>.dsse.json    DSSE JSON envelope of one batch (payloadType BATCH_PAYLOAD_TYPE)
+    certificate.dsse.json      optional: the agent's certificate (hushmetric.certificate), issue 14
 
 The manifest payload is JSON: ``{"v": 1, "tenant", "agent", "created", "batches": [{"file", "seq",
-"sha256"}]}`` where ``sha256`` is the hex digest of the batch file's bytes. Reading never extracts to
+"sha256"}], "certificate": sha256 | null}`` where ``sha256`` is the hex digest of the batch file's
+bytes, and ``certificate`` that of the certificate member (absent in bundles written before it:
+they still read, and a collector that predates it ignores the key). Reading never extracts to
 disk, accepts only plain regular members (never sparse ones) and bounds the file, member count and
 sizes, and the members' total against the file's length: a bundle is hostile input.
 """
@@ -25,9 +28,11 @@ import msgspec
 import nacl.signing
 
 from hushmetric import dsse
+from hushmetric.certificate import MAX_CERTIFICATE_BYTES
 from hushmetric.errors import ContractError
 
 __all__ = [
+    "CERTIFICATE_MEMBER",
     "MAX_BATCH_FILE_BYTES",
     "MAX_BUNDLE_BYTES",
     "MAX_BUNDLE_MEMBERS",
@@ -48,6 +53,7 @@ MAX_BUNDLE_BYTES = 4 << 30
 #: The largest PAX extended header or GNU long-name record (tarfile reads one whole).
 MAX_HEADER_BYTES = 64 << 10
 _HEADER_TYPES = (XHDTYPE, XGLTYPE, tarfile.SOLARIS_XHDTYPE, GNUTYPE_LONGNAME, GNUTYPE_LONGLINK)
+CERTIFICATE_MEMBER = "certificate.dsse.json"
 _BATCH_NAME = re.compile(r"^batches/(\d{1,19})\.dsse\.json$")
 
 
@@ -57,12 +63,13 @@ class ManifestEntry(msgspec.Struct, frozen=True):
     sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
-class Manifest(msgspec.Struct, frozen=True):
+class Manifest(msgspec.Struct, frozen=True, omit_defaults=True):
     v: int
     tenant: str
     agent: str
     created: str
     batches: list[ManifestEntry]
+    certificate: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 class Bundle(msgspec.Struct, frozen=True):
@@ -70,6 +77,7 @@ class Bundle(msgspec.Struct, frozen=True):
 
     manifest_envelope: dsse.Envelope
     files: Mapping[str, bytes]  # member name -> raw bytes of the batch file (read on lookup)
+    certificate: bytes | None = None  # the certificate member's bytes, when the bundle has one
 
 
 def write_bundle(
@@ -79,8 +87,10 @@ def write_bundle(
     agent: str,
     created: str,
     key: nacl.signing.SigningKey,
+    certificate: bytes | None = None,
 ) -> bytes:
-    """Build the tar in memory: one file per (seq, envelope) plus a manifest signed with ``key``."""
+    """Build the tar in memory: one file per (seq, envelope) plus a manifest signed with ``key``;
+    ``certificate`` (a certificate file's bytes) becomes the optional certificate member."""
     files: list[tuple[str, bytes]] = []
     entries: list[ManifestEntry] = []
     for seq, envelope in envelopes:
@@ -88,7 +98,11 @@ def write_bundle(
         body = dsse.to_json(envelope)
         files.append((name, body))
         entries.append(ManifestEntry(name, seq, hashlib.sha256(body).hexdigest()))
-    manifest = msgspec.json.encode(Manifest(1, tenant, agent, created, entries))
+    cert_digest = None
+    if certificate is not None:
+        files.append((CERTIFICATE_MEMBER, certificate))
+        cert_digest = hashlib.sha256(certificate).hexdigest()
+    manifest = msgspec.json.encode(Manifest(1, tenant, agent, created, entries, cert_digest))
     signed = dsse.to_json(dsse.sign(manifest, dsse.MANIFEST_PAYLOAD_TYPE, key))
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -192,6 +206,8 @@ def read_bundle(source: bytes | BinaryIO, *, max_bytes: int = MAX_BUNDLE_BYTES) 
                     raise ContractError(why)
                 if member.name == "manifest.json":
                     limit = MAX_MANIFEST_BYTES
+                elif member.name == CERTIFICATE_MEMBER:
+                    limit = MAX_CERTIFICATE_BYTES
                 elif _BATCH_NAME.match(member.name):
                     limit = MAX_BATCH_FILE_BYTES
                 else:
@@ -209,7 +225,9 @@ def read_bundle(source: bytes | BinaryIO, *, max_bytes: int = MAX_BUNDLE_BYTES) 
     if "manifest.json" not in index:
         raise ContractError("bundle has no manifest.json")
     manifest = _read_at(fh, *index.pop("manifest.json"))
-    return Bundle(dsse.from_json(manifest, max_bytes=MAX_MANIFEST_BYTES), _Members(fh, index))
+    cert = index.pop(CERTIFICATE_MEMBER, None)
+    certificate = _read_at(fh, *cert) if cert is not None else None
+    return Bundle(dsse.from_json(manifest, max_bytes=MAX_MANIFEST_BYTES), _Members(fh, index), certificate)
 
 
 def decode_manifest(payload: bytes) -> Manifest:

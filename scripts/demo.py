@@ -9,6 +9,7 @@ Deterministic input (seeded demo source); the DP noise differs from run to run b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -180,6 +181,16 @@ def main() -> int:
         say("agent: run --once over the seeded demo dataset (evaluator journey + operational logs with PII)")
         run("hush-agent", "run", "--once", "--config", cfg)
 
+        say("certified agent: sign a certificate for the on-prem profile and send it to the collector")
+        run("hush-agent", "certify", "--profile", "on-prem", "--send", "--config", cfg)
+        for cert in json.loads(
+            run("hush-collector", "certify", "list", TENANT, "--json", "--db", db, capture=True)
+        ):
+            print(
+                f"badge: agent {cert['agent']}: {cert['status']} ({cert['profile']}, "
+                f"until {cert['expires']}); shown in the HTML report's governance section"
+            )
+
         say("KPI report (values with 95 % intervals from the recorded noise scale)")
         run("hush-collector", "report", TENANT, "--totals", "--db", db)
         html = root / "report.html"
@@ -273,7 +284,7 @@ def main() -> int:
         "  hush-agent init --dir mysite --tenant acme --collector 127.0.0.1:7443\n"
         "  hush-agent --config mysite/agent.toml redact --text < some-log-lines.txt\n"
         "  hush-agent --config mysite/agent.toml tune\n"
-        "  inputs: [[sources]] type = \"otlp\" (4317/4318) or \"syslog\" (5140) in agent.toml — README\n"
+        '  inputs: [[sources]] type = "otlp" (4317/4318) or "syslog" (5140) in agent.toml — README\n'
         "  outputs: hush-collector serve --remote-write http://127.0.0.1:9090/api/v1/write\n"
         "           hush-collector push|export --tenant acme   (docs/operations.md, Outputs)\n"
         "  hush-collector --help   ·   hush-agent --help   ·   docs/operations.md\n" + keep_hint

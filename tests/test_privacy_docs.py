@@ -11,6 +11,8 @@ import pytest
 from agent.attest import Attestation, EgressInfo, PeriodSpend, PolicyInfo
 from hushmetric.batch import Batch, Noise, Privacy, Row, Window
 from hushmetric.bundle import Manifest, ManifestEntry
+from hushmetric.certificate import Certificate, Conformance, EgressHead, ProfileCheck
+from hushmetric.certificate import PeriodSpend as CertSpend
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text()
 SECTION = DOC[DOC.index("## What leaves a site, field by field") :]
@@ -27,6 +29,7 @@ def _fields(struct: type[msgspec.Struct]) -> tuple[str, ...]:
         ("### Batch", (Batch, Window, Privacy, Row, Noise)),
         ("### Bundle", (Manifest, ManifestEntry)),
         ("### Attestation", (Attestation, PolicyInfo, PeriodSpend, EgressInfo)),
+        ("### Certificate", (Certificate, Conformance, ProfileCheck, CertSpend, EgressHead)),
     ],
 )
 def test_every_field_has_a_row_with_its_kind(title: str, structs: tuple[type[msgspec.Struct], ...]) -> None:

@@ -36,7 +36,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, TextIO
 
-from agent.cli import keys, ledgers, policy, run
+from agent.cli import certify, keys, ledgers, policy, run
 from agent.cli.kit import Context, Subcommands
 from hushmetric.errors import ConfigError, HushError
 from hushmetric.exitcodes import ExitCode
@@ -44,7 +44,7 @@ from hushmetric.exitcodes import ExitCode
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 # In the order their commands are listed by --help.
-COMMAND_MODULES = (keys, policy, run, ledgers)
+COMMAND_MODULES = (keys, policy, run, ledgers, certify)
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:

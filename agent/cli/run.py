@@ -77,10 +77,12 @@ def _run(ctx: Context) -> ExitCode:
 
 
 def export(ctx: Context) -> ExitCode:
+    from agent.cli.certify import read_certificate
     from agent.export import export_bundle
     from hushmetric.keys import load_signing_key
 
     loaded = ctx.config
+    certificate = read_certificate(ctx.args.certificate)
     key = load_signing_key(loaded.key_path)
     with ctx.state(lock=True) as conn:  # export drains the outbox: one writer per state directory
         result = export_bundle(
@@ -90,6 +92,7 @@ def export(ctx: Context) -> ExitCode:
             tenant=loaded.config.tenant,
             agent=loaded.config.agent,
             at=ctx.clock(),
+            certificate=certificate,
         )
     if ctx.args.json:
         ctx.json(result)
@@ -135,6 +138,7 @@ def register(sub: Subcommands) -> None:
 
     p = sub.add("export", export, "move the outbox into a signed bundle for the air gap")
     p.add_argument("--out", required=True, metavar="FILE.tar")
+    p.add_argument("--certificate", metavar="FILE", help="add a `certify --out` certificate to the bundle")
     p.add_argument("--json", action="store_true")
 
     p = sub.add("status", status, "outbox, last delivery, egress state, budget, dead letters")

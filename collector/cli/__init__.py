@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "--stages", required=True, metavar="M1,M2,...", help="metrics of the stages, in order"
             )
             p.add_argument("--time-metric", metavar="METRIC", help="histogram metric of time to value")
+
+    from collector.cli import certify  # issue 14: certified agents
+
+    certify.register(sub, cmd)
     return parser
 
 
@@ -266,6 +270,10 @@ def main(
             from collector.cli.tokens import api_token_cmd
 
             return asyncio.run(api_token_cmd(ctx))
+        if args.command == "certify":  # issue 14: its own module, not in admin's table
+            from collector.cli.certify import certify_cmd
+
+            return asyncio.run(certify_cmd(ctx))
         return asyncio.run(commands.run(ctx))
     except HushError as exc:
         print(f"hush-collector: {exc.message}", file=err)

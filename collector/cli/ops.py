@@ -93,6 +93,9 @@ async def import_cmd(ctx: Context) -> int:
             refused = sum(report.refused.values())
             reasons = ", ".join(f"{r}={n}" for r, n in sorted(report.refused.items()))
             line = f"{name}: accepted {report.accepted}, duplicate {report.duplicate}, refused {refused}"
+            if report.certificate is not None:  # issue 14: the bundle's certificate member
+                line += f"; certificate {report.certificate}"
+                failed = failed or report.certificate.startswith("refused")
             ctx.say(
                 line + (f" ({reasons})" if reasons else "") + (f": {report.error}" if report.error else "")
             )
@@ -310,6 +313,8 @@ async def reports_cmd(ctx: Context) -> int:
                 await store.policy_batches(a.tenant, since, until),
                 await store.get_privacy_cap(a.tenant),
                 await store.privacy_spend(a.tenant, *spend_days(since, until)),
+                await store.agent_certificates(a.tenant, now=ctx.clock()),  # issue 14: badges
+                ctx.clock(),
             )
             report = kpi_report(
                 rows,

@@ -1,5 +1,6 @@
 """The governance section of the KPI report (issue 14): which policy digests the stored batches
-declared and what the tenant approved, and the ρ admitted per agent and day against the central cap.
+declared and what the tenant approved, the ρ admitted per agent and day against the central cap, and
+each agent's current certificate.
 
 Pure: store records in, a frozen Struct out. A batch stored under a digest that was revoked since
 stays in the report and is marked (``state = "revoked"`` with its count, and a note); one stored
@@ -13,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from collector.store.records import PolicyRecord, PrivacyCap, SpendDay
+from collector.store.records import AgentCertificate, PolicyRecord, PrivacyCap, SpendDay
 from collector.store.rules import day_of
 from hushmetric.timefmt import parse_rfc3339
 
@@ -41,6 +42,9 @@ class GovernanceSection(msgspec.Struct, frozen=True):
     policies: list[PolicyUse]
     spend: list[CapUse]
     notes: list[str]
+    # issue 14 part 3: each agent's current certificate (superseded ones left out), as of ``as_of``
+    certificates: list[AgentCertificate] = []
+    as_of: float | None = None
 
 
 def spend_days(since: str | None, until: str | None) -> tuple[str | None, str | None]:
@@ -55,6 +59,8 @@ def governance_section(
     batches_by_policy: Mapping[str, int],
     cap: PrivacyCap | None,
     spend: Sequence[SpendDay],
+    certificates: Sequence[AgentCertificate] = (),
+    now: float | None = None,
 ) -> GovernanceSection:
     known = {p.digest: p for p in policies}
     uses = [PolicyUse(p.digest, p.state, p.note, batches_by_policy.get(p.digest, 0)) for p in policies]
@@ -71,4 +77,12 @@ def governance_section(
         scope = "tenant" if s.agent is None else "agent"
         limit = cap.rho_per_day if cap is not None and cap.per == scope else None
         lines.append(CapUse(s.day, s.agent, s.rho, limit, s.rho / limit if limit else None))
-    return GovernanceSection(cap.rho_per_day if cap else None, cap.per if cap else None, uses, lines, notes)
+    current = [c for c in certificates if c.status != "superseded"]
+    notes += [
+        f"certificate of agent {c.agent} is contradicted: {c.reason}"
+        for c in current
+        if c.status == "contradicted"
+    ]
+    return GovernanceSection(
+        cap.rho_per_day if cap else None, cap.per if cap else None, uses, lines, notes, current, now
+    )

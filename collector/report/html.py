@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+from collector.report.badge import certificate_badge
 from collector.report.fmt import fmt_interval, fmt_num, fmt_pct, fmt_ratio, shown, window_label
 from collector.report.funnel import FunnelReport
+from collector.report.governance import GovernanceSection
 from collector.report.intervals import Estimate
 from collector.report.kpi import COUNT_LIKE_STATS, KpiReport, Point, Series, dims_label, parse_bucket
 from collector.report.svg import Line, bar_chart, esc, series_chart
@@ -338,12 +340,25 @@ def _kpi_operations(r: KpiReport) -> list[str]:
     return out
 
 
+def _certificates(g: GovernanceSection) -> list[str]:
+    """Issue 14: one badge per agent with a certificate, and what it says."""
+    if not g.certificates:
+        return []
+    now = g.as_of if g.as_of is not None else 0.0
+    rows = [
+        f'<li><span class="meta">{esc(c.agent)}</span> {certificate_badge(c, now)} '
+        f'<span class="meta">{esc(c.reason)}</span></li>'
+        for c in g.certificates
+    ]
+    return ['<h3>Agent certificates</h3><ul class="badges">', *rows, "</ul>"]
+
+
 def _kpi_governance(r: KpiReport) -> list[str]:
     """Approved policies (stored batches under revoked ones marked) and ρ admitted against the cap."""
     g = r.governance
-    if g is None or not (g.policies or g.spend or g.cap_rho_per_day is not None):
+    if g is None or not (g.policies or g.spend or g.cap_rho_per_day is not None or g.certificates):
         return []
-    out = ["<section><h2>Governance</h2>"]
+    out = ["<section><h2>Governance</h2>", *_certificates(g)]
     if g.policies:
         rows = [[p.digest, p.state, str(p.batches), p.note] for p in g.policies]
         out.append(_table("Policy digests", ["digest", "state", "batches", "note"], rows, {2}))

@@ -170,9 +170,14 @@ def kpi_table(r: KpiReport, *, windows: bool = True) -> str:
 def _governance_lines(r: KpiReport) -> list[str]:
     """Approved policies (stored batches under revoked ones marked) and ρ admitted against the cap."""
     g = r.governance
-    if g is None or not (g.policies or g.spend or g.cap_rho_per_day is not None):
+    if g is None or not (g.policies or g.spend or g.cap_rho_per_day is not None or g.certificates):
         return []
     out = ["", "Governance"]
+    if g.certificates:  # issue 14: each agent's current certificate
+        rows = [
+            [term_text(c.agent, 24), c.profile, c.status, term_text(c.reason, 60)] for c in g.certificates
+        ]
+        out += _table(["agent", "profile", "certificate", "reason"], rows, set())
     if g.policies:
         rows = [[p.digest[:16], p.state, str(p.batches), term_text(p.note, 40)] for p in g.policies]
         out += _table(["policy", "state", "batches", "note"], rows, {2})

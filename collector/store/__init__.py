@@ -24,9 +24,13 @@ from collector.store.records import (
     UNATTRIBUTED,
     Accepted,
     AgentActivity,
+    AgentCertificate,
     ApiToken,
     BatchCommit,
     BatchPrivacy,
+    CertBatch,
+    CertificateRecord,
+    CertStatus,
     CommitOutcome,
     CommitRefused,
     Conflicting,
@@ -50,8 +54,12 @@ __all__ = [
     "UNATTRIBUTED",
     "Accepted",
     "AgentActivity",
+    "AgentCertificate",
     "ApiToken",
     "BatchCommit",
+    "CertBatch",
+    "CertStatus",
+    "CertificateRecord",
     "CommitOutcome",
     "CommitRefused",
     "Conflicting",
@@ -175,6 +183,20 @@ class Store(Protocol):
 
     async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
         """Stored batches per declared policy digest, windows starting in [since, until) (RFC 3339)."""
+        ...
+
+    # -- certified agents (issue 14 part 3) ----------------------------------------------------
+    async def record_certificate(self, cert: CertificateRecord, *, now: float) -> bool:
+        """Store a verified certificate (:mod:`collector.certs` checked it), audited as
+        ``certificate.record`` in the same transaction; False (nothing written) when the same
+        statement is stored already."""
+        ...
+
+    async def agent_certificates(
+        self, tenant: str | None, *, now: float | None = None
+    ) -> list[AgentCertificate]:
+        """Every recorded certificate (of ``tenant``, or all), by tenant, agent and newest first, with
+        its status at ``now`` (default: the clock) computed from the stored batches."""
         ...
 
     # -- ingest --------------------------------------------------------------------------------

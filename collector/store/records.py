@@ -16,10 +16,14 @@ __all__ = [
     "UNATTRIBUTED",
     "Accepted",
     "AgentActivity",
+    "AgentCertificate",
     "ApiRole",
     "ApiToken",
     "BatchCommit",
     "BatchPrivacy",
+    "CertBatch",
+    "CertStatus",
+    "CertificateRecord",
     "CommitOutcome",
     "CommitRefused",
     "Conflicting",
@@ -293,3 +297,58 @@ def usage_days(
         )
         for (t, d), v in sorted(days.items())
     ]
+
+
+# -- certified agents (issue 14 part 3) ----------------------------------------------------------
+
+#: What a recorded certificate says today: ``valid``; ``expired`` (past its validity);
+#: ``contradicted`` (batches received since it was issued declare another policy digest or more
+#: spend than its caps); ``superseded`` (the agent has a newer certificate).
+CertStatus = Literal["valid", "expired", "contradicted", "superseded"]
+
+
+class CertificateRecord(msgspec.Struct, frozen=True):
+    """A verified certificate as the store keeps it (``envelope``: the DSSE JSON as received)."""
+
+    tenant: str
+    agent: str
+    key_id: str
+    digest: str  # hex SHA-256 of the statement payload: the same certificate twice is one record
+    profile: str
+    policy_digest: str
+    issued: float  # epoch seconds
+    expires: float
+    measure: str  # "rho" or "epsilon": what ``cap`` counts
+    budget_period: str  # "day", "week" or "month"
+    cap: float  # attested cap per budget period
+    received: float
+    envelope: bytes
+
+
+class CertBatch(msgspec.Struct, frozen=True):
+    """A stored batch of a certified agent, as the certificate checks read it."""
+
+    seq: int
+    policy: str
+    window_start: float  # epoch seconds
+    received: float
+    rho: float | None
+    epsilon: float | None
+
+
+class AgentCertificate(msgspec.Struct, frozen=True):
+    """A recorded certificate with its status computed at read time (``reason`` says why)."""
+
+    tenant: str
+    agent: str
+    key_id: str
+    profile: str
+    policy_digest: str
+    issued: float
+    expires: float
+    status: CertStatus
+    reason: str
+    measure: str = "rho"
+    budget_period: str = "day"
+    cap: float = 0.0
+    received: float = 0.0

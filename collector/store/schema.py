@@ -9,7 +9,15 @@ from __future__ import annotations
 from collector.store.records import BatchCommit, Quota
 from hushmetric.timefmt import parse_rfc3339
 
-__all__ = ["BATCH_COLUMNS", "KEY_COLUMNS", "MIGRATIONS", "QUOTA_FIELDS", "batch_values", "statements"]
+__all__ = [
+    "BATCH_COLUMNS",
+    "CERT_COLUMNS",
+    "KEY_COLUMNS",
+    "MIGRATIONS",
+    "QUOTA_FIELDS",
+    "batch_values",
+    "statements",
+]
 
 # Column vocabulary both store implementations share.
 QUOTA_FIELDS: tuple[str, ...] = Quota.__struct_fields__[1:]  # every limit, without the tenant
@@ -17,6 +25,12 @@ KEY_COLUMNS = "key_id, tenant, agent, public_key, state, added, retired_at, revo
 BATCH_COLUMNS = (
     "tenant, agent, seq, key_id, digest, prev, created, received, window_start, "
     "window_end, window_start_epoch, policy, unit, epsilon, delta, rho, nbytes, nrows"
+)
+
+
+CERT_COLUMNS = (
+    "tenant, agent, digest, key_id, profile, policy_digest, issued, expires, measure, budget_period, cap, "
+    "received, envelope"
 )
 
 
@@ -205,6 +219,29 @@ _V5 = """
 ALTER TABLE batch_rows ADD COLUMN level TEXT NOT NULL DEFAULT 'window'
 """
 
+# v6 (issue 14 part 3, certified agents): the certificates agents submitted, verified, one row per
+# distinct statement (``digest``: SHA-256 of its payload); the status is computed when read, from the
+# batches table through its (tenant, agent, seq) key: no index is added to batches, so ingest pays nothing.
+_V6 = """
+CREATE TABLE certificates (
+    tenant TEXT NOT NULL REFERENCES tenants (name),
+    agent TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    policy_digest TEXT NOT NULL,
+    issued DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION NOT NULL,
+    measure TEXT NOT NULL,
+    budget_period TEXT NOT NULL,
+    cap DOUBLE PRECISION NOT NULL,
+    received DOUBLE PRECISION NOT NULL,
+    envelope BYTEA NOT NULL,
+    PRIMARY KEY (tenant, agent, digest)
+);
+CREATE INDEX certificates_by_issued ON certificates (tenant, agent, issued)
+"""
+
 # v7 (issue 14, HTTP API): bearer tokens of the read-only API, operator (all tenants) or viewer (one
 # tenant); only a SHA-256 of each token's secret is kept. Needs nothing above v1, so it applies whether
 # or not v6 exists.
@@ -222,7 +259,7 @@ CREATE TABLE api_tokens (
 )
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (7, _V7)]
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7)]
 
 
 def statements(script: str) -> list[str]:

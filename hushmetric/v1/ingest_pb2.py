@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahushmetric/v1/ingest.proto\x12\rhushmetric.v1\"_\n\x08\x45nvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\x02 \x01(\t\x12,\n\nsignatures\x18\x03 \x03(\x0b\x32\x18.hushmetric.v1.Signature\"\'\n\tSignature\x12\x0b\n\x03sig\x18\x01 \x01(\x0c\x12\r\n\x05keyid\x18\x02 \x01(\t\"-\n\x0bSubmitReply\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"A\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"-\n\x0b\x45nrollReply\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t2\x8b\x01\n\x06Ingest\x12=\n\x06Submit\x12\x17.hushmetric.v1.Envelope\x1a\x1a.hushmetric.v1.SubmitReply\x12\x42\n\x06\x45nroll\x12\x1c.hushmetric.v1.EnrollRequest\x1a\x1a.hushmetric.v1.EnrollReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahushmetric/v1/ingest.proto\x12\rhushmetric.v1\"_\n\x08\x45nvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\x02 \x01(\t\x12,\n\nsignatures\x18\x03 \x03(\x0b\x32\x18.hushmetric.v1.Signature\"\'\n\tSignature\x12\x0b\n\x03sig\x18\x01 \x01(\x0c\x12\r\n\x05keyid\x18\x02 \x01(\t\"-\n\x0bSubmitReply\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"A\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"-\n\x0b\x45nrollReply\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"j\n\x10\x43\x65rtificateReply\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x13\n\x0bvalid_until\x18\x04 \x01(\t\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x32\xda\x01\n\x06Ingest\x12=\n\x06Submit\x12\x17.hushmetric.v1.Envelope\x1a\x1a.hushmetric.v1.SubmitReply\x12\x42\n\x06\x45nroll\x12\x1c.hushmetric.v1.EnrollRequest\x1a\x1a.hushmetric.v1.EnrollReply\x12M\n\x11SubmitCertificate\x12\x17.hushmetric.v1.Envelope\x1a\x1f.hushmetric.v1.CertificateReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLREQUEST']._serialized_end=295
   _globals['_ENROLLREPLY']._serialized_start=297
   _globals['_ENROLLREPLY']._serialized_end=342
-  _globals['_INGEST']._serialized_start=345
-  _globals['_INGEST']._serialized_end=484
+  _globals['_CERTIFICATEREPLY']._serialized_start=344
+  _globals['_CERTIFICATEREPLY']._serialized_end=450
+  _globals['_INGEST']._serialized_start=453
+  _globals['_INGEST']._serialized_end=671
 # @@protoc_insertion_point(module_scope)

@@ -49,3 +49,17 @@ class EnrollReply(_message.Message):
     tenant: str
     key_id: str
     def __init__(self, tenant: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class CertificateReply(_message.Message):
+    __slots__ = ("tenant", "agent", "profile", "valid_until", "duplicate")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    agent: str
+    profile: str
+    valid_until: str
+    duplicate: bool
+    def __init__(self, tenant: _Optional[str] = ..., agent: _Optional[str] = ..., profile: _Optional[str] = ..., valid_until: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...

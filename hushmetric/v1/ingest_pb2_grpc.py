@@ -44,6 +44,11 @@ class IngestStub:
                 request_serializer=hushmetric_dot_v1_dot_ingest__pb2.EnrollRequest.SerializeToString,
                 response_deserializer=hushmetric_dot_v1_dot_ingest__pb2.EnrollReply.FromString,
                 _registered_method=True)
+        self.SubmitCertificate = channel.unary_unary(
+                '/hushmetric.v1.Ingest/SubmitCertificate',
+                request_serializer=hushmetric_dot_v1_dot_ingest__pb2.Envelope.SerializeToString,
+                response_deserializer=hushmetric_dot_v1_dot_ingest__pb2.CertificateReply.FromString,
+                _registered_method=True)
 
 
 class IngestServicer:
@@ -61,6 +66,14 @@ class IngestServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitCertificate(self, request, context):
+        """A DSSE envelope of payloadType application/vnd.hushmetric.certificate.v1+json signed by the
+        agent's registered, active key; see docs/wire.md.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +86,11 @@ def add_IngestServicer_to_server(servicer, server):
                     servicer.Enroll,
                     request_deserializer=hushmetric_dot_v1_dot_ingest__pb2.EnrollRequest.FromString,
                     response_serializer=hushmetric_dot_v1_dot_ingest__pb2.EnrollReply.SerializeToString,
+            ),
+            'SubmitCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitCertificate,
+                    request_deserializer=hushmetric_dot_v1_dot_ingest__pb2.Envelope.FromString,
+                    response_serializer=hushmetric_dot_v1_dot_ingest__pb2.CertificateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +147,33 @@ class Ingest:
             '/hushmetric.v1.Ingest/Enroll',
             hushmetric_dot_v1_dot_ingest__pb2.EnrollRequest.SerializeToString,
             hushmetric_dot_v1_dot_ingest__pb2.EnrollReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hushmetric.v1.Ingest/SubmitCertificate',
+            hushmetric_dot_v1_dot_ingest__pb2.Envelope.SerializeToString,
+            hushmetric_dot_v1_dot_ingest__pb2.CertificateReply.FromString,
             options,
             channel_credentials,
             insecure,

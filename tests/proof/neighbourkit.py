@@ -2,7 +2,9 @@
 ``hush-agent`` run on each, and a field-by-field comparison of everything that leaves the site.
 
 What leaves a site is read back exactly as an observer gets it: the batches and the signed manifest of
-the bundle ``hush-agent export`` writes, and the statement ``hush-agent attest`` signs. Every field is
+the bundle ``hush-agent export`` writes, the statement ``hush-agent attest`` signs and the certificate
+``hush-agent certify`` signs (issue 14: public but for its issue and expiry times, the clock's, and
+its egress head, post-processing). Every field is
 put in one of three classes (docs/privacy.md, "What leaves a site, field by field"):
 
 - **public**: a function of the policy, the configuration, the declared range and the clock only;
@@ -312,12 +314,16 @@ class Outcome:
     attestation_env: dict[str, Any]
     clock: tuple[float, float]
     report: dict[str, Any] = field(default_factory=dict)
-    raw: list[bytes] = field(default_factory=list)  # the bundle and attestation files as written
+    raw: list[bytes] = field(default_factory=list)  # the bundle, attestation and certificate files
+    certificate: dict[str, Any] = field(default_factory=dict)  # ``certify`` statement (issue 14)
+    certificate_env: dict[str, Any] = field(default_factory=dict)
 
     def bytes_out(self) -> bytes:
         """Every byte that left, and every signed payload decoded (base64 would hide a needle)."""
         payloads = [e.payload for e in self.envelopes] + [self.manifest_env.payload]
         payloads.append(base64.b64decode(self.attestation_env["payload"]))
+        if self.certificate_env:
+            payloads.append(base64.b64decode(self.certificate_env["payload"]))
         return b"\n".join([*self.raw, *payloads])
 
 
@@ -382,6 +388,8 @@ class Site:
         assert exported.returncode == 0, exported
         attested = self._cli(where, "attest", "--out", str(where / "attestation.json"))
         assert attested.returncode == 0, attested
+        certified = self._cli(where, "certify", "--profile", "air-gap", "--out", str(where / "cert.json"))
+        assert certified.returncode == 0, certified
         after = time.time()
         parsed = read_bundle(bundle.read_bytes())
         envelopes = [
@@ -390,6 +398,7 @@ class Site:
         ]
         att_env = json.loads((where / "attestation.json").read_text())
         statement = json.loads(base64.b64decode(att_env["payload"]))
+        cert_env = json.loads((where / "cert.json").read_text())
         return Outcome(
             batches=[decode_batch(e.payload) for e in envelopes],
             envelopes=envelopes,
@@ -400,7 +409,13 @@ class Site:
             attestation_env=att_env,
             clock=(before, after),
             report=json.loads(ran.stdout),
-            raw=[bundle.read_bytes(), (where / "attestation.json").read_bytes()],
+            raw=[
+                bundle.read_bytes(),
+                (where / "attestation.json").read_bytes(),
+                (where / "cert.json").read_bytes(),
+            ],
+            certificate=json.loads(base64.b64decode(cert_env["payload"])),
+            certificate_env=cert_env,
         )
 
 
@@ -550,5 +565,17 @@ def compare(policy: Policy, d: Outcome, dp: Outcome) -> Comparison:
         keys = sorted(k for k in sa.keys() | sb.keys() if sa.get(k) != sb.get(k))
         cmp.differ(
             f"attestation differs in {keys}: {[sa.get(k) for k in keys]} vs {[sb.get(k) for k in keys]}"
+        )
+    # the certificate (issue 14): everything but its issue and expiry times and the egress head
+    ca, cb = dict(d.certificate), dict(dp.certificate)
+    for c in (ca, cb):
+        for k in ("issued", "valid_until"):
+            c.pop(k, None)
+        if "egress" in c:
+            c["egress"] = {k: v for k, v in c["egress"].items() if k != "head"}
+    if ca != cb:
+        keys = sorted(k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k))
+        cmp.differ(
+            f"certificate differs in {keys}: {[ca.get(k) for k in keys]} vs {[cb.get(k) for k in keys]}"
         )
     return cmp

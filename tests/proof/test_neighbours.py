@@ -179,12 +179,14 @@ def test_the_comparison_catches_every_kind_of_leak(figures: Figures) -> None:
         d.attestation, egress={**d.attestation["egress"], "rows": d.attestation["egress"]["rows"] + 1}
     )
     assert compare(site.policy, d, dataclasses.replace(d, attestation=counted)).differences
+    spent = dict(d.certificate, spend=[{**p, "spent": p["spent"] * 1.5} for p in d.certificate["spend"]])
+    assert compare(site.policy, d, dataclasses.replace(d, certificate=spent)).differences  # issue 14
     figures.record(
         FAMILY,
         "a comparator teeth",
         runs=1,
         seconds=time.monotonic() - started,
-        leaks_caught=f"{caught + 1}/{len(planted) + 1}",
+        leaks_caught=f"{caught + 2}/{len(planted) + 2}",
     )
 
 

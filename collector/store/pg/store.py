@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -29,10 +30,11 @@ import asyncpg
 import msgspec
 import nacl.signing
 
-from collector import audit
+from collector import audit, certs
 from collector.errors import NotFound, Unavailable
 from collector.store import rules
 from collector.store.group import GroupCommit, group_order
+from collector.store.pg import certs as pg_certs
 from collector.store.pg import cursors as pg_cursors
 from collector.store.pg import governance as gov
 from collector.store.pg import reads as pg_reads
@@ -50,9 +52,11 @@ from collector.store.pg.url import (
 )
 from collector.store.records import (
     AgentActivity,
+    AgentCertificate,
     ApiToken,
     BatchCommit,
     BatchPrivacy,
+    CertificateRecord,
     CommitOutcome,
     KeyRecord,
     OutputPage,
@@ -745,6 +749,27 @@ class PgStore:
 
     async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
         return await self._run(lambda db: gov.policy_batches(db, tenant, since, until), tx=False)
+
+    # -- certified agents (issue 14 part 3) ----------------------------------------------------
+    async def record_certificate(self, cert: CertificateRecord, *, now: float) -> bool:
+        async def work(db: Connection) -> bool:
+            await self._admin(db)
+            fresh = await pg_certs.insert(db, cert)
+            if fresh:
+                await self._audit(db, "certificate.record", cert.tenant, certs.audit_details(cert), now)
+            return fresh
+
+        return await self._write(work)
+
+    async def agent_certificates(
+        self, tenant: str | None, *, now: float | None = None
+    ) -> list[AgentCertificate]:
+        found = await pg_certs.records(self._fetch, tenant)
+        batches = {
+            (r.tenant, r.agent): await pg_certs.agent_batches(self._fetch, r, certs.LOOKBACK_SECONDS)
+            for r in certs.newest(found)
+        }
+        return certs.statuses(found, batches, time.time() if now is None else now)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,15 +22,17 @@ import aiosqlite
 import msgspec
 import nacl.signing
 
-from collector import audit
+from collector import audit, certs
 from collector.errors import NotFound, Unavailable
 from collector.store import rules
 from collector.store.group import GroupCommit, group_order
 from collector.store.records import (
     AgentActivity,
+    AgentCertificate,
     ApiToken,
     BatchCommit,
     BatchPrivacy,
+    CertificateRecord,
     CommitOutcome,
     KeyRecord,
     OutputPage,
@@ -43,6 +46,7 @@ from collector.store.records import (
     UsageDay,
 )
 from collector.store.schema import KEY_COLUMNS, MIGRATIONS, QUOTA_FIELDS, statements
+from collector.store.sqlite import certs as sqlite_certs
 from collector.store.sqlite import cursors as sqlite_cursors
 from collector.store.sqlite import governance as gov
 from collector.store.sqlite import reads as sqlite_reads
@@ -477,6 +481,25 @@ class SqliteStore:
     async def policy_batches(self, tenant: str, since: str | None, until: str | None) -> dict[str, int]:
         async with self._lock:
             return await gov.policy_batches(self._db, tenant, since, until)
+
+    # -- certified agents (issue 14 part 3) ----------------------------------------------------
+    @_whole
+    async def record_certificate(self, cert: CertificateRecord, *, now: float) -> bool:
+        async with self._tx() as db:
+            fresh = await sqlite_certs.insert(db, cert)
+            if fresh:
+                await self._audit(db, "certificate.record", cert.tenant, certs.audit_details(cert), now)
+            return fresh
+
+    async def agent_certificates(
+        self, tenant: str | None, *, now: float | None = None
+    ) -> list[AgentCertificate]:
+        found = await sqlite_certs.records(self._read, tenant)
+        batches = {
+            (r.tenant, r.agent): await sqlite_certs.agent_batches(self._read, r, certs.LOOKBACK_SECONDS)
+            for r in certs.newest(found)
+        }
+        return certs.statuses(found, batches, time.time() if now is None else now)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(

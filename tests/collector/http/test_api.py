@@ -100,7 +100,7 @@ async def test_kpi_funnel_privacy_agents_match_the_report_layer(api: Api) -> Non
     assert a1["last_seq"] == 2
     assert len(a1["policy"]) == 64
     assert a1["policy_state"] is None
-    assert a1["certificate"] is None  # no certificates recorded yet (collector/http/certs.py)
+    assert a1["certificate"] is None  # it has not certified
     status, usage = await api.get("/api/v1/tenants/acme/usage", token)
     assert [u["batches"] for u in usage] == [2]  # type: ignore[union-attr]
     status, quota = await api.get("/api/v1/tenants/acme/quota", token)

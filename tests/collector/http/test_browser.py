@@ -22,10 +22,21 @@ from typing import Any
 import grpc
 import pytest
 
+from hushmetric import dsse
+from hushmetric.certificate import (
+    CERTIFICATE_PAYLOAD_TYPE,
+    Certificate,
+    Conformance,
+    EgressHead,
+    ProfileCheck,
+    encode_statement,
+)
 from hushmetric.keys import public_key_b64
+from hushmetric.timefmt import format_rfc3339
 from hushmetric.v1 import ingest_pb2_grpc
 from hushmetric.wire import envelope_to_proto
-from tests.collector.collector_testkit import CLI, Hush
+from tests.batchkit import POLICY
+from tests.collector.collector_testkit import CLI, Agent, Hush
 from tests.collector.http.conftest import STAGES, FunnelAgent
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,6 +77,30 @@ class Site:
         return 200
 
 
+def _certificate(agent: Agent, now: float) -> dsse.Envelope:
+    """A conforming on-prem certificate of ``agent``, valid for 30 days, under the batches' policy."""
+    cert = Certificate(
+        v=1,
+        agent=agent.agent,
+        tenant=agent.tenant,
+        key_id=agent.key_id,
+        public_key=agent.public_key,
+        profile="on-prem",
+        policy_name="demo",
+        policy_digest=POLICY,
+        mechanism="zcdp",
+        measure="rho",
+        budget_period="day",
+        cap=100.0,
+        conformance=Conformance("on-prem", True, [ProfileCheck("collector-tls", True)]),
+        egress=EgressHead(0, ""),
+        spend=[],
+        issued=format_rfc3339(now - 60),
+        valid_until=format_rfc3339(now + 30 * 86400),
+    )
+    return dsse.sign(encode_statement(cert), CERTIFICATE_PAYLOAD_TYPE, agent.key)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     hush = Hush(tmp_path_factory.mktemp("dash"))
@@ -93,6 +128,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert url.startswith("http://127.0.0.1:"), (address, url)
         with grpc.insecure_channel(address) as channel:
             stub = ingest_pb2_grpc.IngestStub(channel)
+            # acme's agent is certified, beta's is not: the dashboard shows both kinds of badge
+            stub.SubmitCertificate(envelope_to_proto(_certificate(agents["acme"], time.time())), timeout=30)
             for tenant, batches in (("acme", 2), ("beta", 1)):
                 for _ in range(batches):
                     stub.Submit(envelope_to_proto(agents[tenant].next()), timeout=30)
@@ -156,12 +193,15 @@ def test_viewer_sees_one_tenant_with_kpis_and_funnel_matching_the_api(browser: A
     assert shown == [s["total"]["value"] for s in funnel["stages"]]
     assert shown == [200.0, 120.0, 40.0]
     assert "20.0%" in page.text_content("#funnel-overall")
-    # agents, with the certificate badge column (no certificate recorded yet)
+    # agents, with the certificate badge column: a1 is certified, and the badge says as the API does
     row = page.locator('#agents-table tr[data-agent="a1"]')
     assert row.locator("td.cert svg").count() == 1
-    assert "no certificate" in row.locator("td.cert").inner_text() + (
-        row.locator("td.cert title").text_content() or ""
-    )
+    badge = row.locator("td.cert").inner_text() + (row.locator("td.cert title").text_content() or "")
+    agents = site.api("/api/v1/tenants/acme/agents", site.tokens["acme"])
+    (a1,) = [a for a in agents if a["agent"] == "a1"]
+    assert a1["certificate"]["status"] == "valid"
+    assert "on-prem" in badge
+    assert a1["certificate"]["expires"][:10] in badge
     assert page.locator("#audit-tail tbody tr").count() >= 1
     assert page.csp_errors == []
     # another tenant: 403, on the page and in the API

@@ -7,8 +7,8 @@ import re
 from html.parser import HTMLParser
 
 from collector.http.auth import Principal
-from collector.http.certs import no_certificate_badge
 from collector.http.pages import TenantPage, error_page, login_page, overview_page, tenant_page
+from collector.report.badge import certificate_badge
 from collector.report.funnel import funnel_report
 from collector.report.governance import governance_section
 from collector.report.kpi import kpi_report
@@ -68,7 +68,7 @@ def test_hostile_names_are_escaped_everywhere() -> None:
                 "policy_state": EVIL,
             }
         ],
-        badges={EVIL: no_certificate_badge()},
+        badges={EVIL: certificate_badge(None, 1.0)},
         audit=[],
     )
     html = tenant_page(who, tenants, page, 1.0)
