@@ -370,6 +370,14 @@ async def _bench(n: int, rounds: int, report: _Report | None = None) -> None:
 def main(argv: Sequence[str] | None = None, report: _Report | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--serve"]:
+        profile = os.environ.get("HUSH_BENCH_PROFILE")  # a directory: each server writes its cProfile there
+        if profile:
+            import cProfile  # noqa: PLC0415  # only when profiling
+
+            with cProfile.Profile() as prof:
+                asyncio.run(_serve(*args[1:4]))
+            prof.dump_stats(Path(profile) / f"{args[1]}-{os.getpid()}.prof")
+            return
         asyncio.run(_serve(*args[1:4]))
         return
     n = int(args[0]) if args and args[0].isdigit() else int(os.environ.get("HUSH_BENCH_N", "1500"))

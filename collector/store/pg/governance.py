@@ -12,16 +12,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from collector.store import rules
 from collector.store.records import BatchCommit, CommitRefused, PolicyRecord, PrivacyCap, SpendDay
+from collector.store.vocab import PolicyState
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = [
+    "charge",
     "get_cap",
     "get_policy",
-    "govern",
     "list_policies",
     "policy_batches",
     "put_cap",
@@ -45,34 +47,58 @@ async def get_cap(db: Connection, tenant: str, *, lock: bool = False) -> Privacy
     return PrivacyCap(tenant, float(row[0]), row[1]) if row is not None else None
 
 
-async def govern(db: Connection, b: BatchCommit) -> CommitRefused | None:
+async def charge(
+    db: Connection, b: BatchCommit, policies: Mapping[str, PolicyState], cap: PrivacyCap | None
+) -> CommitRefused | None:
     """The refusal of a batch under an unapproved policy, or of one whose ρ does not fit the cap;
-    else None, the batch's ρ charged (the caller rolls back on a refusal)."""
-    rows = await db.fetch("SELECT digest, state FROM policies WHERE tenant = $1 FOR SHARE", b.tenant)
-    refused = rules.policy_refusal({str(r[0]): r[1] for r in rows}, b.policy)
+    else None, the batch's ρ charged (the caller rolls back on a refusal). ``policies`` and ``cap``
+    were read ``FOR SHARE`` earlier in the same transaction (:mod:`collector.store.pg.ingest`).
+
+    Both ``privacy_spend`` rows are charged by one multi-row upsert: rows are inserted or locked in
+    the order given (the agent's, then the tenant's), so concurrent batches take them in one order;
+    each update re-checks its condition on the newest committed row. A new row starts at the
+    batch's units, which is checked against its limit first (no condition applies to an insert)."""
+    refused = rules.policy_refusal(policies, b.policy)
     if refused is not None:
         return refused
-    cap = await get_cap(db, b.tenant, lock=True)
     units = rules.spend_charge(b.rho, b.epsilon, b.delta, capped=cap is not None)
     if not isinstance(units, int):
         return units  # a refusal, or None: nothing to count
+    targets = rules.spend_targets(b.agent, cap)
+    if any(limit is not None and units > limit for _, limit in targets):
+        return CommitRefused("privacy_cap")
+    if len({agent for agent, _ in targets}) != len(targets):  # one row twice: not in one statement
+        return await _charge_each(db, b, units, targets)
+    values = ", ".join(f"($1, ${5 + 2 * i}, $2, $3)" for i in range(len(targets)))
+    # capped: the condition decides; uncapped: the sum saturates (it never overflows)
+    limit_of = "CASE privacy_spend.agent {} ELSE NULL END".format(
+        " ".join(f"WHEN ${5 + 2 * i} THEN ${6 + 2 * i}::bigint" for i in range(len(targets)))
+    )
+    args: list[object] = [b.tenant, rules.window_day(b.window_start), units, rules.MAX_SPEND_UNITS]
+    for agent, limit in targets:
+        args += [agent, limit]
+    charged = await db.fetch(
+        f"INSERT INTO privacy_spend (tenant, agent, day, units) VALUES {values} "
+        "ON CONFLICT (tenant, agent, day) DO UPDATE SET units = LEAST(privacy_spend.units + $3, $4) "
+        f"WHERE ({limit_of}) IS NULL OR privacy_spend.units + $3 <= ({limit_of}) "
+        "RETURNING 1",
+        *args,
+    )
+    return None if len(charged) == len(targets) else CommitRefused("privacy_cap")
+
+
+async def _charge_each(
+    db: Connection, b: BatchCommit, units: int, targets: list[tuple[str, int | None]]
+) -> CommitRefused | None:
     day = rules.window_day(b.window_start)
-    for agent, limit in rules.spend_targets(b.agent, cap):
-        await db.execute(
-            "INSERT INTO privacy_spend (tenant, agent, day) VALUES ($1, $2, $3) "
-            "ON CONFLICT (tenant, agent, day) DO NOTHING",
-            b.tenant,
-            agent,
-            day,
-        )
-        # capped: the condition decides; uncapped: the sum saturates (it never overflows)
+    for agent, limit in targets:
         sql = (
-            "UPDATE privacy_spend SET units = LEAST(units + $1, $2) "
-            "WHERE tenant = $3 AND agent = $4 AND day = $5"
+            "INSERT INTO privacy_spend (tenant, agent, day, units) VALUES ($3, $4, $5, $1) "
+            "ON CONFLICT (tenant, agent, day) DO UPDATE SET units = LEAST(privacy_spend.units + $1, $2)"
         )
         args: list[object] = [units, rules.MAX_SPEND_UNITS, b.tenant, agent, day]
         if limit is not None:
-            sql += " AND units + $1 <= $6"
+            sql += " WHERE privacy_spend.units + $1 <= $6"
             args.append(limit)
         if await db.fetchval(sql + " RETURNING 1", *args) is None:
             return CommitRefused("privacy_cap")

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from collector.store import rules
-from collector.store.pg.governance import govern
+from collector.store.pg.governance import charge
 from collector.store.records import (
     Accepted,
     BatchCommit,
@@ -30,9 +30,11 @@ from collector.store.records import (
     CommitRefused,
     Conflicting,
     Duplicate,
+    PrivacyCap,
     Quota,
 )
 from collector.store.schema import BATCH_COLUMNS, batch_values
+from collector.store.vocab import PolicyState
 
 __all__ = ["Rollback", "affected", "commit"]
 
@@ -51,90 +53,140 @@ def affected(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def _recheck(db: Connection, b: BatchCommit) -> None:
+class _State(msgspec.Struct, frozen=True):
+    """What the ingest transaction reads first, in one statement: the key's and tenant's state (the
+    kill switch), the tenant's policy approvals and its privacy cap (governance)."""
+
+    refused: CommitRefused | None
+    policies: dict[str, PolicyState]
+    cap: PrivacyCap | None
+
+
+_STATE = (
+    "SELECT k.state, t.state, "
+    "(SELECT array_agg(p.digest || ' ' || p.state) "
+    "FROM (SELECT digest, state FROM policies WHERE tenant = t.name FOR SHARE) p), "
+    "c.rho_per_day, c.per "
+    "FROM keys k JOIN tenants t ON t.name = k.tenant "
+    "LEFT JOIN LATERAL (SELECT rho_per_day, per FROM privacy_caps WHERE tenant = t.name FOR SHARE) c ON TRUE "
+    "WHERE k.key_id = $1 FOR SHARE OF k, t"
+)
+
+
+async def _state(db: Connection, b: BatchCommit) -> _State:
     """Key and tenant state may have changed since the checks: a kill switch takes effect at once.
 
-    ``FOR SHARE`` locks both rows until this transaction ends. Under READ COMMITTED a plain SELECT
-    would read the last committed state and let the batch commit after a concurrent revoke or
-    suspend committed; with the lock, the revoke waits for batches in flight, and a batch that
-    arrives during a revoke waits for it and then reads the new state. Batches share the lock."""
-    row = await db.fetchrow(
-        "SELECT k.state, t.state FROM keys k JOIN tenants t ON t.name = k.tenant WHERE k.key_id = $1 "
-        "FOR SHARE OF k, t",
-        b.key_id,
-    )
-    refused = rules.state_refusal(None if row is None else (str(row[0]), str(row[1])))
-    if refused is not None:
-        raise Rollback(refused)
+    ``FOR SHARE`` locks the key, tenant, approval and cap rows until this transaction ends. Under
+    READ COMMITTED a plain SELECT would read the last committed state and let the batch commit
+    after a concurrent revoke, suspend or policy revocation committed; with the lock, the change
+    waits for batches in flight, and a batch that arrives during one waits for it and then reads
+    the new state. Batches share the locks. One round trip for what were four statements."""
+    row = await db.fetchrow(_STATE, b.key_id)
+    if row is None:
+        return _State(rules.state_refusal(None), {}, None)
+    refused = rules.state_refusal((str(row[0]), str(row[1])))
+    policies: dict[str, PolicyState] = {}
+    for pair in row[2] or []:
+        digest, _, state = str(pair).partition(" ")
+        policies[digest] = "approved" if state == "approved" else "revoked"
+    cap = PrivacyCap(b.tenant, float(row[3]), row[4]) if row[3] is not None else None
+    return _State(refused, policies, cap)
 
 
-async def _take_token(db: Connection, tenant: str, quota: Quota, now: float) -> None:
-    """One token from the tenant's bucket, by one upsert: a new bucket starts full (``burst`` >= 1,
-    so the first token is always there); an existing one is refilled and debited only if a whole
-    token is available, with its row locked and the condition re-checked on the newest version."""
-    rate = quota.batches_per_second
-    if not rate:
-        return
-    burst, name = rules.bucket_burst(quota), rules.bucket_name(tenant)
-    level = "LEAST($2::float8, buckets.tokens + GREATEST(0, $3::float8 - buckets.updated) * $4::float8)"
-    taken = await db.fetchval(
-        "INSERT INTO buckets (name, tokens, updated) VALUES ($1, $2::float8 - 1, $3) "
-        f"ON CONFLICT (name) DO UPDATE SET tokens = {level} - 1, updated = GREATEST(buckets.updated, $3) "
-        f"WHERE {level} >= 1 RETURNING 1",
-        name,
-        burst,
-        now,
-        float(rate),
+class _Params:
+    """Positional parameters of one statement being built: ``add`` returns the placeholder."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+
+    def add(self, value: object) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _rate_part(p: _Params, tenant: str, quota: Quota, now: float) -> str:
+    """A token from the bucket: a new bucket starts full (``burst`` >= 1, so the first token is always
+    there); an existing one is refilled and debited only if a whole token is available."""
+    name, burst, at = p.add(rules.bucket_name(tenant)), p.add(rules.bucket_burst(quota)), p.add(now)
+    rate = p.add(float(quota.batches_per_second or 0))
+    level = (
+        f"LEAST({burst}::float8, buckets.tokens "
+        f"+ GREATEST(0, {at}::float8 - buckets.updated) * {rate}::float8)"
     )
-    if taken is not None:
-        return
-    row = await db.fetchrow("SELECT tokens, updated FROM buckets WHERE name = $1", name)
+    return (
+        f"INSERT INTO buckets (name, tokens, updated) VALUES ({name}, {burst}::float8 - 1, {at}) "
+        f"ON CONFLICT (name) DO UPDATE SET tokens = {level} - 1, "
+        f"updated = GREATEST(buckets.updated, {at}) WHERE {level} >= 1 RETURNING 1"
+    )
+
+
+def _day_part(p: _Params, b: BatchCommit, quota: Quota, day: str) -> str:
+    """Batches, rows and bytes of the day (the row count decides)."""
+    tenant, d, rows, nbytes = p.add(b.tenant), p.add(day), p.add(len(b.rows)), p.add(b.nbytes)
+    cond = ""
+    if quota.rows_per_day is not None:
+        cond += f" AND meter_day.rows + {rows} <= {p.add(quota.rows_per_day)}"
+    if quota.bytes_per_day is not None:
+        cond += f" AND meter_day.bytes + {nbytes} <= {p.add(quota.bytes_per_day)}"
+    return (
+        "INSERT INTO meter_day (tenant, day, batches, rows, bytes) "
+        f"VALUES ({tenant}, {d}, 1, {rows}, {nbytes}) ON CONFLICT (tenant, day) DO UPDATE SET "
+        f"batches = meter_day.batches + 1, rows = meter_day.rows + {rows}, "
+        f"bytes = meter_day.bytes + {nbytes} WHERE TRUE{cond} RETURNING 1"
+    )
+
+
+def _month_part(p: _Params, b: BatchCommit, quota: Quota, month: str) -> str:
+    limit, rows = quota.rows_per_month, p.add(len(b.rows))
+    cond = "" if limit is None else f" WHERE meter_month.rows + {rows} <= {p.add(limit)}"
+    return (
+        f"INSERT INTO meter_month (tenant, month, rows) VALUES ({p.add(b.tenant)}, {p.add(month)}, {rows}) "
+        f"ON CONFLICT (tenant, month) DO UPDATE SET rows = meter_month.rows + {rows}{cond} RETURNING 1"
+    )
+
+
+def meter_statement(
+    b: BatchCommit, quota: Quota, day: str, now: float
+) -> tuple[list[str], str, list[object]]:
+    """The checks that apply (``rate``, ``day``, ``month``; one left out cannot pass at all, or does
+    not apply) and one statement running them, returning how many rows each updated."""
+    p, parts = _Params(), []
+    if quota.batches_per_second:
+        parts.append(("rate", _rate_part(p, b.tenant, quota, now)))
+    if rules.fits_day(quota, len(b.rows), b.nbytes):  # else not even an empty day could take it
+        parts.append(("day", _day_part(p, b, quota, day)))
+    if quota.rows_per_month is None or len(b.rows) <= quota.rows_per_month:
+        parts.append(("month", _month_part(p, b, quota, rules.month_of(now))))
+    ctes = ", ".join(f"{kind} AS ({sql})" for kind, sql in parts)
+    counts = ", ".join(f"(SELECT count(*) FROM {kind})" for kind, _ in parts)
+    return [kind for kind, _ in parts], f"WITH {ctes} SELECT {counts}", p.values
+
+
+async def _meter(db: Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
+    """A token from the tenant's bucket, the day's batches/rows/bytes and the month's rows, by
+    conditional upserts in one statement (one round trip instead of three). Each update takes its
+    row lock and re-checks its condition against the newest committed row, so nothing is spent
+    twice and no quota is exceeded; a refusal rolls the whole batch back, so it does not matter
+    that the other parts ran. The refusal's reason is the first failing check, in the order rate,
+    day, month; the reads that explain it (retry delay, which day quota) run only then."""
+    kinds, sql, params = meter_statement(b, quota, day, now)
+    row = await db.fetchrow(sql, *params) if kinds else ()
+    done = {kind for kind, count in zip(kinds, row, strict=True) if count}
+    if quota.batches_per_second and "rate" not in done:
+        await _refuse_rate(db, b.tenant, quota, now)
+    if "day" not in done:
+        used = await db.fetchval("SELECT rows FROM meter_day WHERE tenant = $1 AND day = $2", b.tenant, day)
+        reason = rules.day_quota_reason(quota, int(used or 0), len(b.rows))
+        raise Rollback(CommitRefused(reason, rules.seconds_to_next_day(now)))
+    if "month" not in done:
+        raise Rollback(CommitRefused("quota_rows_month", rules.seconds_to_next_month(now)))
+
+
+async def _refuse_rate(db: Connection, tenant: str, quota: Quota, now: float) -> None:
+    row = await db.fetchrow("SELECT tokens, updated FROM buckets WHERE name = $1", rules.bucket_name(tenant))
     tokens = float(row[0]) if row else 0.0
     updated = float(row[1]) if row else now
     raise Rollback(CommitRefused("rate_limited", rules.rate_retry_after(quota, tokens, updated, now)))
-
-
-async def _consume_day(db: Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
-    """Batches, rows and bytes of the day, by one conditional upsert (the row count decides)."""
-    n = len(b.rows)
-    if rules.fits_day(quota, n, b.nbytes):  # else not even an empty day could take it
-        params: list[object] = [b.tenant, day, n, b.nbytes]
-        cond = ""
-        if quota.rows_per_day is not None:
-            params.append(quota.rows_per_day)
-            cond += f" AND meter_day.rows + $3 <= ${len(params)}"
-        if quota.bytes_per_day is not None:
-            params.append(quota.bytes_per_day)
-            cond += f" AND meter_day.bytes + $4 <= ${len(params)}"
-        done = await db.fetchval(
-            "INSERT INTO meter_day (tenant, day, batches, rows, bytes) VALUES ($1, $2, 1, $3, $4) "
-            "ON CONFLICT (tenant, day) DO UPDATE SET batches = meter_day.batches + 1, "
-            f"rows = meter_day.rows + $3, bytes = meter_day.bytes + $4 WHERE TRUE{cond} RETURNING 1",
-            *params,
-        )
-        if done is not None:
-            return
-    used = await db.fetchval("SELECT rows FROM meter_day WHERE tenant = $1 AND day = $2", b.tenant, day)
-    reason = rules.day_quota_reason(quota, int(used or 0), n)
-    raise Rollback(CommitRefused(reason, rules.seconds_to_next_day(now)))
-
-
-async def _consume_month(db: Connection, b: BatchCommit, quota: Quota, now: float) -> None:
-    month, n = rules.month_of(now), len(b.rows)
-    limit = quota.rows_per_month
-    if limit is None or n <= limit:
-        done = await db.fetchval(
-            "INSERT INTO meter_month (tenant, month, rows) VALUES ($1, $2, $3) "
-            "ON CONFLICT (tenant, month) DO UPDATE SET rows = meter_month.rows + $3 "
-            "WHERE $4::bigint IS NULL OR meter_month.rows + $3 <= $4::bigint RETURNING 1",
-            b.tenant,
-            month,
-            n,
-            limit,
-        )
-        if done is not None:
-            return
-    raise Rollback(CommitRefused("quota_rows_month", rules.seconds_to_next_month(now)))
 
 
 async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
@@ -172,34 +224,45 @@ async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
     return Accepted(gap=found.gap, fork=found.fork)
 
 
-async def _store_rows(db: Connection, batch_id: int, b: BatchCommit) -> None:
-    if not b.rows:
-        return
-    await db.execute(
-        "INSERT INTO batch_rows (batch_id, ord, metric, stat, dims, value, mechanism, scale, level) "
-        "SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::float8[], "
-        "$7::text[], $8::float8[], $9::text[])",
-        batch_id,
-        list(range(len(b.rows))),
-        [r.metric for r in b.rows],
-        [r.stat for r in b.rows],
-        [_json.encode(r.dims).decode() for r in b.rows],
-        [float(r.value) for r in b.rows],
-        [r.noise.mechanism for r in b.rows],
-        [float(r.noise.scale) for r in b.rows],
-        [r.level for r in b.rows],
+_INSERT = (
+    f"WITH b AS (INSERT INTO batches ({BATCH_COLUMNS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+    "ON CONFLICT (tenant, agent, seq) DO NOTHING RETURNING id), "
+    "r AS (INSERT INTO batch_rows (batch_id, ord, metric, stat, dims, value, mechanism, scale, level) "
+    "SELECT b.id, u.* FROM b, unnest($19::int[], $20::text[], $21::text[], $22::text[], $23::float8[], "
+    "$24::text[], $25::float8[], $26::text[]) AS u) "
+    "SELECT id FROM b"
+)
+
+
+async def _insert(db: Connection, b: BatchCommit, now: float) -> int | None:
+    """The batch and its rows in one statement; None when (tenant, agent, seq) is already stored.
+    ``ON CONFLICT DO NOTHING`` waits for a concurrent insert of the same key and then either
+    inserts (the other rolled back) or does nothing (the other committed)."""
+    rows = b.rows
+    batch_id = await db.fetchval(
+        _INSERT,
+        *batch_values(b, now),
+        list(range(len(rows))),
+        [r.metric for r in rows],
+        [r.stat for r in rows],
+        [_json.encode(r.dims).decode() for r in rows],
+        [float(r.value) for r in rows],
+        [r.noise.mechanism for r in rows],
+        [float(r.noise.scale) for r in rows],
+        [r.level for r in rows],
     )
+    return None if batch_id is None else int(batch_id)
 
 
 async def commit(db: Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
+    """One batch, in six round trips when it is accepted: state (key, tenant, approvals, cap), batch
+    and rows, privacy spend, meters, chain, and the group's savepoint around it."""
     day = rules.day_of(now)
-    await _recheck(db, b)
-    batch_id = await db.fetchval(
-        f"INSERT INTO batches ({BATCH_COLUMNS}) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
-        "ON CONFLICT (tenant, agent, seq) DO NOTHING RETURNING id",
-        *batch_values(b, now),
-    )
+    state = await _state(db, b)
+    if state.refused is not None:
+        raise Rollback(state.refused)
+    batch_id = await _insert(db, b, now)
     if batch_id is None:
         digest = await db.fetchval(
             "SELECT digest FROM batches WHERE tenant = $1 AND agent = $2 AND seq = $3",
@@ -216,11 +279,10 @@ async def commit(db: Connection, b: BatchCommit, quota: Quota, now: float) -> Co
             day,
         )
         return Duplicate()
-    await _store_rows(db, int(batch_id), b)  # before the tenant's hot rows: their locks are held shorter
-    refused = await govern(db, b)  # approved policy and privacy cap, before rate and quotas
+    # approved policy and privacy cap, before rate and quotas (rows first: the tenant's hot rows
+    # are then locked for a shorter time)
+    refused = await charge(db, b, state.policies, state.cap)
     if refused is not None:
         raise Rollback(refused)
-    await _take_token(db, b.tenant, quota, now)
-    await _consume_day(db, b, quota, day, now)
-    await _consume_month(db, b, quota, now)
+    await _meter(db, b, quota, day, now)
     return await _chain(db, b, day)
