@@ -32,8 +32,9 @@ from collector.store.records import (
     Duplicate,
     PrivacyCap,
     Quota,
+    Stale,
 )
-from collector.store.schema import BATCH_COLUMNS, batch_values
+from collector.store.schema import BATCH_COLUMNS, QUOTA_FIELDS, batch_values
 from collector.store.vocab import PolicyState
 
 __all__ = ["Rollback", "affected", "commit"]
@@ -55,25 +56,28 @@ def affected(status: str) -> int:
 
 class _State(msgspec.Struct, frozen=True):
     """What the ingest transaction reads first, in one statement: the key's and tenant's state (the
-    kill switch), the tenant's policy approvals and its privacy cap (governance)."""
+    kill switch), the key's retirement and the tenant's limits (the checks made on cached records,
+    re-decided), the tenant's policy approvals and its privacy cap (governance)."""
 
-    refused: CommitRefused | None
+    refused: CommitRefused | Stale | None
     policies: dict[str, PolicyState]
     cap: PrivacyCap | None
 
 
+_QUOTA = ", ".join(f"q.{f}" for f in QUOTA_FIELDS)
 _STATE = (
-    "SELECT k.state, t.state, "
+    f"SELECT k.state, t.state, k.retired_at, q.tenant IS NOT NULL, {_QUOTA}, "
     "(SELECT array_agg(p.digest || ' ' || p.state) "
     "FROM (SELECT digest, state FROM policies WHERE tenant = t.name FOR SHARE) p), "
     "c.rho_per_day, c.per "
     "FROM keys k JOIN tenants t ON t.name = k.tenant "
+    "LEFT JOIN quotas q ON q.tenant = t.name "
     "LEFT JOIN LATERAL (SELECT rho_per_day, per FROM privacy_caps WHERE tenant = t.name FOR SHARE) c ON TRUE "
     "WHERE k.key_id = $1 FOR SHARE OF k, t"
 )
 
 
-async def _state(db: Connection, b: BatchCommit) -> _State:
+async def _state(db: Connection, b: BatchCommit, quota: Quota) -> _State:
     """Key and tenant state may have changed since the checks: a kill switch takes effect at once.
 
     ``FOR SHARE`` locks the key, tenant, approval and cap rows until this transaction ends. Under
@@ -84,12 +88,15 @@ async def _state(db: Connection, b: BatchCommit) -> _State:
     row = await db.fetchrow(_STATE, b.key_id)
     if row is None:
         return _State(rules.state_refusal(None), {}, None)
-    refused = rules.state_refusal((str(row[0]), str(row[1])))
+    n = len(QUOTA_FIELDS)
+    current = Quota(b.tenant, *row[4 : 4 + n]) if row[3] else Quota(b.tenant)
+    refused = rules.still_valid((str(row[0]), str(row[1])), row[2], b.created, quota, current)
     policies: dict[str, PolicyState] = {}
-    for pair in row[2] or []:
+    for pair in row[4 + n] or []:
         digest, _, state = str(pair).partition(" ")
         policies[digest] = "approved" if state == "approved" else "revoked"
-    cap = PrivacyCap(b.tenant, float(row[3]), row[4]) if row[3] is not None else None
+    rho, per = row[5 + n], row[6 + n]
+    cap = PrivacyCap(b.tenant, float(rho), per) if rho is not None else None
     return _State(refused, policies, cap)
 
 
@@ -256,10 +263,10 @@ async def _insert(db: Connection, b: BatchCommit, now: float) -> int | None:
 
 
 async def commit(db: Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
-    """One batch, in six round trips when it is accepted: state (key, tenant, approvals, cap), batch
+    """One batch, in six round trips when it is accepted: state (key, tenant, limits, approvals, cap), batch
     and rows, privacy spend, meters, chain, and the group's savepoint around it."""
     day = rules.day_of(now)
-    state = await _state(db, b)
+    state = await _state(db, b, quota)
     if state.refused is not None:
         raise Rollback(state.refused)
     batch_id = await _insert(db, b, now)

@@ -97,6 +97,14 @@ def _tenant_lane(item: tuple[BatchCommit, Quota, float]) -> int:
     return zlib.crc32(item[0].tenant.encode())  # stable, unlike hash(): the same lane on every run
 
 
+async def _keep_session(conn: Connection) -> None:
+    """What the pool runs when a connection comes back: nothing beyond asyncpg's own clean-up (an
+    open transaction rolled back, listeners dropped). The default also sends ``RESET ALL``,
+    ``CLOSE ALL``, ``UNLISTEN *`` and ``pg_advisory_unlock_all()``: one more round trip per
+    acquire, for session state this store never creates (its settings come with the connection,
+    its advisory locks are transaction-scoped, it declares no cursors and listens to nothing)."""
+
+
 def _unavailable(what: str, exc: BaseException) -> Unavailable:
     detail = str(exc).strip() or type(exc).__name__
     return Unavailable(f"{what}: {detail}")
@@ -218,6 +226,7 @@ class PgStore:
                 max_size=options.max_size,
                 timeout=connect_timeout,
                 server_settings=settings,
+                reset=_keep_session,
             )
             try:  # also with min_size 0: an unreachable server fails here, with a clear message
                 await pool.execute("SELECT 1", timeout=connect_timeout)

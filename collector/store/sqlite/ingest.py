@@ -19,8 +19,9 @@ from collector.store.records import (
     Conflicting,
     Duplicate,
     Quota,
+    Stale,
 )
-from collector.store.schema import BATCH_COLUMNS, batch_values
+from collector.store.schema import BATCH_COLUMNS, QUOTA_FIELDS, batch_values
 from collector.store.sqlite.governance import govern
 
 __all__ = ["Rollback", "commit"]
@@ -39,14 +40,24 @@ async def _one(db: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -
     return tuple(rows[0]) if rows else None
 
 
-async def _recheck(db: aiosqlite.Connection, b: BatchCommit) -> None:
-    """Key and tenant state may have changed since the checks: a kill switch takes effect at once."""
-    row = await _one(
-        db,
-        "SELECT k.state, t.state FROM keys k JOIN tenants t ON t.name = k.tenant WHERE k.key_id = ?",
-        (b.key_id,),
-    )
-    refused = rules.state_refusal(None if row is None else (str(row[0]), str(row[1])))
+_QUOTA = ", ".join(f"q.{f}" for f in QUOTA_FIELDS)
+_STATE = (
+    f"SELECT k.state, t.state, k.retired_at, q.tenant IS NOT NULL, {_QUOTA} "
+    "FROM keys k JOIN tenants t ON t.name = k.tenant LEFT JOIN quotas q ON q.tenant = t.name "
+    "WHERE k.key_id = ?"
+)
+
+
+async def _recheck(db: aiosqlite.Connection, b: BatchCommit, quota: Quota) -> None:
+    """Key and tenant state may have changed since the checks: a kill switch takes effect at once;
+    the key's retirement and the tenant's limits are re-decided (:func:`rules.still_valid`)."""
+    row = await _one(db, _STATE, (b.key_id,))
+    if row is None:
+        refused: CommitRefused | Stale | None = rules.state_refusal(None)
+    else:
+        current = Quota(b.tenant, *row[4:]) if row[3] else Quota(b.tenant)  # type: ignore[arg-type]  # quota columns
+        retired_at = None if row[2] is None else float(row[2])  # type: ignore[arg-type]  # REAL column
+        refused = rules.still_valid((str(row[0]), str(row[1])), retired_at, b.created, quota, current)
     if refused is not None:
         raise Rollback(refused)
 
@@ -153,7 +164,7 @@ async def _chain(db: aiosqlite.Connection, b: BatchCommit, day: str) -> Accepted
 
 async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
     day = rules.day_of(now)
-    await _recheck(db, b)
+    await _recheck(db, b, quota)
     cur = await db.execute(
         f"INSERT INTO batches ({BATCH_COLUMNS}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
