@@ -206,24 +206,25 @@ async def _refuse_rate(db: Connection, tenant: str, quota: Quota, now: float) ->
     raise Rollback(CommitRefused("rate_limited", rules.rate_retry_after(quota, tokens, updated, now)))
 
 
-async def _chain(db: Connection, b: BatchCommit, day: str) -> Accepted:
+_NEAR = (
+    "(SELECT digest FROM batches WHERE tenant = $1 AND agent = $2 AND seq = $3::bigint - 1), "
+    "(SELECT prev FROM batches WHERE tenant = $1 AND agent = $2 AND seq = $3::bigint + 1)"
+)
+
+
+async def _near(db: Connection, b: BatchCommit) -> tuple[str | None, str | None]:
+    """(the stored digest of seq - 1, the stored prev of seq + 1)."""
+    row = await db.fetchrow(f"SELECT {_NEAR}", b.tenant, b.agent, b.seq)
+    return row[0], row[1]
+
+
+async def _chain(db: Connection, b: BatchCommit, day: str, near: tuple[str | None, str | None]) -> Accepted:
     """Record (never refuse) a gap before this batch, a fork at it, and what it resolves after it."""
     event = (
         "INSERT INTO chain_events (tenant, agent, seq, kind, day) VALUES ($1, $2, $3, $4, $5) "
         "ON CONFLICT (tenant, agent, seq, kind) DO NOTHING"
     )
-    near = {
-        int(r[0]): (str(r[1]), str(r[2]))
-        for r in await db.fetch(
-            "SELECT seq, digest, prev FROM batches WHERE tenant = $1 AND agent = $2 AND seq IN ($3, $4)",
-            b.tenant,
-            b.agent,
-            b.seq - 1,
-            b.seq + 1,
-        )
-    }
-    before, after = near.get(b.seq - 1), near.get(b.seq + 1)
-    found = rules.chain_findings(b.seq, b.prev, b.digest, before and before[0], after and after[1])
+    found = rules.chain_findings(b.seq, b.prev, b.digest, near[0], near[1])
     if found.gap:
         await db.execute(event, b.tenant, b.agent, b.seq, "gap", day)
     if found.fork:
@@ -248,17 +249,20 @@ _INSERT = (
     "r AS (INSERT INTO batch_rows (batch_id, ord, metric, stat, dims, value, mechanism, scale, level) "
     "SELECT b.id, u.* FROM b, unnest($19::int[], $20::text[], $21::text[], $22::text[], $23::float8[], "
     "$24::text[], $25::float8[], $26::text[]) AS u) "
-    "SELECT id FROM b"
+    "SELECT (SELECT id FROM b)"
 )
 
 
-async def _insert(db: Connection, b: BatchCommit, now: float) -> int | None:
-    """The batch and its rows in one statement; None when (tenant, agent, seq) is already stored.
-    ``ON CONFLICT DO NOTHING`` waits for a concurrent insert of the same key and then either
-    inserts (the other rolled back) or does nothing (the other committed)."""
+async def _insert(
+    db: Connection, b: BatchCommit, now: float, *, near: bool
+) -> tuple[int | None, tuple[str | None, str | None]]:
+    """The batch and its rows in one statement: its id, None when (tenant, agent, seq) is already
+    stored. ``ON CONFLICT DO NOTHING`` waits for a concurrent insert of the same key and then either
+    inserts (the other rolled back) or does nothing (the other committed). With ``near``, the
+    same statement reads the chain neighbours (:func:`_near`) too."""
     rows = b.rows
-    batch_id = await db.fetchval(
-        _INSERT,
+    row = await db.fetchrow(
+        _INSERT + (f", {_NEAR}" if near else ""),
         *batch_values(b, now),
         list(range(len(rows))),
         [r.metric for r in rows],
@@ -269,19 +273,33 @@ async def _insert(db: Connection, b: BatchCommit, now: float) -> int | None:
         [float(r.noise.scale) for r in rows],
         [r.level for r in rows],
     )
-    return None if batch_id is None else int(batch_id)
+    batch_id = None if row[0] is None else int(row[0])
+    return batch_id, ((row[1], row[2]) if near else (None, None))
 
 
 async def commit(
-    db: Connection, b: BatchCommit, quota: Quota, now: float, states: Mapping[str, Record]
+    db: Connection,
+    b: BatchCommit,
+    quota: Quota,
+    now: float,
+    states: Mapping[str, Record],
+    locked: set[tuple[str, str]],
 ) -> CommitOutcome:
-    """One batch, in four round trips when it is accepted: batch and rows, privacy spend, meters,
-    chain. ``states``: :func:`read_states` of the group, read earlier in the same transaction."""
+    """One batch, in four round trips when it is accepted (batch and rows, privacy spend, meters,
+    chain), three when the transaction already holds its tenant's day row. ``states``:
+    :func:`read_states` of the group, read earlier in the same transaction; ``locked``: the
+    (tenant, day) meter rows batches accepted earlier in it locked (this one adds its own).
+
+    The chain read must see the batch the tenant's previous writer committed, so it runs after
+    this batch's meter update waited for that writer's lock. Once an earlier batch of the same
+    transaction holds the row, no other writer of the tenant can commit until this transaction
+    does, so the read can go with the insert, before the meters, and see the same."""
     day = rules.day_of(now)
     state = state_of(states.get(b.key_id), b, quota)
     if state.refused is not None:
         raise Rollback(state.refused)
-    batch_id = await _insert(db, b, now)
+    early = (b.tenant, day) in locked
+    batch_id, near = await _insert(db, b, now, near=early)
     if batch_id is None:
         digest = await db.fetchval(
             "SELECT digest FROM batches WHERE tenant = $1 AND agent = $2 AND seq = $3",
@@ -304,4 +322,6 @@ async def commit(
     if refused is not None:
         raise Rollback(refused)
     await _meter(db, b, quota, day, now)
-    return await _chain(db, b, day)
+    accepted = await _chain(db, b, day, near if early else await _near(db, b))
+    locked.add((b.tenant, day))
+    return accepted

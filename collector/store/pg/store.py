@@ -680,12 +680,13 @@ class PgStore:
         (one batch, no savepoints), a refusal is its result and the transaction is rolled back."""
         results: list[CommitOutcome | BaseException] = [RuntimeError("not decided")] * len(group)
         states = await read_states(db, (b.key_id for b, _, _ in group))
+        locked: set[tuple[str, str]] = set()  # (tenant, day) meter rows this transaction holds
         if savepoints:
             await db.execute("SAVEPOINT batch")
         for n, i in enumerate(order):
             batch, quota, now = group[i]
             try:
-                results[i] = await commit(db, batch, quota, now, states)
+                results[i] = await commit(db, batch, quota, now, states, locked)
             except Rollback as stop:
                 if not savepoints:
                     if len(group) == 1:
