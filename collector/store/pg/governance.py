@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import msgspec
 
 from collector.store import rules
 from collector.store.records import BatchCommit, CommitRefused, PolicyRecord, PrivacyCap, SpendDay
@@ -21,14 +23,18 @@ from collector.store.vocab import PolicyState
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = [
-    "charge",
+    "Spend",
+    "charge_each",
     "get_cap",
     "get_policy",
     "list_policies",
+    "one_statement",
     "policy_batches",
     "put_cap",
     "put_policy",
     "spend",
+    "spend_of",
+    "spend_sql",
 ]
 
 Connection = Any  # asyncpg ships no type information
@@ -47,17 +53,20 @@ async def get_cap(db: Connection, tenant: str, *, lock: bool = False) -> Privacy
     return PrivacyCap(tenant, float(row[0]), row[1]) if row is not None else None
 
 
-async def charge(
-    db: Connection, b: BatchCommit, policies: Mapping[str, PolicyState], cap: PrivacyCap | None
-) -> CommitRefused | None:
-    """The refusal of a batch under an unapproved policy, or of one whose ρ does not fit the cap;
-    else None, the batch's ρ charged (the caller rolls back on a refusal). ``policies`` and ``cap``
-    were read ``FOR SHARE`` earlier in the same transaction (:mod:`collector.store.pg.ingest`).
+class Spend(msgspec.Struct, frozen=True):
+    """What a batch charges to ``privacy_spend``: ``units`` to each target row (agent, limit)."""
 
-    Both ``privacy_spend`` rows are charged by one multi-row upsert: rows are inserted or locked in
-    the order given (the agent's, then the tenant's), so concurrent batches take them in one order;
-    each update re-checks its condition on the newest committed row. A new row starts at the
-    batch's units, which is checked against its limit first (no condition applies to an insert)."""
+    day: str
+    units: int
+    targets: list[tuple[str, int | None]]
+
+
+def spend_of(
+    b: BatchCommit, policies: Mapping[str, PolicyState], cap: PrivacyCap | None
+) -> Spend | CommitRefused | None:
+    """The refusal of a batch under an unapproved policy, or of one whose ρ cannot fit the cap even
+    on a new day; else what it charges (None: nothing to count). ``policies`` and ``cap`` were read
+    ``FOR SHARE`` earlier in the same transaction (:mod:`collector.store.pg.ingest`)."""
     refused = rules.policy_refusal(policies, b.policy)
     if refused is not None:
         return refused
@@ -66,25 +75,37 @@ async def charge(
         return units  # a refusal, or None: nothing to count
     targets = rules.spend_targets(b.agent, cap)
     if any(limit is not None and units > limit for _, limit in targets):
-        return CommitRefused("privacy_cap")
-    if len({agent for agent, _ in targets}) != len(targets):  # one row twice: not in one statement
-        return await _charge_each(db, b, units, targets)
-    values = ", ".join(f"($1, ${5 + 2 * i}, $2, $3)" for i in range(len(targets)))
-    # capped: the condition decides; uncapped: the sum saturates (it never overflows)
+        return CommitRefused("privacy_cap")  # a new row starts at the units: no condition applies
+    return Spend(rules.window_day(b.window_start), units, targets)
+
+
+def one_statement(spend: Spend) -> bool:
+    """Whether both rows can be charged by one upsert (not when they are the same row: agent '')."""
+    return len({agent for agent, _ in spend.targets}) == len(spend.targets)
+
+
+def spend_sql(tenant: str, spend: Spend, add: Callable[[object], str]) -> str:
+    """Both ``privacy_spend`` rows charged by one multi-row upsert (``add`` makes a placeholder),
+    returning a row per row charged: rows are inserted or locked in the order given (the agent's,
+    then the tenant's), so concurrent batches take them in one order; each update re-checks its
+    condition on the newest committed row (capped: the condition decides; uncapped: the sum
+    saturates, it never overflows)."""
+    t, d, u, most = add(tenant), add(spend.day), add(spend.units), add(rules.MAX_SPEND_UNITS)
+    rows = [(add(agent), add(limit)) for agent, limit in spend.targets]
+    values = ", ".join(f"({t}, {agent}, {d}, {u})" for agent, _ in rows)
     limit_of = "CASE privacy_spend.agent {} ELSE NULL END".format(
-        " ".join(f"WHEN ${5 + 2 * i} THEN ${6 + 2 * i}::bigint" for i in range(len(targets)))
+        " ".join(f"WHEN {agent} THEN {limit}::bigint" for agent, limit in rows)
     )
-    args: list[object] = [b.tenant, rules.window_day(b.window_start), units, rules.MAX_SPEND_UNITS]
-    for agent, limit in targets:
-        args += [agent, limit]
-    charged = await db.fetch(
+    return (
         f"INSERT INTO privacy_spend (tenant, agent, day, units) VALUES {values} "
-        "ON CONFLICT (tenant, agent, day) DO UPDATE SET units = LEAST(privacy_spend.units + $3, $4) "
-        f"WHERE ({limit_of}) IS NULL OR privacy_spend.units + $3 <= ({limit_of}) "
-        "RETURNING 1",
-        *args,
+        f"ON CONFLICT (tenant, agent, day) DO UPDATE SET units = LEAST(privacy_spend.units + {u}, {most}) "
+        f"WHERE ({limit_of}) IS NULL OR privacy_spend.units + {u} <= ({limit_of}) RETURNING 1"
     )
-    return None if len(charged) == len(targets) else CommitRefused("privacy_cap")
+
+
+async def charge_each(db: Connection, b: BatchCommit, spend: Spend) -> CommitRefused | None:
+    """The rows one at a time (when :func:`one_statement` is False)."""
+    return await _charge_each(db, b, spend.units, spend.targets)
 
 
 async def _charge_each(

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from collector.store import rules
-from collector.store.pg.governance import charge
+from collector.store.pg import governance as gov
 from collector.store.records import (
     Accepted,
     BatchCommit,
@@ -163,11 +163,14 @@ def _month_part(p: _Params, b: BatchCommit, quota: Quota, month: str) -> str:
 
 
 def meter_statement(
-    b: BatchCommit, quota: Quota, day: str, now: float
+    b: BatchCommit, quota: Quota, day: str, now: float, spend: gov.Spend | None = None
 ) -> tuple[list[str], str, list[object]]:
-    """The checks that apply (``rate``, ``day``, ``month``; one left out cannot pass at all, or does
-    not apply) and one statement running them, returning how many rows each updated."""
+    """The updates that apply (``spend``, ``rate``, ``day``, ``month``; one left out has nothing to
+    charge, cannot pass at all, or does not apply) and one statement running them, in that order
+    (the lock order of the rows), returning how many rows each updated."""
     p, parts = _Params(), []
+    if spend is not None:
+        parts.append(("spend", gov.spend_sql(b.tenant, spend, p.add)))
     if quota.batches_per_second:
         parts.append(("rate", _rate_part(p, b.tenant, quota, now)))
     if rules.fits_day(quota, len(b.rows), b.nbytes):  # else not even an empty day could take it
@@ -179,16 +182,22 @@ def meter_statement(
     return [kind for kind, _ in parts], f"WITH {ctes} SELECT {counts}", p.values
 
 
-async def _meter(db: Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
-    """A token from the tenant's bucket, the day's batches/rows/bytes and the month's rows, by
-    conditional upserts in one statement (one round trip instead of three). Each update takes its
-    row lock and re-checks its condition against the newest committed row, so nothing is spent
-    twice and no quota is exceeded; a refusal rolls the whole batch back, so it does not matter
-    that the other parts ran. The refusal's reason is the first failing check, in the order rate,
-    day, month; the reads that explain it (retry delay, which day quota) run only then."""
-    kinds, sql, params = meter_statement(b, quota, day, now)
+async def _meter(
+    db: Connection, b: BatchCommit, quota: Quota, day: str, now: float, spend: gov.Spend | None
+) -> None:
+    """The batch's privacy loss on the agent's and tenant's day, a token from the tenant's bucket,
+    the day's batches/rows/bytes and the month's rows, by conditional upserts in one statement (one
+    round trip instead of seven). Each update takes its row lock and re-checks its condition
+    against the newest committed row, so nothing is spent twice and no quota or cap is exceeded; a
+    refusal rolls the whole batch back, so it does not matter that the other parts ran. The
+    refusal's reason is the first failing check, in the order privacy cap, rate, day, month; the
+    reads that explain it (retry delay, which day quota) run only then."""
+    kinds, sql, params = meter_statement(b, quota, day, now, spend)
     row = await db.fetchrow(sql, *params) if kinds else ()
-    done = {kind for kind, count in zip(kinds, row, strict=True) if count}
+    counts = dict(zip(kinds, row, strict=True))
+    if spend is not None and counts["spend"] != len(spend.targets):
+        raise Rollback(CommitRefused("privacy_cap"))
+    done = {kind for kind, count in counts.items() if count}
     if quota.batches_per_second and "rate" not in done:
         await _refuse_rate(db, b.tenant, quota, now)
     if "day" not in done:
@@ -285,8 +294,8 @@ async def commit(
     states: Mapping[str, Record],
     locked: set[tuple[str, str]],
 ) -> CommitOutcome:
-    """One batch, in four round trips when it is accepted (batch and rows, privacy spend, meters,
-    chain), three when the transaction already holds its tenant's day row. ``states``:
+    """One batch, in three round trips when it is accepted (batch and rows, privacy spend and meters,
+    chain), two when the transaction already holds its tenant's day row. ``states``:
     :func:`read_states` of the group, read earlier in the same transaction; ``locked``: the
     (tenant, day) meter rows batches accepted earlier in it locked (this one adds its own).
 
@@ -318,10 +327,15 @@ async def commit(
         return Duplicate()
     # approved policy and privacy cap, before rate and quotas (rows first: the tenant's hot rows
     # are then locked for a shorter time)
-    refused = await charge(db, b, state.policies, state.cap)
-    if refused is not None:
-        raise Rollback(refused)
-    await _meter(db, b, quota, day, now)
+    spend = gov.spend_of(b, state.policies, state.cap)
+    if isinstance(spend, CommitRefused):
+        raise Rollback(spend)
+    if spend is not None and not gov.one_statement(spend):
+        refused = await gov.charge_each(db, b, spend)
+        if refused is not None:
+            raise Rollback(refused)
+        spend = None
+    await _meter(db, b, quota, day, now, spend)
     accepted = await _chain(db, b, day, near if early else await _near(db, b))
     locked.add((b.tenant, day))
     return accepted
