@@ -12,7 +12,12 @@ exact when several collector processes write at once:
   after waiting for it, so no quota is ever exceeded and no token is spent twice;
 - every accepted batch of a tenant updates that tenant's ``meter_day`` row, so its chain check runs
   after the previous writer of the same tenant committed and sees its batch (a gap recorded by one
-  replica is resolved by the other).
+  replica is resolved by the other);
+- the state a group's batches are checked against (key, tenant, limits, approvals, cap) is read
+  once per group ``FOR SHARE``, so it cannot change until the group commits.
+
+Round trips are what a batch costs here (see docs/operations.md), so statements that can go
+together do: an accepted batch takes three, two when its tenant's day row is already held.
 """
 
 from __future__ import annotations
