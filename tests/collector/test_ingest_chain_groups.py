@@ -23,36 +23,39 @@ def _chain(agent: Agent, n: int) -> list[tuple[dsse.Envelope, str]]:
 
 
 async def test_gaps_in_a_group_are_found_and_closed(store: Store, acme: Agent, clock: Clock) -> None:
-    chain = _chain(acme, 7)
-    first = [chain[i][0] for i in (0, 2, 3, 5)]  # seq 1, 3, 4, 6 together
+    """Whatever groups the batches fall into (no two of a round are neighbours, so each flag is
+    decided whatever the order), the gaps found and closed are the same."""
+    chain = _chain(acme, 5)
+    first = [chain[i][0] for i in (0, 2, 4)]  # seq 1, 3, 5 together
     outcomes = await asyncio.gather(*(ingest(store, e, now=clock()) for e in first))
     assert [(o.seq, o.gap, o.fork) for o in outcomes if isinstance(o, Stored)] == [
         (1, False, False),
         (3, True, False),
-        (4, False, False),
-        (6, True, False),
+        (5, True, False),
     ]
     [day] = await store.usage("acme")
     assert day.gaps == 2
-    rest = [chain[i][0] for i in (1, 4, 6)]  # seq 2, 5, 7 together close both gaps
+    rest = [chain[i][0] for i in (1, 3)]  # seq 2 and 4 together close both gaps
     outcomes = await asyncio.gather(*(ingest(store, e, now=clock()) for e in rest))
     assert [(o.seq, o.gap, o.fork) for o in outcomes if isinstance(o, Stored)] == [
         (2, False, False),
-        (5, False, False),
-        (7, False, False),
+        (4, False, False),
     ]
     [day] = await store.usage("acme")
-    assert (day.batches, day.gaps) == (7, 0)
+    assert (day.batches, day.gaps) == (5, 0)
 
 
 async def test_a_fork_in_a_group_is_found(store: Store, acme: Agent, clock: Clock) -> None:
-    chain = _chain(acme, 2)
+    """Another agent's batch of the tenant sorts first in the group: on PostgreSQL the fork is then
+    found by the chain read that goes with the insert."""
+    other = Agent("acme", "a0")
+    await store.add_key("acme", "a0", other.public_key, now=clock())
+    for envelope, _ in _chain(acme, 2):
+        assert isinstance(await ingest(store, envelope, now=clock()), Stored)
+    acme.seq = 2
     forked = acme.sign(acme.payload(seq=3, prev="ab" * 32))
-    outcomes = await asyncio.gather(
-        *(ingest(store, e, now=clock()) for e in [chain[0][0], chain[1][0], forked])
-    )
-    assert [(o.seq, o.gap, o.fork) for o in outcomes if isinstance(o, Stored)] == [
-        (1, False, False),
-        (2, False, False),
-        (3, False, True),
+    outcomes = await asyncio.gather(*(ingest(store, e, now=clock()) for e in [other.next(), forked]))
+    assert [(o.agent, o.seq, o.gap, o.fork) for o in outcomes if isinstance(o, Stored)] == [
+        ("a0", 1, False, False),
+        ("a1", 3, False, True),
     ]

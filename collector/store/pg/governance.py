@@ -84,7 +84,7 @@ def one_statement(spend: Spend) -> bool:
     return len({agent for agent, _ in spend.targets}) == len(spend.targets)
 
 
-def spend_sql(tenant: str, spend: Spend, add: Callable[[object], str]) -> str:
+def spend_sql(tenant: str, spend: Spend, add: Callable[[object], str], gate: str | None = None) -> str:
     """Both ``privacy_spend`` rows charged by one multi-row upsert (``add`` makes a placeholder),
     returning a row per row charged: rows are inserted or locked in the order given (the agent's,
     then the tenant's), so concurrent batches take them in one order; each update re-checks its
@@ -92,12 +92,16 @@ def spend_sql(tenant: str, spend: Spend, add: Callable[[object], str]) -> str:
     saturates, it never overflows)."""
     t, d, u, most = add(tenant), add(spend.day), add(spend.units), add(rules.MAX_SPEND_UNITS)
     rows = [(add(agent), add(limit)) for agent, limit in spend.targets]
-    values = ", ".join(f"({t}, {agent}, {d}, {u})" for agent, _ in rows)
+    values = ", ".join(f"({t}::text, {agent}::text, {d}::text, {u}::bigint)" for agent, _ in rows)
+    if gate is not None:  # only when the CTE ``gate`` of the same statement returned a row
+        values = f"SELECT * FROM (VALUES {values}) v WHERE EXISTS (SELECT 1 FROM {gate})"
+    else:
+        values = f"VALUES {values}"
     limit_of = "CASE privacy_spend.agent {} ELSE NULL END".format(
         " ".join(f"WHEN {agent} THEN {limit}::bigint" for agent, limit in rows)
     )
     return (
-        f"INSERT INTO privacy_spend (tenant, agent, day, units) VALUES {values} "
+        f"INSERT INTO privacy_spend (tenant, agent, day, units) {values} "
         f"ON CONFLICT (tenant, agent, day) DO UPDATE SET units = LEAST(privacy_spend.units + {u}, {most}) "
         f"WHERE ({limit_of}) IS NULL OR privacy_spend.units + {u} <= ({limit_of}) RETURNING 1"
     )

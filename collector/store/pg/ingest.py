@@ -118,15 +118,21 @@ def state_of(row: Record | None, b: BatchCommit, quota: Quota) -> _State:
 class _Params:
     """Positional parameters of one statement being built: ``add`` returns the placeholder."""
 
-    def __init__(self) -> None:
-        self.values: list[object] = []
+    def __init__(self, values: list[object] | None = None) -> None:
+        self.values: list[object] = values or []
 
     def add(self, value: object) -> str:
         self.values.append(value)
         return f"${len(self.values)}"
 
 
-def _rate_part(p: _Params, tenant: str, quota: Quota, now: float) -> str:
+def source(values: str, gate: str | None) -> str:
+    """The row an upsert inserts: ``VALUES (…)``, or with ``gate`` (the name of a CTE in the same
+    statement) only when that CTE returned a row (the batch was inserted, not a duplicate)."""
+    return f"VALUES ({values})" if gate is None else f"SELECT {values} WHERE EXISTS (SELECT 1 FROM {gate})"
+
+
+def _rate_part(p: _Params, tenant: str, quota: Quota, now: float, gate: str | None) -> str:
     """A token from the bucket: a new bucket starts full (``burst`` >= 1, so the first token is always
     there); an existing one is refilled and debited only if a whole token is available."""
     name, burst, at = p.add(rules.bucket_name(tenant)), p.add(rules.bucket_burst(quota)), p.add(now)
@@ -136,13 +142,13 @@ def _rate_part(p: _Params, tenant: str, quota: Quota, now: float) -> str:
         f"+ GREATEST(0, {at}::float8 - buckets.updated) * {rate}::float8)"
     )
     return (
-        f"INSERT INTO buckets (name, tokens, updated) VALUES ({name}, {burst}::float8 - 1, {at}) "
+        f"INSERT INTO buckets (name, tokens, updated) {source(f'{name}, {burst}::float8 - 1, {at}', gate)} "
         f"ON CONFLICT (name) DO UPDATE SET tokens = {level} - 1, "
         f"updated = GREATEST(buckets.updated, {at}) WHERE {level} >= 1 RETURNING 1"
     )
 
 
-def _day_part(p: _Params, b: BatchCommit, quota: Quota, day: str) -> str:
+def _day_part(p: _Params, b: BatchCommit, quota: Quota, day: str, gate: str | None) -> str:
     """Batches, rows and bytes of the day (the row count decides)."""
     tenant, d, rows, nbytes = p.add(b.tenant), p.add(day), p.add(len(b.rows)), p.add(b.nbytes)
     cond = ""
@@ -152,39 +158,49 @@ def _day_part(p: _Params, b: BatchCommit, quota: Quota, day: str) -> str:
         cond += f" AND meter_day.bytes + {nbytes} <= {p.add(quota.bytes_per_day)}"
     return (
         "INSERT INTO meter_day (tenant, day, batches, rows, bytes) "
-        f"VALUES ({tenant}, {d}, 1, {rows}, {nbytes}) ON CONFLICT (tenant, day) DO UPDATE SET "
+        f"{source(f'{tenant}, {d}, 1, {rows}, {nbytes}', gate)} ON CONFLICT (tenant, day) DO UPDATE SET "
         f"batches = meter_day.batches + 1, rows = meter_day.rows + {rows}, "
         f"bytes = meter_day.bytes + {nbytes} WHERE TRUE{cond} RETURNING 1"
     )
 
 
-def _month_part(p: _Params, b: BatchCommit, quota: Quota, month: str) -> str:
+def _month_part(p: _Params, b: BatchCommit, quota: Quota, month: str, gate: str | None) -> str:
     limit, rows = quota.rows_per_month, p.add(len(b.rows))
     cond = "" if limit is None else f" WHERE meter_month.rows + {rows} <= {p.add(limit)}"
+    values = f"{p.add(b.tenant)}, {p.add(month)}, {rows}"
     return (
-        f"INSERT INTO meter_month (tenant, month, rows) VALUES ({p.add(b.tenant)}, {p.add(month)}, {rows}) "
+        f"INSERT INTO meter_month (tenant, month, rows) {source(values, gate)} "
         f"ON CONFLICT (tenant, month) DO UPDATE SET rows = meter_month.rows + {rows}{cond} RETURNING 1"
     )
+
+
+def meter_parts(
+    p: _Params, b: BatchCommit, quota: Quota, day: str, now: float, spend: gov.Spend | None, gate: str | None
+) -> tuple[list[str], str, str]:
+    """The updates that apply (``spend``, ``rate``, ``day``, ``month``; one left out has nothing to
+    charge, cannot pass at all, or does not apply), as CTEs in that order (the lock order of the
+    rows), and the select list of how many rows each updated."""
+    parts = []
+    if spend is not None:
+        parts.append(("spend", gov.spend_sql(b.tenant, spend, p.add, gate)))
+    if quota.batches_per_second:
+        parts.append(("rate", _rate_part(p, b.tenant, quota, now, gate)))
+    if rules.fits_day(quota, len(b.rows), b.nbytes):  # else not even an empty day could take it
+        parts.append(("day", _day_part(p, b, quota, day, gate)))
+    if quota.rows_per_month is None or len(b.rows) <= quota.rows_per_month:
+        parts.append(("month", _month_part(p, b, quota, rules.month_of(now), gate)))
+    ctes = ", ".join(f"{kind} AS ({sql})" for kind, sql in parts)
+    counts = ", ".join(f"(SELECT count(*) FROM {kind})" for kind, _ in parts)
+    return [kind for kind, _ in parts], ctes, counts
 
 
 def meter_statement(
     b: BatchCommit, quota: Quota, day: str, now: float, spend: gov.Spend | None = None
 ) -> tuple[list[str], str, list[object]]:
-    """The updates that apply (``spend``, ``rate``, ``day``, ``month``; one left out has nothing to
-    charge, cannot pass at all, or does not apply) and one statement running them, in that order
-    (the lock order of the rows), returning how many rows each updated."""
-    p, parts = _Params(), []
-    if spend is not None:
-        parts.append(("spend", gov.spend_sql(b.tenant, spend, p.add)))
-    if quota.batches_per_second:
-        parts.append(("rate", _rate_part(p, b.tenant, quota, now)))
-    if rules.fits_day(quota, len(b.rows), b.nbytes):  # else not even an empty day could take it
-        parts.append(("day", _day_part(p, b, quota, day)))
-    if quota.rows_per_month is None or len(b.rows) <= quota.rows_per_month:
-        parts.append(("month", _month_part(p, b, quota, rules.month_of(now))))
-    ctes = ", ".join(f"{kind} AS ({sql})" for kind, sql in parts)
-    counts = ", ".join(f"(SELECT count(*) FROM {kind})" for kind, _ in parts)
-    return [kind for kind, _ in parts], f"WITH {ctes} SELECT {counts}", p.values
+    """:func:`meter_parts` as one statement returning the counts."""
+    p = _Params()
+    kinds, ctes, counts = meter_parts(p, b, quota, day, now, spend, None)
+    return kinds, f"WITH {ctes} SELECT {counts}", p.values
 
 
 async def _meter(
@@ -199,7 +215,19 @@ async def _meter(
     reads that explain it (retry delay, which day quota) run only then."""
     kinds, sql, params = meter_statement(b, quota, day, now, spend)
     row = await db.fetchrow(sql, *params) if kinds else ()
-    counts = dict(zip(kinds, row, strict=True))
+    await _verdict(db, b, quota, day, now, spend, dict(zip(kinds, row, strict=True)))
+
+
+async def _verdict(
+    db: Connection,
+    b: BatchCommit,
+    quota: Quota,
+    day: str,
+    now: float,
+    spend: gov.Spend | None,
+    counts: Mapping[str, int],
+) -> None:
+    """Raise the refusal the meter counts say, if any (see :func:`_meter`)."""
     if spend is not None and counts["spend"] != len(spend.targets):
         raise Rollback(CommitRefused("privacy_cap"))
     done = {kind for kind, count in counts.items() if count}
