@@ -285,38 +285,63 @@ async def _chain(db: Connection, b: BatchCommit, day: str, near: tuple[str | Non
 
 
 _INSERT = (
-    f"WITH b AS (INSERT INTO batches ({BATCH_COLUMNS}) "
+    f"b AS (INSERT INTO batches ({BATCH_COLUMNS}) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
     "ON CONFLICT (tenant, agent, seq) DO NOTHING RETURNING id), "
     "r AS (INSERT INTO batch_rows (batch_id, ord, metric, stat, dims, value, mechanism, scale, level) "
     "SELECT b.id, u.* FROM b, unnest($19::int[], $20::text[], $21::text[], $22::text[], $23::float8[], "
-    "$24::text[], $25::float8[], $26::text[]) AS u) "
-    "SELECT (SELECT id FROM b)"
+    "$24::text[], $25::float8[], $26::text[]) AS u)"
 )
 
 
+class _Meters(msgspec.Struct, frozen=True):
+    """The meter and spend updates of a batch, to run in the statement that inserts it."""
+
+    quota: Quota
+    day: str
+    now: float
+    spend: gov.Spend | None
+
+
+class _Inserted(msgspec.Struct, frozen=True):
+    batch_id: int | None  # None: (tenant, agent, seq) was already stored, nothing else ran
+    near: tuple[str | None, str | None]  # the chain neighbours, when asked for
+    counts: dict[str, int] | None  # rows each meter update changed, when they ran with it
+
+
 async def _insert(
-    db: Connection, b: BatchCommit, now: float, *, near: bool
-) -> tuple[int | None, tuple[str | None, str | None]]:
-    """The batch and its rows in one statement: its id, None when (tenant, agent, seq) is already
-    stored. ``ON CONFLICT DO NOTHING`` waits for a concurrent insert of the same key and then either
-    inserts (the other rolled back) or does nothing (the other committed). With ``near``, the
-    same statement reads the chain neighbours (:func:`_near`) too."""
+    db: Connection, b: BatchCommit, now: float, *, near: bool, meters: _Meters | None
+) -> _Inserted:
+    """The batch and its rows in one statement. ``ON CONFLICT DO NOTHING`` waits for a concurrent
+    insert of the same key and then either inserts (the other rolled back) or does nothing (the
+    other committed). With ``near``, the same statement reads the chain neighbours (:func:`_near`);
+    with ``meters``, it runs them too, only if the batch was inserted (not on a duplicate)."""
     rows = b.rows
-    row = await db.fetchrow(
-        _INSERT + (f", {_NEAR}" if near else ""),
-        *batch_values(b, now),
-        list(range(len(rows))),
-        [r.metric for r in rows],
-        [r.stat for r in rows],
-        [_json.encode(r.dims).decode() for r in rows],
-        [float(r.value) for r in rows],
-        [r.noise.mechanism for r in rows],
-        [float(r.noise.scale) for r in rows],
-        [r.level for r in rows],
+    p = _Params(
+        [
+            *batch_values(b, now),
+            list(range(len(rows))),
+            [r.metric for r in rows],
+            [r.stat for r in rows],
+            [_json.encode(r.dims).decode() for r in rows],
+            [float(r.value) for r in rows],
+            [r.noise.mechanism for r in rows],
+            [float(r.noise.scale) for r in rows],
+            [r.level for r in rows],
+        ]
     )
+    kinds: list[str] = []
+    ctes, select = _INSERT, "(SELECT id FROM b)"
+    if near:
+        select += f", {_NEAR}"
+    if meters is not None:
+        kinds, more, counts = meter_parts(p, b, meters.quota, meters.day, meters.now, meters.spend, "b")
+        if kinds:
+            ctes, select = f"{ctes}, {more}", f"{select}, {counts}"
+    row = await db.fetchrow(f"WITH {ctes} SELECT {select}", *p.values)
     batch_id = None if row[0] is None else int(row[0])
-    return batch_id, ((row[1], row[2]) if near else (None, None))
+    counted = dict(zip(kinds, row[3:] if near else row[1:], strict=True)) if meters is not None else None
+    return _Inserted(batch_id, (row[1], row[2]) if near else (None, None), counted)
 
 
 async def commit(
@@ -328,21 +353,28 @@ async def commit(
     locked: set[tuple[str, str]],
 ) -> CommitOutcome:
     """One batch, in three round trips when it is accepted (batch and rows, privacy spend and meters,
-    chain), two when the transaction already holds its tenant's day row. ``states``:
+    chain), one when the transaction already holds its tenant's day row. ``states``:
     :func:`read_states` of the group, read earlier in the same transaction; ``locked``: the
     (tenant, day) meter rows batches accepted earlier in it locked (this one adds its own).
 
     The chain read must see the batch the tenant's previous writer committed, so it runs after
     this batch's meter update waited for that writer's lock. Once an earlier batch of the same
     transaction holds the row, no other writer of the tenant can commit until this transaction
-    does, so the read can go with the insert, before the meters, and see the same."""
+    does, so the read can go with the insert and see the same; the spend and meter updates then go
+    in that statement too (same rows, same order), run only if the batch was inserted."""
     day = rules.day_of(now)
     state = state_of(states.get(b.key_id), b, quota)
     if state.refused is not None:
         raise Rollback(state.refused)
     early = (b.tenant, day) in locked
-    batch_id, near = await _insert(db, b, now, near=early)
-    if batch_id is None:
+    # approved policy and privacy cap, decided after the dedupe, before rate and quotas
+    spend = gov.spend_of(b, state.policies, state.cap)
+    # the meters go with the insert when the tenant's day row is held already (the chain read is
+    # in it too) and the spend rows can be charged in one upsert
+    together = early and not isinstance(spend, CommitRefused) and (spend is None or gov.one_statement(spend))
+    meters = _Meters(quota, day, now, spend) if together and not isinstance(spend, CommitRefused) else None
+    inserted = await _insert(db, b, now, near=early, meters=meters)
+    if inserted.batch_id is None:
         digest = await db.fetchval(
             "SELECT digest FROM batches WHERE tenant = $1 AND agent = $2 AND seq = $3",
             b.tenant,
@@ -358,17 +390,17 @@ async def commit(
             day,
         )
         return Duplicate()
-    # approved policy and privacy cap, before rate and quotas (rows first: the tenant's hot rows
-    # are then locked for a shorter time)
-    spend = gov.spend_of(b, state.policies, state.cap)
     if isinstance(spend, CommitRefused):
         raise Rollback(spend)
-    if spend is not None and not gov.one_statement(spend):
-        refused = await gov.charge_each(db, b, spend)
-        if refused is not None:
-            raise Rollback(refused)
-        spend = None
-    await _meter(db, b, quota, day, now, spend)
-    accepted = await _chain(db, b, day, near if early else await _near(db, b))
+    if inserted.counts is not None:
+        await _verdict(db, b, quota, day, now, spend, inserted.counts)
+    else:  # rows first: the tenant's hot rows are then locked for a shorter time
+        if spend is not None and not gov.one_statement(spend):
+            refused = await gov.charge_each(db, b, spend)
+            if refused is not None:
+                raise Rollback(refused)
+            spend = None
+        await _meter(db, b, quota, day, now, spend)
+    accepted = await _chain(db, b, day, inserted.near if early else await _near(db, b))
     locked.add((b.tenant, day))
     return accepted
