@@ -127,19 +127,8 @@ def main(report: Report | None = None) -> None:
         started = time.perf_counter()
         proc = subprocess.Popen(
             # the declared range: the demo dataset's two days (the schedule never comes from the data)
-            [
-                *cli,
-                "run",
-                "--once",
-                "--input",
-                str(data),
-                "--from",
-                "2026-01-05T00:00:00Z",
-                "--to",
-                "2026-01-07T00:00:00Z",
-                "--config",
-                str(site / "agent.toml"),
-            ],
+            [*cli, "run", "--once", "--input", str(data), "--from", "2026-01-05T00:00:00Z",
+             "--to", "2026-01-07T00:00:00Z", "--config", str(site / "agent.toml")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
