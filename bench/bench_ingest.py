@@ -9,7 +9,9 @@ running :func:`collector.server.serve`, the code ``hush-collector serve`` runs. 
 of each and its ratio to the echo measured in the same run. PostgreSQL rows are skipped with a
 note when no server answers at 127.0.0.1:5432. No assertions.
 Run: ``python -m bench.bench_ingest [N]`` (N batches per configuration, default 1500;
-``HUSH_BENCH_ROUNDS`` rounds, default 2, the best kept).
+``HUSH_BENCH_ROUNDS`` rounds, default 2, the best kept). With ``HUSH_BENCH_PROFILE=DIR`` every
+server process writes its cProfile to DIR (``python -m pstats``), which is how the time per batch
+in docs/operations.md was split up.
 """
 
 from __future__ import annotations
@@ -370,6 +372,14 @@ async def _bench(n: int, rounds: int, report: _Report | None = None) -> None:
 def main(argv: Sequence[str] | None = None, report: _Report | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--serve"]:
+        profile = os.environ.get("HUSH_BENCH_PROFILE")  # a directory: each server writes its cProfile there
+        if profile:
+            import cProfile  # only when profiling
+
+            with cProfile.Profile() as prof:
+                asyncio.run(_serve(*args[1:4]))
+            prof.dump_stats(Path(profile) / f"{args[1]}-{os.getpid()}.prof")
+            return
         asyncio.run(_serve(*args[1:4]))
         return
     n = int(args[0]) if args and args[0].isdigit() else int(os.environ.get("HUSH_BENCH_N", "1500"))

@@ -19,10 +19,13 @@ from typing import Literal
 
 import msgspec
 
+from collector.errors import Unavailable
+from collector.ingest_cache import LookupCache, Lookups
 from collector.store import (
     UNATTRIBUTED,
     Accepted,
     BatchCommit,
+    CommitOutcome,
     CommitRefused,
     Conflicting,
     Duplicate,
@@ -30,6 +33,7 @@ from collector.store import (
     Refusal,
     Store,
 )
+from collector.store.records import Stale
 from collector.store.vocab import BatchReason
 from hushmetric import dsse
 from hushmetric.batch import Batch, decode_batch
@@ -39,6 +43,7 @@ from hushmetric.timefmt import parse_rfc3339
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
     "REASONS",
+    "RECHECKED",
     "IngestSettings",
     "Kind",
     "Observer",
@@ -124,6 +129,18 @@ class _Refuse(Exception):  # internal control flow, turned into Rejected below
     def __init__(self, reason: BatchReason, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.rejected = Rejected(reason, message, retry_after)
+        self.final = False  # decided inside the store's transaction: never checked again
+
+
+class _Stale(Exception):  # the store saw other limits than the cached ones: check again
+    pass
+
+
+#: Refusals that may rest on a cached record that changed (a quota raised, a retired key revoked):
+#: with a :class:`~collector.ingest_cache.LookupCache`, they are checked again on fresh records.
+RECHECKED: frozenset[BatchReason] = frozenset({"too_large", "too_old", "retired_key"})
+#: How many times a batch is checked again when the tenant's limits change under it.
+_STALE_ATTEMPTS = 3
 
 
 def _commit_record(batch: Batch, key: KeyRecord, payload: bytes) -> BatchCommit:
@@ -171,7 +188,7 @@ def _verifies(envelope: dsse.Envelope, sig: dsse.Signature, key: KeyRecord) -> b
     return True
 
 
-async def signers(store: Store, envelope: dsse.Envelope) -> tuple[bool, list[KeyRecord]]:
+async def signers(store: Lookups, envelope: dsse.Envelope) -> tuple[bool, list[KeyRecord]]:
     """(whether any signature names a registered key, the registered keys whose signature verifies).
 
     Every signature is checked, not only the first that verifies: a signature under a key id that is
@@ -202,8 +219,8 @@ def speaker(verified: list[KeyRecord]) -> KeyRecord | None:
     return min(verified, key=lambda k: _PREFERENCE[k.state])
 
 
-async def _decide(  # noqa: C901  # the ingest checks in the order DESIGN.md gives them
-    store: Store, envelope: dsse.Envelope, now: float, s: IngestSettings, ctx: _Context
+async def _decide(  # the ingest checks in the order DESIGN.md gives them
+    store: Store, lookups: Lookups, envelope: dsse.Envelope, now: float, s: IngestSettings, ctx: _Context
 ) -> Stored:
     if envelope.payload_type != dsse.BATCH_PAYLOAD_TYPE:
         raise _Refuse("payload_type", f"payloadType must be {dsse.BATCH_PAYLOAD_TYPE}")
@@ -212,7 +229,7 @@ async def _decide(  # noqa: C901  # the ingest checks in the order DESIGN.md giv
     # Who sent it is decided by verified signatures only; until then nothing is attributed to a
     # tenant (a refusal is counted under UNATTRIBUTED), and no tenant's limits apply. The payload's
     # size is bounded before this by the server's receive limit (the largest any tenant has).
-    known, verified = await signers(store, envelope)
+    known, verified = await signers(lookups, envelope)
     if not known:
         raise _Refuse("unknown_key", "signed by an unknown key")
     if not verified:
@@ -221,12 +238,12 @@ async def _decide(  # noqa: C901  # the ingest checks in the order DESIGN.md giv
     if key is None:
         raise _Refuse("signer_mismatch", "signatures by keys of different tenants or agents")
     ctx.tenant, ctx.agent, ctx.key_id = key.tenant, key.agent, key.key_id
-    tenant = await store.get_tenant(key.tenant)
+    tenant = await lookups.get_tenant(key.tenant)
     if tenant is None or tenant.state != "active":
         state = tenant.state if tenant is not None else "deleted"
         reason: BatchReason = "tenant_suspended" if state == "suspended" else "tenant_deleted"
         raise _Refuse(reason, f"tenant {key.tenant!r} is {state}")
-    quota = await store.get_quota(key.tenant)  # limits of the verified key's tenant, never another's
+    quota = await lookups.get_quota(key.tenant)  # limits of the verified key's tenant, never another's
     limit = quota.max_batch_bytes or s.default_max_batch_bytes
     if len(envelope.payload) > limit:
         raise _Refuse("too_large", f"payload of {len(envelope.payload)} bytes exceeds the limit of {limit}")
@@ -250,16 +267,52 @@ async def _decide(  # noqa: C901  # the ingest checks in the order DESIGN.md giv
         raise _Refuse("future_dated", "batch is dated in the future beyond the allowed clock skew")
     if quota.max_age_seconds is not None and created < now - quota.max_age_seconds:
         raise _Refuse("too_old", f"batch is older than the tenant's max age of {quota.max_age_seconds}s")
-    match await store.commit_batch(_commit_record(batch, key, envelope.payload), quota, now=now):
+    record = _commit_record(batch, key, envelope.payload)
+    return _stored(batch, await store.commit_batch(record, quota, now=now))
+
+
+def _stored(batch: Batch, outcome: CommitOutcome) -> Stored:
+    refused: _Refuse
+    match outcome:
         case Accepted(gap=gap, fork=fork):
             return Stored(batch.tenant, batch.agent, batch.seq, gap=gap, fork=fork)
         case Duplicate():
             return Stored(batch.tenant, batch.agent, batch.seq, duplicate=True)
+        case Stale():
+            raise _Stale
         case Conflicting():
-            raise _Refuse("conflict", f"seq {batch.seq} was already stored with different bytes")
+            refused = _Refuse("conflict", f"seq {batch.seq} was already stored with different bytes")
         case CommitRefused(reason=reason, retry_after=retry):
-            raise _Refuse(reason, reason.replace("_", " "), retry)
-    raise AssertionError("unreachable")  # pragma: no cover
+            refused = _Refuse(reason, reason.replace("_", " "), retry)
+    refused.final = True
+    raise refused
+
+
+async def _decide_exactly(
+    store: Store,
+    cache: LookupCache | None,
+    envelope: dsse.Envelope,
+    now: float,
+    s: IngestSettings,
+    ctx: _Context,
+) -> Stored:
+    """:func:`_decide` on cached records when there is a cache; what may rest on a stale record is
+    decided again on fresh ones (see :mod:`collector.ingest_cache`)."""
+    if cache is not None:
+        try:
+            return await _decide(store, cache, envelope, now, s, ctx)
+        except _Refuse as refusal:
+            if refusal.final or refusal.rejected.reason not in RECHECKED:
+                raise
+        except _Stale:
+            cache.forget(ctx.tenant)
+    for _ in range(_STALE_ATTEMPTS):
+        ctx.tenant, ctx.agent, ctx.seq, ctx.key_id = UNATTRIBUTED, None, None, None
+        try:
+            return await _decide(store, store, envelope, now, s, ctx)
+        except _Stale:
+            continue  # the limits changed again between the reads and the transaction
+    raise Unavailable("the tenant's limits changed during the check; retry")
 
 
 async def ingest(
@@ -270,15 +323,19 @@ async def ingest(
     settings: IngestSettings | None = None,
     observer: Observer | None = None,
     unattributed: Callable[[Refusal, float], None] | None = None,
+    cache: LookupCache | None = None,
 ) -> Outcome:
     """Decide on one envelope; store it or count and audit the refusal. Never raises for bad input.
 
     ``unattributed`` (the server's :class:`~collector.ingest_refusals.RefusalBuffer`), when given,
-    takes the refusals no verified key is behind instead of the store: junk costs no write each."""
+    takes the refusals no verified key is behind instead of the store: junk costs no write each.
+    ``cache`` (the server's), when given, answers the reads before the transaction; decisions stay
+    exactly those without it (:mod:`collector.ingest_cache`)."""
     ctx = _Context()
     started = time.perf_counter()
     try:
-        outcome: Outcome = await _decide(store, envelope, now, settings or IngestSettings(), ctx)
+        s = settings or IngestSettings()
+        outcome: Outcome = await _decide_exactly(store, cache, envelope, now, s, ctx)
     except _Refuse as refusal:
         outcome = refusal.rejected
         record = Refusal(ctx.tenant, outcome.reason, ctx.agent, ctx.seq, ctx.key_id)

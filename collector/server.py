@@ -27,6 +27,7 @@ from grpc_status import rpc_status
 from collector import certs, enroll
 from collector.errors import Conflict, NotFound, Unavailable
 from collector.ingest import IngestSettings, Kind, Observer, Rejected, ingest
+from collector.ingest_cache import LookupCache
 from collector.ingest_refusals import FailureLimiter, RefusalBuffer, peer_host
 from collector.store import UNATTRIBUTED, Refusal, Store
 from collector.store.vocab import EnrollReason
@@ -124,6 +125,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         # unattributed refusals wait in memory for serve()'s periodic flush (junk costs no write)
         self.refusals = refusals or RefusalBuffer()
         self._enroll_limiter = enroll_limiter or FailureLimiter()
+        # keys, active tenants and quotas for a few seconds: three reads less per batch, decisions
+        # unchanged (the ingest transaction re-decides what could have changed; see ingest_cache)
+        self._lookups = LookupCache(store)
 
     async def Submit(  # gRPC method names are CamelCase
         self, request: ingest_pb2.Envelope | None, context: grpc.aio.ServicerContext
@@ -146,6 +150,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 settings=self._settings,
                 observer=self._observer,
                 unattributed=self.refusals.add,
+                cache=self._lookups,
             )
         except Unavailable as exc:
             await _storage_unavailable(context, exc)

@@ -36,6 +36,7 @@ __all__ = [
     "Quota",
     "Refusal",
     "SpendDay",
+    "Stale",
     "StoredRow",
     "Tenant",
     "UsageDay",
@@ -181,7 +182,12 @@ class CommitRefused(msgspec.Struct, frozen=True, tag="refused"):
     retry_after: float | None = None
 
 
-CommitOutcome = Accepted | Duplicate | Conflicting | CommitRefused
+class Stale(msgspec.Struct, frozen=True, tag="stale"):
+    """The tenant's limits in the transaction are not the ones the batch was checked against (the
+    caller used a cached copy and the quota changed since): nothing stored; check it again."""
+
+
+CommitOutcome = Accepted | Duplicate | Conflicting | CommitRefused | Stale
 
 
 class Refusal(msgspec.Struct, frozen=True):

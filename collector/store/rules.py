@@ -23,7 +23,16 @@ import msgspec
 
 from collector.audit import Detail
 from collector.errors import Conflict, NotFound
-from collector.store.records import CommitRefused, KeyRecord, PolicyRecord, PrivacyCap, Quota, Refusal, Tenant
+from collector.store.records import (
+    CommitRefused,
+    KeyRecord,
+    PolicyRecord,
+    PrivacyCap,
+    Quota,
+    Refusal,
+    Stale,
+    Tenant,
+)
 from collector.store.vocab import BatchReason, KeyState, PolicyState, RefusalReason, TenantState
 from hushmetric.keys import key_id as compute_key_id
 from hushmetric.timefmt import format_rfc3339, parse_rfc3339
@@ -70,6 +79,7 @@ __all__ = [
     "spend_charge",
     "spend_targets",
     "state_refusal",
+    "still_valid",
     "tenant_change",
     "token_details",
     "token_row",
@@ -324,6 +334,22 @@ def state_refusal(states: tuple[str, str] | None) -> CommitRefused | None:
     if tenant_state != "active":
         return CommitRefused("tenant_deleted")
     return None
+
+
+def still_valid(
+    states: tuple[str, str] | None, retired_at: float | None, created: str, quota: Quota, current: Quota
+) -> CommitRefused | Stale | None:
+    """Everything the checks before the transaction decided, re-decided on what the transaction
+    read, so they may run on cached key, tenant and quota records and still decide exactly: the
+    kill switch (:func:`state_refusal`), the key's retirement (a key retired since it was cached
+    refuses batches created after that), and the tenant's limits (any change: :class:`Stale`, the
+    caller checks the batch again with fresh records)."""
+    refused = state_refusal(states)
+    if refused is not None:
+        return refused
+    if retired_at is not None and parse_rfc3339(created) > retired_at:
+        return CommitRefused("retired_key")
+    return Stale() if quota != current else None
 
 
 class ChainFindings(msgspec.Struct, frozen=True):

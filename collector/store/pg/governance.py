@@ -12,21 +12,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import msgspec
 
 from collector.store import rules
 from collector.store.records import BatchCommit, CommitRefused, PolicyRecord, PrivacyCap, SpendDay
+from collector.store.vocab import PolicyState
 from hushmetric.timefmt import parse_rfc3339
 
 __all__ = [
+    "Spend",
+    "charge_each",
     "get_cap",
     "get_policy",
-    "govern",
     "list_policies",
+    "one_statement",
     "policy_batches",
     "put_cap",
     "put_policy",
     "spend",
+    "spend_of",
+    "spend_sql",
 ]
 
 Connection = Any  # asyncpg ships no type information
@@ -45,34 +53,77 @@ async def get_cap(db: Connection, tenant: str, *, lock: bool = False) -> Privacy
     return PrivacyCap(tenant, float(row[0]), row[1]) if row is not None else None
 
 
-async def govern(db: Connection, b: BatchCommit) -> CommitRefused | None:
-    """The refusal of a batch under an unapproved policy, or of one whose ρ does not fit the cap;
-    else None, the batch's ρ charged (the caller rolls back on a refusal)."""
-    rows = await db.fetch("SELECT digest, state FROM policies WHERE tenant = $1 FOR SHARE", b.tenant)
-    refused = rules.policy_refusal({str(r[0]): r[1] for r in rows}, b.policy)
+class Spend(msgspec.Struct, frozen=True):
+    """What a batch charges to ``privacy_spend``: ``units`` to each target row (agent, limit)."""
+
+    day: str
+    units: int
+    targets: list[tuple[str, int | None]]
+
+
+def spend_of(
+    b: BatchCommit, policies: Mapping[str, PolicyState], cap: PrivacyCap | None
+) -> Spend | CommitRefused | None:
+    """The refusal of a batch under an unapproved policy, or of one whose ρ cannot fit the cap even
+    on a new day; else what it charges (None: nothing to count). ``policies`` and ``cap`` were read
+    ``FOR SHARE`` earlier in the same transaction (:mod:`collector.store.pg.ingest`)."""
+    refused = rules.policy_refusal(policies, b.policy)
     if refused is not None:
         return refused
-    cap = await get_cap(db, b.tenant, lock=True)
     units = rules.spend_charge(b.rho, b.epsilon, b.delta, capped=cap is not None)
     if not isinstance(units, int):
         return units  # a refusal, or None: nothing to count
+    targets = rules.spend_targets(b.agent, cap)
+    if any(limit is not None and units > limit for _, limit in targets):
+        return CommitRefused("privacy_cap")  # a new row starts at the units: no condition applies
+    return Spend(rules.window_day(b.window_start), units, targets)
+
+
+def one_statement(spend: Spend) -> bool:
+    """Whether both rows can be charged by one upsert (not when they are the same row: agent '')."""
+    return len({agent for agent, _ in spend.targets}) == len(spend.targets)
+
+
+def spend_sql(tenant: str, spend: Spend, add: Callable[[object], str], gate: str | None = None) -> str:
+    """Both ``privacy_spend`` rows charged by one multi-row upsert (``add`` makes a placeholder),
+    returning a row per row charged: rows are inserted or locked in the order given (the agent's,
+    then the tenant's), so concurrent batches take them in one order; each update re-checks its
+    condition on the newest committed row (capped: the condition decides; uncapped: the sum
+    saturates, it never overflows)."""
+    t, d, u, most = add(tenant), add(spend.day), add(spend.units), add(rules.MAX_SPEND_UNITS)
+    rows = [(add(agent), add(limit)) for agent, limit in spend.targets]
+    values = ", ".join(f"({t}::text, {agent}::text, {d}::text, {u}::bigint)" for agent, _ in rows)
+    if gate is not None:  # only when the CTE ``gate`` of the same statement returned a row
+        values = f"SELECT * FROM (VALUES {values}) v WHERE EXISTS (SELECT 1 FROM {gate})"
+    else:
+        values = f"VALUES {values}"
+    limit_of = "CASE privacy_spend.agent {} ELSE NULL END".format(
+        " ".join(f"WHEN {agent} THEN {limit}::bigint" for agent, limit in rows)
+    )
+    return (
+        f"INSERT INTO privacy_spend (tenant, agent, day, units) {values} "
+        f"ON CONFLICT (tenant, agent, day) DO UPDATE SET units = LEAST(privacy_spend.units + {u}, {most}) "
+        f"WHERE ({limit_of}) IS NULL OR privacy_spend.units + {u} <= ({limit_of}) RETURNING 1"
+    )
+
+
+async def charge_each(db: Connection, b: BatchCommit, spend: Spend) -> CommitRefused | None:
+    """The rows one at a time (when :func:`one_statement` is False)."""
+    return await _charge_each(db, b, spend.units, spend.targets)
+
+
+async def _charge_each(
+    db: Connection, b: BatchCommit, units: int, targets: list[tuple[str, int | None]]
+) -> CommitRefused | None:
     day = rules.window_day(b.window_start)
-    for agent, limit in rules.spend_targets(b.agent, cap):
-        await db.execute(
-            "INSERT INTO privacy_spend (tenant, agent, day) VALUES ($1, $2, $3) "
-            "ON CONFLICT (tenant, agent, day) DO NOTHING",
-            b.tenant,
-            agent,
-            day,
-        )
-        # capped: the condition decides; uncapped: the sum saturates (it never overflows)
+    for agent, limit in targets:
         sql = (
-            "UPDATE privacy_spend SET units = LEAST(units + $1, $2) "
-            "WHERE tenant = $3 AND agent = $4 AND day = $5"
+            "INSERT INTO privacy_spend (tenant, agent, day, units) VALUES ($3, $4, $5, $1) "
+            "ON CONFLICT (tenant, agent, day) DO UPDATE SET units = LEAST(privacy_spend.units + $1, $2)"
         )
         args: list[object] = [units, rules.MAX_SPEND_UNITS, b.tenant, agent, day]
         if limit is not None:
-            sql += " AND units + $1 <= $6"
+            sql += " WHERE privacy_spend.units + $1 <= $6"
             args.append(limit)
         if await db.fetchval(sql + " RETURNING 1", *args) is None:
             return CommitRefused("privacy_cap")

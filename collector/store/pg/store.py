@@ -39,7 +39,7 @@ from collector.store.pg import cursors as pg_cursors
 from collector.store.pg import governance as gov
 from collector.store.pg import reads as pg_reads
 from collector.store.pg import tokens as api
-from collector.store.pg.ingest import Rollback, affected, commit
+from collector.store.pg.ingest import Rollback, affected, commit, read_states
 from collector.store.pg.schema import current_version, pg_migrations
 from collector.store.pg.url import (
     PgOptions,
@@ -99,10 +99,30 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,  # protocol state after the server killed an idle connection
 )
 _RETRY_TX = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+#: Groups run with a savepoint per batch after one that needed them (see ``_commit_group``).
+_CAREFUL_GROUPS = 8
+
+
+class _Redo(Exception):  # a group without savepoints had a refusal or a failure: run it with them
+    pass
+
+
+class _Alone(Exception):  # a group of one batch was refused: its transaction is rolled back
+    def __init__(self, outcome: CommitOutcome) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
 
 
 def _tenant_lane(item: tuple[BatchCommit, Quota, float]) -> int:
     return zlib.crc32(item[0].tenant.encode())  # stable, unlike hash(): the same lane on every run
+
+
+async def _keep_session(conn: Connection) -> None:
+    """What the pool runs when a connection comes back: nothing beyond asyncpg's own clean-up (an
+    open transaction rolled back, listeners dropped). The default also sends ``RESET ALL``,
+    ``CLOSE ALL``, ``UNLISTEN *`` and ``pg_advisory_unlock_all()``: one more round trip per
+    acquire, for session state this store never creates (its settings come with the connection,
+    its advisory locks are transaction-scoped, it declares no cursors and listens to nothing)."""
 
 
 def _unavailable(what: str, exc: BaseException) -> Unavailable:
@@ -199,6 +219,7 @@ class PgStore:
         self._group: GroupCommit[tuple[BatchCommit, Quota, float], CommitOutcome] = GroupCommit(
             self._commit_group, lanes=max(1, pool_max * 3 // 4), lane=_tenant_lane
         )
+        self._careful = 0  # groups still to run with a savepoint per batch from the start
 
     # -- lifetime ------------------------------------------------------------------------------
     @classmethod
@@ -226,6 +247,7 @@ class PgStore:
                 max_size=options.max_size,
                 timeout=connect_timeout,
                 server_settings=settings,
+                reset=_keep_session,
             )
             try:  # also with min_size 0: an unreachable server fails here, with a clear message
                 await pool.execute("SELECT 1", timeout=connect_timeout)
@@ -636,39 +658,66 @@ class PgStore:
     async def _commit_group(
         self, group: list[tuple[BatchCommit, Quota, float]]
     ) -> list[CommitOutcome | BaseException]:
-        """One transaction (retried whole on a deadlock), each batch behind a savepoint, so a
-        refusal or an error rolls back that batch only; returns after COMMIT, the group's one WAL
-        flush. Decided in (tenant, agent, seq) order, so replicas take tenants' rows in one order."""
-        if len(group) == 1:  # alone: the transaction is its savepoint (no extra round trips)
-            batch, quota, now = group[0]
-            try:
-                return [await self._write(lambda db: commit(db, batch, quota, now))]
-            except Rollback as stop:
-                return [stop.outcome]
+        """One transaction (retried whole on a deadlock) that returns after COMMIT, the group's one
+        WAL flush. Decided in (tenant, agent, seq) order, so replicas take tenants' rows in one order.
+
+        A refusal or an error must roll back its batch only, which takes a savepoint per batch: one
+        round trip each, a fifth of a batch's. So a group first runs without them; if any batch in
+        it is refused or fails, that transaction is rolled back whole (nothing of it was stored or
+        acknowledged) and the group runs again with a savepoint per batch, deciding every batch
+        afresh in the same order — the same decisions a run with savepoints would have made from
+        the start. After such a group the next few run with savepoints at once (a tenant over its
+        quota refuses batch after batch)."""
         order = group_order([(b.tenant, b.agent, b.seq) for b, _, _ in group])
+        if len(group) == 1 or self._careful == 0:
+            try:
+                return await self._write(lambda db: self._decide(db, group, order, savepoints=False))
+            except _Alone as alone:  # alone, the transaction is the batch's savepoint
+                return [alone.outcome]
+            except _Redo:
+                self._careful = _CAREFUL_GROUPS
+        self._careful = max(0, self._careful - 1)
+        return await self._write(lambda db: self._decide(db, group, order, savepoints=True))
 
-        async def work(db: Connection) -> list[CommitOutcome | BaseException]:
-            results: list[CommitOutcome | BaseException] = [RuntimeError("not decided")] * len(group)
+    @staticmethod
+    async def _decide(
+        db: Connection, group: list[tuple[BatchCommit, Quota, float]], order: list[int], *, savepoints: bool
+    ) -> list[CommitOutcome | BaseException]:
+        """Every batch of ``group`` in one transaction. Without ``savepoints`` a refusal or a
+        failure raises :class:`_Redo` (the caller rolls back and runs the group with them); alone
+        (one batch, no savepoints), a refusal is its result and the transaction is rolled back."""
+        results: list[CommitOutcome | BaseException] = [RuntimeError("not decided")] * len(group)
+        states = await read_states(db, (b.key_id for b, _, _ in group))
+        locked: set[tuple[str, str]] = set()  # (tenant, day) meter rows this transaction holds
+        if savepoints:
             await db.execute("SAVEPOINT batch")
-            for n, i in enumerate(order):
-                batch, quota, now = group[i]
-                try:
-                    results[i] = await commit(db, batch, quota, now)
-                except Rollback as stop:
-                    results[i] = stop.outcome
-                    await db.execute("ROLLBACK TO SAVEPOINT batch")  # the savepoint stays for the next
-                    continue
-                except (*_RETRY_TX, asyncpg.exceptions.QueryCanceledError, *_UNAVAILABLE):
-                    raise  # the whole group: retried, or Unavailable for every batch in it
-                except asyncpg.PostgresError as exc:  # this batch only
-                    results[i] = exc
-                    await db.execute("ROLLBACK TO SAVEPOINT batch")
-                    continue
-                if n < len(order) - 1:  # keep this batch, mark the next one's start: one round trip
-                    await db.execute("RELEASE SAVEPOINT batch; SAVEPOINT batch")
-            return results
-
-        return await self._write(work)
+        for n, i in enumerate(order):
+            batch, quota, now = group[i]
+            try:
+                results[i] = await commit(db, batch, quota, now, states, locked)
+            except Rollback as stop:
+                if not savepoints:
+                    if len(group) == 1:
+                        raise _Alone(stop.outcome) from None
+                    raise _Redo from None
+                results[i] = stop.outcome
+                await db.execute("ROLLBACK TO SAVEPOINT batch")  # the savepoint stays for the next
+                continue
+            except (*_RETRY_TX, asyncpg.exceptions.QueryCanceledError, *_UNAVAILABLE):
+                raise  # the whole group: retried, or Unavailable for every batch in it
+            except asyncpg.PostgresError as exc:  # this batch only
+                if not savepoints:
+                    if len(group) == 1:
+                        raise
+                    raise _Redo from exc
+                results[i] = exc
+                await db.execute("ROLLBACK TO SAVEPOINT batch")
+                continue
+            if (
+                savepoints and n < len(order) - 1
+            ):  # keep this batch, mark the next one's start: one round trip
+                await db.execute("RELEASE SAVEPOINT batch; SAVEPOINT batch")
+        return results
 
     async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
         day, minute = rules.day_of(now), rules.minute_of(now)

@@ -8,6 +8,7 @@ conditional ``UPDATE`` in integer units, so a cap is met exactly, never exceeded
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import aiosqlite
@@ -41,30 +42,32 @@ async def get_cap(db: aiosqlite.Connection, tenant: str) -> PrivacyCap | None:
     return PrivacyCap(tenant, float(rows[0][0]), rows[0][1]) if rows else None
 
 
-async def govern(db: aiosqlite.Connection, b: BatchCommit) -> CommitRefused | None:
+def govern(db: sqlite3.Connection, b: BatchCommit) -> CommitRefused | None:
     """The refusal of a batch under an unapproved policy, or of one whose ρ does not fit the cap;
-    else None, the batch's ρ charged (the caller rolls back on a refusal)."""
+    else None, the batch's ρ charged (the caller rolls back on a refusal). Synchronous: it runs on
+    aiosqlite's thread with the rest of the ingest group (:mod:`collector.store.sqlite.ingest`)."""
     policies = {
         str(r[0]): r[1]
-        for r in await db.execute_fetchall("SELECT digest, state FROM policies WHERE tenant = ?", (b.tenant,))
+        for r in db.execute("SELECT digest, state FROM policies WHERE tenant = ?", (b.tenant,)).fetchall()
     }
     refused = rules.policy_refusal(policies, b.policy)
     if refused is not None:
         return refused
-    cap = await get_cap(db, b.tenant)
+    rows = db.execute("SELECT rho_per_day, per FROM privacy_caps WHERE tenant = ?", (b.tenant,)).fetchall()
+    cap = PrivacyCap(b.tenant, float(rows[0][0]), rows[0][1]) if rows else None
     units = rules.spend_charge(b.rho, b.epsilon, b.delta, capped=cap is not None)
     if not isinstance(units, int):
         return units  # a refusal, or None: nothing to count
     day = rules.window_day(b.window_start)
     for agent, limit in rules.spend_targets(b.agent, cap):
-        await db.execute(
+        db.execute(
             "INSERT INTO privacy_spend (tenant, agent, day) VALUES (?, ?, ?) "
             "ON CONFLICT (tenant, agent, day) DO NOTHING",
             (b.tenant, agent, day),
         )
         # capped: the condition decides; uncapped: the sum saturates (it never overflows)
         cond, params = ("", ()) if limit is None else (" AND units + ? <= ?", (units, limit))
-        cur = await db.execute(
+        cur = db.execute(
             "UPDATE privacy_spend SET units = MIN(units + ?, ?) "
             f"WHERE tenant = ? AND agent = ? AND day = ?{cond}",
             (units, rules.MAX_SPEND_UNITS, b.tenant, agent, day, *params),

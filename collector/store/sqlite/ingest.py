@@ -7,10 +7,12 @@ same statements stay race-free on a server database with several writers.
 
 from __future__ import annotations
 
-import aiosqlite
+import sqlite3
+
 import msgspec
 
 from collector.store import rules
+from collector.store.group import group_order
 from collector.store.records import (
     Accepted,
     BatchCommit,
@@ -19,11 +21,12 @@ from collector.store.records import (
     Conflicting,
     Duplicate,
     Quota,
+    Stale,
 )
-from collector.store.schema import BATCH_COLUMNS, batch_values
+from collector.store.schema import BATCH_COLUMNS, QUOTA_FIELDS, batch_values
 from collector.store.sqlite.governance import govern
 
-__all__ = ["Rollback", "commit"]
+__all__ = ["Rollback", "commit", "commit_group"]
 
 _json = msgspec.json.Encoder()
 
@@ -34,48 +37,58 @@ class Rollback(Exception):  # control flow inside the store, never escapes it
         self.outcome = outcome
 
 
-async def _one(db: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> tuple[object, ...] | None:
-    rows = list(await db.execute_fetchall(sql, params))
+def _one(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> tuple[object, ...] | None:
+    rows = db.execute(sql, params).fetchall()
     return tuple(rows[0]) if rows else None
 
 
-async def _recheck(db: aiosqlite.Connection, b: BatchCommit) -> None:
-    """Key and tenant state may have changed since the checks: a kill switch takes effect at once."""
-    row = await _one(
-        db,
-        "SELECT k.state, t.state FROM keys k JOIN tenants t ON t.name = k.tenant WHERE k.key_id = ?",
-        (b.key_id,),
-    )
-    refused = rules.state_refusal(None if row is None else (str(row[0]), str(row[1])))
+_QUOTA = ", ".join(f"q.{f}" for f in QUOTA_FIELDS)
+_STATE = (
+    f"SELECT k.state, t.state, k.retired_at, q.tenant IS NOT NULL, {_QUOTA} "
+    "FROM keys k JOIN tenants t ON t.name = k.tenant LEFT JOIN quotas q ON q.tenant = t.name "
+    "WHERE k.key_id = ?"
+)
+
+
+def _recheck(db: sqlite3.Connection, b: BatchCommit, quota: Quota) -> None:
+    """Key and tenant state may have changed since the checks: a kill switch takes effect at once;
+    the key's retirement and the tenant's limits are re-decided (:func:`rules.still_valid`)."""
+    row = _one(db, _STATE, (b.key_id,))
+    if row is None:
+        refused: CommitRefused | Stale | None = rules.state_refusal(None)
+    else:
+        current = Quota(b.tenant, *row[4:]) if row[3] else Quota(b.tenant)  # type: ignore[arg-type]  # quota columns
+        retired_at = None if row[2] is None else float(row[2])  # type: ignore[arg-type]  # REAL column
+        refused = rules.still_valid((str(row[0]), str(row[1])), retired_at, b.created, quota, current)
     if refused is not None:
         raise Rollback(refused)
 
 
-async def _take_token(db: aiosqlite.Connection, tenant: str, quota: Quota, now: float) -> None:
+def _take_token(db: sqlite3.Connection, tenant: str, quota: Quota, now: float) -> None:
     rate = quota.batches_per_second
     if not rate:
         return
     burst, name = rules.bucket_burst(quota), rules.bucket_name(tenant)
-    await db.execute(
+    db.execute(
         "INSERT INTO buckets (name, tokens, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
         (name, burst, now),
     )
     level = "MIN(?, tokens + MAX(0, ? - updated) * ?)"
-    cur = await db.execute(
+    cur = db.execute(
         f"UPDATE buckets SET tokens = {level} - 1, updated = MAX(updated, ?) WHERE name = ? AND {level} >= 1",
         (burst, now, rate, now, name, burst, now, rate),
     )
     if cur.rowcount == 1:
         return
-    row = await _one(db, "SELECT tokens, updated FROM buckets WHERE name = ?", (name,))
+    row = _one(db, "SELECT tokens, updated FROM buckets WHERE name = ?", (name,))
     tokens = float(row[0]) if row else 0.0  # type: ignore[arg-type]  # REAL column
     updated = float(row[1]) if row else now  # type: ignore[arg-type]  # REAL column
     raise Rollback(CommitRefused("rate_limited", rules.rate_retry_after(quota, tokens, updated, now)))
 
 
-async def _consume_day(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
+def _consume_day(db: sqlite3.Connection, b: BatchCommit, quota: Quota, day: str, now: float) -> None:
     n = len(b.rows)
-    await db.execute(
+    db.execute(
         "INSERT INTO meter_day (tenant, day) VALUES (?, ?) ON CONFLICT (tenant, day) DO NOTHING",
         (b.tenant, day),
     )
@@ -86,29 +99,29 @@ async def _consume_day(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, d
     if quota.bytes_per_day is not None:
         cond += " AND bytes + ? <= ?"
         params += [b.nbytes, quota.bytes_per_day]
-    cur = await db.execute(
+    cur = db.execute(
         f"UPDATE meter_day SET batches = batches + 1, rows = rows + ?, bytes = bytes + ? "
         f"WHERE tenant = ? AND day = ?{cond}",
         (n, b.nbytes, b.tenant, day, *params),
     )
     if cur.rowcount == 1:
         return
-    row = await _one(db, "SELECT rows FROM meter_day WHERE tenant = ? AND day = ?", (b.tenant, day))
+    row = _one(db, "SELECT rows FROM meter_day WHERE tenant = ? AND day = ?", (b.tenant, day))
     used_rows = int(row[0]) if row else 0  # type: ignore[call-overload]  # INTEGER column
     reason = rules.day_quota_reason(quota, used_rows, n)
     raise Rollback(CommitRefused(reason, rules.seconds_to_next_day(now)))
 
 
-async def _consume_month(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: float) -> None:
+def _consume_month(db: sqlite3.Connection, b: BatchCommit, quota: Quota, now: float) -> None:
     month, n = rules.month_of(now), len(b.rows)
-    await db.execute(
+    db.execute(
         "INSERT INTO meter_month (tenant, month) VALUES (?, ?) ON CONFLICT (tenant, month) DO NOTHING",
         (b.tenant, month),
     )
     cond, params = "", []
     if quota.rows_per_month is not None:
         cond, params = " AND rows + ? <= ?", [n, quota.rows_per_month]
-    cur = await db.execute(
+    cur = db.execute(
         f"UPDATE meter_month SET rows = rows + ? WHERE tenant = ? AND month = ?{cond}",
         (n, b.tenant, month, *params),
     )
@@ -116,19 +129,17 @@ async def _consume_month(db: aiosqlite.Connection, b: BatchCommit, quota: Quota,
         raise Rollback(CommitRefused("quota_rows_month", rules.seconds_to_next_month(now)))
 
 
-async def _chain(db: aiosqlite.Connection, b: BatchCommit, day: str) -> Accepted:
+def _chain(db: sqlite3.Connection, b: BatchCommit, day: str) -> Accepted:
     """Record (never refuse) a gap before this batch, a fork at it, and what it resolves after it."""
     event = (
         "INSERT INTO chain_events (tenant, agent, seq, kind, day) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (tenant, agent, seq, kind) DO NOTHING"
     )
     key = (b.tenant, b.agent)
-    before = await _one(
+    before = _one(
         db, "SELECT digest FROM batches WHERE tenant = ? AND agent = ? AND seq = ?", (*key, b.seq - 1)
     )
-    after = await _one(
-        db, "SELECT prev FROM batches WHERE tenant = ? AND agent = ? AND seq = ?", (*key, b.seq + 1)
-    )
+    after = _one(db, "SELECT prev FROM batches WHERE tenant = ? AND agent = ? AND seq = ?", (*key, b.seq + 1))
     found = rules.chain_findings(
         b.seq,
         b.prev,
@@ -137,51 +148,51 @@ async def _chain(db: aiosqlite.Connection, b: BatchCommit, day: str) -> Accepted
         None if after is None else str(after[0]),
     )
     if found.gap:
-        await db.execute(event, (*key, b.seq, "gap", day))
+        db.execute(event, (*key, b.seq, "gap", day))
     if found.fork:
-        await db.execute(event, (*key, b.seq, "fork", day))
+        db.execute(event, (*key, b.seq, "fork", day))
     if found.resolves_next_gap:
-        await db.execute(
+        db.execute(
             "UPDATE chain_events SET resolved = 1 "
             "WHERE tenant = ? AND agent = ? AND seq = ? AND kind = 'gap'",
             (*key, b.seq + 1),
         )
     if found.next_forks:
-        await db.execute(event, (*key, b.seq + 1, "fork", day))
+        db.execute(event, (*key, b.seq + 1, "fork", day))
     return Accepted(gap=found.gap, fork=found.fork)
 
 
-async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
+def commit(db: sqlite3.Connection, b: BatchCommit, quota: Quota, now: float) -> CommitOutcome:
     day = rules.day_of(now)
-    await _recheck(db, b)
-    cur = await db.execute(
+    _recheck(db, b, quota)
+    cur = db.execute(
         f"INSERT INTO batches ({BATCH_COLUMNS}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (tenant, agent, seq) DO NOTHING",
         batch_values(b, now),
     )
     if cur.rowcount != 1:
-        row = await _one(
+        row = _one(
             db,
             "SELECT digest FROM batches WHERE tenant = ? AND agent = ? AND seq = ?",
             (b.tenant, b.agent, b.seq),
         )
         if row is None or row[0] != b.digest:
             raise Rollback(Conflicting())
-        await db.execute(
+        db.execute(
             "INSERT INTO meter_day (tenant, day, duplicates) VALUES (?, ?, 1) "
             "ON CONFLICT (tenant, day) DO UPDATE SET duplicates = meter_day.duplicates + 1",
             (b.tenant, day),
         )
         return Duplicate()
     batch_id = cur.lastrowid
-    refused = await govern(db, b)  # approved policy and privacy cap, before rate and quotas
+    refused = govern(db, b)  # approved policy and privacy cap, before rate and quotas
     if refused is not None:
         raise Rollback(refused)
-    await _take_token(db, b.tenant, quota, now)
-    await _consume_day(db, b, quota, day, now)
-    await _consume_month(db, b, quota, now)
-    await db.executemany(
+    _take_token(db, b.tenant, quota, now)
+    _consume_day(db, b, quota, day, now)
+    _consume_month(db, b, quota, now)
+    db.executemany(
         "INSERT INTO batch_rows (batch_id, metric, stat, dims, value, mechanism, scale, level) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -198,4 +209,35 @@ async def commit(db: aiosqlite.Connection, b: BatchCommit, quota: Quota, now: fl
             for r in b.rows
         ],
     )
-    return await _chain(db, b, day)
+    return _chain(db, b, day)
+
+
+def commit_group(
+    db: sqlite3.Connection, group: list[tuple[BatchCommit, Quota, float]]
+) -> list[CommitOutcome | BaseException]:
+    """A whole group in one call, made on aiosqlite's thread: ``BEGIN IMMEDIATE``, each batch in its
+    own savepoint (a refusal or an error rolls back that batch only), ``COMMIT`` (the group's one
+    durable flush). One trip to the thread and back per group instead of one per statement (about
+    twenty per batch), which was half the collector's CPU per batch. The first statement failing
+    (the database busy) or the commit failing raises: no batch of the group is stored."""
+    results: list[CommitOutcome | BaseException] = [RuntimeError("not decided")] * len(group)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for i in group_order([(b.tenant, b.agent, b.seq) for b, _, _ in group]):
+            batch, quota, now = group[i]
+            db.execute("SAVEPOINT batch")
+            try:
+                results[i] = commit(db, batch, quota, now)
+            except Rollback as stop:
+                results[i] = stop.outcome
+                db.execute("ROLLBACK TO batch")
+            except sqlite3.Error as exc:  # this batch's statements only; the group goes on
+                results[i] = exc
+                db.execute("ROLLBACK TO batch")
+            db.execute("RELEASE batch")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return results

@@ -25,7 +25,7 @@ import nacl.signing
 from collector import audit, certs
 from collector.errors import NotFound, Unavailable
 from collector.store import rules
-from collector.store.group import GroupCommit, group_order
+from collector.store.group import GroupCommit
 from collector.store.records import (
     AgentActivity,
     AgentCertificate,
@@ -51,7 +51,7 @@ from collector.store.sqlite import cursors as sqlite_cursors
 from collector.store.sqlite import governance as gov
 from collector.store.sqlite import reads as sqlite_reads
 from collector.store.sqlite import tokens as api
-from collector.store.sqlite.ingest import Rollback, commit
+from collector.store.sqlite.ingest import commit_group
 from collector.store.tokens import token_creation, token_revocation
 from collector.store.vocab import KeyState, TenantState
 from hushmetric.keys import key_id as compute_key_id
@@ -392,23 +392,16 @@ class SqliteStore:
     async def _commit_group(
         self, group: list[tuple[BatchCommit, Quota, float]]
     ) -> list[CommitOutcome | BaseException]:
-        """One transaction for the group; each batch in a savepoint, so a refusal or an error
-        rolls back that batch only. Returns after COMMIT (the group's one durable flush)."""
-        results: list[CommitOutcome | BaseException] = [RuntimeError("not decided")] * len(group)
-        async with self._tx() as db:
-            for i in group_order([(b.tenant, b.agent, b.seq) for b, _, _ in group]):
-                batch, quota, now = group[i]
-                await db.execute("SAVEPOINT batch")
-                try:
-                    results[i] = await commit(db, batch, quota, now)
-                except Rollback as stop:
-                    results[i] = stop.outcome
-                    await db.execute("ROLLBACK TO batch")
-                except sqlite3.Error as exc:  # this batch's statements only; the group goes on
-                    results[i] = exc
-                    await db.execute("ROLLBACK TO batch")
-                await db.execute("RELEASE batch")
-        return results
+        """One transaction for the group, all of it in one trip to aiosqlite's thread
+        (:func:`~collector.store.sqlite.ingest.commit_group`); returns after COMMIT. The lock keeps
+        every other use of the connection out until then (aiosqlite runs calls in order, so even a
+        caller cancelled meanwhile cannot get between the group's statements)."""
+        async with self._lock:
+            try:
+                # aiosqlite has no public "run this callable on the connection's thread" (0.22)
+                return await self._db._execute(commit_group, self._db._conn, group)  # type: ignore[no-untyped-call,no-any-return]
+            except sqlite3.OperationalError as exc:
+                raise Unavailable(f"database is busy: {exc}") from exc
 
     @_whole
     async def record_refusal(self, refusal: Refusal, *, now: float, count: int = 1) -> None:
