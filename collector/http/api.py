@@ -74,8 +74,11 @@ def _bound(text: str | None, name: str) -> str | None:
     if _DAY.match(text):
         text = f"{text}T00:00:00Z"
     try:
-        parse_rfc3339(text)
-    except ValueError as exc:
+        # the day reads name the UTC day of the bound (and of the instant before it): a time whose
+        # UTC day falls outside years 1-9999 cannot be named, and is a 400, not a 500
+        day_of(parse_rfc3339(text) - 1e-3)
+        day_of(parse_rfc3339(text))
+    except (ValueError, OverflowError, OSError) as exc:
         raise BadRequest(f"{name}: expected YYYY-MM-DD or an RFC 3339 timestamp") from exc
     return text
 
@@ -212,7 +215,8 @@ async def audit_of(store: Store, tenant: str | None, limit: int) -> list[AuditEn
 
 def _limit(query: Any) -> int:
     text = query.get("limit", str(AUDIT_LIMIT))
-    if not text.isdigit() or not 1 <= int(text) <= _MAX_AUDIT:
+    # isdigit() alone takes "²", which int() refuses: ASCII digits only, few of them
+    if not (text.isascii() and text.isdigit() and len(text) <= 4) or not 1 <= int(text) <= _MAX_AUDIT:
         raise BadRequest(f"limit: a whole number from 1 to {_MAX_AUDIT}")
     return int(text)
 

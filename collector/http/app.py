@@ -148,8 +148,15 @@ class _Site:
 
     @staticmethod
     def same_origin(request: web.Request) -> None:
+        """Refuse a POST another site's page sent (login CSRF would sign the victim in with the
+        attacker's token). ``Origin: null`` is what sandboxed frames, data: URLs and cross-site
+        redirects send, so it is refused too; without an Origin, the browser's Sec-Fetch-Site
+        decides (a client that sends neither is not a browser, and has no cookie to abuse)."""
         origin = request.headers.get("Origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        if origin is not None:
+            if origin == "null" or urlsplit(origin).netloc != request.host:
+                raise PermissionError("origin")
+        elif request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise PermissionError("origin")
 
     async def login_form(self, request: web.Request) -> web.StreamResponse:
@@ -161,13 +168,13 @@ class _Site:
         token = str(form.get("token", "")).strip()
         if await authenticate(self.store, token, self.clock()) is None:
             raise Unauthorized(True)
-        resp = web.HTTPSeeOther("/")
+        resp = _see_other("/")
         resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=self.secure, path="/")
         return resp
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         self.same_origin(request)
-        resp = web.HTTPSeeOther("/login")
+        resp = _see_other("/login")
         resp.del_cookie(COOKIE, path="/")
         return resp
 
@@ -207,6 +214,12 @@ class _Site:
         )
         tenants = await api.visible_tenants(store, who)
         return web.Response(text=pages.tenant_page(who, tenants, page, now), content_type="text/html")
+
+
+def _see_other(location: str) -> web.Response:
+    """A 303 to ``location`` that carries cookies (a returned HTTPException is deprecated in aiohttp
+    and warns on every login and logout)."""
+    return web.Response(status=303, headers={"Location": location})
 
 
 def _asset(name: str, content_type: str) -> Handler:

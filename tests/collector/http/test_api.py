@@ -166,3 +166,50 @@ async def test_tokens_of_a_new_viewer_work_at_once(api: Api, store: Store, clock
     status, body = await api.get("/api/v1/tenants", token)
     assert status == 200
     assert [t["name"] for t in body] == ["beta"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/audit?limit=%C2%B2",  # "²": str.isdigit() says yes, int() says no
+        "/api/v1/tenants/acme/audit?limit=%D9%A1",  # an Arabic-Indic one
+        "/api/v1/tenants/acme/usage?since=0001-01-01T00:00:00%2B23:59",  # UTC day in year 0
+        "/api/v1/tenants/acme/kpi?since=9999-12-31T23:59:59-23:59",  # UTC day in year 10000
+        "/api/v1/tenants/acme/privacy?until=0001-01-01",  # the instant before it is in year 0
+        "/t/acme?since=0001-01-01T00:00:00%2B23:59",
+    ],
+)
+async def test_parameters_out_of_range_are_400_not_500(api: Api, path: str) -> None:
+    status, _ = await api.get(path, api.tokens["operator"])
+    assert status == 400
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "null"},  # a sandboxed frame or data: page of another site
+        {"Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},  # no Origin, but the browser says where it came from
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
+async def test_login_from_another_site_is_refused(api: Api, headers: dict[str, str]) -> None:
+    """Login CSRF: another site must not sign the victim's browser in with the attacker's token."""
+    data = {"token": api.tokens["acme"]}
+    async with api.session.post(api.url + "login", data=data, headers=headers, allow_redirects=False) as r:
+        assert r.status == 403
+        assert "Set-Cookie" not in r.headers
+
+
+async def test_login_and_logout_set_and_clear_the_cookie(api: Api) -> None:
+    data = {"token": api.tokens["acme"]}
+    headers = {"Origin": api.url.rstrip("/"), "Sec-Fetch-Site": "same-origin"}
+    async with api.session.post(api.url + "login", data=data, headers=headers, allow_redirects=False) as r:
+        assert r.status == 303
+        assert r.headers["Location"] == "/"
+        cookie = r.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+    async with api.session.post(api.url + "logout", headers=headers, allow_redirects=False) as r:
+        assert r.status == 303
+        assert r.headers["Location"] == "/login"
