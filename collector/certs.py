@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -285,9 +285,13 @@ def statuses(
     records: Sequence[CertificateRecord],
     batches: Mapping[tuple[str, str], Sequence[CertBatch]],
     now: float,
+    revoked: Collection[str] = frozenset(),
 ) -> list[AgentCertificate]:
     """Every record with its status, by tenant, agent, then newest first. ``batches`` holds, per
-    (tenant, agent), the stored batches :func:`contradiction` needs for that agent's newest record."""
+    (tenant, agent), the stored batches :func:`contradiction` needs for that agent's newest record;
+    ``revoked``, the ids of revoked keys: a certificate signed by one is contradicted, because a key
+    is revoked when it is no longer trusted (stolen, say), and whoever held it could have signed
+    the statement."""
     out: list[AgentCertificate] = []
     current: tuple[str, str] | None = None
     for rec in sorted(records, key=_order):
@@ -296,7 +300,11 @@ def statuses(
             status, reason = "superseded", "the agent has a newer certificate"
         else:
             current = (rec.tenant, rec.agent)
-            why = contradiction(rec, batches.get(current, ()))
+            why = (
+                f"its signing key {rec.key_id[:16]} was revoked"
+                if rec.key_id in revoked
+                else contradiction(rec, batches.get(current, ()))
+            )
             if why is not None:
                 status, reason = "contradicted", why
             elif now >= rec.expires:

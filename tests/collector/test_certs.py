@@ -339,3 +339,22 @@ async def test_a_bundle_certificate_is_recorded_with_the_online_checks(
     assert [(c.agent, c.profile) for c in await store.agent_certificates("acme", now=T0)] == [
         ("a1", "on-prem")
     ]
+
+
+async def test_a_certificate_signed_by_a_key_revoked_since_is_contradicted(
+    server: Server, store: Store, acme: Agent, clock: Clock
+) -> None:
+    """Revoking a key (the kill switch for a stolen one) also withdraws what it certified."""
+    await submit(server, signed(acme, statement(acme)))
+    assert [c.status for c in await store.agent_certificates("acme", now=T0)] == ["valid"]
+    await store.set_key_state(acme.key_id, "revoked", now=clock())
+    [cert] = await store.agent_certificates("acme", now=T0)
+    assert cert.status == "contradicted"
+    assert "revoked" in cert.reason
+    assert [c.status for c in await store.agent_certificates(None, now=T0)] == ["contradicted"]
+
+
+def test_statuses_of_a_revoked_key() -> None:
+    rec = record()
+    assert [c.status for c in certs.statuses([rec], {}, T0, revoked={rec.key_id})] == ["contradicted"]
+    assert [c.status for c in certs.statuses([rec], {}, T0, revoked={"ff" * 32})] == ["valid"]

@@ -492,7 +492,8 @@ class SqliteStore:
             (r.tenant, r.agent): await sqlite_certs.agent_batches(self._read, r, certs.LOOKBACK_SECONDS)
             for r in certs.newest(found)
         }
-        return certs.statuses(found, batches, time.time() if now is None else now)
+        revoked = {k.key_id for k in await self.list_keys(tenant) if k.state == "revoked"} if found else set()
+        return certs.statuses(found, batches, time.time() if now is None else now, revoked)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(
