@@ -14,8 +14,9 @@ from pathlib import Path
 
 from agent import certify as statements
 from agent import egress
-from agent.cli.kit import Context, Subcommands, run_async
+from agent.cli.kit import Context, Subcommands, run_async, write_output
 from agent.config import CollectorConfig
+from hushmetric.certificate import MAX_CERTIFICATE_BYTES
 from hushmetric.errors import ConfigError, HushError
 from hushmetric.exitcodes import ExitCode
 from hushmetric.timefmt import parse_duration
@@ -43,9 +44,13 @@ def read_certificate(path: str | None) -> bytes | None:
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
+        with Path(path).open("rb") as fh:  # bounded: the path may name a device or a huge file
+            data = fh.read(MAX_CERTIFICATE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=path) from exc
+    if len(data) > MAX_CERTIFICATE_BYTES:
+        raise ConfigError(f"larger than a certificate can be ({MAX_CERTIFICATE_BYTES} bytes)", path=path)
+    return data
 
 
 def _valid_seconds(text: str) -> int:
@@ -93,7 +98,7 @@ def certify(ctx: Context) -> ExitCode:
     data = statements.sign(cert, key)
     summary = f"profile {cert.profile}, policy {cert.policy_digest[:16]}, valid until {cert.valid_until}"
     if args.out:
-        Path(args.out).write_bytes(data + b"\n")
+        write_output(args.out, data + b"\n")
         ctx.say(f"wrote a certificate to {args.out}: {summary}")
     elif not args.send:
         ctx.say(data.decode())

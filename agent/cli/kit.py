@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import sqlite3
     from typing import TextIO
 
-__all__ = ["Command", "Context", "Subcommands", "run_async"]
+__all__ = ["Command", "Context", "Subcommands", "run_async", "write_output"]
 
 T = TypeVar("T")
 Command = Callable[["Context"], ExitCode]
@@ -115,6 +115,15 @@ class Context:
                 yield conn
             finally:
                 conn.close()
+
+
+def write_output(path: str, data: bytes) -> None:
+    """Write a file named by ``--out``; a ConfigError naming it (one line, exit 2) when it cannot be
+    written, never a traceback."""
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", path=path) from exc
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from agent.cli import tables
-from agent.cli.kit import Context, Subcommands
+from agent.cli.kit import Context, Subcommands, write_output
 from hushmetric.errors import ConfigError
 from hushmetric.exitcodes import ExitCode
 
@@ -205,7 +205,7 @@ def attest(ctx: Context) -> ExitCode:
     data = statements.sign(statement, key)
     if ctx.args.out:
         out = ctx.args.out
-        Path(out).write_bytes(data + b"\n")
+        write_output(out, data + b"\n")
         ctx.say(f"wrote a signed attestation to {out} (verify: hush-agent attest --verify {out})")
     else:
         ctx.say(data.decode())
@@ -243,7 +243,10 @@ def demo_data(ctx: Context) -> ExitCode:
     from agent.sources.demo import write_dataset
 
     a = ctx.args
-    count = write_dataset(Path(a.out), seed=a.seed, users=a.users, days=a.days)
+    try:
+        count = write_dataset(Path(a.out), seed=a.seed, users=a.users, days=a.days)
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", path=a.out) from exc
     ctx.say(f"wrote {count} events to {a.out}")
     return ExitCode.OK
 

@@ -116,3 +116,24 @@ def test_certificate_travels_in_a_bundle(tmp_path: Path) -> None:
     assert wrong.code != 0
     assert "not this agent's certificate" in wrong.err
     assert "Traceback" not in wrong.err
+
+
+def test_unwritable_out_and_oversized_certificate_are_one_line_errors(tmp_path: Path) -> None:
+    """``--out`` naming a directory or a missing one, and ``--certificate`` naming something far
+    larger than a certificate (a device, a huge file), are usage errors: exit 2, one line."""
+    agent = init_agent(tmp_path / "site", collector="127.0.0.1:1")  # conforms to on-prem; never dialled
+    missing = str(tmp_path / "no" / "such" / "dir" / "out.json")
+    huge = tmp_path / "huge.json"
+    huge.write_bytes(b" " * (1 << 20))
+    for args in (
+        ("certify", "--profile", "on-prem", "--out", str(tmp_path)),
+        ("certify", "--profile", "on-prem", "--out", missing),
+        ("attest", "--out", missing),
+        ("demo-data", "--out", missing, "--users", "2", "--days", "1"),
+        ("export", "--out", str(tmp_path / "b.tar"), "--certificate", str(huge)),
+    ):
+        ran = agent(*args)
+        assert ran.code == 2, (args, ran)
+        assert "Traceback" not in ran.err, ran.err
+        assert ran.err.count("\n") == 1, ran.err
+    assert not (tmp_path / "b.tar").exists()
