@@ -19,7 +19,7 @@ list has a bound, numbers must be finite and non-negative, times must be RFC 333
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import nacl.signing
@@ -99,9 +99,11 @@ class Certificate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     profile: _Name
     policy_name: _Name
     policy_digest: _Hex64
-    mechanism: _Name  # "zcdp" or "pure"
-    measure: _Name  # "rho" or "epsilon": what ``cap`` and ``spend`` count
-    budget_period: _Name  # "day", "week", …: the policy's budget period
+    # closed vocabularies: the collector's contradiction check reads ``measure`` and
+    # ``budget_period``, and an unknown word there would make it sum nothing
+    mechanism: Literal["zcdp", "pure"]
+    measure: Literal["rho", "epsilon"]  # what ``cap`` and ``spend`` count (zcdp: rho, pure: epsilon)
+    budget_period: Literal["day", "week", "month"]  # the policy's budget period
     cap: _Amount  # the policy's cap per budget period
     conformance: Conformance
     egress: EgressHead
@@ -110,6 +112,7 @@ class Certificate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     valid_until: _Time
 
 
+_MEASURE = {"zcdp": "rho", "pure": "epsilon"}
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Certificate)
 
@@ -132,6 +135,10 @@ def decode_statement(payload: bytes) -> Certificate:
         raise ContractError("malformed certificate: nested too deeply") from exc
     if cert.v != STATEMENT_VERSION:
         raise ContractError(f"unsupported certificate statement version {cert.v}")
+    if cert.measure != _MEASURE[cert.mechanism]:
+        raise ContractError(
+            f"malformed certificate: mechanism {cert.mechanism} counts {_MEASURE[cert.mechanism]}"
+        )
     for value in (cert.cap, *(x for p in cert.spend for x in (p.spent, p.cap))):
         if not math.isfinite(value):
             raise ContractError("malformed certificate: a privacy amount is not finite")

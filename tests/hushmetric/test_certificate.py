@@ -59,7 +59,7 @@ certificates = st.builds(
     spend=st.lists(st.builds(PeriodSpend, period=names, spent=amounts, cap=amounts), max_size=5),
     issued=stamps,
     valid_until=stamps,
-)
+).map(lambda c: msgspec.structs.replace(c, measure="rho" if c.mechanism == "zcdp" else "epsilon"))
 
 
 def make(key: nacl.signing.SigningKey, **over: Any) -> Certificate:
@@ -109,6 +109,10 @@ _BAD: dict[str, Any] = {
     "spend": [{"period": "d", "spent": "1", "cap": 1.0}],
     "conformance": {"profile": "p", "passed": True},
     "extra": 1,
+    # the words the collector's contradiction check reads: unknown ones would make it sum nothing
+    "mechanism": "gaussian",
+    "measure": "Rho",
+    "budget_period": "year",
 }
 
 
@@ -176,3 +180,13 @@ def test_statement_problems() -> None:
     assert statement_problem(make(key, conformance=no_checks), T0)[0] == "not_conforming"  # type: ignore[index]
     overspent = [PeriodSpend("2026-03-10", 1.5, 1.0)]
     assert statement_problem(make(key, spend=overspent), T0)[0] == "overspent"  # type: ignore[index]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("mechanism", "measure"), [("zcdp", "epsilon"), ("pure", "rho")])
+def test_a_measure_the_mechanism_does_not_count_is_refused(mechanism: str, measure: str) -> None:
+    """A zCDP statement whose spend is "epsilon" would escape the collector's spend check (it sums
+    what the batches declare in the named measure, and zCDP batches declare no epsilon)."""
+    doc = msgspec.to_builtins(make(nacl.signing.SigningKey.generate()))
+    doc["mechanism"], doc["measure"] = mechanism, measure
+    with pytest.raises(ContractError, match="counts"):
+        decode_statement(msgspec.json.encode(doc))
