@@ -200,7 +200,7 @@ def read_bundle(source: bytes | BinaryIO, *, max_bytes: int = MAX_BUNDLE_BYTES) 
     with tar:
         try:
             for count, member in enumerate(tar, start=1):
-                if count > MAX_BUNDLE_MEMBERS + 1:
+                if count > MAX_BUNDLE_MEMBERS + 2:  # the batches, the manifest and a certificate
                     raise ContractError(f"bundle holds more than {MAX_BUNDLE_MEMBERS} batches")
                 if (why := _refuse_member(member)) is not None:
                     raise ContractError(why)

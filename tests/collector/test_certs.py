@@ -15,6 +15,7 @@ import msgspec
 import nacl.signing
 import pytest
 
+import hushmetric.bundle
 from collector import certs
 from collector.importer import import_bundle
 from collector.report.badge import certificate_badge
@@ -358,3 +359,21 @@ def test_statuses_of_a_revoked_key() -> None:
     rec = record()
     assert [c.status for c in certs.statuses([rec], {}, T0, revoked={rec.key_id})] == ["contradicted"]
     assert [c.status for c in certs.statuses([rec], {}, T0, revoked={"ff" * 32})] == ["valid"]
+
+
+async def test_a_full_bundle_with_a_certificate_is_read(
+    store: Store, acme: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hush-agent export`` packs up to MAX_BUNDLE_MEMBERS batches *and* the certificate: the reader
+    must take that many members plus the manifest and the certificate, or the whole bundle (whose
+    batches already left the agent's outbox) is refused. The bound is lowered so the test is small."""
+    monkeypatch.setattr(hushmetric.bundle, "MAX_BUNDLE_MEMBERS", 2)
+    batches = [(n, acme.next()) for n in (1, 2)]
+    cert = dsse.to_json(signed(acme, statement(acme)))
+    written = write_bundle(
+        batches, tenant="acme", agent="a1", created=format_rfc3339(T0), key=acme.key, certificate=cert
+    )
+    report = await import_bundle(store, written, now=T0)
+    assert report.error is None, report
+    assert report.certificate == "recorded"
+    assert report.accepted == 2
