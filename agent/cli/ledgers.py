@@ -3,6 +3,7 @@ and the kill switch), ``dead-letter`` (refused inputs), ``outbox`` (the quaranti
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -18,6 +19,22 @@ if TYPE_CHECKING:
     from agent.policy import Policy
 
 __all__ = ["register"]
+
+_MAX_SEQ = 2**63 - 1  # what the wire contract and SQLite's INTEGER hold
+
+
+def _count(text: str) -> int:
+    """A ``--limit``: a whole number of entries, 0 or more (a negative one listed from the wrong end)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > _MAX_SEQ:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a count (0 or more)")
+    return int(text)
+
+
+def _seq(text: str) -> int:
+    """A batch sequence number, 1 to 2**63 - 1 (a larger one made SQLite raise OverflowError)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_SEQ:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a batch sequence number")
+    return int(text)
 
 
 def ledger(ctx: Context) -> ExitCode:
@@ -199,11 +216,11 @@ def register(sub: Subcommands) -> None:
     p.add_argument("action", nargs="?", choices=["stop", "resume"], help="stop or resume all egress")
     p.add_argument("--verify", action="store_true", help="verify the hash chain of the egress ledger")
     p.add_argument("--reason", default="operator", help="recorded with `stop`")
-    p.add_argument("--limit", type=int, default=20, help="entries to list (default 20)")
+    p.add_argument("--limit", type=_count, default=20, help="entries to list (default 20)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add("dead-letter", dead_letter, "inputs refused by the decoder, newest first")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_count, default=20)
     p.add_argument(
         "--digest-of",
         metavar="FILE|-",
@@ -213,7 +230,7 @@ def register(sub: Subcommands) -> None:
 
     p = sub.add("outbox", outbox, "batches the collector refused for good: list, retry or drop them")
     p.add_argument("action", choices=["quarantine", "retry", "drop"], help="quarantine lists them")
-    p.add_argument("seq", nargs="?", type=int, metavar="SEQ", help="the batch (retry, drop)")
+    p.add_argument("seq", nargs="?", type=_seq, metavar="SEQ", help="the batch (retry, drop)")
     p.add_argument("--all", action="store_true", help="retry: every quarantined batch")
     p.add_argument("--note", default="", help="drop: who and why (recorded in the egress ledger)")
     p.add_argument("--json", action="store_true")

@@ -88,3 +88,21 @@ def test_usage_problems_found_by_a_command_exit_2(site: Path) -> None:
     run = cli("--config", str(site), "ledger", "--acknowledge-reset")
     assert run.code == ExitCode.USAGE
     assert "--note" in run.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("outbox", "drop", "99999999999999999999999", "--note", "x"),  # SQLite: OverflowError
+        ("outbox", "retry", "0"),
+        ("egress", "--limit", "-3"),  # listed all but the first three
+        ("dead-letter", "--limit", "-1"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors_not_tracebacks(
+    site: Path, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:  # argparse's own usage error
+        cli("--config", str(site), *argv)
+    assert stop.value.code == ExitCode.USAGE
+    assert "Traceback" not in capsys.readouterr().err
