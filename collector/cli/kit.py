@@ -85,6 +85,11 @@ def json_line(ctx: Context, obj: object) -> None:
     ctx.say(_json.encode(obj).decode())
 
 
+#: The longest duration a flag takes (a century): an expiry further out cannot be shown as a date,
+#: and a token stored with one made every later ``api-token list`` fail.
+MAX_DURATION = 100 * 365 * 86400
+
+
 def check_duration(text: str, flag: str) -> int:
     try:
         value = parse_duration(text)
@@ -92,6 +97,8 @@ def check_duration(text: str, flag: str) -> int:
         raise ConfigError(str(exc), key=flag) from exc
     if value <= 0:
         raise ConfigError("must be positive", key=flag)
+    if value > MAX_DURATION:
+        raise ConfigError("at most 36500d (a century)", key=flag)
     return value
 
 

@@ -88,3 +88,16 @@ def test_https_with_the_grpc_certificate(tmp_path: Path) -> None:
             assert r.headers["Strict-Transport-Security"].startswith("max-age=")
         with pytest.raises(ConnectionError):  # plaintext to the TLS port: no answer
             urllib.request.urlopen(url.replace("https", "http") + "login", timeout=30)  # noqa: S310  # loopback
+
+
+def test_a_lifetime_beyond_a_century_is_refused(tmp_path: Path) -> None:
+    """A token stored with an expiry no calendar can show made every later ``api-token list`` fail
+    with a traceback; the enrollment token's ``--ttl`` takes the same bound."""
+    hush = Hush(tmp_path)
+    hush.ok("init")
+    hush.ok("tenant", "create", "acme")
+    one_line_error(hush("api-token", "create", "--role", "operator", "--ttl", "99999999999d"), 2, "--ttl")
+    one_line_error(hush("enroll-token", "acme", "--ttl", "99999999999d"), 2, "--ttl")
+    hush.ok("api-token", "create", "--role", "operator", "--ttl", "36500d")
+    [doc] = json.loads(hush.ok("api-token", "list", "--json"))
+    assert doc["expires"] is not None
