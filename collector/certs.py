@@ -44,6 +44,7 @@ __all__ = [
     "LOOKBACK_SECONDS",
     "CertRejected",
     "Recorded",
+    "RefusedLog",
     "audit_details",
     "certificate_doc",
     "check",
@@ -104,6 +105,30 @@ class CertRejected(msgspec.Struct, frozen=True):
     @property
     def kind(self) -> CertKind:
         return REASONS[self.reason]
+
+
+class RefusedLog:
+    """Which ``certificate.refused`` audits are due: at most one per (tenant, agent, reason) and
+    minute, carrying how many refusals it stands for (like batch refusals, whose audit is once a
+    minute too). A certificate is public once it left the site, and a refused one (expired, of a
+    revoked key) stays refused: replayed in a loop, each refusal was an entry in the signed log.
+    Bounded by the registered keys behind the refusals."""
+
+    def __init__(self) -> None:
+        self._minute = -1
+        self._pending: dict[tuple[str, str, str], int] = {}  # refusals not yet in an entry
+        self._written: set[tuple[str, str, str]] = set()  # keys with an entry this minute
+
+    def due(self, key: tuple[str, str, str], now: float) -> int | None:
+        """The count to audit now for ``key``, or None when this minute's entry was written."""
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._written = minute, set()
+        self._pending[key] = self._pending.get(key, 0) + 1
+        if key in self._written:
+            return None
+        self._written.add(key)
+        return self._pending.pop(key)
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -182,14 +207,23 @@ async def submit(
     *,
     now: float,
     unattributed: Callable[[Refusal, float], None] | None = None,
+    refused_log: RefusedLog | None = None,
 ) -> Recorded | CertRejected:
     """Verify and record one certificate envelope. Never raises for bad input (Unavailable for
-    storage). A refusal behind a verified key is audited; one without goes to ``unattributed``
-    (the server's refusal buffer, counted under tenant ``-``) with the batch reason it shares."""
+    storage). A refusal behind a verified key is audited (with ``refused_log``, the server's, at
+    most once a minute per agent and reason); one without goes to ``unattributed`` (the server's
+    refusal buffer, counted under tenant ``-``) with the batch reason it shares."""
     key, outcome = await _verify(store, envelope, now)
     if isinstance(outcome, CertRejected):
-        if key is not None:
-            details = {"agent": key.agent, "key_id": key.key_id, "reason": outcome.reason}
+        count = (
+            1
+            if key is None or refused_log is None
+            else refused_log.due((key.tenant, key.agent, outcome.reason), now)
+        )
+        if key is not None and count is not None:
+            details: dict[str, Detail] = {"agent": key.agent, "key_id": key.key_id, "reason": outcome.reason}
+            if count > 1:
+                details["count"] = count
             await store.append_audit("certificate.refused", key.tenant, details, now=now)
         elif unattributed is not None and outcome.reason in _COUNTED:
             unattributed(Refusal(UNATTRIBUTED, _COUNTED[outcome.reason]), now)

@@ -128,6 +128,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         # keys, active tenants and quotas for a few seconds: three reads less per batch, decisions
         # unchanged (the ingest transaction re-decides what could have changed; see ingest_cache)
         self._lookups = LookupCache(store)
+        # a refused certificate replayed in a loop is audited once a minute, not once per call
+        self._cert_refusals = certs.RefusedLog()
 
     async def Submit(  # gRPC method names are CamelCase
         self, request: ingest_pb2.Envelope | None, context: grpc.aio.ServicerContext
@@ -222,7 +224,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             raise AssertionError("abort returns by raising")  # pragma: no cover
         try:
             outcome = await certs.submit(
-                self._store, envelope_from_proto(request), now=now, unattributed=self.refusals.add
+                self._store,
+                envelope_from_proto(request),
+                now=now,
+                unattributed=self.refusals.add,
+                refused_log=self._cert_refusals,
             )
         except Unavailable as exc:
             await _storage_unavailable(context, exc)

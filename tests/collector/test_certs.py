@@ -377,3 +377,21 @@ async def test_a_full_bundle_with_a_certificate_is_read(
     assert report.error is None, report
     assert report.certificate == "recorded"
     assert report.accepted == 2
+
+
+async def test_a_replayed_refused_certificate_is_audited_once_a_minute(
+    server: Server, store: Store, acme: Agent, clock: Clock
+) -> None:
+    """An expired certificate is public and stays refused: replaying it in a loop must not write an
+    entry of the signed audit log per call (batch refusals are audited once a minute too)."""
+    expired = signed(
+        acme, statement(acme, issued=format_rfc3339(T0 - 40 * DAY), valid_until=format_rfc3339(T0 - DAY))
+    )
+    for _ in range(5):
+        assert (await refused(server, expired))[1] == "expired"
+    audited = [e for e in await store.audit_entries() if e.action == "certificate.refused"]
+    assert [e.details["reason"] for e in audited] == ["expired"]
+    clock.now += 60
+    assert (await refused(server, expired))[1] == "expired"
+    audited = [e for e in await store.audit_entries() if e.action == "certificate.refused"]
+    assert [e.details.get("count", 1) for e in audited] == [1, 5]  # the next minute's entry counts them
