@@ -183,7 +183,9 @@ async def _verify(
         return None, CertRejected("payload_type", f"payloadType must be {CERTIFICATE_PAYLOAD_TYPE}")
     if not envelope.signatures or len(envelope.signatures) > dsse.MAX_SIGNATURES:
         return None, CertRejected("malformed", f"envelope must carry 1..{dsse.MAX_SIGNATURES} signatures")
-    if len(envelope.payload) > MAX_CERTIFICATE_BYTES:
+    # the whole envelope, as stored and as a file holds it: signatures the checks skip (a key id of
+    # another length) would otherwise carry any number of bytes into the certificates table
+    if len(envelope.payload) > MAX_CERTIFICATE_BYTES or len(dsse.to_json(envelope)) > MAX_CERTIFICATE_BYTES:
         return None, CertRejected("too_large", f"certificate larger than {MAX_CERTIFICATE_BYTES} bytes")
     known, verified = await signers(store, envelope)
     if not known:

@@ -395,3 +395,16 @@ async def test_a_replayed_refused_certificate_is_audited_once_a_minute(
     assert (await refused(server, expired))[1] == "expired"
     audited = [e for e in await store.audit_entries() if e.action == "certificate.refused"]
     assert [e.details.get("count", 1) for e in audited] == [1, 5]  # the next minute's entry counts them
+
+
+async def test_an_envelope_larger_than_a_certificate_file_is_refused(
+    server: Server, store: Store, acme: Agent
+) -> None:
+    """A genuine statement with a junk signature beside it (a key id the checks skip) must not carry
+    its bytes into the certificates table: the envelope is bounded like a certificate file."""
+    genuine = signed(acme, statement(acme))
+    junk = dsse.Signature(b"\0" * 64, "k" * 100_000)
+    bloated = dsse.Envelope(genuine.payload, genuine.payload_type, (*genuine.signatures, junk))
+    assert await refused(server, bloated) == (grpc.StatusCode.INVALID_ARGUMENT, "too_large")
+    assert await store.agent_certificates("acme", now=T0) == []
+    assert (await submit(server, genuine)).duplicate is False
