@@ -97,19 +97,28 @@ def stages_of(text: str | None) -> list[str]:
 # -- gatherers (shared with the dashboard) ------------------------------------------------------
 
 
+def _open_to(who: Principal, tenant: Tenant) -> bool:
+    """A viewer's token reads its tenant until the tenant is deleted (no new viewer token can be made
+    for a deleted tenant either); an operator reads every tenant, deleted ones too."""
+    return may_read(who, tenant.name) and (who.role == "operator" or tenant.state != "deleted")
+
+
 async def visible_tenants(store: Store, who: Principal) -> list[Tenant]:
     tenants = await store.list_tenants()
-    return [t for t in tenants if may_read(who, t.name)]
+    return [t for t in tenants if _open_to(who, t)]
 
 
 async def tenant_for(store: Store, who: Principal, name: str) -> Tenant:
     """The tenant ``who`` asks for; PermissionError (403) for a viewer's other tenant — before any
-    lookup, so the answer does not say whether it exists — NotFound (404) otherwise."""
+    lookup, so the answer does not say whether it exists — or its own once deleted; NotFound (404)
+    otherwise."""
     if not may_read(who, name):
         raise PermissionError(name)
     tenant = await store.get_tenant(name) if _ID.match(name) else None
     if tenant is None:
         raise NotFound("tenant", name)
+    if not _open_to(who, tenant):
+        raise PermissionError(name)
     return tenant
 
 

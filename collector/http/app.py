@@ -149,14 +149,18 @@ class _Site:
     @staticmethod
     def same_origin(request: web.Request) -> None:
         """Refuse a POST another site's page sent (login CSRF would sign the victim in with the
-        attacker's token). ``Origin: null`` is what sandboxed frames, data: URLs and cross-site
-        redirects send, so it is refused too; without an Origin, the browser's Sec-Fetch-Site
-        decides (a client that sends neither is not a browser, and has no cookie to abuse)."""
-        origin = request.headers.get("Origin")
-        if origin is not None:
-            if origin == "null" or urlsplit(origin).netloc != request.host:
+        attacker's token). The browser's Sec-Fetch-Site decides when it is sent (script cannot set
+        it); pages here send no referrer, so a browser's own form POST carries ``Origin: null``,
+        and that header alone cannot tell this site's form from a sandboxed frame or data: page of
+        another site. Without Sec-Fetch-Site the Origin must name this host, and ``null`` is
+        refused. A client sending neither is not a browser, and has no cookie to abuse."""
+        fetch_site = request.headers.get("Sec-Fetch-Site")
+        if fetch_site is not None:
+            if fetch_site not in ("same-origin", "none"):
                 raise PermissionError("origin")
-        elif request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return
+        origin = request.headers.get("Origin")
+        if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
             raise PermissionError("origin")
 
     async def login_form(self, request: web.Request) -> web.StreamResponse:

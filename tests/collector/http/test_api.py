@@ -191,6 +191,8 @@ async def test_parameters_out_of_range_are_400_not_500(api: Api, path: str) -> N
         {"Origin": "https://evil.example"},
         {"Sec-Fetch-Site": "cross-site"},  # no Origin, but the browser says where it came from
         {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},  # the sandboxed frame, in a browser
+        {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
     ],
 )
 async def test_login_from_another_site_is_refused(api: Api, headers: dict[str, str]) -> None:
@@ -203,7 +205,8 @@ async def test_login_from_another_site_is_refused(api: Api, headers: dict[str, s
 
 async def test_login_and_logout_set_and_clear_the_cookie(api: Api) -> None:
     data = {"token": api.tokens["acme"]}
-    headers = {"Origin": api.url.rstrip("/"), "Sec-Fetch-Site": "same-origin"}
+    # what Chromium sends for this site's own form: the pages' no-referrer policy makes it Origin: null
+    headers = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
     async with api.session.post(api.url + "login", data=data, headers=headers, allow_redirects=False) as r:
         assert r.status == 303
         assert r.headers["Location"] == "/"
@@ -213,3 +216,16 @@ async def test_login_and_logout_set_and_clear_the_cookie(api: Api) -> None:
     async with api.session.post(api.url + "logout", headers=headers, allow_redirects=False) as r:
         assert r.status == 303
         assert r.headers["Location"] == "/login"
+
+
+async def test_a_viewer_loses_its_tenant_when_it_is_deleted(api: Api, store: Store, clock: Clock) -> None:
+    """Deleting a tenant (an offboarded customer) ends what its viewer tokens read; operators still
+    read it. Suspension does not: a suspended tenant's viewers see why batches are refused."""
+    await store.set_tenant_state("acme", "suspended", now=clock())
+    assert (await api.get("/api/v1/tenants/acme", api.tokens["acme"]))[0] == 200
+    await store.set_tenant_state("acme", "deleted", now=clock())
+    for path in TENANT_PATHS:
+        assert (await api.get(f"/api/v1/tenants/acme{path}", api.tokens["acme"]))[0] == 403, path
+        assert (await api.get(f"/api/v1/tenants/acme{path}", api.tokens["operator"]))[0] == 200, path
+    assert await api.get("/api/v1/tenants", api.tokens["acme"]) == (200, [])
+    assert (await api.get("/t/acme", api.tokens["acme"]))[0] == 403
