@@ -249,10 +249,7 @@ async def _decide(  # the ingest checks in the order DESIGN.md gives them
         raise _Refuse("too_large", f"payload of {len(envelope.payload)} bytes exceeds the limit of {limit}")
     if key.state == "revoked":
         raise _Refuse("revoked_key", f"key {key.key_id} is revoked")
-    try:
-        batch = decode_batch(envelope.payload)  # verified above
-    except ContractError as exc:
-        raise _Refuse("malformed", exc.message) from exc
+    batch = _decoded(envelope.payload)  # verified above
     ctx.seq = batch.seq
     if batch.tenant != key.tenant:
         raise _Refuse("tenant_mismatch", "batch claims a tenant its key does not belong to")
@@ -269,6 +266,22 @@ async def _decide(  # the ingest checks in the order DESIGN.md gives them
         raise _Refuse("too_old", f"batch is older than the tenant's max age of {quota.max_age_seconds}s")
     record = _commit_record(batch, key, envelope.payload)
     return _stored(batch, await store.commit_batch(record, quota, now=now))
+
+
+def _decoded(payload: bytes) -> Batch:
+    """The batch, or ``malformed``: a contract defect, or a field stored as text holding U+0000.
+    PostgreSQL's text cannot hold it, and its error (not a refusal) reached the client as UNKNOWN
+    with the database's message, for a batch SQLite stored: refused alike on every store (``dims``
+    is stored as JSON, which escapes it)."""
+    try:
+        batch = decode_batch(payload)
+    except ContractError as exc:
+        raise _Refuse("malformed", exc.message) from exc
+    rows = batch.rows
+    texts = [batch.privacy.unit, *(t for r in rows for t in (r.metric, r.stat, r.noise.mechanism, r.level))]
+    if any("\0" in t for t in texts):
+        raise _Refuse("malformed", "a text field holds a NUL character")
+    return batch
 
 
 def _stored(batch: Batch, outcome: CommitOutcome) -> Stored:

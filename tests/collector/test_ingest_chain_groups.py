@@ -4,11 +4,12 @@ kind): on PostgreSQL the chain read of a tenant's later batches in a transaction
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
-from collector.ingest import Stored, ingest
+from collector.ingest import Rejected, Stored, ingest
 from collector.store import Store
 from hushmetric import dsse
-from hushmetric.batch import payload_digest
+from hushmetric.batch import Noise, Row, payload_digest
 from tests.collector.collector_testkit import Agent, Clock
 
 
@@ -59,3 +60,25 @@ async def test_a_fork_in_a_group_is_found(store: Store, acme: Agent, clock: Cloc
         ("a0", 1, False, False),
         ("a1", 3, False, True),
     ]
+
+
+@dataclass
+class _NulAgent(Agent):
+    def rows(self, n: int) -> list[Row]:
+        return [Row("sign\0up", "count", {"plan": "pro\0"}, 1.0, Noise("gaussian", 1.5))]
+
+
+async def test_a_nul_in_a_text_field_is_malformed_on_every_store(
+    store: Store, acme: Agent, clock: Clock
+) -> None:
+    """PostgreSQL's text cannot hold U+0000: its error reached the client as UNKNOWN, with the
+    database's message, for a batch SQLite stored. Now it is a refusal on both, and the batches it
+    shares a group with are stored."""
+    nul = _NulAgent("acme", "a9")
+    await store.add_key("acme", "a9", nul.public_key, now=clock())
+    outcomes = await asyncio.gather(
+        *(ingest(store, e, now=clock()) for e in [acme.next(), nul.next(), acme.next()])
+    )
+    assert [type(o).__name__ for o in outcomes] == ["Stored", "Rejected", "Stored"]
+    assert isinstance(outcomes[1], Rejected)
+    assert outcomes[1].reason == "malformed"
