@@ -174,7 +174,12 @@ async def _http(
     if not listen:
         yield None
         return
-    from collector.http.app import http_server, plaintext_http, server_ssl  # aiohttp loads only when asked
+    from collector.http.app import (  # aiohttp loads only when asked
+        http_server,
+        plaintext_http,
+        secure_cookies,
+        server_ssl,
+    )
 
     server_tls = _server_tls(ctx, config, cfg_path)
     ssl_context = None
@@ -186,7 +191,10 @@ async def _http(
         ssl_context = server_ssl(server_tls)
     async with contextlib.AsyncExitStack() as stack:
         try:
-            url = await stack.enter_async_context(http_server(store, listen, ssl_context=ssl_context))
+            secure_cookie = secure_cookies(listen, tls=ssl_context is not None)
+            url = await stack.enter_async_context(
+                http_server(store, listen, ssl_context=ssl_context, secure_cookie=secure_cookie)
+            )
         except OSError as exc:
             raise Unavailable(f"cannot listen on {listen}: {exc}") from exc
         yield url

@@ -38,7 +38,7 @@ from collector.store.rules import day_of
 from collector.tls import ServerTls, is_loopback
 from hushmetric.errors import ConfigError
 
-__all__ = ["HttpLimits", "build_app", "http_server", "plaintext_http", "server_ssl"]
+__all__ = ["HttpLimits", "build_app", "http_server", "plaintext_http", "secure_cookies", "server_ssl"]
 
 log = logging.getLogger("hush.collector.http")
 
@@ -71,9 +71,12 @@ def _is_api(request: web.Request) -> bool:
 class _Site:
     """The handlers and middleware of one app; see the module docstring."""
 
-    def __init__(self, store: Store, *, secure: bool, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, *, secure: bool, clock: Callable[[], float], secure_cookie: bool | None = None
+    ) -> None:
         self.store = store
         self.secure = secure
+        self.secure_cookie = secure if secure_cookie is None else secure_cookie
         self.clock = clock
         self.denied = DeniedLog(store, clock)
 
@@ -173,7 +176,7 @@ class _Site:
         if await authenticate(self.store, token, self.clock()) is None:
             raise Unauthorized(True)
         resp = _see_other("/")
-        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=self.secure, path="/")
+        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=self.secure_cookie, path="/")
         return resp
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
@@ -236,10 +239,17 @@ def _asset(name: str, content_type: str) -> Handler:
 
 
 def build_app(
-    store: Store, *, secure: bool, clock: Callable[[], float] = time.time, limits: HttpLimits | None = None
+    store: Store,
+    *,
+    secure: bool,
+    clock: Callable[[], float] = time.time,
+    limits: HttpLimits | None = None,
+    secure_cookie: bool | None = None,
 ) -> web.Application:
-    """The aiohttp application: dashboard pages, login/logout, static assets and the JSON API."""
-    site = _Site(store, secure=secure, clock=clock)
+    """The aiohttp application: dashboard pages, login/logout, static assets and the JSON API.
+    ``secure``: served over TLS (HSTS); ``secure_cookie`` (default: ``secure``): the token cookie
+    is ``Secure`` (see :func:`secure_cookies`)."""
+    site = _Site(store, secure=secure, clock=clock, secure_cookie=secure_cookie)
     app = web.Application(middlewares=[site.errors], client_max_size=(limits or HttpLimits()).max_body)
     app.on_response_prepare.append(site.headers)
     app.add_routes(
@@ -272,11 +282,14 @@ async def http_server(
     ssl_context: ssl.SSLContext | None = None,
     clock: Callable[[], float] = time.time,
     limits: HttpLimits | None = None,
+    secure_cookie: bool | None = None,
 ) -> AsyncIterator[str]:
     """Serve the API and dashboard on ``listen`` (``HOST:PORT``; port 0 picks a free one) while the
     block runs; yields the bound URL. OSError when the address cannot be bound."""
     limits = limits or HttpLimits()
-    app = build_app(store, secure=ssl_context is not None, clock=clock, limits=limits)
+    app = build_app(
+        store, secure=ssl_context is not None, clock=clock, limits=limits, secure_cookie=secure_cookie
+    )
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -322,6 +335,14 @@ def server_ssl(tls: ServerTls) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot serve HTTPS with {tls.cert}: {exc}", key="--tls-cert") from exc
     return ctx
+
+
+def secure_cookies(listen: str, *, tls: bool) -> bool:
+    """Whether the token cookie is ``Secure``: over TLS, and in plaintext beyond loopback too, which
+    ``serve`` allows only behind a TLS-terminating proxy (``--insecure``): the browser talks HTTPS
+    to the proxy, and a cookie without the flag would also go out over any plain-HTTP request to
+    the same host. On loopback, plaintext is the real scheme and the cookie must come back."""
+    return tls or not is_loopback(listen)
 
 
 def plaintext_http(listen: str, *, insecure: bool) -> str | None:

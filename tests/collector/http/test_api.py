@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
-from collector.http.app import CSP
+from collector.http.app import CSP, HttpLimits, http_server, secure_cookies
 from collector.store import Store
 from tests.collector.collector_testkit import Clock
 from tests.collector.http.conftest import STAGES, Api, make_token
@@ -229,3 +230,30 @@ async def test_a_viewer_loses_its_tenant_when_it_is_deleted(api: Api, store: Sto
         assert (await api.get(f"/api/v1/tenants/acme{path}", api.tokens["operator"]))[0] == 200, path
     assert await api.get("/api/v1/tenants", api.tokens["acme"]) == (200, [])
     assert (await api.get("/t/acme", api.tokens["acme"]))[0] == 403
+
+
+def test_the_cookie_is_secure_unless_plaintext_is_the_real_scheme() -> None:
+    """Beyond loopback, plaintext is allowed only behind a TLS-terminating proxy (--insecure): the
+    browser speaks HTTPS, and the token cookie must not also go out over plain HTTP."""
+    assert secure_cookies("127.0.0.1:8080", tls=False) is False
+    assert secure_cookies("[::1]:8080", tls=False) is False
+    assert secure_cookies("10.0.0.5:8080", tls=False) is True
+    assert secure_cookies("0.0.0.0:8080", tls=False) is True
+    assert secure_cookies("127.0.0.1:8443", tls=True) is True
+
+
+async def test_a_secure_cookie_behind_a_proxy(store: Store, clock: Clock, data: object) -> None:
+    token = await make_token(store, clock, "viewer", "acme")
+    limits = HttpLimits(max_connections=8)
+    async with (
+        http_server(store, "127.0.0.1:0", clock=clock, limits=limits, secure_cookie=True) as url,
+        aiohttp.ClientSession() as session,
+        session.post(
+            url + "login",
+            data={"token": token},
+            headers={"Sec-Fetch-Site": "same-origin"},
+            allow_redirects=False,
+        ) as r,
+    ):
+        assert r.status == 303
+        assert "Secure" in r.headers["Set-Cookie"]
