@@ -57,9 +57,12 @@ _MAX_PERIODS = 400  # one entry per budget period the ledger has charged (days o
 _MAX_CHECKS = 32
 
 _Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+# No control characters in any text (C0, DEL, C1): verifiers print these fields on terminals
+# (``hush-collector certify verify|list``, reports), where an escape sequence could rewrite what an
+# operator reads. ``\Z``, not ``$``, which would let a final newline through.
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+\Z")]
 _Time = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
-_Text = Annotated[str, msgspec.Meta(max_length=300)]
+_Text = Annotated[str, msgspec.Meta(max_length=300, pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z")]
 _Amount = Annotated[float, msgspec.Meta(ge=0)]
 
 

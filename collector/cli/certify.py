@@ -21,6 +21,7 @@ from collector import certs
 from collector.cli.kit import Context, check_id, json_line, open_for
 from collector.cli.tables import table
 from collector.errors import NotFound, Unavailable
+from collector.report.fmt import term_text
 from hushmetric.certificate import Certificate, open_envelope, statement_problem, verify_certificate
 from hushmetric.errors import HushError
 from hushmetric.exitcodes import ExitCode
@@ -61,11 +62,11 @@ async def certify_cmd(ctx: Context) -> int:
         [
             c.tenant,
             c.agent,
-            c.profile,
+            term_text(c.profile, 64),  # the agent's words: no escape sequence reaches the terminal
             c.status,
             format_rfc3339(c.issued),
             format_rfc3339(c.expires),
-            c.reason,
+            term_text(c.reason, 120),
         ]
         for c in found
     ]
@@ -95,9 +96,11 @@ async def _verify(ctx: Context) -> int:
         return _invalid(ctx, a.file, exc.code, exc.message)
     if problem is not None:
         return _invalid(ctx, a.file, *problem)
+    agent, tenant = term_text(cert.agent, 128), term_text(cert.tenant or "-", 128)
     ctx.say(
-        f"ok: certificate of agent {cert.agent} (tenant {cert.tenant or '-'}, key {cert.key_id[:16]}), "
-        f"profile {cert.profile}, policy {cert.policy_digest[:16]}, valid until {cert.valid_until}"
+        f"ok: certificate of agent {agent} (tenant {tenant}, key {cert.key_id[:16]}), "
+        f"profile {term_text(cert.profile, 64)}, policy {cert.policy_digest[:16]}, "
+        f"valid until {term_text(cert.valid_until)}"
     )
     return ExitCode.OK
 
@@ -121,5 +124,6 @@ async def _against_registry(
 
 
 def _invalid(ctx: Context, name: str, reason: str, message: str) -> int:
-    print(f"hush-collector: invalid certificate {name}: {reason}: {message}", file=ctx.err)
+    # the message may quote the file's own words (a period or check name): made safe for a terminal
+    print(f"hush-collector: invalid certificate {name}: {reason}: {term_text(message, 300)}", file=ctx.err)
     return ExitCode.FAILED

@@ -175,7 +175,8 @@ def _governance_lines(r: KpiReport) -> list[str]:
     out = ["", "Governance"]
     if g.certificates:  # issue 14: each agent's current certificate
         rows = [
-            [term_text(c.agent, 24), c.profile, c.status, term_text(c.reason, 60)] for c in g.certificates
+            [term_text(c.agent, 24), term_text(c.profile, 24), c.status, term_text(c.reason, 60)]
+            for c in g.certificates
         ]
         out += _table(["agent", "profile", "certificate", "reason"], rows, set())
     if g.policies:

@@ -33,7 +33,7 @@ from hushmetric.keys import key_id
 from hushmetric.timefmt import format_rfc3339, parse_rfc3339
 
 T0 = parse_rfc3339("2026-03-10T12:00:00Z")
-names = st.text(min_size=1, max_size=40)
+names = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
 hex64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 stamps = st.integers(0, 4_000_000_000).map(lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
 amounts = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
@@ -189,4 +189,22 @@ def test_a_measure_the_mechanism_does_not_count_is_refused(mechanism: str, measu
     doc = msgspec.to_builtins(make(nacl.signing.SigningKey.generate()))
     doc["mechanism"], doc["measure"] = mechanism, measure
     with pytest.raises(ContractError, match="counts"):
+        decode_statement(msgspec.json.encode(doc))
+
+
+@pytest.mark.parametrize("text", ["on-prem\x1b[2J", "a\n", "a\x00", "a\x7f", "a\x9b31m"])
+@pytest.mark.parametrize("where", ["agent", "tenant", "profile", "policy_name", "check", "problem", "period"])
+def test_control_characters_are_refused_in_every_text(text: str, where: str) -> None:
+    """Verifiers print these fields on terminals: an escape sequence there could rewrite what an
+    operator reads (C0, DEL and C1, including a final newline, which ``$`` would have let through)."""
+    doc = msgspec.to_builtins(make(nacl.signing.SigningKey.generate()))
+    if where == "check":
+        doc["conformance"]["checks"][0]["name"] = text
+    elif where == "problem":
+        doc["conformance"]["checks"][0]["problems"] = [text]
+    elif where == "period":
+        doc["spend"][0]["period"] = text
+    else:
+        doc[where] = text
+    with pytest.raises(ContractError):
         decode_statement(msgspec.json.encode(doc))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
+from hushmetric.timefmt import format_rfc3339
 from tests.collector.collector_testkit import Hush, one_line_error, serving
 from tests.integration.agentkit import AgentDir, events_jsonl, exact_policy, init_agent
 
@@ -137,3 +139,27 @@ def test_unwritable_out_and_oversized_certificate_are_one_line_errors(tmp_path: 
         assert "Traceback" not in ran.err, ran.err
         assert ran.err.count("\n") == 1, ran.err
     assert not (tmp_path / "b.tar").exists()
+
+
+def test_verify_prints_no_bidi_override_from_the_file(tmp_path: Path) -> None:
+    """A certificate's own words (agent, profile) reach the operator's terminal made safe: a right-to-
+    left override (allowed in names, unlike control characters) becomes ``?``."""
+    import nacl.signing
+
+    from hushmetric.certificate import Certificate, Conformance, EgressHead, ProfileCheck, sign_statement
+    from hushmetric.keys import key_id
+
+    key = nacl.signing.SigningKey.generate()
+    public = bytes(key.verify_key)
+    profile = "on\u202eprem"
+    cert = Certificate(
+        1, "a\u202e1", "acme", key_id(public), public, profile, "demo", "ab" * 32, "zcdp", "rho", "day", 1.0,
+        Conformance(profile, True, [ProfileCheck("collector-tls", True)]), EgressHead(0, ""), [],
+        format_rfc3339(time.time() - 60), format_rfc3339(time.time() + 30 * 86400),
+    )  # fmt: skip
+    path = tmp_path / "cert.json"
+    path.write_bytes(sign_statement(cert, key))
+    hush = _collector(tmp_path)
+    out = hush("certify", "verify", str(path), "--public-key", base64.b64encode(public).decode())
+    assert "\u202e" not in out.out + out.err, out
+    assert "profile on?prem" in out.out + out.err, out
