@@ -82,7 +82,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from agent.detectors import DETECTOR_NAMES, Finding, Scanner, generalize, normalize
+from agent.detectors import DETECTOR_NAMES, Backend, Finding, Scanner, generalize, normalize
 from agent.detectors.custom import CustomScanner, compile_detector
 from agent.model import AttrValue, Event
 from agent.policy import AttrRule, Policy, Redaction
@@ -111,12 +111,19 @@ class Redactor:
     """Applies a policy's redaction rules to events. Not thread-safe: one per pipeline task."""
 
     def __init__(
-        self, policy: Policy, secret: bytes, *, scanner: Scanner | CustomScanner | None = None
+        self,
+        policy: Policy,
+        secret: bytes,
+        *,
+        scanner: Scanner | CustomScanner | None = None,
+        backend: Backend = "python",
     ) -> None:
+        """``backend`` picks the built-in scanner's backend (``limits.scanner``) unless ``scanner``
+        is given."""
         if len(secret) < 16:
             raise ValueError("the site secret must be at least 16 bytes")
         red = policy.redaction
-        self._scanner = scanner or scanner_for(red)
+        self._scanner = scanner or scanner_for(red, backend)
         self._scan = self._scanner.scan
         self._actions = {name: red.detectors.get(name, red.default) for name in self._scanner.names}
         self._actions.update({rule.name: rule.action or red.default for rule in red.custom})
@@ -361,12 +368,15 @@ class Redactor:
         return general if general is not None else f"[{detector}]"
 
 
-def scanner_for(red: Redaction) -> Scanner | CustomScanner:
-    """The built-in scanner, with the policy's own detectors (``[[redaction.custom]]``) if it has any."""
+def scanner_for(red: Redaction, backend: Backend = "python") -> Scanner | CustomScanner:
+    """The built-in scanner on ``backend``, with the policy's own detectors (``[[redaction.custom]]``)
+    if it has any."""
+    base = Scanner(backend=backend)
     if not red.custom:
-        return Scanner()
+        return base
     return CustomScanner(
-        [compile_detector(r.name, r.regex, checksum=r.checksum, context=r.context) for r in red.custom]
+        [compile_detector(r.name, r.regex, checksum=r.checksum, context=r.context) for r in red.custom],
+        base,
     )
 
 

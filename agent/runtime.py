@@ -155,7 +155,7 @@ class Agent:
         self.key: nacl.signing.SigningKey = load_signing_key(loaded.key_path)
         # Redact with the minimised policy: allowed attributes no metric uses are dropped first.
         secret = load_secret(loaded.secret_path)
-        self.redactor = Redactor(minimised(self.policy), secret)
+        self.redactor = Redactor(minimised(self.policy), secret, backend=self.cfg.limits.scanner)
         # Dead letters carry a digest keyed from the site secret, never an unkeyed hash of raw input.
         self._letter_key = deadletter.digest_key(secret)
         self.decoder = Decoder(self.cfg.limits, digest_key=self._letter_key)
