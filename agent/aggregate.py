@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from bisect import bisect_right
 from collections.abc import Sequence
 
 import msgspec
 
-from agent.bound import CONTRIBUTION_DROPPED, PARTITION_DROPPED, Bounder, Bounds
+from agent.bound import Bounder, Bounds
 from agent.model import AttrValue, Event
 from agent.policy import Metric, Policy, period_key, window_origin
 
@@ -88,11 +89,15 @@ class MetricWindow(Bounder):
     quantiles), nothing (distinct_units).
     """
 
-    __slots__ = ("parts",)
+    __slots__ = ("keys", "parts", "period")
 
     def __init__(self, bounds: Bounds) -> None:
         super().__init__(bounds.max_partitions, bounds.max_contributions)
         self.parts: dict[tuple[str, ...], list[int]] = {}
+        # One-dimension partition keys by label: every slot of a partition shares one tuple.
+        self.keys: dict[str, tuple[str]] = {}
+        # Per-period bounds: the period's bounder (the aggregator's), looked up on first use.
+        self.period: Bounder | None = None
 
 
 class WindowState:
@@ -250,7 +255,12 @@ class WindowAggregator:
         return self._frontier is not None and start < self._frontier
 
     def add(self, events: Sequence[Event]) -> None:
-        """Bound and accumulate already-redacted events; late, unmatched and refused ones are counted."""
+        """Bound and accumulate already-redacted events; late, unmatched and refused ones are counted.
+
+        Memory: a unit id is interned before it is kept (one string per unit, however many windows,
+        metrics and periods hold it) and a one-dimension partition key is the window's own tuple for
+        that label, so per-unit state costs dict entries, not copies of the id (issue 12).
+        """
         st = self.stats
         st.events += len(events)
         by_name = self._by_name
@@ -259,8 +269,11 @@ class WindowAggregator:
         origin = self._origin
         frontier = -math.inf if self._frontier is None else self._frontier
         watermark = self._watermark
+        intern = sys.intern
         unmatched = late = undeclared = missing_value = clamped = 0
         contributions_dropped = partitions_dropped = admitted = 0
+        window: WindowState | None = None
+        current = -1  # the start of ``window``: events come in time order, mostly in one window
         for ev in events:
             plans = by_name.get(ev.name)
             if plans is None:
@@ -273,11 +286,17 @@ class WindowAggregator:
                 continue
             if ts > watermark:
                 watermark = ts
-            window = windows.get(start)
-            if window is None:
-                window = windows[start] = self._new_window(start)
+            if start != current:
+                if window is not None:
+                    window.events += admitted
+                    admitted = 0
+                window = windows.get(start)
+                if window is None:
+                    window = windows[start] = self._new_window(start)
+                current = start
+            assert window is not None
             attrs = ev.attrs
-            unit = ev.unit
+            unit = intern(ev.unit)
             metrics = window.metrics
             for plan in plans:
                 (
@@ -295,6 +314,7 @@ class WindowAggregator:
                     last,
                     per_period,
                 ) = plan.hot
+                mw = metrics[index]
                 key: tuple[str, ...] = ()
                 if len(dims) == 1:  # the common case, without the general loop
                     dim, allowed = dims[0]
@@ -306,7 +326,10 @@ class WindowAggregator:
                     if allowed is not None and text not in allowed:
                         undeclared += 1
                         continue
-                    key = (text,)
+                    known = mw.keys.get(text)
+                    if known is None:
+                        known = mw.keys[text] = (text,)
+                    key = known
                 elif dims:
                     labels = []
                     for dim, allowed in dims:
@@ -335,7 +358,6 @@ class WindowAggregator:
                         clamped += 1
                     else:
                         value = raw_value
-                mw = metrics[index]
                 parts = mw.parts
                 part = parts.get(key)
                 # Bounder.admit, inlined (this loop is the agent's hot path)
@@ -343,14 +365,24 @@ class WindowAggregator:
                 slot = (unit, key)
                 n = contributions.get(slot)
                 if per_period:
-                    # The period's bounder decides; the window only records what it admitted.
-                    outcome = self._period_bounder(index, window.period).admit(unit, key)
-                    if outcome == PARTITION_DROPPED:
-                        partitions_dropped += 1
-                        continue
-                    if outcome == CONTRIBUTION_DROPPED:
+                    # The period's bounder decides (Bounder.admit on it, inlined); the window only
+                    # records what it admitted.
+                    bounder = mw.period
+                    if bounder is None:
+                        bounder = mw.period = self._period_bounder(index, window.period)
+                    had = bounder.contributions.get(slot)
+                    if had is None:
+                        touched = bounder.touched.get(unit, 0)
+                        if touched >= max_p:
+                            partitions_dropped += 1
+                            continue
+                        bounder.touched[unit] = touched + 1
+                        bounder.contributions[slot] = 1
+                    elif had >= max_c:
                         contributions_dropped += 1
                         continue
+                    else:
+                        bounder.contributions[slot] = had + 1
                     if n is None:
                         mw.touched[unit] = mw.touched.get(unit, 0) + 1
                         contributions[slot] = 1
@@ -387,8 +419,8 @@ class WindowAggregator:
                 elif code == _HISTOGRAM:
                     bucket = bisect_right(edges, value) - 1
                     part[1 + (0 if bucket < 0 else last if bucket > last else bucket)] += 1
+        if window is not None:
             window.events += admitted
-            admitted = 0
         self._watermark = watermark
         st.unmatched += unmatched
         st.late += late
