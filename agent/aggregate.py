@@ -47,6 +47,8 @@ from agent.policy import Metric, Policy, period_key, window_origin
 __all__ = ["AggregatorStats", "MetricWindow", "WindowAggregator", "WindowState", "bucket_labels", "label"]
 
 _COUNT, _SUM, _MEAN, _HISTOGRAM, _DISTINCT = range(5)
+# Shared (unit, ()) slots kept at most: a cache (sharing saves memory, never changes a decision).
+_SLOT_CACHE = 1 << 17
 _STAT_CODE = {
     "count": _COUNT,
     "sum": _SUM,
@@ -106,6 +108,7 @@ class WindowState:
     For a metric bounded per period, the metric window's bounder holds the contributions admitted
     into this window (the caps are enforced by the period's bounder, :meth:`WindowAggregator.
     period_usage`): what the runtime adds to the period's persisted usage when it releases the window.
+    Its ``touched`` stays empty (memory: one dict entry per unit less, per metric and open window).
     """
 
     __slots__ = ("end", "events", "metrics", "period", "start")
@@ -174,6 +177,8 @@ class WindowAggregator:
         # runtime restores the usage of released windows (persisted) before replaying the journal.
         self._period_bounds: dict[tuple[int, str], Bounder] = {}
         self._watermark = -math.inf
+        # unit -> (unit, ()): the slot of a dimensionless metric, shared by all of them (memory).
+        self._bare_slots: dict[str, tuple[str, tuple[str, ...]]] = {}
         # The schedule position: every window starting before it has been handed out. None until
         # the runtime starts the schedule (a bare aggregator, in tests and benchmarks, then starts
         # at the first window it sees when flushed).
@@ -270,6 +275,7 @@ class WindowAggregator:
         frontier = -math.inf if self._frontier is None else self._frontier
         watermark = self._watermark
         intern = sys.intern
+        bare = self._bare_slots
         unmatched = late = undeclared = missing_value = clamped = 0
         contributions_dropped = partitions_dropped = admitted = 0
         window: WindowState | None = None
@@ -362,7 +368,15 @@ class WindowAggregator:
                 part = parts.get(key)
                 # Bounder.admit, inlined (this loop is the agent's hot path)
                 contributions = mw.contributions
-                slot = (unit, key)
+                if dims:
+                    slot = (unit, key)
+                else:  # one (unit, ()) tuple for every dimensionless metric and window
+                    shared = bare.get(unit)
+                    if shared is None:
+                        if len(bare) >= _SLOT_CACHE:
+                            bare.clear()
+                        shared = bare[unit] = (unit, ())
+                    slot = shared
                 n = contributions.get(slot)
                 if per_period:
                     # The period's bounder decides (Bounder.admit on it, inlined); the window only
@@ -383,8 +397,7 @@ class WindowAggregator:
                         continue
                     else:
                         bounder.contributions[slot] = had + 1
-                    if n is None:
-                        mw.touched[unit] = mw.touched.get(unit, 0) + 1
+                    if n is None:  # (no ``touched`` here: the period's bounder counts partitions)
                         contributions[slot] = 1
                         if part is None:
                             part = parts[key] = [0] * width
