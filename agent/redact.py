@@ -81,6 +81,7 @@ import hmac
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Final
 
 from agent.detectors import DETECTOR_NAMES, Backend, Finding, Scanner, generalize, normalize
 from agent.detectors.custom import CustomScanner, compile_detector
@@ -101,6 +102,8 @@ COUNTERS = (
 
 _HASH_HEX = 16  # 64-bit pseudonyms: collisions stay negligible for the cardinalities we aggregate
 _CLEAN_CACHE = 1 << 17
+_KEY_PLANS = 1 << 12  # attribute keys with a plan, at most (keys are few; a flood of them is not)
+_DROP: Final = (-1, False)  # the plan of a key no rule allows, known clean
 # A value longer than its rule's max_length is scanned over at most this many characters before it
 # is cut: enough context for any finding that starts before the cut, and still a bounded cost.
 _SCAN_FACTOR = 4
@@ -132,7 +135,11 @@ class Redactor:
         self._rules = dict(policy.attrs)
         # key -> (max_length, remember clean values) for rules that keep strings as they are once
         # scanned. Labels repeat, so clean ones are remembered; free text rarely does, so it is not.
-        self._fast = {
+        # Per-key plans, looked up once per attribute: (max_length, remember) for rules that keep
+        # strings as they are once scanned, or _DROP for a key no rule allows that is known clean
+        # (so a dropped key costs one lookup, not three). Keys are added as they are seen, up to
+        # _KEY_PLANS: a key found clean stays clean, so a plan never goes stale.
+        self._fast: dict[str, tuple[int, bool]] = {
             k: (r.max_length, r.kind == "label")
             for k, r in self._rules.items()
             if r.kind in ("label", "text") and r.generalize is None
@@ -216,6 +223,9 @@ class Redactor:
         dropped = 0
         for key, value in event.attrs.items():
             plain = fast.get(key)
+            if plain is _DROP:
+                dropped += 1
+                continue
             if plain is not None and value.__class__ is str:
                 # Fast path: a string under a rule that keeps strings as they are once scanned.
                 limit, remember = plain
@@ -241,6 +251,8 @@ class Redactor:
                     self._count("dropped_event")
                     return None
                 dropped += 1
+                if len(fast) < _KEY_PLANS:
+                    fast[key] = _DROP  # clean (or names are not scanned): dropped unseen from now on
                 continue
             new = self._value(value, rule)
             if new is not value:
