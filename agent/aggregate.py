@@ -386,11 +386,12 @@ class WindowAggregator:
                         bounder = mw.period = self._period_bounder(index, window.period)
                     had = bounder.contributions.get(slot)
                     if had is None:
-                        touched = bounder.touched.get(unit, 0)
-                        if touched >= max_p:
-                            partitions_dropped += 1
-                            continue
-                        bounder.touched[unit] = touched + 1
+                        if dims:  # (see below: one partition needs no count)
+                            touched = bounder.touched.get(unit, 0)
+                            if touched >= max_p:
+                                partitions_dropped += 1
+                                continue
+                            bounder.touched[unit] = touched + 1
                         bounder.contributions[slot] = 1
                     elif had >= max_c:
                         contributions_dropped += 1
@@ -406,11 +407,15 @@ class WindowAggregator:
                         contributions[slot] = n + 1
                         assert part is not None
                 elif n is None:
-                    touched = mw.touched.get(unit, 0)
-                    if touched >= max_p:
-                        partitions_dropped += 1
-                        continue
-                    mw.touched[unit] = touched + 1
+                    # A metric without dimensions has one partition: a unit without a slot touches
+                    # none, and max_partitions >= 1 admits it, so its ``touched`` is not kept (one
+                    # dict entry per unit and metric less; admit would decide the same).
+                    if dims:
+                        touched = mw.touched.get(unit, 0)
+                        if touched >= max_p:
+                            partitions_dropped += 1
+                            continue
+                        mw.touched[unit] = touched + 1
                     contributions[slot] = 1
                     if part is None:
                         part = parts[key] = [0] * width

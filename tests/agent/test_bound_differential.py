@@ -107,3 +107,33 @@ def test_the_inlined_bounding_decides_like_bounder_admit(
             assert period.touched == reference.touched
             assert period.contributions == reference.contributions
         assert {key: part[0] for key, part in mw.parts.items()} == units_per_partition
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    max_contributions=st.integers(1, 4),
+    bound=st.sampled_from(["window", "period"]),
+    units=st.lists(st.sampled_from(UNITS), max_size=80),
+)
+def test_a_metric_without_dimensions_decides_like_bounder_admit(
+    max_contributions: int, bound: str, units: list[str]
+) -> None:
+    """Without dimensions there is one partition, so the aggregator keeps no per-unit partition
+    count (``touched``): the decisions and the contributions must still be admit's."""
+    metric = Metric(
+        name="m", events=["hit"], stat="count", max_contributions=max_contributions, bound=bound  # type: ignore[arg-type]
+    )
+    p = Policy(
+        version=1, name="t", budget=Budget(rho=1.0), window=WindowSpec(size="1h", lateness="5m"),
+        attrs={}, metrics=[metric],
+    )  # fmt: skip
+    agg = WindowAggregator(p)
+    agg.add([Event("hit", float(i), unit) for i, unit in enumerate(units)])
+    reference = Bounder(1, max_contributions)
+    outcomes = [reference.admit(unit, ()) for unit in units]
+    windows = agg.flush()
+    assert agg.stats.partitions_dropped == outcomes.count(PARTITION_DROPPED) == 0
+    assert agg.stats.contributions_dropped == outcomes.count(CONTRIBUTION_DROPPED)
+    if windows:
+        assert windows[0].metrics[0].contributions == reference.contributions
+        assert windows[0].metrics[0].parts.get((), [0])[0] == len(reference.touched)
