@@ -91,13 +91,14 @@ class MetricWindow(Bounder):
     quantiles), nothing (distinct_units).
     """
 
-    __slots__ = ("keys", "parts", "period")
+    __slots__ = ("combos", "keys", "parts", "period")
 
     def __init__(self, bounds: Bounds) -> None:
         super().__init__(bounds.max_partitions, bounds.max_contributions)
         self.parts: dict[tuple[str, ...], list[int]] = {}
         # One-dimension partition keys by label: every slot of a partition shares one tuple.
         self.keys: dict[str, tuple[str]] = {}
+        self.combos: dict[tuple[str, ...], tuple[str, ...]] = {}  # and keys of several dimensions
         # Per-period bounds: the period's bounder (the aggregator's), looked up on first use.
         self.period: Bounder | None = None
 
@@ -349,7 +350,8 @@ class WindowAggregator:
                     if len(labels) != len(dims):
                         undeclared += 1
                         continue
-                    key = tuple(labels)
+                    built = tuple(labels)
+                    key = mw.combos.setdefault(built, built)  # every slot of a partition: one tuple
                 value = 0.0
                 if valued:
                     raw_value = ev.value
