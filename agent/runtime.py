@@ -266,7 +266,13 @@ class Agent:
         try:
             while True:
                 try:
-                    chunk = await (anext(chunks) if idle is None else asyncio.wait_for(anext(chunks), idle))
+                    if idle is None:
+                        chunk = await anext(chunks)
+                    else:
+                        # A deadline on this task, not wait_for: that wraps every message in a new
+                        # task (a third of the MQTT source's time when draining a backlog).
+                        async with asyncio.timeout(idle):
+                            chunk = await anext(chunks)
                 except (StopAsyncIteration, TimeoutError):
                     return
                 await queue.put(chunk, len(chunk.data))
