@@ -34,18 +34,21 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from bisect import bisect_right
 from collections.abc import Sequence
 
 import msgspec
 
-from agent.bound import CONTRIBUTION_DROPPED, PARTITION_DROPPED, Bounder, Bounds
+from agent.bound import Bounder, Bounds
 from agent.model import AttrValue, Event
 from agent.policy import Metric, Policy, period_key, window_origin
 
 __all__ = ["AggregatorStats", "MetricWindow", "WindowAggregator", "WindowState", "bucket_labels", "label"]
 
 _COUNT, _SUM, _MEAN, _HISTOGRAM, _DISTINCT = range(5)
+# Shared (unit, ()) slots kept at most: a cache (sharing saves memory, never changes a decision).
+_SLOT_CACHE = 1 << 17
 _STAT_CODE = {
     "count": _COUNT,
     "sum": _SUM,
@@ -88,11 +91,16 @@ class MetricWindow(Bounder):
     quantiles), nothing (distinct_units).
     """
 
-    __slots__ = ("parts",)
+    __slots__ = ("combos", "keys", "parts", "period")
 
     def __init__(self, bounds: Bounds) -> None:
         super().__init__(bounds.max_partitions, bounds.max_contributions)
         self.parts: dict[tuple[str, ...], list[int]] = {}
+        # One-dimension partition keys by label: every slot of a partition shares one tuple.
+        self.keys: dict[str, tuple[str]] = {}
+        self.combos: dict[tuple[str, ...], tuple[str, ...]] = {}  # and keys of several dimensions
+        # Per-period bounds: the period's bounder (the aggregator's), looked up on first use.
+        self.period: Bounder | None = None
 
 
 class WindowState:
@@ -101,6 +109,7 @@ class WindowState:
     For a metric bounded per period, the metric window's bounder holds the contributions admitted
     into this window (the caps are enforced by the period's bounder, :meth:`WindowAggregator.
     period_usage`): what the runtime adds to the period's persisted usage when it releases the window.
+    Its ``touched`` stays empty (memory: one dict entry per unit less, per metric and open window).
     """
 
     __slots__ = ("end", "events", "metrics", "period", "start")
@@ -169,6 +178,8 @@ class WindowAggregator:
         # runtime restores the usage of released windows (persisted) before replaying the journal.
         self._period_bounds: dict[tuple[int, str], Bounder] = {}
         self._watermark = -math.inf
+        # unit -> (unit, ()): the slot of a dimensionless metric, shared by all of them (memory).
+        self._bare_slots: dict[str, tuple[str, tuple[str, ...]]] = {}
         # The schedule position: every window starting before it has been handed out. None until
         # the runtime starts the schedule (a bare aggregator, in tests and benchmarks, then starts
         # at the first window it sees when flushed).
@@ -250,7 +261,12 @@ class WindowAggregator:
         return self._frontier is not None and start < self._frontier
 
     def add(self, events: Sequence[Event]) -> None:
-        """Bound and accumulate already-redacted events; late, unmatched and refused ones are counted."""
+        """Bound and accumulate already-redacted events; late, unmatched and refused ones are counted.
+
+        Memory: a unit id is interned before it is kept (one string per unit, however many windows,
+        metrics and periods hold it) and a one-dimension partition key is the window's own tuple for
+        that label, so per-unit state costs dict entries, not copies of the id (issue 12).
+        """
         st = self.stats
         st.events += len(events)
         by_name = self._by_name
@@ -259,8 +275,12 @@ class WindowAggregator:
         origin = self._origin
         frontier = -math.inf if self._frontier is None else self._frontier
         watermark = self._watermark
+        intern = sys.intern
+        bare = self._bare_slots
         unmatched = late = undeclared = missing_value = clamped = 0
         contributions_dropped = partitions_dropped = admitted = 0
+        window: WindowState | None = None
+        current = -1  # the start of ``window``: events come in time order, mostly in one window
         for ev in events:
             plans = by_name.get(ev.name)
             if plans is None:
@@ -273,11 +293,17 @@ class WindowAggregator:
                 continue
             if ts > watermark:
                 watermark = ts
-            window = windows.get(start)
-            if window is None:
-                window = windows[start] = self._new_window(start)
+            if start != current:
+                if window is not None:
+                    window.events += admitted
+                    admitted = 0
+                window = windows.get(start)
+                if window is None:
+                    window = windows[start] = self._new_window(start)
+                current = start
+            assert window is not None
             attrs = ev.attrs
-            unit = ev.unit
+            unit = intern(ev.unit)
             metrics = window.metrics
             for plan in plans:
                 (
@@ -295,6 +321,7 @@ class WindowAggregator:
                     last,
                     per_period,
                 ) = plan.hot
+                mw = metrics[index]
                 key: tuple[str, ...] = ()
                 if len(dims) == 1:  # the common case, without the general loop
                     dim, allowed = dims[0]
@@ -306,7 +333,10 @@ class WindowAggregator:
                     if allowed is not None and text not in allowed:
                         undeclared += 1
                         continue
-                    key = (text,)
+                    known = mw.keys.get(text)
+                    if known is None:
+                        known = mw.keys[text] = (text,)
+                    key = known
                 elif dims:
                     labels = []
                     for dim, allowed in dims:
@@ -320,7 +350,8 @@ class WindowAggregator:
                     if len(labels) != len(dims):
                         undeclared += 1
                         continue
-                    key = tuple(labels)
+                    built = tuple(labels)
+                    key = mw.combos.setdefault(built, built)  # every slot of a partition: one tuple
                 value = 0.0
                 if valued:
                     raw_value = ev.value
@@ -335,24 +366,41 @@ class WindowAggregator:
                         clamped += 1
                     else:
                         value = raw_value
-                mw = metrics[index]
                 parts = mw.parts
                 part = parts.get(key)
                 # Bounder.admit, inlined (this loop is the agent's hot path)
                 contributions = mw.contributions
-                slot = (unit, key)
+                if dims:
+                    slot = (unit, key)
+                else:  # one (unit, ()) tuple for every dimensionless metric and window
+                    shared = bare.get(unit)
+                    if shared is None:
+                        if len(bare) >= _SLOT_CACHE:
+                            bare.clear()
+                        shared = bare[unit] = (unit, ())
+                    slot = shared
                 n = contributions.get(slot)
                 if per_period:
-                    # The period's bounder decides; the window only records what it admitted.
-                    outcome = self._period_bounder(index, window.period).admit(unit, key)
-                    if outcome == PARTITION_DROPPED:
-                        partitions_dropped += 1
-                        continue
-                    if outcome == CONTRIBUTION_DROPPED:
+                    # The period's bounder decides (Bounder.admit on it, inlined); the window only
+                    # records what it admitted.
+                    bounder = mw.period
+                    if bounder is None:
+                        bounder = mw.period = self._period_bounder(index, window.period)
+                    had = bounder.contributions.get(slot)
+                    if had is None:
+                        if dims:  # (see below: one partition needs no count)
+                            touched = bounder.touched.get(unit, 0)
+                            if touched >= max_p:
+                                partitions_dropped += 1
+                                continue
+                            bounder.touched[unit] = touched + 1
+                        bounder.contributions[slot] = 1
+                    elif had >= max_c:
                         contributions_dropped += 1
                         continue
-                    if n is None:
-                        mw.touched[unit] = mw.touched.get(unit, 0) + 1
+                    else:
+                        bounder.contributions[slot] = had + 1
+                    if n is None:  # (no ``touched`` here: the period's bounder counts partitions)
                         contributions[slot] = 1
                         if part is None:
                             part = parts[key] = [0] * width
@@ -361,11 +409,15 @@ class WindowAggregator:
                         contributions[slot] = n + 1
                         assert part is not None
                 elif n is None:
-                    touched = mw.touched.get(unit, 0)
-                    if touched >= max_p:
-                        partitions_dropped += 1
-                        continue
-                    mw.touched[unit] = touched + 1
+                    # A metric without dimensions has one partition: a unit without a slot touches
+                    # none, and max_partitions >= 1 admits it, so its ``touched`` is not kept (one
+                    # dict entry per unit and metric less; admit would decide the same).
+                    if dims:
+                        touched = mw.touched.get(unit, 0)
+                        if touched >= max_p:
+                            partitions_dropped += 1
+                            continue
+                        mw.touched[unit] = touched + 1
                     contributions[slot] = 1
                     if part is None:
                         part = parts[key] = [0] * width
@@ -387,8 +439,8 @@ class WindowAggregator:
                 elif code == _HISTOGRAM:
                     bucket = bisect_right(edges, value) - 1
                     part[1 + (0 if bucket < 0 else last if bucket > last else bucket)] += 1
+        if window is not None:
             window.events += admitted
-            admitted = 0
         self._watermark = watermark
         st.unmatched += unmatched
         st.late += late

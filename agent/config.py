@@ -162,6 +162,10 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # chunk at a time and the sources block (see agent/memory.py). Unset: no limiter, and a fixed
     # 16 MiB of raw input queued plus 4 MiB per group commit.
     max_memory: str | None = None
+    # PII scanner backend (agent/detectors): "python" (the default) is pure Python; "hyperscan" adds a
+    # one-pass prefilter over every detector (needs hushmetric[fast]; about 13 MiB more RSS); "auto"
+    # uses Hyperscan when it can be imported. The findings are the same whichever runs.
+    scanner: Literal["auto", "python", "hyperscan"] = "python"
 
     @property
     def max_memory_bytes(self) -> int | None:
@@ -247,7 +251,20 @@ def load_config(path: Path) -> LoadedConfig:
                 path=str(path),
                 key="limits.max_memory",
             )
+    if config.limits.scanner == "hyperscan" and not _hyperscan_importable():
+        raise ConfigError(
+            'the hyperscan scanner needs the hyperscan package (pip install "hushmetric[fast]"); '
+            'use "auto" to fall back to pure Python',
+            path=str(path),
+            key="limits.scanner",
+        )
     return LoadedConfig(config, path, path.resolve().parent)
+
+
+def _hyperscan_importable() -> bool:
+    from agent.detectors import _hyperscan  # the check only; the scanner loads it when it is built
+
+    return _hyperscan.available()
 
 
 def deprecations(loaded: LoadedConfig) -> list[str]:

@@ -3,17 +3,20 @@
 Peak memory of the agent process is, by construction, a sum of terms set by configuration — never by
 how much input arrives (measured with ``tracemalloc`` and peak RSS, see ``bench/bench_memory.py``):
 
-- **code**: the interpreter and the modules the running mode imports (about 52 MiB for the daemon
-  with an MQTT source, OpenDP 16 MiB of it; the gRPC sender about 20 MiB more, imported only when a
-  collector is configured);
+- **code**: the interpreter and the modules the running mode imports (about 37 MiB for the idle
+  daemon with an MQTT source; OpenDP's native library about 30 MiB more from the first window
+  released; gRPC and protobuf about 20 MiB more, only with a collector or an OTLP source; Hyperscan
+  about 13 MiB with ``limits.scanner = "hyperscan"``);
 - **input in flight**: raw chunks waiting between the sources and the ingest loop, at most
   :attr:`Budget.queue_bytes` (one chunk more when a single chunk is larger), plus one group commit of
   at most :attr:`Budget.group_bytes` of input, decoded and redacted (Python objects take about five
   times the JSON they came from);
 - **bounding state**: per open window and metric, at most units × ``max_partitions`` (unit,
-  partition) entries, about 250 bytes each (docs/privacy.md). It grows with the unit population of a
-  window, not with the number of events; there is no global cap, since a cap would let the first
-  units to arrive decide which values survive (the privacy issue forbids that).
+  partition) entries, about 250 bytes each (docs/privacy.md), plus the period's bounder for metrics
+  bounded per period. Unit ids are interned and partition keys shared, so an entry holds no copy of
+  either. It grows with the unit population of a window, not with the number of events; there is
+  no global cap, since a cap would let the first units to arrive decide which values survive (the
+  privacy issue forbids that).
 
 ``limits.max_memory`` works like the OpenTelemetry Collector's memory limiter: the ingest loop reads
 the process's resident set size before each group commit; past the soft limit (90 % of

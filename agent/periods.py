@@ -91,10 +91,11 @@ def record_window(conn: sqlite3.Connection, policy: Policy, digest: str, state: 
         conn.executemany(
             "INSERT INTO period_usage (policy, metric, period, unit, part, n) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (policy, metric, period, unit, part) DO UPDATE SET n = n + excluded.n",
-            [
+            # a generator, not a list: one row at a time (a window holds a row per unit and partition)
+            (
                 (digest, metric.name, period, unit, _part(key), n)
                 for (unit, key), n in mw.contributions.items()
-            ],
+            ),
         )
         if metric.period_total <= 0:
             continue

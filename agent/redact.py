@@ -81,8 +81,9 @@ import hmac
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Final
 
-from agent.detectors import DETECTOR_NAMES, Finding, Scanner, generalize, normalize
+from agent.detectors import DETECTOR_NAMES, Backend, Finding, Scanner, generalize, normalize
 from agent.detectors.custom import CustomScanner, compile_detector
 from agent.model import AttrValue, Event
 from agent.policy import AttrRule, Policy, Redaction
@@ -101,6 +102,8 @@ COUNTERS = (
 
 _HASH_HEX = 16  # 64-bit pseudonyms: collisions stay negligible for the cardinalities we aggregate
 _CLEAN_CACHE = 1 << 17
+_KEY_PLANS = 1 << 12  # attribute keys with a plan, at most (keys are few; a flood of them is not)
+_DROP: Final = (-1, False)  # the plan of a key no rule allows, known clean
 # A value longer than its rule's max_length is scanned over at most this many characters before it
 # is cut: enough context for any finding that starts before the cut, and still a bounded cost.
 _SCAN_FACTOR = 4
@@ -111,12 +114,19 @@ class Redactor:
     """Applies a policy's redaction rules to events. Not thread-safe: one per pipeline task."""
 
     def __init__(
-        self, policy: Policy, secret: bytes, *, scanner: Scanner | CustomScanner | None = None
+        self,
+        policy: Policy,
+        secret: bytes,
+        *,
+        scanner: Scanner | CustomScanner | None = None,
+        backend: Backend = "python",
     ) -> None:
+        """``backend`` picks the built-in scanner's backend (``limits.scanner``) unless ``scanner``
+        is given."""
         if len(secret) < 16:
             raise ValueError("the site secret must be at least 16 bytes")
         red = policy.redaction
-        self._scanner = scanner or scanner_for(red)
+        self._scanner = scanner or scanner_for(red, backend)
         self._scan = self._scanner.scan
         self._actions = {name: red.detectors.get(name, red.default) for name in self._scanner.names}
         self._actions.update({rule.name: rule.action or red.default for rule in red.custom})
@@ -125,7 +135,11 @@ class Redactor:
         self._rules = dict(policy.attrs)
         # key -> (max_length, remember clean values) for rules that keep strings as they are once
         # scanned. Labels repeat, so clean ones are remembered; free text rarely does, so it is not.
-        self._fast = {
+        # Per-key plans, looked up once per attribute: (max_length, remember) for rules that keep
+        # strings as they are once scanned, or _DROP for a key no rule allows that is known clean
+        # (so a dropped key costs one lookup, not three). Keys are added as they are seen, up to
+        # _KEY_PLANS: a key found clean stays clean, so a plan never goes stale.
+        self._fast: dict[str, tuple[int, bool]] = {
             k: (r.max_length, r.kind == "label")
             for k, r in self._rules.items()
             if r.kind in ("label", "text") and r.generalize is None
@@ -191,7 +205,7 @@ class Redactor:
         for f in found:
             counts[f.detector] = counts.get(f.detector, 0) + 1
 
-    def _event(self, event: Event) -> Event | None:
+    def _event(self, event: Event) -> Event | None:  # noqa: C901 - the per-event hot loop, kept inline
         clean = self._clean
         changed = False
         name = event.name
@@ -209,6 +223,9 @@ class Redactor:
         dropped = 0
         for key, value in event.attrs.items():
             plain = fast.get(key)
+            if plain is _DROP:
+                dropped += 1
+                continue
             if plain is not None and value.__class__ is str:
                 # Fast path: a string under a rule that keeps strings as they are once scanned.
                 limit, remember = plain
@@ -234,6 +251,8 @@ class Redactor:
                     self._count("dropped_event")
                     return None
                 dropped += 1
+                if len(fast) < _KEY_PLANS:
+                    fast[key] = _DROP  # clean (or names are not scanned): dropped unseen from now on
                 continue
             new = self._value(value, rule)
             if new is not value:
@@ -361,12 +380,15 @@ class Redactor:
         return general if general is not None else f"[{detector}]"
 
 
-def scanner_for(red: Redaction) -> Scanner | CustomScanner:
-    """The built-in scanner, with the policy's own detectors (``[[redaction.custom]]``) if it has any."""
+def scanner_for(red: Redaction, backend: Backend = "python") -> Scanner | CustomScanner:
+    """The built-in scanner on ``backend``, with the policy's own detectors (``[[redaction.custom]]``)
+    if it has any."""
+    base = Scanner(backend=backend)
     if not red.custom:
-        return Scanner()
+        return base
     return CustomScanner(
-        [compile_detector(r.name, r.regex, checksum=r.checksum, context=r.context) for r in red.custom]
+        [compile_detector(r.name, r.regex, checksum=r.checksum, context=r.context) for r in red.custom],
+        base,
     )
 
 

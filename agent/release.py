@@ -26,6 +26,7 @@ that of one window. Each window then reuses the measurement, and an optional per
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -33,7 +34,6 @@ from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import msgspec
-import opendp.prelude as dp
 
 from agent.aggregate import MetricWindow, WindowState, bucket_labels
 from agent.bound import Bounds, Sensitivity
@@ -50,11 +50,28 @@ __all__ = [
     "window_cost",
 ]
 
-dp.enable_features("contrib")  # OpenDP's measurements used here are all in "contrib"
-
 Z95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
-_VECTOR = dp.vector_domain(dp.atom_domain(T="i64"))
-_COUNTS = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64"))
+
+
+class _OpenDP(NamedTuple):
+    dp: Any  # the opendp.prelude module (OpenDP ships no type information)
+    vector: Any  # vector_domain(atom_domain(T="i64"))
+    counts: Any  # map_domain(atom_domain(T=str), atom_domain(T="i64"))
+
+
+@functools.cache
+def _opendp() -> _OpenDP:
+    """OpenDP, imported on the first measurement built: its native library is ~30 MiB resident, which
+    an idle daemon, ``status`` or ``ledger`` never needs (issue 12: idle RSS). Importing this module
+    stays cheap; the ledger and the integrity check only need :class:`Release`."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")  # OpenDP's measurements used here are all in "contrib"
+    return _OpenDP(
+        dp,
+        dp.vector_domain(dp.atom_domain(T="i64")),
+        dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64")),
+    )
 
 
 class Release(msgspec.Struct, frozen=True):
@@ -139,10 +156,11 @@ def _vector_noiser(zcdp: bool, sens: Sensitivity, share: float) -> _Noiser:
     """The cheapest vector measurement whose privacy map at the sensitivity fits ``share``."""
     d_in = sens.l2 if zcdp else sens.l1
     scale = d_in / math.sqrt(2.0 * share) if zcdp else d_in / share
+    dp, vector, _ = _opendp()
     make = dp.m.make_gaussian if zcdp else dp.m.make_laplace
     metric = dp.l2_distance(T="f64") if zcdp else dp.l1_distance(T="f64")
     for _ in range(64):  # OpenDP rounds its maps conservatively; nudge the scale up by ulps
-        meas = make(_VECTOR, metric, scale=scale)
+        meas = make(vector, metric, scale=scale)
         ok, spend, _ = _fits(meas, float(d_in), share)
         if ok:
             return _Noiser(meas, scale, float(d_in), spend, 0.0)
@@ -153,13 +171,14 @@ def _vector_noiser(zcdp: bool, sens: Sensitivity, share: float) -> _Noiser:
 def _threshold_noiser(zcdp: bool, sens: Sensitivity, share: float, delta: float) -> tuple[_Noiser, int]:
     """Threshold measurement with the budget's scale and the smallest threshold meeting ``delta``."""
     base = _vector_noiser(zcdp, Sensitivity(1, sens.l1, sens.l2, sens.linf), share).scale
+    dp, _, counts = _opendp()
     metric = (dp.l02inf_distance if zcdp else dp.l01inf_distance)(dp.absolute_distance(T="f64"))
     make = dp.m.make_gaussian_threshold if zcdp else dp.m.make_laplace_threshold
     d_in = (sens.l0, float(sens.l2 if zcdp else sens.l1), float(sens.linf))
     scale = base
 
     def fits(threshold: int) -> tuple[bool, Any, float, float]:
-        meas: Any = make(_COUNTS, metric, scale=scale, threshold=threshold)
+        meas: Any = make(counts, metric, scale=scale, threshold=threshold)
         out = meas.map(d_in)
         return out[0] <= share and out[1] <= delta, meas, float(out[0]), float(out[1])
 

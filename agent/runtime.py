@@ -155,7 +155,7 @@ class Agent:
         self.key: nacl.signing.SigningKey = load_signing_key(loaded.key_path)
         # Redact with the minimised policy: allowed attributes no metric uses are dropped first.
         secret = load_secret(loaded.secret_path)
-        self.redactor = Redactor(minimised(self.policy), secret)
+        self.redactor = Redactor(minimised(self.policy), secret, backend=self.cfg.limits.scanner)
         # Dead letters carry a digest keyed from the site secret, never an unkeyed hash of raw input.
         self._letter_key = deadletter.digest_key(secret)
         self.decoder = Decoder(self.cfg.limits, digest_key=self._letter_key)
@@ -266,7 +266,13 @@ class Agent:
         try:
             while True:
                 try:
-                    chunk = await (anext(chunks) if idle is None else asyncio.wait_for(anext(chunks), idle))
+                    if idle is None:
+                        chunk = await anext(chunks)
+                    else:
+                        # A deadline on this task, not wait_for: that wraps every message in a new
+                        # task (a third of the MQTT source's time when draining a backlog).
+                        async with asyncio.timeout(idle):
+                            chunk = await anext(chunks)
                 except (StopAsyncIteration, TimeoutError):
                     return
                 await queue.put(chunk, len(chunk.data))

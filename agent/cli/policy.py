@@ -94,7 +94,7 @@ def redact(ctx: Context) -> ExitCode:
     # Events are shown as the pipeline keeps them (minimised policy); --text lines are scanned as a
     # free-text value, whatever the policy's attributes.
     secret = load_secret(loaded.secret_path)
-    redactor = Redactor(minimised(policy), secret)
+    redactor = Redactor(minimised(policy), secret, backend=loaded.config.limits.scanner)
     decoder = Decoder(loaded.config.limits, digest_key=deadletter.digest_key(secret))
     encoder = msgspec.json.Encoder()
     refused = 0
@@ -131,7 +131,9 @@ def _sample_events(ctx: Context, policy: Policy, path: str) -> list[Event]:
     from agent.runtime import load_secret
 
     loaded = ctx.config
-    redactor = Redactor(minimised(policy), load_secret(loaded.secret_path))
+    redactor = Redactor(
+        minimised(policy), load_secret(loaded.secret_path), backend=loaded.config.limits.scanner
+    )
     decoder = Decoder(loaded.config.limits)
     with ctx.read_input(path) as fh:
         events, _letters = decoder.decode(fh.read(), "tune", now=ctx.clock())

@@ -33,6 +33,7 @@ __all__ = [
     "BACKENDS",
     "BUILTIN",
     "DETECTOR_NAMES",
+    "Backend",
     "Detector",
     "Finding",
     "RegexDetector",

@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agent import config as cfg
 from agent import journal
@@ -21,12 +22,24 @@ from agent.sources.base import Chunk, OffsetGetter, Source
 from agent.sources.demo import DemoSource, generate_lines, write_dataset
 from agent.sources.file import FileSource
 from agent.sources.mqtt import MqttSource
-from agent.sources.otlp import OtlpSource, server_context
 from agent.sources.otlp_map import Mapping
 from agent.sources.stdin import StdinSource
 from agent.sources.syslog import SyslogFields, SyslogSource
 from hushmetric.errors import ConfigError
 from hushmetric.timefmt import parse_rfc3339
+
+if TYPE_CHECKING:
+    from agent.sources.otlp import OtlpSource
+
+
+def __getattr__(name: str) -> Any:
+    # The OTLP receiver pulls in gRPC and protobuf (~25 MiB resident): imported only when an OTLP
+    # source is configured or the name is asked for, so an MQTT or file agent never loads them.
+    if name in ("OtlpSource", "server_context"):
+        from agent.sources import otlp
+
+        return getattr(otlp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Chunk",
@@ -163,6 +176,8 @@ def _mqtt(spec: cfg.MqttSource, loaded: cfg.LoadedConfig, index: int) -> MqttSou
 
 
 def _otlp(spec: cfg.OtlpSource, loaded: cfg.LoadedConfig, index: int, digest_key: bytes | None) -> OtlpSource:
+    from agent.sources.otlp import OtlpSource, server_context  # gRPC only when configured
+
     letter_key = digest_key if digest_key is not None else os.urandom(32)
     where = {"path": str(loaded.path)}
     if not spec.grpc_port and not spec.http_port:

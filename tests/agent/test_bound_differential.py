@@ -25,7 +25,9 @@ PAGES = ["a", "b", "c", "d", "e"]
 STATS = ["count", "sum", "mean", "distinct_units"]
 
 
-def policy(stat: str, max_partitions: int, max_contributions: int, open_dim: bool) -> Policy:
+def policy(
+    stat: str, max_partitions: int, max_contributions: int, open_dim: bool, bound: str = "window"
+) -> Policy:
     metric = Metric(
         name="m",
         events=["hit"],
@@ -35,6 +37,7 @@ def policy(stat: str, max_partitions: int, max_contributions: int, open_dim: boo
         dims={"page": "open" if open_dim else PAGES},
         max_partitions=max_partitions,
         max_contributions=max_contributions,
+        bound=bound,  # type: ignore[arg-type]
     )
     return Policy(
         version=1,
@@ -58,6 +61,7 @@ events = st.lists(
     max_partitions=st.integers(1, 4),
     max_contributions=st.integers(1, 4),
     open_dim=st.booleans(),
+    bound=st.sampled_from(["window", "period"]),
     rows=events,
     cuts=st.lists(st.integers(0, 120), max_size=5),
 )
@@ -66,10 +70,13 @@ def test_the_inlined_bounding_decides_like_bounder_admit(
     max_partitions: int,
     max_contributions: int,
     open_dim: bool,
+    bound: str,
     rows: list[tuple[str, str, float, int]],
     cuts: list[int],
 ) -> None:
-    agg = WindowAggregator(policy(stat, max_partitions, max_contributions, open_dim))
+    """Per window, and per period (one window of the period here: the window records what the
+    period's bounder admitted, so both hold the reference's state)."""
+    agg = WindowAggregator(policy(stat, max_partitions, max_contributions, open_dim, bound))
     batch = [
         Event("hit", float(ts), unit, value=value, attrs={"page": page}) for unit, page, value, ts in rows
     ]
@@ -91,6 +98,42 @@ def test_the_inlined_bounding_decides_like_bounder_admit(
     assert agg.stats.contributions_dropped == outcomes.count(CONTRIBUTION_DROPPED)
     if windows:
         mw = windows[0].metrics[0]
-        assert mw.touched == reference.touched
+        # per period, the window records contributions only; the period's bounder counts partitions
+        assert mw.touched == (reference.touched if bound == "window" else {})
         assert mw.contributions == reference.contributions
+        if bound == "period":
+            period = agg.period_usage("m", windows[0].period)
+            assert period is not None
+            assert period.touched == reference.touched
+            assert period.contributions == reference.contributions
         assert {key: part[0] for key, part in mw.parts.items()} == units_per_partition
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    max_contributions=st.integers(1, 4),
+    bound=st.sampled_from(["window", "period"]),
+    units=st.lists(st.sampled_from(UNITS), max_size=80),
+)
+def test_a_metric_without_dimensions_decides_like_bounder_admit(
+    max_contributions: int, bound: str, units: list[str]
+) -> None:
+    """Without dimensions there is one partition, so the aggregator keeps no per-unit partition
+    count (``touched``): the decisions and the contributions must still be admit's."""
+    metric = Metric(
+        name="m", events=["hit"], stat="count", max_contributions=max_contributions, bound=bound  # type: ignore[arg-type]
+    )
+    p = Policy(
+        version=1, name="t", budget=Budget(rho=1.0), window=WindowSpec(size="1h", lateness="5m"),
+        attrs={}, metrics=[metric],
+    )  # fmt: skip
+    agg = WindowAggregator(p)
+    agg.add([Event("hit", float(i), unit) for i, unit in enumerate(units)])
+    reference = Bounder(1, max_contributions)
+    outcomes = [reference.admit(unit, ()) for unit in units]
+    windows = agg.flush()
+    assert agg.stats.partitions_dropped == outcomes.count(PARTITION_DROPPED) == 0
+    assert agg.stats.contributions_dropped == outcomes.count(CONTRIBUTION_DROPPED)
+    if windows:
+        assert windows[0].metrics[0].contributions == reference.contributions
+        assert windows[0].metrics[0].parts.get((), [0])[0] == len(reference.touched)

@@ -88,3 +88,15 @@ def test_max_open_values_still_loads_but_is_a_deprecated_no_op(tmp_path: Path) -
         f"{path}: limits.max_open_values is deprecated and ignored: memory is bounded by units x "
         "max_partitions per metric and window (see docs/privacy.md); remove the key"
     )
+
+
+def test_scanner_backend_defaults_to_python_and_is_validated(tmp_path: Path) -> None:
+    plain = load_config(write(tmp_path, 'tenant = "acme"\nagent = "a1"\n'))
+    assert plain.config.limits.scanner == "python"
+    auto = load_config(write(tmp_path, 'tenant = "acme"\nagent = "a1"\n[limits]\nscanner = "auto"\n'))
+    assert auto.config.limits.scanner == "auto"
+    path = write(tmp_path, 'tenant = "acme"\nagent = "a1"\n[limits]\nscanner = "re2"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: limits.scanner: ")
+

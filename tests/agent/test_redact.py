@@ -583,3 +583,13 @@ def test_policy_refuses_unknown_detector_names() -> None:
     with pytest.raises(msgspec.ValidationError, match="unknown detector 'emial'"):
         msgspec.convert({"detectors": {"emial": "hash"}}, Redaction)
     assert msgspec.convert({"detectors": {"email": "hash"}}, Redaction).detectors == {"email": "hash"}
+
+
+def test_the_scanner_backend_is_chosen_by_the_caller() -> None:
+    from agent.detectors import _hyperscan
+
+    auto = Redactor(make_policy(), SECRET, backend="auto")
+    assert auto._scanner.names == Redactor(make_policy(), SECRET)._scanner.names
+    expected = "hyperscan" if _hyperscan.available() else "python"
+    assert auto._scanner.backend == expected  # type: ignore[union-attr]  # the built-in Scanner here
+    assert Redactor(make_policy(), SECRET)._scanner.backend == "python"  # type: ignore[union-attr]
