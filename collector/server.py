@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -81,21 +82,48 @@ def _lenient(parse: Callable[[bytes], object]) -> Callable[[bytes], object | Non
     return deserialize
 
 
+_Req = TypeVar("_Req")
+_Rep = TypeVar("_Rep")
+
+
+def _guarded(
+    method: Callable[[_Req, grpc.aio.ServicerContext], Awaitable[_Rep]],
+) -> Callable[[_Req, grpc.aio.ServicerContext], Awaitable[_Rep]]:
+    """An unexpected exception (a bug, not a refusal) answers INTERNAL with a fixed text and is
+    logged here with its traceback: gRPC's default answer, UNKNOWN with the exception's text, would
+    hand a caller whatever the text holds (SQL, paths, values). Aborts and cancellation pass."""
+
+    @functools.wraps(method)
+    async def guarded(request: _Req, context: grpc.aio.ServicerContext) -> _Rep:
+        try:
+            return await method(request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("internal error in %s", getattr(method, "__name__", "an RPC"))
+            message = "internal error; the collector's log has the details"
+            await context.abort(grpc.StatusCode.INTERNAL, message)
+            raise AssertionError("abort returns by raising") from None  # pragma: no cover
+
+    return guarded
+
+
 def _add_servicer(servicer: IngestServicer, server: grpc.aio.Server) -> None:
-    """``add_IngestServicer_to_server`` with lenient request deserializers."""
+    """``add_IngestServicer_to_server`` with lenient request deserializers, every method guarded
+    (:func:`_guarded`)."""
     handlers = {
         "Submit": grpc.unary_unary_rpc_method_handler(
-            servicer.Submit,
+            _guarded(servicer.Submit),
             request_deserializer=_lenient(ingest_pb2.Envelope.FromString),
             response_serializer=ingest_pb2.SubmitReply.SerializeToString,
         ),
         "Enroll": grpc.unary_unary_rpc_method_handler(
-            servicer.Enroll,
+            _guarded(servicer.Enroll),
             request_deserializer=_lenient(ingest_pb2.EnrollRequest.FromString),
             response_serializer=ingest_pb2.EnrollReply.SerializeToString,
         ),
         "SubmitCertificate": grpc.unary_unary_rpc_method_handler(
-            servicer.SubmitCertificate,
+            _guarded(servicer.SubmitCertificate),
             request_deserializer=_lenient(ingest_pb2.Envelope.FromString),
             response_serializer=ingest_pb2.CertificateReply.SerializeToString,
         ),
