@@ -27,7 +27,7 @@ import msgspec
 from collector.audit import Detail
 from collector.ingest import signers, speaker
 from collector.store import UNATTRIBUTED, KeyRecord, Refusal, Store, Tenant
-from collector.store.records import AgentCertificate, CertBatch, CertificateRecord, CertStatus
+from collector.store.records import AgentCertificate, CertBatch, CertDay, CertificateRecord, CertStatus
 from collector.store.vocab import BatchReason
 from hushmetric import dsse
 from hushmetric.certificate import (
@@ -50,6 +50,8 @@ __all__ = [
     "check",
     "contradiction",
     "current",
+    "day_contradiction",
+    "days_of",
     "newest",
     "period_key",
     "record_of",
@@ -83,6 +85,7 @@ REASONS: dict[str, CertKind] = {
 #: How far before a certificate's issue time the spend check reads batches: a whole budget period
 #: (a month at most) so that a period's spend is summed in full.
 LOOKBACK_SECONDS = 32 * 86400
+_DAY = 86400
 _SLACK = 1e-9  # relative: float sums of the same charges in another order
 _PERIOD_FORMAT = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
 
@@ -278,24 +281,46 @@ def period_key(period: str, ts: float) -> str:
     return time.strftime(_PERIOD_FORMAT.get(period, "%Y-%m-%d"), time.gmtime(int(ts)))
 
 
+def days_of(rec: CertificateRecord, batches: Sequence[CertBatch]) -> list[CertDay]:
+    """Pure: ``batches`` summed per UTC day of their windows, as the stores' grouped query returns them
+    (:func:`contradiction` of single batches, in tests and tools, goes through the same sums)."""
+    days: dict[int, CertDay] = {}
+    for b in batches:
+        day = int(b.window_start) // _DAY
+        since = b.received >= rec.issued
+        other = b.policy if since and b.policy != rec.policy_digest else None
+        seen = days.get(day, CertDay(day, False, 0.0, 0.0, None))
+        others = [p for p in (seen.other_policy, other) if p is not None]
+        days[day] = CertDay(
+            day, seen.since or since, seen.rho + (b.rho or 0.0), seen.epsilon + (b.epsilon or 0.0),
+            min(others) if others else None,
+        )  # fmt: skip
+    return [days[d] for d in sorted(days)]
+
+
 def contradiction(rec: CertificateRecord, batches: Sequence[CertBatch]) -> str | None:
     """Pure: why batches received since ``rec`` was issued contradict it, or None.
 
     ``batches`` are the agent's stored batches received since the issue time, plus those whose
     windows start up to :data:`LOOKBACK_SECONDS` earlier (so that a period's spend sums in full)."""
-    since = [b for b in batches if b.received >= rec.issued]
-    other = sorted({b.policy for b in since if b.policy != rec.policy_digest})
+    return day_contradiction(rec, days_of(rec, batches))
+
+
+def day_contradiction(rec: CertificateRecord, days: Sequence[CertDay]) -> str | None:
+    """Pure: :func:`contradiction` from the agent's batches summed per UTC day (:class:`CertDay`):
+    budget periods are whole UTC days, so the per-day sums give each period's spend exactly as the
+    batches did (up to the order of float additions, which :data:`_SLACK` absorbs)."""
+    other = sorted(d.other_policy for d in days if d.other_policy is not None)
     if other:
         return (
             f"batches since issue declare policy {other[0][:16]}, not the certified {rec.policy_digest[:16]}"
         )
-    periods = {period_key(rec.budget_period, b.window_start) for b in since}
+    periods = {period_key(rec.budget_period, d.day * _DAY) for d in days if d.since}
     spent: dict[str, float] = {}
-    for b in batches:
-        p = period_key(rec.budget_period, b.window_start)
+    for d in days:
+        p = period_key(rec.budget_period, d.day * _DAY)
         if p in periods:
-            amount = b.rho if rec.measure == "rho" else b.epsilon
-            spent[p] = spent.get(p, 0.0) + (amount or 0.0)
+            spent[p] = spent.get(p, 0.0) + (d.rho if rec.measure == "rho" else d.epsilon)
     over = sorted(p for p, s in spent.items() if s > rec.cap * (1 + _SLACK))
     if over:
         p = over[0]
@@ -319,12 +344,12 @@ def _order(rec: CertificateRecord) -> tuple[str, str, float, float, str]:
 
 def statuses(
     records: Sequence[CertificateRecord],
-    batches: Mapping[tuple[str, str], Sequence[CertBatch]],
+    days: Mapping[tuple[str, str], Sequence[CertDay]],
     now: float,
     revoked: Collection[str] = frozenset(),
 ) -> list[AgentCertificate]:
-    """Every record with its status, by tenant, agent, then newest first. ``batches`` holds, per
-    (tenant, agent), the stored batches :func:`contradiction` needs for that agent's newest record;
+    """Every record with its status, by tenant, agent, then newest first. ``days`` holds, per
+    (tenant, agent), the day sums :func:`day_contradiction` needs for that agent's newest record;
     ``revoked``, the ids of revoked keys: a certificate signed by one is contradicted, because a key
     is revoked when it is no longer trusted (stolen, say), and whoever held it could have signed
     the statement."""
@@ -339,7 +364,7 @@ def statuses(
             why = (
                 f"its signing key {rec.key_id[:16]} was revoked"
                 if rec.key_id in revoked
-                else contradiction(rec, batches.get(current, ()))
+                else day_contradiction(rec, days.get(current, ()))
             )
             if why is not None:
                 status, reason = "contradicted", why

@@ -22,6 +22,7 @@ __all__ = [
     "BatchCommit",
     "BatchPrivacy",
     "CertBatch",
+    "CertDay",
     "CertStatus",
     "CertificateRecord",
     "CommitOutcome",
@@ -340,6 +341,17 @@ class CertBatch(msgspec.Struct, frozen=True):
     received: float
     rho: float | None
     epsilon: float | None
+
+
+class CertDay(msgspec.Struct, frozen=True):
+    """One UTC day (of window starts) of a certified agent's stored batches, summed by the store in
+    one grouped query per read: what the certificate checks need, whatever the number of batches."""
+
+    day: int  # whole days since the epoch of the batches' window starts
+    since: bool  # a batch of that day was received at or after the certificate's issue time
+    rho: float  # declared spend summed (a batch without one counts 0)
+    epsilon: float
+    other_policy: str | None  # the least digest other than the certified one, on batches since issue
 
 
 class AgentCertificate(msgspec.Struct, frozen=True):

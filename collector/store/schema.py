@@ -12,6 +12,7 @@ from hushmetric.timefmt import parse_rfc3339
 __all__ = [
     "BATCH_COLUMNS",
     "CERT_COLUMNS",
+    "CERT_NEWEST",
     "KEY_COLUMNS",
     "MIGRATIONS",
     "QUOTA_FIELDS",
@@ -28,6 +29,13 @@ BATCH_COLUMNS = (
 )
 
 
+#: ``c`` is its agent's newest certificate (:func:`collector.certs.newest`'s order: issue time,
+#: then receipt, newest first, then the least digest), the one whose status reads batches.
+CERT_NEWEST = (
+    "NOT EXISTS (SELECT 1 FROM certificates n WHERE n.tenant = c.tenant AND n.agent = c.agent AND "
+    "(n.issued > c.issued OR (n.issued = c.issued AND (n.received > c.received "
+    "OR (n.received = c.received AND n.digest < c.digest)))))"
+)
 CERT_COLUMNS = (
     "tenant, agent, digest, key_id, profile, policy_digest, issued, expires, measure, budget_period, cap, "
     "received, envelope"

@@ -408,3 +408,57 @@ async def test_an_envelope_larger_than_a_certificate_file_is_refused(
     assert await refused(server, bloated) == (grpc.StatusCode.INVALID_ARGUMENT, "too_large")
     assert await store.agent_certificates("acme", now=T0) == []
     assert (await submit(server, genuine)).duplicate is False
+
+
+def counting_batch_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Wrap the real store's read method: the number of rows of each query on the batches table."""
+    name = "_read" if hasattr(store, "_read") else "_fetch"
+    inner = getattr(store, name)
+    rows: list[int] = []
+
+    async def counted(sql: str, *args: Any) -> Any:
+        out = await inner(sql, *args)
+        if " batches " in sql:
+            rows.append(len(out))
+        return out
+
+    monkeypatch.setattr(store, name, counted)
+    return rows
+
+
+async def test_statuses_read_the_batches_once_per_tenant_summed_per_day(
+    server: Server, store: Store, acme: Agent, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agents = [acme, Agent("acme", "a2"), Agent("acme", "a3")]
+    for a in agents[1:]:
+        await store.add_key("acme", a.agent, a.public_key, now=clock())
+    for a in agents:
+        await submit(server, signed(a, statement(a, issued=format_rfc3339(T0 - 3600))))  # superseded
+        await submit(server, signed(a, statement(a)))
+        for _ in range(3):  # three batches in the same UTC day
+            await server.submit(a.next())
+    await server.submit(agents[2].next(policy="cd" * 32))
+    reads = counting_batch_reads(store, monkeypatch)
+    found = await store.agent_certificates("acme", now=T0)
+    assert [(c.agent, c.status) for c in found] == [
+        ("a1", "valid"), ("a1", "superseded"), ("a2", "valid"), ("a2", "superseded"),
+        ("a3", "contradicted"), ("a3", "superseded"),
+    ]  # fmt: skip
+    assert reads == [3]  # one grouped query for the tenant, one row per agent and day (not 10 batches)
+
+
+def test_day_sums_give_the_batches_contradiction() -> None:
+    rec = record(cap=0.05, budget_period="week")
+    batches = [
+        CertBatch(1, POLICY, T0 - 2 * DAY, T0 - 2 * DAY, 0.02, None),  # same ISO week as T0? summed if so
+        CertBatch(2, POLICY, T0 + 60, T0 + 60, 0.02, 0.5),
+        CertBatch(3, POLICY, T0 + 120, T0 + 120, None, None),  # no declared spend counts 0
+        CertBatch(4, "ee" * 32, T0 - 60, T0 - 60, 0.01, None),  # another policy before issue: history
+    ]
+    days = certs.days_of(rec, batches)
+    assert sum(1 for d in days if d.since) == 1
+    assert all(d.other_policy is None for d in days)
+    assert certs.day_contradiction(rec, days) == certs.contradiction(rec, batches)
+    later = [*batches, CertBatch(5, "ee" * 32, T0 + DAY, T0 + DAY, 0.0, None)]
+    assert certs.days_of(rec, later)[-1].other_policy == "ee" * 32
+    assert "eeeeeeeeeeeeeeee" in str(certs.contradiction(rec, later))

@@ -6,10 +6,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from collector.store.records import CertBatch, CertificateRecord
+from collector.store.records import CertDay, CertificateRecord
 from collector.store.schema import CERT_COLUMNS as COLUMNS
+from collector.store.schema import CERT_NEWEST as NEWEST
 
-__all__ = ["agent_batches", "insert", "records"]
+Days = dict[tuple[str, str], list[CertDay]]  # by (tenant, agent)
+
+__all__ = ["agent_days", "insert", "records"]
+
+#: The UTC day of a batch's window start as :func:`collector.certs.period_key` finds it.
+_DAY_OF = "floor(trunc(b.window_start_epoch) / 86400)::bigint"
 
 Connection = Any  # asyncpg ships no type information
 Fetch = Callable[..., Awaitable[list[Any]]]
@@ -50,14 +56,22 @@ async def records(fetch: Fetch, tenant: str | None) -> list[CertificateRecord]:
     ]
 
 
-async def agent_batches(fetch: Fetch, rec: CertificateRecord, lookback: float) -> list[CertBatch]:
-    """The agent's batches received since ``rec`` was issued or with windows from ``lookback`` before."""
+async def agent_days(fetch: Fetch, tenant: str | None, lookback: float) -> Days:
+    """:func:`collector.store.sqlite.certs.agent_days` in asyncpg's dialect: one grouped query."""
+    where, params = ("AND c.tenant = $2", [tenant]) if tenant is not None else ("", [])
     rows = await fetch(
-        "SELECT seq, policy, window_start_epoch, received, rho, epsilon FROM batches "
-        "WHERE tenant = $1 AND agent = $2 AND (received >= $3 OR window_start_epoch >= $4) ORDER BY seq",
-        rec.tenant,
-        rec.agent,
-        rec.issued,
-        rec.issued - lookback,
+        f"SELECT c.tenant, c.agent, {_DAY_OF} AS day, bool_or(b.received >= c.issued), "
+        "COALESCE(SUM(b.rho), 0), COALESCE(SUM(b.epsilon), 0), "
+        "MIN(CASE WHEN b.received >= c.issued AND b.policy <> c.policy_digest THEN b.policy END "
+        'COLLATE "C") '
+        f"FROM certificates c JOIN batches b ON b.tenant = c.tenant AND b.agent = c.agent "
+        f"AND (b.received >= c.issued OR b.window_start_epoch >= c.issued - $1) WHERE {NEWEST} {where} "
+        "GROUP BY c.tenant, c.agent, day ORDER BY c.tenant, c.agent, day",
+        lookback,
+        *params,
     )
-    return [CertBatch(int(r[0]), str(r[1]), float(r[2]), float(r[3]), r[4], r[5]) for r in rows]
+    out: Days = {}
+    for r in rows:
+        day = CertDay(int(r[2]), bool(r[3]), float(r[4]), float(r[5]), None if r[6] is None else str(r[6]))
+        out.setdefault((str(r[0]), str(r[1])), []).append(day)
+    return out

@@ -8,10 +8,19 @@ from typing import Any
 
 import aiosqlite
 
-from collector.store.records import CertBatch, CertificateRecord
+from collector.store.records import CertDay, CertificateRecord
 from collector.store.schema import CERT_COLUMNS as COLUMNS
+from collector.store.schema import CERT_NEWEST as NEWEST
 
-__all__ = ["agent_batches", "insert", "records"]
+Days = dict[tuple[str, str], list[CertDay]]  # by (tenant, agent)
+
+__all__ = ["agent_days", "insert", "records"]
+
+#: The UTC day of a batch's window start as :func:`collector.certs.period_key` finds it (int() of
+#: the epoch seconds, then floor division; SQLite's ``/`` truncates toward zero).
+_DAY_OF = (
+    "(CAST(b.window_start_epoch AS INTEGER) / 86400 - (CAST(b.window_start_epoch AS INTEGER) % 86400 < 0))"
+)
 
 Read = Callable[[str, Iterable[Any]], Awaitable[list[Any]]]
 
@@ -47,11 +56,23 @@ async def records(read: Read, tenant: str | None) -> list[CertificateRecord]:
     return [_record(r) for r in rows]
 
 
-async def agent_batches(read: Read, rec: CertificateRecord, lookback: float) -> list[CertBatch]:
-    """The agent's batches received since ``rec`` was issued or with windows from ``lookback`` before."""
+async def agent_days(read: Read, tenant: str | None, lookback: float) -> Days:
+    """Per (tenant, agent) with a certificate: its batches received since its newest certificate was
+    issued or with windows from ``lookback`` before, summed per UTC day of their windows. One grouped
+    query for the tenant (or all), however many agents and batches: a valid certificate's check
+    reads up to its whole validity of batches, and the rows would be one per batch."""
+    where, params = ("AND c.tenant = ?", (tenant,)) if tenant is not None else ("", ())
     rows = await read(
-        "SELECT seq, policy, window_start_epoch, received, rho, epsilon FROM batches "
-        "WHERE tenant = ? AND agent = ? AND (received >= ? OR window_start_epoch >= ?) ORDER BY seq",
-        (rec.tenant, rec.agent, rec.issued, rec.issued - lookback),
+        f"SELECT c.tenant, c.agent, {_DAY_OF} AS day, MAX(b.received >= c.issued), "
+        "COALESCE(SUM(b.rho), 0), COALESCE(SUM(b.epsilon), 0), "
+        "MIN(CASE WHEN b.received >= c.issued AND b.policy <> c.policy_digest THEN b.policy END) "
+        f"FROM certificates c JOIN batches b ON b.tenant = c.tenant AND b.agent = c.agent "
+        f"AND (b.received >= c.issued OR b.window_start_epoch >= c.issued - ?) WHERE {NEWEST} {where} "
+        "GROUP BY c.tenant, c.agent, day ORDER BY c.tenant, c.agent, day",
+        (lookback, *params),
     )
-    return [CertBatch(int(r[0]), str(r[1]), float(r[2]), float(r[3]), r[4], r[5]) for r in rows]
+    out: Days = {}
+    for r in rows:
+        day = CertDay(int(r[2]), bool(r[3]), float(r[4]), float(r[5]), None if r[6] is None else str(r[6]))
+        out.setdefault((str(r[0]), str(r[1])), []).append(day)
+    return out

@@ -488,12 +488,9 @@ class SqliteStore:
         self, tenant: str | None, *, now: float | None = None
     ) -> list[AgentCertificate]:
         found = await sqlite_certs.records(self._read, tenant)
-        batches = {
-            (r.tenant, r.agent): await sqlite_certs.agent_batches(self._read, r, certs.LOOKBACK_SECONDS)
-            for r in certs.newest(found)
-        }
+        days = await sqlite_certs.agent_days(self._read, tenant, certs.LOOKBACK_SECONDS) if found else {}
         revoked = {k.key_id for k in await self.list_keys(tenant) if k.state == "revoked"} if found else set()
-        return certs.statuses(found, batches, time.time() if now is None else now, revoked)
+        return certs.statuses(found, days, time.time() if now is None else now, revoked)
 
     # -- reads ---------------------------------------------------------------------------------
     async def usage(
