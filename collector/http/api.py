@@ -31,7 +31,9 @@ from collector.store.rules import day_of
 from hushmetric.timefmt import format_rfc3339, parse_rfc3339
 
 __all__ = [
+    "AGENTS_LIMIT",
     "AUDIT_LIMIT",
+    "AgentList",
     "BadRequest",
     "Range",
     "agents_of",
@@ -50,6 +52,9 @@ __all__ = [
 
 AUDIT_LIMIT = 50  # default audit tail
 _MAX_AUDIT = 500
+AGENTS_LIMIT = 100  # default page of the agents list (and all the dashboard's table shows)
+_MAX_AGENTS = 1000
+_MAX_OFFSET = 10**7
 _MAX_STAGES = 20
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the wire contract's tenant and agent ids
@@ -185,13 +190,25 @@ def refusals_of(days: list[UsageDay]) -> dict[str, Any]:
     return {"total": dict(sorted(total.items())), "days": per_day}
 
 
-async def agents_of(store: Store, tenant: str, now: float) -> list[dict[str, Any]]:
-    """Per agent (with a key or a stored batch): keys and their states, last seen, the policy digest
-    of its newest batch and that digest's state here, and its certificate."""
+class AgentList(msgspec.Struct, frozen=True):
+    """One page of a tenant's agents (by name): their rows and badges, and how many there are."""
+
+    agents: list[dict[str, Any]]
+    badges: dict[str, str]  # agent -> certificate badge SVG, for the agents of the page
+    total: int  # agents of the tenant, on every page
+
+
+async def agents_of(
+    store: Store, tenant: str, now: float, limit: int = AGENTS_LIMIT, offset: int = 0
+) -> AgentList:
+    """Per agent (with a key or a stored batch), ``limit`` of them from ``offset`` by name: keys and
+    their states, last seen, the policy digest of its newest batch and that digest's state here,
+    and its certificate (the tenant's certificates read once, for the JSON and the badges alike)."""
     keys = await store.list_keys(tenant)
     activity = {a.agent: a for a in await store.agent_activity(tenant)}
     policies = {p.digest: p.state for p in await store.list_policies(tenant)}
-    names = sorted({k.agent for k in keys} | set(activity))
+    every = sorted({k.agent for k in keys} | set(activity))
+    names = every[offset : offset + limit]
     certs = await certificate_views(store, tenant, names, now)
     out = []
     for name in names:
@@ -215,11 +232,20 @@ async def agents_of(store: Store, tenant: str, now: float) -> list[dict[str, Any
                 "certificate": certs[name].doc,
             }
         )
-    return out
+    return AgentList(out, {name: c.badge for name, c in certs.items()}, len(every))
 
 
 async def audit_of(store: Store, tenant: str | None, limit: int) -> list[AuditEntry]:
     return await store.audit_tail(limit, tenant)
+
+
+def _whole(query: Any, name: str, default: int, low: int, high: int) -> int:
+    """The query's ``name`` as a whole number in [low, high] (``default`` when absent)."""
+    text = query.get(name, str(default))
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(high))
+    if not digits or not low <= int(text) <= high:
+        raise BadRequest(f"{name}: a whole number from {low} to {high}")
+    return int(text)
 
 
 def _limit(query: Any) -> int:
@@ -252,7 +278,8 @@ class _Api:
         async def handle(request: web.Request) -> web.StreamResponse:
             who = await self.principal(request)
             tenant = await tenant_for(self.store, who, request.match_info["tenant"])
-            return _json(await read(request, tenant.name))
+            out = await read(request, tenant.name)
+            return out if isinstance(out, web.StreamResponse) else _json(out)
 
         return web.get(f"/api/v1/tenants/{{tenant}}{path}", handle)
 
@@ -298,7 +325,13 @@ class _Api:
         return await self.store.list_policies(name)
 
     async def agents(self, request: web.Request, name: str) -> object:
-        return await agents_of(self.store, name, self.clock())
+        q = request.query
+        limit = _whole(q, "limit", AGENTS_LIMIT, 1, _MAX_AGENTS)
+        offset = _whole(q, "offset", 0, 0, _MAX_OFFSET)
+        found = await agents_of(self.store, name, self.clock(), limit, offset)
+        out = _json(found.agents)  # a list, as before paging: the total rides in a header
+        out.headers["X-Total-Count"] = str(found.total)
+        return out
 
     async def audit(self, request: web.Request, name: str) -> object:
         return await audit_of(self.store, name, _limit(request.query))

@@ -32,7 +32,6 @@ from aiohttp import web
 from collector.errors import NotFound, Unavailable
 from collector.http import api, pages
 from collector.http.auth import COOKIE, DeniedLog, Principal, authenticate, bearer
-from collector.http.certs import certificate_views
 from collector.store import Store
 from collector.store.rules import day_of
 from collector.tls import ServerTls, is_loopback
@@ -204,8 +203,7 @@ class _Site:
         stages = api.stages_of(q.get("stages"))
         now = self.clock()
         usage = await store.usage(tenant.name, *r.days)
-        agents = await api.agents_of(store, tenant.name, now)
-        certs = await certificate_views(store, tenant.name, [a["agent"] for a in agents], now)
+        agents = await api.agents_of(store, tenant.name, now)  # the first AGENTS_LIMIT, with badges
         page = pages.TenantPage(
             tenant=tenant,
             query=query,
@@ -215,9 +213,10 @@ class _Site:
             kpi=await api.kpi_of(store, tenant.name, r),
             funnel=await api.funnel_of(store, tenant.name, stages, r) if len(stages) >= 2 else None,
             governance=await api.governance_of(store, tenant.name, r),
-            agents=agents,
-            badges={name: c.badge for name, c in certs.items()},
+            agents=agents.agents,
+            badges=agents.badges,
             audit=await api.audit_of(store, tenant.name, api.AUDIT_LIMIT),
+            agents_total=agents.total,
         )
         tenants = await api.visible_tenants(store, who)
         return web.Response(text=pages.tenant_page(who, tenants, page, now), content_type="text/html")

@@ -55,6 +55,7 @@ class TenantPage(msgspec.Struct, frozen=True):
     agents: list[dict[str, Any]]
     badges: dict[str, str]  # agent -> certificate badge SVG
     audit: list[AuditEntry]
+    agents_total: int | None = None  # agents of the tenant, when ``agents`` may be only the first ones
 
 
 def _page(
@@ -356,7 +357,8 @@ def _privacy_section(g: GovernanceSection) -> list[str]:
     return out
 
 
-def _agents_section(agents: list[dict[str, Any]], badges: dict[str, str]) -> list[str]:
+def _agents_section(p: TenantPage) -> list[str]:
+    agents, badges = p.agents, p.badges
     rows = []
     for a in agents:
         policy = (
@@ -373,7 +375,19 @@ def _agents_section(agents: list[dict[str, Any]], badges: dict[str, str]) -> lis
         _table(
             "Agents", ["agent", "key", "last seen", "batches", "policy", "certificate"], rows, "agents-table"
         ),
+        *_more_agents(p),
         "</section>",
+    ]
+
+
+def _more_agents(p: TenantPage) -> list[str]:
+    """The note under a table that shows only the first agents (the API pages through all)."""
+    if p.agents_total is None or p.agents_total <= len(p.agents):
+        return []
+    path = f"/api/v1/tenants/{quote(p.tenant.name, safe='')}/agents?offset={len(p.agents)}"
+    return [
+        f'<p class="note" id="agents-more">The first {len(p.agents)} of {p.agents_total} agents, by name; '
+        f"the others: <code>{esc(path)}</code></p>"
     ]
 
 
@@ -413,7 +427,7 @@ def tenant_page(who: Principal, tenants: Sequence[Tenant], p: TenantPage, now: f
         *_kpi_section(p.kpi),
         *_funnel_section(name, p.query, p.funnel),
         *_privacy_section(p.governance),
-        *_agents_section(p.agents, p.badges),
+        *_agents_section(p),
         *_audit_section(p.audit),
     ]
     return _page(f"Tenant {name}", body, who, tenants, now)

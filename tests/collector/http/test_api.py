@@ -8,9 +8,10 @@ import asyncio
 import aiohttp
 import pytest
 
+from collector.http.api import AGENTS_LIMIT
 from collector.http.app import CSP, HttpLimits, http_server, secure_cookies
-from collector.store import Store
-from tests.collector.collector_testkit import Clock
+from collector.store import AgentCertificate, Store
+from tests.collector.collector_testkit import Agent, Clock
 from tests.collector.http.conftest import STAGES, Api, make_token
 
 TENANT_PATHS = ("", "/usage", "/quota", "/refusals", "/kpi", "/privacy", "/policies", "/agents", "/audit")
@@ -257,3 +258,60 @@ async def test_a_secure_cookie_behind_a_proxy(store: Store, clock: Clock, data: 
     ):
         assert r.status == 303
         assert "Secure" in r.headers["Set-Cookie"]
+
+
+async def test_agents_are_paged(api: Api, store: Store, clock: Clock) -> None:
+    for i in range(AGENTS_LIMIT + 1):  # a1 and these: two more than a page
+        await store.add_key("acme", f"z{i:03d}", Agent("acme", f"z{i:03d}").public_key, now=clock())
+    token = api.tokens["acme"]
+    async with api.session.get(
+        api.url + "api/v1/tenants/acme/agents", headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        assert r.status == 200
+        assert r.headers["X-Total-Count"] == str(AGENTS_LIMIT + 2)
+        first = await r.json()
+    assert len(first) == AGENTS_LIMIT
+    assert first[0]["agent"] == "a1"
+    status, rest = await api.get(f"/api/v1/tenants/acme/agents?offset={AGENTS_LIMIT}", token)
+    assert [a["agent"] for a in rest] == [f"z{AGENTS_LIMIT - 1:03d}", f"z{AGENTS_LIMIT:03d}"]  # type: ignore[union-attr]
+    status, two = await api.get("/api/v1/tenants/acme/agents?limit=2&offset=1", token)
+    assert [a["agent"] for a in two] == ["z000", "z001"]  # type: ignore[union-attr]
+    assert await api.get("/api/v1/tenants/acme/agents?offset=999", token) == (200, [])
+    for bad in ("limit=0", "limit=1001", "limit=x", "offset=-1", "offset=%C2%B2", "offset=99999999"):
+        status, body = await api.get(f"/api/v1/tenants/acme/agents?{bad}", token)
+        assert status == 400, bad
+        assert "a whole number" in body["error"]  # type: ignore[index]
+    # the page shows the first AGENTS_LIMIT, and says there are more
+    page = await tenant_page(api, "acme")
+    assert page.count('<tr data-agent="') == AGENTS_LIMIT
+    assert f"The first {AGENTS_LIMIT} of {AGENTS_LIMIT + 2} agents" in page
+    assert f"/api/v1/tenants/acme/agents?offset={AGENTS_LIMIT}" in page
+
+
+async def test_a_page_view_reads_the_tenants_certificates_once(
+    api: Api, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inner = store.agent_certificates
+    asked: list[str | None] = []
+
+    async def counted(tenant: str | None, *, now: float | None = None) -> list[AgentCertificate]:
+        asked.append(tenant)
+        return await inner(tenant, now=now)
+
+    monkeypatch.setattr(store, "agent_certificates", counted)
+    page = await tenant_page(api, "acme")
+    assert 'data-agent="a1"' in page
+    assert "agents-more" not in page  # one agent: no note
+    assert asked == ["acme"]
+
+
+async def tenant_page(api: Api, tenant: str) -> str:
+    """The tenant's dashboard page, logged in with the tenant's viewer token."""
+    headers = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    data = {"token": api.tokens[tenant]}
+    async with api.session.post(api.url + "login", data=data, headers=headers, allow_redirects=False) as r:
+        assert r.status == 303
+        cookie = r.headers["Set-Cookie"].split(";")[0]  # the session's jar keeps none for an IP address
+    async with api.session.get(api.url + f"t/{tenant}", headers={"Cookie": cookie}) as r:
+        assert r.status == 200
+        return await r.text()
