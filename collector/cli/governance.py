@@ -11,7 +11,7 @@ import math
 
 import msgspec
 
-from collector.cli.kit import Context, check_day, json_line, open_for
+from collector.cli.kit import Context, check_day, check_note, json_line, open_for
 from collector.cli.tables import table
 from collector.errors import NotFound
 from collector.store import PolicyRecord, PrivacyCap, SpendDay, day_of
@@ -76,9 +76,10 @@ def spend_rows(spend: list[SpendDay], cap: PrivacyCap | None) -> list[SpendRow]:
 
 async def policy_cmd(ctx: Context) -> int:  # one branch per subcommand
     a = ctx.args
+    note = check_note(a.note) if a.action == "approve" else ""  # refused before the store is opened
     async with open_for(ctx, signed=a.action in ("approve", "revoke", "cap")) as store:
         if a.action == "approve":
-            p = await store.approve_policy(a.tenant, _digest(a.digest), note=a.note or "", now=ctx.clock())
+            p = await store.approve_policy(a.tenant, _digest(a.digest), note=note, now=ctx.clock())
             ctx.say(f"policy {p.digest[:16]} approved for tenant {p.tenant}")
         elif a.action == "revoke":
             p = await store.revoke_policy(a.tenant, _digest(a.digest), now=ctx.clock())

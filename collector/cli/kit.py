@@ -28,6 +28,7 @@ __all__ = [
     "check_day",
     "check_duration",
     "check_id",
+    "check_note",
     "json_line",
     "open_for",
     "signing_key",
@@ -36,6 +37,11 @@ __all__ = [
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the wire contract's tenant and agent ids
 _json = msgspec.json.Encoder()
+#: The longest ``--note`` kept (an API token's, a policy approval's): a note is listed in tables
+#: and written into the audit log, so it stays a short line.
+MAX_NOTE = 200
+# C0/C1 controls, line and paragraph separators, bidi overrides and isolates, lone surrogates
+_NOTE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,17 @@ def check_id(value: str, what: str) -> None:
         raise ConfigError(
             f"{value[:40]!r} must be 1-128 characters of A-Z a-z 0-9 . _ : @ - (and not '-')", key=what
         )
+
+
+def check_note(text: str | None, flag: str = "--note") -> str:
+    """An operator's note as kept: at most :data:`MAX_NOTE` characters, no control characters."""
+    if text is None:
+        return ""
+    if len(text) > MAX_NOTE:
+        raise ConfigError(f"at most {MAX_NOTE} characters (got {len(text)})", key=flag)
+    if _NOTE_CONTROL.search(text):
+        raise ConfigError("no control characters (newlines, escapes, bidi overrides)", key=flag)
+    return text
 
 
 def json_line(ctx: Context, obj: object) -> None:

@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from collector.cli.kit import Context, check_duration, check_id, json_line, open_for
+from collector.cli.kit import Context, check_duration, check_id, check_note, json_line, open_for
 from collector.cli.tables import table
 from collector.store import ApiToken
 from collector.store.records import API_ROLES
@@ -55,6 +55,7 @@ def _expiry(ctx: Context) -> float | None:
 
 async def api_token_cmd(ctx: Context) -> int:
     a = ctx.args
+    note = check_note(a.note) if a.action == "create" else ""  # refused before the store is opened
     async with open_for(ctx, signed=a.action != "list") as store:
         if a.action == "create":
             if (a.role == "viewer") != (a.tenant is not None):
@@ -65,7 +66,7 @@ async def api_token_cmd(ctx: Context) -> int:
                 check_id(a.tenant, "--tenant")
             token_id, secret, digest = new_token()
             now = ctx.clock()
-            record = ApiToken(token_id, a.role, a.tenant, a.note or "", now, _expiry(ctx), None, digest)
+            record = ApiToken(token_id, a.role, a.tenant, note, now, _expiry(ctx), None, digest)
             await store.create_api_token(record, now=now)
             ctx.say(secret)
             scope = f"tenant {a.tenant}" if a.tenant else "every tenant"

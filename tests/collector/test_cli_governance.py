@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from collector.cli import main
+from collector.cli.kit import MAX_NOTE
 from hushmetric.exitcodes import ExitCode
 
 DIGEST = "cd" * 32
@@ -78,3 +79,13 @@ def test_policy_commands_and_their_errors(tmp_path: Path) -> None:
         "policy.cap",
         "policy.cap",
     ]
+
+
+def test_a_long_or_control_character_note_is_refused(tmp_path: Path) -> None:
+    ok(tmp_path, "init")
+    ok(tmp_path, "tenant", "create", "acme")
+    for note in ("x" * (MAX_NOTE + 1), "line\nbreak", "\x1b[31mred", "rtl\u202eoverride"):
+        args = ("policy", "approve", "acme", "--digest", DIGEST, "--note", note)
+        one_line(run(tmp_path, *args), ExitCode.USAGE, "--note")
+    assert json.loads(ok(tmp_path, "policy", "list", "--json")) == []  # nothing approved
+    ok(tmp_path, "policy", "approve", "acme", "--digest", DIGEST, "--note", "é" * MAX_NOTE)

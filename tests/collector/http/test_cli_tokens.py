@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.cli.kit import MAX_NOTE
 from collector.store.tokens import PREFIX
 from tests.collector.collector_testkit import Hush, one_line_error, serving
 
@@ -103,3 +104,12 @@ def test_a_lifetime_beyond_a_century_is_refused(tmp_path: Path) -> None:
     hush.ok("api-token", "create", "--role", "operator", "--ttl", "36500d")
     [doc] = json.loads(hush.ok("api-token", "list", "--json"))
     assert doc["expires"] is not None
+
+
+def test_a_long_or_control_character_note_is_refused(tmp_path: Path) -> None:
+    hush = Hush(tmp_path)
+    hush.ok("init")
+    for note in ("x" * (MAX_NOTE + 1), "two\nlines", "\x1b]0;title\x07", "\u2066isolate"):
+        one_line_error(hush("api-token", "create", "--role", "operator", "--note", note), 2, "--note")
+    assert json.loads(hush.ok("api-token", "list", "--json")) == []  # no token made
+    hush.ok("api-token", "create", "--role", "operator", "--note", "n" * MAX_NOTE)
