@@ -20,6 +20,7 @@ from collector.http.auth import Principal
 from collector.report.fmt import fmt_interval, fmt_num, fmt_pct, fmt_ratio, shown, window_label
 from collector.report.funnel import FunnelReport
 from collector.report.governance import GovernanceSection
+from collector.report.html import funnel_chart
 from collector.report.kpi import COUNT_LIKE_STATS, KpiReport, Series, dims_label
 from collector.report.svg import Line, bar_chart, esc, series_chart
 from collector.store import Tenant
@@ -286,19 +287,8 @@ def _funnel_section(tenant: str, query: dict[str, str], f: FunnelReport | None) 
     if f is None:
         out.append('<p class="meta">Name two or more stage metrics to see the funnel.</p></section>')
         return out
-    present = [s for s in f.stages if s.total is not None]
-    if present:
-        vals = [shown(s.total, "count") for s in present if s.total is not None]
-        svg = bar_chart(
-            chart_id="funnel-chart",
-            title="Funnel stages",
-            desc="one bar per stage with its 95 % interval",
-            labels=[s.name for s in present],
-            values=[v for v, _, _ in vals],
-            lows=[lo for _, lo, _ in vals],
-            highs=[hi for _, _, hi in vals],
-            value_labels=[f"{fmt_num(v)} {fmt_interval(lo, hi)}" for v, lo, hi in vals],
-        )
+    svg = funnel_chart(f.stages, chart_id="funnel-chart", desc="one bar per stage with its 95 % interval")
+    if svg is not None:
         out.append(f'<figure class="funnel-chart">{svg}</figure>')
     rows = []
     for i, s in enumerate(f.stages):

@@ -15,14 +15,14 @@ from collections.abc import Iterable, Sequence
 
 from collector.report.badge import certificate_badge
 from collector.report.fmt import fmt_interval, fmt_num, fmt_pct, fmt_ratio, shown, window_label
-from collector.report.funnel import FunnelReport
+from collector.report.funnel import FunnelReport, Stage
 from collector.report.governance import GovernanceSection
 from collector.report.intervals import Estimate
 from collector.report.kpi import COUNT_LIKE_STATS, KpiReport, Point, Series, dims_label, parse_bucket
 from collector.report.svg import Line, bar_chart, esc, series_chart
 from hushmetric.timefmt import parse_rfc3339
 
-__all__ = ["MAX_CHARTS", "render_html"]
+__all__ = ["MAX_CHARTS", "funnel_chart", "render_html"]
 
 MAX_CHARTS = 60  # beyond this, series are in the tables only (the file stays small and fast)
 
@@ -97,6 +97,24 @@ def _table(caption: str, headers: Sequence[str], rows: Iterable[Sequence[str]], 
 
 def _iv(low: float | None, high: float | None) -> str:
     return fmt_interval(low, high)
+
+
+def funnel_chart(stages: Sequence[Stage], *, chart_id: str, desc: str) -> str | None:
+    """One bar per stage that has a total, with its 95 % interval (None when no stage has one):
+    the report's funnel figure and the dashboard's."""
+    vals = [(s.name, shown(s.total, "count")) for s in stages if s.total is not None]
+    if not vals:
+        return None
+    return bar_chart(
+        chart_id=chart_id,
+        title="Funnel stages",
+        desc=desc,
+        labels=[name for name, _ in vals],
+        values=[v for _, (v, _, _) in vals],
+        lows=[lo for _, (_, lo, _) in vals],
+        highs=[hi for _, (_, _, hi) in vals],
+        value_labels=[f"{fmt_num(v)} {fmt_interval(lo, hi)}" for _, (v, lo, hi) in vals],
+    )
 
 
 def _x(stamp: str, index: int) -> float:
@@ -411,19 +429,9 @@ def _funnel_html(r: FunnelReport) -> str:
         "clipped at 0.</p></header>",
         "<section><h2>Stages</h2>",
     ]
-    present = [s for s in r.stages if s.total is not None]
-    if present:
-        vals = [shown(s.total, "count") for s in present if s.total is not None]
-        svg = bar_chart(
-            chart_id=ids.next(),
-            title="Funnel stages",
-            desc="one bar per stage, in funnel order, with its 95 % interval",
-            labels=[s.name for s in present],
-            values=[v for v, _, _ in vals],
-            lows=[lo for _, lo, _ in vals],
-            highs=[hi for _, _, hi in vals],
-            value_labels=[f"{fmt_num(v)} {_iv(lo, hi)}" for v, lo, hi in vals],
-        )
+    desc = "one bar per stage, in funnel order, with its 95 % interval"
+    svg = funnel_chart(r.stages, chart_id=ids.next(), desc=desc)
+    if svg is not None:
         body.append(f"<figure>{svg}<figcaption>Funnel stages with 95 % intervals</figcaption></figure>")
     rows = []
     for i, s in enumerate(r.stages):
